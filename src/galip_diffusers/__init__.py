@@ -1,0 +1,20 @@
+"""galip-diffusers: GALIP (Generative Adversarial CLIPs, CVPR 2023) as a Hugging Face diffusers plugin.
+
+Importing the package registers its model and pipeline classes in the ``diffusers`` namespace, so that
+``DiffusionPipeline.from_pretrained(folder)`` resolves a GALIP folder to :class:`GALIPPipeline` and loads its
+``["diffusers", "GALIPGenerator"]`` components (diffusers only looks classes up in its own namespace).
+"""
+
+import diffusers as _diffusers
+from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin  # noqa: F401  (base-class names, see above)
+
+from .models import GALIPDiscriminator, GALIPGenerator
+from .pipelines import GALIPPipeline
+
+__version__ = "0.1.0"
+
+_REGISTERED = (GALIPGenerator, GALIPDiscriminator, GALIPPipeline)
+for _cls in _REGISTERED:
+    setattr(_diffusers, _cls.__name__, _cls)
+
+__all__ = ["GALIPDiscriminator", "GALIPGenerator", "GALIPPipeline", "__version__"]

@@ -1,0 +1,4 @@
+from .discriminator import GALIPDiscriminator
+from .generator import GALIPGenerator
+
+__all__ = ["GALIPDiscriminator", "GALIPGenerator"]

@@ -1,0 +1,174 @@
+"""GALIP's generator (Mate-G): a CLIP adapter around a frozen CLIP-ViT, followed by text-modulated upsampling blocks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin must be an attribute here, see loading docs)
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from .blocks import GeneratorBlock, MappingBlock
+from .clip_bridge import CLIPBridge, normalize_vision_config
+
+
+def generator_channels(ngf: int, output_size: int) -> list[int]:
+    """Channel widths from the bottleneck to the last block: ``[ngf * min(2**i, 8) for i in range(log2(S) - 1)]``
+    reversed, with S the power of two at or above ``output_size`` (224 -> 256 -> 512,512,512,512,256,128,64)."""
+    log_size = math.ceil(math.log2(output_size))
+    return [ngf * min(2**i, 8) for i in range(log_size - 1)][::-1]
+
+
+def generator_block_sizes(num_blocks: int, output_size: int) -> list[int]:
+    """Spatial size after each G-block: 8, 16, 32, ... doubling, and ``output_size`` for the last block."""
+    return [2 ** (3 + i) for i in range(num_blocks - 1)] + [output_size]
+
+
+class GALIPGenerator(ModelMixin, ConfigMixin):
+    r"""GALIP generator (NetG of Tao et al., CVPR 2023), built from its config.
+
+    Data flow for noise ``z`` (B, z_dim) and sentence embeddings ``text_embeds`` (B, cond_dim), with
+    ``cond = cat([z, text_embeds])`` (noise first):
+
+    1. ``fc_code``: z -> (B, code_channels, g, g), with g the ViT's patch grid (7 for ViT-B/32 at 224 px).
+    2. CLIP adapter: ``mapping_blocks`` (M_Blocks) then ``conv_fuse`` give the *bridge feature* (B, hidden, g, g);
+       ``fc_prompt`` turns ``cond`` into one prompt token per layer in ``prompt_layers``; the frozen ViT
+       (:class:`CLIPBridge`) maps the bridge feature with those prompts; ``conv_bridge_out`` is applied to
+       ``bridge_feature + bridge_scale * vit_output``.
+    3. ``blocks``: G-blocks that resize (nearest) and fuse the condition, up to ``output_size``.
+    4. ``conv_out``: LeakyReLU(0.2) + 3x3 conv to RGB. There is no tanh: callers clamp to [-1, 1].
+
+    The ViT is frozen (``requires_grad=False``) but differentiable: gradients flow through it to the adapter.
+
+    Parameters:
+        z_dim: noise dimension (100).
+        cond_dim: sentence-embedding dimension (512, the CLIP projection width).
+        ngf: base channel width of the G-blocks (64).
+        output_size: output resolution (224).
+        code_channels: channels of the noise code map (64).
+        mapping_mid_channels: mid channels of the M-blocks (32).
+        num_mapping_blocks: number of M-blocks (4).
+        prompt_layers: ViT blocks (0-indexed) that get a prompt token appended (1..8).
+        bridge_scale: weight of the ViT output added to the bridge feature (0.1).
+        vision_config: a ``CLIPVisionConfig`` dict for the frozen ViT (ViT-B/32 by default).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["GeneratorBlock", "CLIPEncoderLayer"]
+
+    @register_to_config
+    def __init__(
+        self,
+        z_dim: int = 100,
+        cond_dim: int = 512,
+        ngf: int = 64,
+        output_size: int = 224,
+        code_channels: int = 64,
+        mapping_mid_channels: int = 32,
+        num_mapping_blocks: int = 4,
+        prompt_layers: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8),
+        bridge_scale: float = 0.1,
+        vision_config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        vision_config = normalize_vision_config(vision_config)
+        self.register_to_config(vision_config=vision_config, prompt_layers=list(prompt_layers))
+        num_vit_layers = vision_config["num_hidden_layers"]
+        if any(not 0 <= layer < num_vit_layers for layer in prompt_layers):
+            raise ValueError(
+                f"`prompt_layers` must index ViT blocks in [0, {num_vit_layers - 1}], got {list(prompt_layers)}."
+            )
+        if output_size < 8:
+            raise ValueError(f"`output_size` must be at least 8, got {output_size}.")
+        hidden = vision_config["hidden_size"]
+        self.grid_size = vision_config["image_size"] // vision_config["patch_size"]
+        cond_total = z_dim + cond_dim
+        channels = generator_channels(ngf, output_size)
+
+        self.fc_code = nn.Linear(z_dim, code_channels * self.grid_size**2)
+        self.mapping_blocks = nn.ModuleList(
+            [
+                MappingBlock(code_channels, mapping_mid_channels, code_channels, cond_total)
+                for _ in range(num_mapping_blocks)
+            ]
+        )
+        self.conv_fuse = nn.Conv2d(code_channels, hidden, 5, 1, 2)
+        self.fc_prompt = nn.Linear(cond_total, len(prompt_layers) * hidden)
+        self.vision_model = CLIPBridge(vision_config)
+        self.vision_model.requires_grad_(False)
+        self.conv_bridge_out = nn.Conv2d(hidden, channels[0], 5, 1, 2)
+
+        sizes = generator_block_sizes(len(channels) - 1, output_size)
+        self.blocks = nn.ModuleList(
+            [
+                GeneratorBlock(c_in, c_out, cond_total, size)
+                for c_in, c_out, size in zip(channels[:-1], channels[1:], sizes)
+            ]
+        )
+        self.conv_out = nn.Conv2d(channels[-1], 3, 3, 1, 1)
+        self.gradient_checkpointing = False
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of G-blocks; ``forward_features(upto=l)`` accepts ``0 <= l <= num_blocks``."""
+        return len(self.blocks)
+
+    def condition(self, z: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The condition vector fed to every modulated layer: ``cat([z, text_embeds], dim=1)``."""
+        if z.ndim != 2 or z.shape[1] != self.config.z_dim:
+            raise ValueError(f"`z` must have shape (batch, {self.config.z_dim}), got {tuple(z.shape)}.")
+        if text_embeds.ndim != 2 or text_embeds.shape[1] != self.config.cond_dim:
+            raise ValueError(
+                f"`text_embeds` must have shape (batch, {self.config.cond_dim}), got {tuple(text_embeds.shape)}."
+            )
+        if z.shape[0] != text_embeds.shape[0]:
+            raise ValueError(f"`z` has batch {z.shape[0]} but `text_embeds` has batch {text_embeds.shape[0]}.")
+        return torch.cat([z, text_embeds.to(z.dtype)], dim=1)
+
+    def bridge(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The CLIP adapter: noise code -> bridge feature -> frozen ViT with prompts -> (B, 8*ngf, g, g)."""
+        h = self.fc_code(z).view(z.shape[0], self.config.code_channels, self.grid_size, self.grid_size)
+        for block in self.mapping_blocks:
+            h = block(h, cond)
+        bridge_feature = self.conv_fuse(h)
+        prompts = self.fc_prompt(cond).view(z.shape[0], len(self.config.prompt_layers), -1)
+        vit_out = self.vision_model(bridge_feature, prompts, self.config.prompt_layers)
+        return self.conv_bridge_out(bridge_feature + self.config.bridge_scale * vit_out)
+
+    def _run_blocks(self, h: torch.Tensor, cond: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        for block in self.blocks[start:stop]:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                h = self._gradient_checkpointing_func(block, h, cond)
+            else:
+                h = block(h, cond)
+        return h
+
+    def _check_block_index(self, name: str, value: int) -> None:
+        if not isinstance(value, int) or not 0 <= value <= self.num_blocks:
+            raise ValueError(f"`{name}` must be an int in [0, {self.num_blocks}] (the G-block index), got {value!r}.")
+
+    def forward_features(self, z: torch.Tensor, text_embeds: torch.Tensor, upto: int) -> torch.Tensor:
+        """Run the generator up to (and including) G-block ``upto - 1``; ``upto=0`` returns the adapter output."""
+        self._check_block_index("upto", upto)
+        cond = self.condition(z, text_embeds)
+        return self._run_blocks(self.bridge(z, cond), cond, 0, upto)
+
+    def forward_from(self, h: torch.Tensor, z: torch.Tensor, text_embeds: torch.Tensor, start: int) -> torch.Tensor:
+        """Continue from features ``h`` produced by ``forward_features(..., upto=start)`` to the RGB output."""
+        self._check_block_index("start", start)
+        cond = self.condition(z, text_embeds)
+        h = self._run_blocks(h, cond, start, self.num_blocks)
+        return self.conv_out(F.leaky_relu(h, 0.2))
+
+    def forward(self, z: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Generate images (B, 3, output_size, output_size), roughly in [-1, 1] (not clamped)."""
+        cond = self.condition(z, text_embeds)
+        h = self._run_blocks(self.bridge(z, cond), cond, 0, self.num_blocks)
+        return self.conv_out(F.leaky_relu(h, 0.2))
+
+    def learnable_parameters(self) -> list[nn.Parameter]:
+        """Everything but the frozen ViT: what G's optimiser trains."""
+        return [p for n, p in self.named_parameters() if not n.startswith("vision_model.")]

@@ -1,0 +1,3 @@
+from .pipeline_galip import GALIPPipeline
+
+__all__ = ["GALIPPipeline"]

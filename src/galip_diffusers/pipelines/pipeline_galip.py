@@ -1,0 +1,367 @@
+"""One-step text-to-image pipeline for GALIP."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import logging
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from ..models.generator import GALIPGenerator
+from .folder_checks import check_pipeline_folder
+
+logger = logging.get_logger(__name__)
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+TRUNCATION_MODES = ("resample", "clamp")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> import galip_diffusers  # registers the GALIP classes with diffusers
+        >>> from diffusers import DiffusionPipeline
+
+        >>> pipe = DiffusionPipeline.from_pretrained("galip-shapes")  # or a converted official folder
+        >>> images = pipe(
+        ...     ["a large red circle on a white background", "a small blue square on a black background"],
+        ...     num_images_per_prompt=4,
+        ...     generator=torch.Generator().manual_seed(0),
+        ... ).images
+        ```
+"""
+
+#: Written next to model_index.json so that ``custom_pipeline="pipeline_galip", trust_remote_code=True`` loads a saved
+#: folder without importing galip_diffusers first (it still has to be installed).
+REMOTE_CODE_SHIM = '"""Loads GALIP pipelines through diffusers\' custom-pipeline mechanism."""\n' \
+    "from galip_diffusers import GALIPPipeline  # noqa: F401\n"
+
+
+def slerp(v0: torch.Tensor, v1: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between rows of ``v0`` and ``v1`` (falls back to lerp when they are parallel)."""
+    v0f, v1f = v0.float(), v1.float()
+    dot = (v0f * v1f).sum(-1, keepdim=True) / (v0f.norm(dim=-1, keepdim=True) * v1f.norm(dim=-1, keepdim=True))
+    omega = torch.arccos(dot.clamp(-1.0, 1.0))
+    sin_omega = torch.sin(omega)
+    lerp = (1 - t) * v0f + t * v1f
+    spherical = (torch.sin((1 - t) * omega) * v0f + torch.sin(t * omega) * v1f) / sin_omega.clamp_min(1e-8)
+    return torch.where(sin_omega.abs() < 1e-6, lerp, spherical).to(v0.dtype)
+
+
+class GALIPPipeline(DiffusionPipeline):
+    r"""Text-to-image generation with GALIP (Generative Adversarial CLIPs): one generator forward pass per batch.
+
+    This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
+    (downloading, saving, running on a particular device, offloading).
+
+    Args:
+        tokenizer ([`~transformers.CLIPTokenizer`]): tokenizer of the CLIP text tower.
+        text_encoder ([`~transformers.CLIPTextModelWithProjection`]): frozen CLIP text tower; GALIP conditions on
+            its projected EOT embedding (`text_embeds`, not L2-normalised).
+        generator ([`GALIPGenerator`]): the GALIP generator (with its frozen CLIP-ViT bridge).
+        image_encoder ([`~transformers.CLIPVisionModelWithProjection`], *optional*): the bridge CLIP's image tower,
+            used by the discriminator and by training; not needed for sampling.
+        scorer ([`~transformers.CLIPModel`], *optional*): a second CLIP, different from the bridge CLIP, used for
+            CLIP scores and CLIP-guided refinement.
+    """
+
+    model_cpu_offload_seq = "text_encoder->generator"
+    _optional_components = ["image_encoder", "scorer"]
+
+    def __init__(
+        self,
+        tokenizer: CLIPTokenizer,
+        text_encoder: CLIPTextModelWithProjection,
+        generator: GALIPGenerator,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        scorer: CLIPModel | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            generator=generator,
+            image_encoder=image_encoder,
+            scorer=scorer,
+        )
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs):
+        """Like [`DiffusionPipeline.from_pretrained`], plus packaged short names (``"galip-shapes"``) and a check of
+        local folders that names the missing or corrupt file."""
+        from ..pretrained import resolve_pretrained
+
+        path = resolve_pretrained(pretrained_model_name_or_path)
+        if os.path.isdir(path):
+            check_pipeline_folder(path)
+        return super().from_pretrained(path, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """Save as safetensors. Our own component classes are recorded under the ``diffusers`` library name (they are
+        registered there on ``import galip_diffusers``), which diffusers' Hub download step accepts."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+        for key, value in index.items():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]).startswith("galip_diffusers"):
+                index[key] = ["diffusers", value[1]]
+        with open(index_path, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")
+        with open(os.path.join(save_directory, "pipeline_galip.py"), "w", encoding="utf-8") as f:
+            f.write(REMOTE_CODE_SHIM)
+
+    # ------------------------------------------------------------------ inputs
+    def check_inputs(
+        self,
+        prompt: str | list[str] | None,
+        num_images_per_prompt: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        prompt_embeds: torch.Tensor | None,
+        output_type: str,
+        truncation: float | None = None,
+        truncation_mode: str = "resample",
+        max_batch_size: int | None = None,
+    ) -> int:
+        """Validate the call's arguments; returns the number of images to generate."""
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError(
+                f"Cannot forward both `prompt`: {prompt} and `prompt_embeds` of shape {tuple(prompt_embeds.shape)}. "
+                "Please make sure to only forward one of the two."
+            )
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("Provide either `prompt` or `prompt_embeds`. Cannot leave both undefined.")
+        if prompt is not None:
+            if not isinstance(prompt, (str, list)):
+                raise TypeError(f"`prompt` has to be of type `str` or `list` but is {type(prompt)}.")
+            if isinstance(prompt, list):
+                if len(prompt) == 0:
+                    raise ValueError("`prompt` is an empty list: pass at least one prompt.")
+                bad = [type(p).__name__ for p in prompt if not isinstance(p, str)]
+                if bad:
+                    raise TypeError(f"`prompt` must be a list of `str`, but it contains {sorted(set(bad))}.")
+            batch_size = 1 if isinstance(prompt, str) else len(prompt)
+        else:
+            width = self.generator.config.cond_dim
+            if not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim != 2:
+                raise ValueError(f"`prompt_embeds` must be a 2-D tensor (batch, {width}).")
+            if prompt_embeds.shape[1] != width or prompt_embeds.shape[0] == 0:
+                raise ValueError(
+                    f"`prompt_embeds` must have shape (batch >= 1, {width}), got {tuple(prompt_embeds.shape)}."
+                )
+            batch_size = prompt_embeds.shape[0]
+        if not isinstance(num_images_per_prompt, int) or isinstance(num_images_per_prompt, bool):
+            raise TypeError(f"`num_images_per_prompt` must be an int >= 1, got {num_images_per_prompt!r}.")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"`num_images_per_prompt` must be >= 1, got {num_images_per_prompt}.")
+        total = batch_size * num_images_per_prompt
+        if isinstance(generator, list) and len(generator) != total:
+            raise ValueError(
+                f"You passed a list of {len(generator)} generators, but the call makes {total} images "
+                f"({batch_size} prompt(s) x {num_images_per_prompt}); pass one generator per image or a single one."
+            )
+        if latents is not None:
+            expected = (total, self.generator.config.z_dim)
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
+                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise ValueError(f"`latents` must be a tensor of shape {expected}, got {got}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if truncation is not None and not (isinstance(truncation, (int, float)) and truncation > 0):
+            raise ValueError(f"`truncation` must be None or a positive number, got {truncation!r}.")
+        if truncation_mode not in TRUNCATION_MODES:
+            raise ValueError(f"`truncation_mode` must be one of {TRUNCATION_MODES}, got {truncation_mode!r}.")
+        if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
+            raise ValueError(f"`max_batch_size` must be None or an int >= 1, got {max_batch_size!r}.")
+        return total
+
+    def encode_prompt(
+        self,
+        prompt: str | list[str],
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+    ) -> torch.Tensor:
+        """CLIP sentence embeddings (projected EOT state, not normalised), repeated so that each prompt's images are
+        adjacent: shape (len(prompt) * num_images_per_prompt, cond_dim). Prompts longer than the tokenizer's
+        ``model_max_length`` are truncated with a warning."""
+        device = device or self._execution_device
+        prompt = [prompt] if isinstance(prompt, str) else list(prompt)
+        max_length = self.tokenizer.model_max_length
+        inputs = self.tokenizer(prompt, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+        untruncated = self.tokenizer(prompt, padding="longest", return_tensors="pt").input_ids
+        if untruncated.shape[-1] > inputs.input_ids.shape[-1]:
+            for i, ids in enumerate(untruncated):
+                removed = ids[max_length - 1 :]
+                removed = removed[removed != self.tokenizer.pad_token_id]
+                if len(removed) > 1:
+                    text = self.tokenizer.decode(removed[:-1], skip_special_tokens=True)
+                    logger.warning(
+                        "The following part of your input was truncated because CLIP can only handle sequences up "
+                        f"to {max_length} tokens: {text}"
+                    )
+        embeds = self.text_encoder(inputs.input_ids.to(device)).text_embeds
+        return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        truncation: float | None = None,
+        truncation_mode: str = "resample",
+        max_resample_rounds: int = 1000,
+    ) -> torch.Tensor:
+        """Noise ``z ~ N(0, I)`` of shape (batch_size, z_dim), drawn with diffusers' ``randn_tensor``.
+
+        With ``truncation=t``, values beyond ±t are either redrawn from the same generator(s) (``"resample"``, a
+        truncated normal) or clamped (``"clamp"``). Given ``latents`` are used as they are."""
+        if latents is not None:
+            return latents.to(device=device, dtype=dtype)
+        shape = (batch_size, self.generator.config.z_dim)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if truncation is not None:
+            if truncation_mode == "resample":
+                for _ in range(max_resample_rounds):
+                    outside = latents.abs() > truncation
+                    if not outside.any():
+                        break
+                    fresh = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+                    latents = torch.where(outside, fresh, latents)
+            latents = latents.clamp(-truncation, truncation)
+        return latents.to(dtype)
+
+    # ------------------------------------------------------------------ generation
+    def _generate(self, latents: torch.Tensor, text_embeds: torch.Tensor, max_batch_size: int | None) -> torch.Tensor:
+        chunk = max_batch_size or latents.shape[0]
+        images = []
+        with self.progress_bar(total=(latents.shape[0] + chunk - 1) // chunk) as progress:
+            for start in range(0, latents.shape[0], chunk):
+                images.append(self.generator(latents[start : start + chunk], text_embeds[start : start + chunk]))
+                progress.update()
+        return torch.cat(images).clamp(-1, 1)
+
+    def _postprocess(self, images: torch.Tensor, output_type: str, return_dict: bool):
+        if output_type != "latent":
+            images = self.image_processor.postprocess(images.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        truncation: float | None = None,
+        truncation_mode: str = "resample",
+        max_batch_size: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""Generate images from text in one generator forward pass.
+
+        Args:
+            prompt (`str` or `list[str]`): the prompt(s). Not allowed together with `prompt_embeds`.
+            num_images_per_prompt (`int`, defaults to 1): images per prompt; a prompt's images are adjacent.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): for deterministic noise; a list
+                gives one generator per image (its length must equal the number of images).
+            latents (`torch.Tensor`, *optional*): noise of shape (num_images, z_dim), used as is.
+            prompt_embeds (`torch.Tensor`, *optional*): precomputed sentence embeddings (batch, cond_dim).
+            truncation (`float`, *optional*): truncate the noise at ±`truncation` (the "truncation trick").
+            truncation_mode (`str`, defaults to `"resample"`): `"resample"` redraws values beyond the bound (a
+                truncated normal, deterministic under `generator`); `"clamp"` clips them.
+            max_batch_size (`int`, *optional*): run the generator in chunks of at most this many images (progress
+                bar over chunks); by default everything runs in one forward pass.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (BHWC float in [0, 1]), `"pt"` (BCHW float in
+                [0, 1]) or `"latent"` (the generator's raw output clamped to [-1, 1], BCHW).
+            return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
+
+        Returns:
+            [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
+        """
+        total = self.check_inputs(
+            prompt, num_images_per_prompt, generator, latents, prompt_embeds, output_type,
+            truncation, truncation_mode, max_batch_size,
+        )
+        device = self._execution_device
+        dtype = self.generator.dtype
+        if prompt_embeds is None:
+            text_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
+        else:
+            text_embeds = prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
+        latents = self.prepare_latents(total, dtype, device, generator, latents, truncation, truncation_mode)
+        images = self._generate(latents, text_embeds.to(dtype), max_batch_size)
+        return self._postprocess(images, output_type, return_dict)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        prompt: list[str] | str | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        num_steps: int = 8,
+        latents: torch.Tensor | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        interpolate_noise: bool = True,
+        interpolate_text: bool = True,
+        truncation: float | None = None,
+        max_batch_size: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""Frames along a path through K >= 2 endpoints: slerp between noise vectors, lerp between sentence embeddings.
+
+        Args:
+            prompt (`str` or `list[str]`): K endpoint prompts (a single prompt keeps the text fixed).
+            prompt_embeds (`torch.Tensor`, *optional*): K endpoint embeddings (K, cond_dim) instead of `prompt`.
+            num_steps (`int`, defaults to 8): frames per segment, both endpoints included; the strip has
+                ``(K - 1) * (num_steps - 1) + 1`` frames.
+            latents (`torch.Tensor`, *optional*): K endpoint noise vectors (K, z_dim); drawn with `generator` if absent.
+            interpolate_noise / interpolate_text (`bool`): move along the noise and/or the text path; the one that is
+                off stays at its first endpoint.
+            truncation, max_batch_size, output_type, return_dict: as in `__call__`.
+        """
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("Cannot forward both `prompt` and `prompt_embeds` to `interpolate`; pass one of them.")
+        if not isinstance(num_steps, int) or num_steps < 2:
+            raise ValueError(f"`num_steps` must be an int >= 2 (frames per segment, endpoints included), got {num_steps!r}.")
+        if prompt_embeds is None:
+            if prompt is None:
+                raise ValueError("Provide either `prompt` or `prompt_embeds` to `interpolate`.")
+            self.check_inputs(prompt, 1, None, None, None, output_type)
+            text_points = self.encode_prompt(prompt, self._execution_device)
+        else:
+            self.check_inputs(None, 1, None, None, prompt_embeds, output_type)
+            text_points = prompt_embeds.to(self._execution_device)
+        num_points = max(text_points.shape[0], latents.shape[0] if latents is not None else 2)
+        if text_points.shape[0] == 1:
+            text_points = text_points.expand(num_points, -1)
+        if latents is not None and latents.shape[0] == 1:
+            latents = latents.expand(num_points, -1)
+        self.check_inputs(None, 1, generator, latents, text_points, output_type, truncation)
+        dtype = self.generator.dtype
+        noise_points = self.prepare_latents(num_points, dtype, self._execution_device, generator, latents, truncation)
+
+        frames_z, frames_t = [], []
+        for k in range(num_points - 1):
+            for step in range(0 if k == 0 else 1, num_steps):
+                t = step / (num_steps - 1)
+                frames_z.append(slerp(noise_points[k : k + 1], noise_points[k + 1 : k + 2], t) if interpolate_noise else noise_points[:1])
+                frames_t.append(torch.lerp(text_points[k : k + 1], text_points[k + 1 : k + 2], t) if interpolate_text else text_points[:1])
+        images = self._generate(torch.cat(frames_z), torch.cat(frames_t).to(dtype), max_batch_size)
+        return self._postprocess(images, output_type, return_dict)
