@@ -362,6 +362,15 @@ def test_cli_rejects_a_file_that_is_not_a_galip_checkpoint(tiny_files, tmp_path,
         main(["--checkpoint", bad, "--clip", tiny_files[1], "--output_dir", str(out), "--debug", "--quiet"])
 
 
+def test_swapped_inputs_are_explained(tiny_files, tmp_path):
+    ckpt, clip_file = tiny_files
+    with pytest.raises(ConversionError, match="TorchScript archive.*did you swap --checkpoint and --clip"):
+        convert_official_checkpoint(clip_file, ckpt, tmp_path / "out", **TINY_KWARGS)
+    with pytest.raises(ConversionError, match="did you swap --checkpoint and --clip"):
+        load_clip_source(ckpt, TINY_GEOMETRY)
+    assert os.listdir(tmp_path) == []
+
+
 def test_missing_and_unexpected_keys_are_named(tiny_nets):
     netg = dict(tiny_nets["netG"])
     netg["GBlocks.1.c9.weight"] = netg.pop("GBlocks.1.c2.weight")
@@ -384,7 +393,7 @@ def test_shape_mismatch_names_key_and_shapes(tiny_nets):
 
 
 def test_pickled_objects_are_refused_unless_unsafe_pickle(tiny_nets, tiny_files, tmp_path):
-    checkpoint = {**fx.official_checkpoint(tiny_nets), "args": argparse.Namespace(lr=1e-4)}
+    checkpoint = {**fx.official_checkpoint(tiny_nets, ddp=False), "args": argparse.Namespace(lr=1e-4)}
     path = _save(checkpoint, tmp_path / "with-args.pth")
     with pytest.raises(ConversionError, match=r"weights_only=True.*--unsafe-pickle"):
         convert_official_checkpoint(path, tiny_files[1], tmp_path / "a", **TINY_KWARGS)
@@ -394,7 +403,7 @@ def test_pickled_objects_are_refused_unless_unsafe_pickle(tiny_nets, tiny_files,
     assert (tmp_path / "b" / "model_index.json").is_file()
 
 
-def test_existing_output_dir_needs_overwrite(tiny_files, tmp_path):
+def test_existing_output_dir_needs_overwrite(tiny_files, tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -404,6 +413,9 @@ def test_existing_output_dir_needs_overwrite(tiny_files, tmp_path):
     convert_official_checkpoint(*tiny_files, out, overwrite=True, **TINY_KWARGS)
     assert not (out / "keep.txt").exists() and (out / "model_index.json").is_file()
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no temporary folders left behind
+    monkeypatch.chdir(out)
+    with pytest.raises(ConversionError, match="refusing to use"):
+        convert_official_checkpoint(*tiny_files, ".", overwrite=True, **TINY_KWARGS)
     empty = tmp_path / "empty"
     empty.mkdir()
     convert_official_checkpoint(*tiny_files, empty, **TINY_KWARGS)  # an empty folder is fine

@@ -159,7 +159,9 @@ def load_openai_state_dict(path: str, unsafe_pickle: bool = False) -> dict[str, 
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConversionError(f"--clip: {path!r} does not hold a state dict (a mapping of names to tensors).")
+        hint = " It looks like a GALIP checkpoint: did you swap --checkpoint and --clip?" if (
+            isinstance(state, dict) and "model" in state) else ""
+        raise ConversionError(f"--clip: {path!r} does not hold a state dict (a mapping of names to tensors).{hint}")
     return {k: v for k, v in strip_prefix(state).items() if k not in OPENAI_NON_WEIGHTS}
 
 

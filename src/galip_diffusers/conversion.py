@@ -31,7 +31,16 @@ import torch
 from accelerate import init_empty_weights
 
 from .clip_convert import VISION_KEY_MAP, VIT_B_32, CLIPGeometry, CLIPSource, image_encoder_from_openai, load_clip_source
-from .conversion_utils import ConversionError, KeyRule, load_mapped, module_prefix, prefixed, safe_torch_load, strip_prefix
+from .conversion_utils import (
+    ConversionError,
+    KeyRule,
+    is_torchscript_archive,
+    load_mapped,
+    module_prefix,
+    prefixed,
+    safe_torch_load,
+    strip_prefix,
+)
 from .models.clip_bridge import CLIP_PREPROCESS_MODES
 from .models.discriminator import GALIPDiscriminator
 from .models.generator import GALIPGenerator
@@ -80,6 +89,11 @@ def load_official_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = Fals
     """``{'netG': ..., 'netD': ..., 'netC': ...}`` from an official ``torch.save`` file (``module.`` prefixes removed).
 
     The file is memory-mapped, so optimiser states and other unused entries are never read into RAM."""
+    if os.path.isfile(path) and is_torchscript_archive(path):
+        raise ConversionError(
+            f"--checkpoint: {os.fspath(path)!r} is a TorchScript archive (like OpenAI's ViT-B-32.pt), not a GALIP "
+            "checkpoint; did you swap --checkpoint and --clip?"
+        )
     obj = safe_torch_load(path, "--checkpoint", unsafe_pickle)
     nets = obj.get("model") if isinstance(obj, dict) else None
     if not isinstance(nets, dict) or not isinstance(nets.get("netG"), dict):
@@ -170,6 +184,11 @@ def _check_output_dir(output_dir: str, overwrite: bool, inputs: list[str]) -> st
         raise ConversionError(f"--output_dir: {out!r} exists and is not a folder.")
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise ConversionError(f"--output_dir: {out!r} exists and is not empty; pass --overwrite to replace it.")
+    real, cwd = os.path.realpath(out), os.path.realpath(os.getcwd())
+    if real in (os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)) or (cwd + os.sep).startswith(
+        real + os.sep
+    ):
+        raise ConversionError(f"--output_dir: refusing to use {out!r} (the current, home or root folder or a parent).")
     for path in inputs:
         if os.path.realpath(path).startswith(os.path.realpath(out) + os.sep):
             raise ConversionError(f"--output_dir: {out!r} contains the input {path!r}; choose another folder.")
