@@ -14,6 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..models.generator import GALIPGenerator
+from ..tokenizer_bpe import clip_text_clean
 from .folder_checks import check_pipeline_folder
 
 logger = logging.get_logger(__name__)
@@ -195,7 +196,9 @@ class GALIPPipeline(DiffusionPipeline):
         adjacent: shape (len(prompt) * num_images_per_prompt, cond_dim). Prompts longer than the tokenizer's
         ``model_max_length`` are truncated with a warning."""
         device = device or self._execution_device
-        prompt = [prompt] if isinstance(prompt, str) else list(prompt)
+        # The cleaning OpenAI's `clip.tokenize` applies (ftfy, HTML entities, whitespace): exact parity with the
+        # official GALIP text path, also for curly quotes or full-width characters.
+        prompt = [clip_text_clean(p) for p in ([prompt] if isinstance(prompt, str) else prompt)]
         max_length = self.tokenizer.model_max_length
         inputs = self.tokenizer(prompt, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
         untruncated = self.tokenizer(prompt, padding="longest", return_tensors="pt").input_ids
