@@ -167,3 +167,22 @@ def test_bad_input_gives_clear_errors(pipe):
         pipe.compose(["a red circle"], **SMALL)
     with pytest.raises(ValueError, match="single `torch.Generator`"):
         pipe("a red circle", generator=[seeded()], **SMALL)
+
+
+def test_save_load_round_trip_and_plain_folder_with_scorer(pipe, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from galip_diffusers.testing_utils import tiny_pipeline
+
+    pipe.save_pretrained(tmp_path / "fuse")
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "fuse")
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded, GALIPFuseDreamPipeline) and loaded.scorer_tokenizer is None
+    a = pipe("a red circle", generator=seeded(), output_type="pt", **SMALL)
+    b = loaded("a red circle", generator=seeded(), output_type="pt", **SMALL)
+    torch.testing.assert_close(a.images, b.images, atol=1e-6, rtol=0)
+    tiny_pipeline().save_pretrained(tmp_path / "plain")  # a GALIP folder without scorer + a scorer passed in
+    upgraded = GALIPFuseDreamPipeline.from_pretrained(tmp_path / "plain", scorer=tiny_scorer())
+    assert isinstance(upgraded, GALIPFuseDreamPipeline)
+    with pytest.raises(ValueError, match="scorer"):  # diffusers names the missing component
+        GALIPFuseDreamPipeline.from_pretrained(tmp_path / "plain")
