@@ -1,5 +1,6 @@
 """GALIPFuseDreamPipeline: initialisation, over-parameterisation, search, composition, seeding and bad input."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -186,3 +187,30 @@ def test_save_load_round_trip_and_plain_folder_with_scorer(pipe, tmp_path):
     assert isinstance(upgraded, GALIPFuseDreamPipeline)
     with pytest.raises(ValueError, match="scorer"):  # diffusers names the missing component
         GALIPFuseDreamPipeline.from_pretrained(tmp_path / "plain")
+
+
+def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "training" / "eval_fusedream.py"
+    spec = importlib.util.spec_from_file_location("eval_fusedream", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pipe.save_pretrained(tmp_path / "model")
+    report = module.main([
+        "--model", str(tmp_path / "model"), "--num_prompts", "2", "--seeds", "0", "1", "--num_candidates", "3",
+        "--top_k", "2", "--num_steps", "1", "--num_augmentations", "1", "--num_measure_augmentations", "2",
+        "--compose_pairs", "1", "--output_dir", str(tmp_path / "results"),
+    ])
+    saved = json.loads((tmp_path / "results" / "fusedream.json").read_text())
+    assert saved["text_following"]["held_out"]["accuracy"]["refined"]["n"] == 4
+    assert set(saved["text_following"]["train"]["accuracy"]) == {"one_step", "selection", "refined"}
+    assert 0 <= report["composition"]["success_rate"]["composed"]["both_objects"] <= 1
+    assert "| held_out | refined |" in (tmp_path / "results" / "fusedream.md").read_text()
+    # the two-object check reads a synthetic two-object image correctly
+    canvas = module.shapes.render_shape(16, "red", "circle", "white", center=(16, 32), as_array=True)
+    canvas[:, 32:] = module.shapes.render_shape(16, "blue", "square", "white", center=(48, 32), as_array=True)[:, 32:]
+    assert module.two_object_check(canvas, ("red", "circle"), ("blue", "square"))["both_objects"]
+    assert not module.two_object_check(canvas, ("blue", "square"), ("red", "circle"))["both_colors"]
