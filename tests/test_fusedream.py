@@ -1,6 +1,5 @@
 """GALIPFuseDreamPipeline: initialisation, over-parameterisation, search, composition, seeding and bad input."""
 
-import numpy as np
 import pytest
 import torch
 
