@@ -9,12 +9,19 @@ import diffusers as _diffusers
 from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin  # noqa: F401  (base-class names, see above)
 
 from .models import GALIPDiscriminator, GALIPGenerator
-from .pipelines import GALIPPipeline
+from .pipelines import GALIPFuseDreamPipeline, GALIPFuseDreamPipelineOutput, GALIPPipeline
 
 __version__ = "0.1.0"
 
-_REGISTERED = (GALIPGenerator, GALIPDiscriminator, GALIPPipeline)
+_REGISTERED = (GALIPGenerator, GALIPDiscriminator, GALIPPipeline, GALIPFuseDreamPipeline)
 for _cls in _REGISTERED:
     setattr(_diffusers, _cls.__name__, _cls)
 
-__all__ = ["GALIPDiscriminator", "GALIPGenerator", "GALIPPipeline", "__version__"]
+__all__ = [
+    "GALIPDiscriminator",
+    "GALIPFuseDreamPipeline",
+    "GALIPFuseDreamPipelineOutput",
+    "GALIPGenerator",
+    "GALIPPipeline",
+    "__version__",
+]

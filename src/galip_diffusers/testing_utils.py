@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 from transformers import (
+    CLIPConfig,
+    CLIPModel,
     CLIPTextConfig,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
@@ -16,6 +18,7 @@ from transformers import (
 from .models.discriminator import GALIPDiscriminator
 from .models.generator import GALIPGenerator
 from .pipelines.pipeline_galip import GALIPPipeline
+from .pipelines.pipeline_galip_fusedream import GALIPFuseDreamPipeline
 
 TINY_VISION_CONFIG: dict[str, Any] = {
     "hidden_size": 32,
@@ -39,6 +42,20 @@ TINY_GENERATOR_CONFIG: dict[str, Any] = {
     "num_mapping_blocks": 2,
     "prompt_layers": [1, 2],
     "vision_config": TINY_VISION_CONFIG,
+}
+
+#: A tiny scorer CLIP (text and vision towers) sharing the byte-level tokenizer, with a vision tower unlike G's ViT.
+TINY_SCORER_CONFIG: dict[str, Any] = {
+    "text_config": {
+        "vocab_size": 514, "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513, "hidden_size": 32,
+        "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 77,
+        "projection_dim": 16,
+    },
+    "vision_config": {
+        "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2, "image_size": 32,
+        "patch_size": 8, "projection_dim": 16,
+    },
+    "projection_dim": 16,
 }
 
 TINY_DISCRIMINATOR_CONFIG: dict[str, Any] = {
@@ -112,5 +129,17 @@ def tiny_components(seed: int = 0, with_image_encoder: bool = False) -> dict[str
 
 def tiny_pipeline(seed: int = 0, with_image_encoder: bool = False) -> GALIPPipeline:
     pipe = GALIPPipeline(**tiny_components(seed, with_image_encoder))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_scorer(seed: int = 1) -> CLIPModel:
+    """A tiny scorer ``CLIPModel`` (another seed and geometry than the generator's ViT); uses the byte-level tokenizer."""
+    torch.manual_seed(seed)
+    return CLIPModel(CLIPConfig(**TINY_SCORER_CONFIG)).eval()
+
+
+def tiny_fusedream_pipeline(seed: int = 0, scorer_seed: int = 1) -> GALIPFuseDreamPipeline:
+    pipe = GALIPFuseDreamPipeline(**{**tiny_components(seed), "scorer": tiny_scorer(scorer_seed)})
     pipe.set_progress_bar_config(disable=True)
     return pipe

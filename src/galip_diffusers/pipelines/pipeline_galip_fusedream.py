@@ -1,0 +1,344 @@
+"""FuseDream-style CLIP-guided latent search on GALIP: AugCLIP, initialisation + over-parameterisation, composition.
+
+After Liu et al., "FuseDream: Training-Free Text-to-Image Generation with Improved CLIP+GAN Space Optimization"
+(arXiv 2112.01573), written from the paper for GALIP, whose condition is ``cat([z, text_embeds])``: the search runs on
+the noise and/or on the sentence-embedding part of the condition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from .. import augclip
+from ..composition import fill_outside
+from ..latent_search import OverparameterizedLatent, dynamic_barrier_direction, gather_rows, top_k_indices
+from ..models.generator import GALIPGenerator
+from .fusedream_composition import FuseDreamCompositionMixin
+from .pipeline_galip import GALIPPipeline
+
+OPTIMIZE_TARGETS = ("noise", "text", "noise+text")
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from galip_diffusers import GALIPFuseDreamPipeline
+
+        >>> pipe = GALIPFuseDreamPipeline.from_pretrained("galip-shapes")  # ships a separate scorer CLIP
+        >>> out = pipe("a large purple triangle on a white background", num_candidates=256, top_k=5, num_steps=100,
+        ...            generator=torch.Generator().manual_seed(0))
+        >>> out.images[0], out.scores_before, out.scores_after
+        >>> scene = pipe.compose(["a small red circle on a white background", "a small blue square on a white background"],
+        ...                      prompt="a small red circle and a small blue square on a white background",
+        ...                      generator=torch.Generator().manual_seed(0))
+        ```
+"""
+
+
+@dataclass
+class GALIPFuseDreamPipelineOutput(BaseOutput):
+    """Output of [`GALIPFuseDreamPipeline`] and of its `compose`.
+
+    Args:
+        images: the refined (or composed) images, in the requested `output_type`.
+        scores_before / scores_after (`torch.Tensor` (B,)): AugCLIP (scorer CLIP, `num_measure_augmentations` views,
+            the same views before and after) of the image at initialisation and after the search.
+        latents (`torch.Tensor`): final noise, (B, z_dim), or (B, J, z_dim) for a composition of J objects.
+        text_embeds (`torch.Tensor`): final sentence-embedding part of the condition, (B, cond_dim) or (B, J, cond_dim).
+        score_history (`torch.Tensor` (num_steps, B)): the training AugCLIP at every step (random views).
+        masks (`torch.Tensor` (B, J, H, W), *optional*): the normalised object masks of a composition.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    scores_before: torch.Tensor
+    scores_after: torch.Tensor
+    latents: torch.Tensor
+    text_embeds: torch.Tensor
+    score_history: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+
+
+class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
+    r"""GALIP with FuseDream's training-free CLIP-guided search (refinement) and composed generation.
+
+    Components as [`GALIPPipeline`], except that `scorer` is **required**:
+
+    Args:
+        tokenizer, text_encoder, generator, image_encoder: as in [`GALIPPipeline`].
+        scorer ([`~transformers.CLIPModel`]): the CLIP that judges images. It must differ from the bridge CLIP inside
+            the generator (a generator searched against its own CLIP finds adversarial images); a scorer whose vision
+            weights equal the generator's ViT is refused.
+        scorer_tokenizer ([`~transformers.CLIPTokenizer`], *optional*): the scorer's tokenizer; by default the
+            pipeline `tokenizer` is used, so a scorer trained with another vocabulary must come with its own.
+
+    `augmentation_config` (an [`~galip_diffusers.augclip.AugmentationConfig`] attribute) sets the AugCLIP policy.
+    """
+
+    model_cpu_offload_seq = "text_encoder->generator->scorer"
+    _optional_components = ["image_encoder", "scorer_tokenizer"]
+    _callback_tensor_inputs = ["latents", "text_embeds", "images", "scores"]
+
+    def __init__(
+        self,
+        tokenizer: CLIPTokenizer,
+        text_encoder: CLIPTextModelWithProjection,
+        generator: GALIPGenerator,
+        scorer: CLIPModel,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        scorer_tokenizer: CLIPTokenizer | None = None,
+    ):
+        super().__init__(tokenizer, text_encoder, generator, image_encoder=image_encoder, scorer=scorer)
+        self.register_modules(scorer_tokenizer=scorer_tokenizer)
+        self.augmentation_config = augclip.AugmentationConfig()
+        self.check_scorer()
+
+    # ------------------------------------------------------------------ checks
+    def check_scorer(self) -> None:
+        """Raise if the scorer is missing, is not a CLIPModel-like model, or shares the generator's ViT weights."""
+        if self.scorer is None:
+            raise ValueError(
+                "GALIPFuseDreamPipeline requires a `scorer`: a transformers CLIPModel other than the bridge CLIP inside "
+                "the generator (searching against the generator's own CLIP finds adversarial images)."
+            )
+        if not all(hasattr(self.scorer, a) for a in ("vision_model", "text_model", "visual_projection")):
+            raise TypeError(f"`scorer` must be a transformers CLIPModel, got {type(self.scorer).__name__}.")
+        ours, theirs = self.generator.vision_model.state_dict(), self.scorer.vision_model.state_dict()
+        if all(k in theirs and theirs[k].shape == v.shape for k, v in ours.items()) and all(
+            torch.allclose(v.float(), theirs[k].float().to(v.device), rtol=1e-3, atol=1e-4) for k, v in ours.items()
+        ):
+            raise ValueError(
+                "`scorer` has the same vision weights as the generator's bridge ViT; FuseDream needs an independent "
+                "CLIP to score images. Pass a different CLIPModel as `scorer`."
+            )
+
+    def check_search_inputs(
+        self, num_candidates: int, top_k: int, num_steps: int, num_augmentations: int, lr: float, optimize: str,
+        latent_noise: float, num_measure_augmentations: int, generator: Any, callback_inputs: list[str],
+    ) -> None:
+        """Validate the search arguments shared by `__call__` and `compose`."""
+        for name, value, low in (("num_candidates", num_candidates, 1), ("top_k", top_k, 1), ("num_steps", num_steps, 0),
+                                 ("num_augmentations", num_augmentations, 1),
+                                 ("num_measure_augmentations", num_measure_augmentations, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
+        if top_k > num_candidates:
+            raise ValueError(f"`top_k` ({top_k}) cannot exceed `num_candidates` ({num_candidates}).")
+        if not lr > 0:
+            raise ValueError(f"`lr` must be positive, got {lr!r}.")
+        if optimize not in OPTIMIZE_TARGETS:
+            raise ValueError(f"`optimize` must be one of {OPTIMIZE_TARGETS}, got {optimize!r}.")
+        if latent_noise < 0:
+            raise ValueError(f"`latent_noise` must be >= 0, got {latent_noise!r}.")
+        if isinstance(generator, list):
+            raise ValueError("The search takes a single `torch.Generator` (or None), not a list of generators.")
+        bad = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {bad}.")
+
+    # ------------------------------------------------------------------ building blocks
+    def encode_scorer_text(self, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
+        """L2-normalised scorer text embeddings (tokenised with `scorer_tokenizer`, else with `tokenizer`)."""
+        tokenizer = self.scorer_tokenizer if self.scorer_tokenizer is not None else self.tokenizer
+        return augclip.encode_text(self.scorer, tokenizer, prompts, device or self._execution_device)
+
+    @torch.no_grad()
+    def select_candidates(
+        self, text_embeds: torch.Tensor, score_text: torch.Tensor, num_candidates: int, top_k: int,
+        generator: torch.Generator | None = None, candidate_text_noise: float = 0.05, truncation: float | None = None,
+        max_batch_size: int = 64, region: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """FuseDream's initialisation: draw `num_candidates` conditions per row of `text_embeds` and keep the `top_k`
+        by plain scorer-CLIP score. Candidate m of row b is ``(z[b, m], text_embeds[b] + s * rms * eps[b, m])``, with
+        ``s = candidate_text_noise``. Candidate 0 is exactly the one-step sample [`GALIPPipeline`] draws with the same
+        generator (``z[:, 0]`` is drawn first, and ``eps[:, 0] = 0``), so the search starts from a set that contains it. With a
+        `region` (B, 1, H, W) weight map, candidates are scored on that region only (see `fill_outside`).
+
+        Returns ``(z_basis (B, k, z_dim), text_basis (B, k, cond_dim), scores (B, M), indices (B, k))``."""
+        batch, device = text_embeds.shape[0], text_embeds.device
+        z = self.prepare_latents(batch, torch.float32, device, generator, None, truncation)[:, None]  # = plain sample
+        if num_candidates > 1:
+            rest = self.prepare_latents(batch * (num_candidates - 1), torch.float32, device, generator, None, truncation)
+            z = torch.cat([z, rest.view(batch, num_candidates - 1, -1)], dim=1)
+        eps = randn_tensor((batch, num_candidates, text_embeds.shape[1]), generator=generator, device=device)
+        eps[:, 0] = 0
+        rms = text_embeds.float().square().mean(-1, keepdim=True).sqrt()
+        texts = text_embeds.float()[:, None] + candidate_text_noise * rms[:, None] * eps
+        flat_z, flat_t = z.flatten(0, 1), texts.flatten(0, 1)
+        flat_score_text = score_text.repeat_interleave(num_candidates, dim=0)
+        scores = []
+        for start in range(0, flat_z.shape[0], max_batch_size):
+            part = slice(start, start + max_batch_size)
+            images = self._render(flat_z[part], flat_t[part])
+            if region is not None:
+                images = fill_outside(images, region.repeat_interleave(num_candidates, dim=0)[part])
+            scores.append(augclip.clip_score(self.scorer, images, flat_score_text[part]))
+        scores = torch.cat(scores).view(batch, num_candidates)
+        indices = top_k_indices(scores, top_k)
+        return gather_rows(z, indices), gather_rows(texts, indices), scores, indices
+
+    def _render(self, z: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        dtype = self.generator.dtype
+        return self.generator(z.to(dtype), text_embeds.to(dtype)).float().clamp(-1, 1)
+
+    def _perturb(self, value: torch.Tensor, std: float, generator: torch.Generator | None, relative: bool) -> torch.Tensor:
+        if std <= 0:
+            return value
+        scale = value.detach().square().mean(-1, keepdim=True).sqrt() if relative else 1.0
+        return value + std * scale * randn_tensor(value.shape, generator=generator, device=value.device)
+
+    def _measure_seed(self, generator: torch.Generator | None) -> int:
+        device = generator.device if generator is not None else "cpu"
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device))
+
+    def _search(
+        self, modules: list[OverparameterizedLatent], render: Callable[[bool], tuple[torch.Tensor, Any]],
+        score_text: torch.Tensor, num_steps: int, num_augmentations: int, lr: float, generator: torch.Generator | None,
+        closeness: Callable[[torch.Tensor, Any], torch.Tensor] | None = None, constraint: str = "barrier",
+        barrier_alpha: float = 0.5, closeness_weight: float = 1.0, callback: Callable | None = None,
+        callback_inputs: tuple[str, ...] = (), current: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """Adam on the over-parameterised latents maximising AugCLIP; with `closeness`, the bi-level objective
+        (dynamic barrier or penalty). Returns the training AugCLIP per step, (num_steps, B)."""
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=lr) if params else None
+        history = []
+        with self.progress_bar(total=num_steps) as progress:
+            for step in range(num_steps):
+                with torch.enable_grad():
+                    images, extra = render(True)
+                    scores = augclip.augclip_score(
+                        self.scorer, images, score_text, num_augmentations, generator, self.augmentation_config
+                    )
+                    loss_f = -scores.sum()
+                    if optimizer is not None:
+                        if closeness is None:
+                            grads = torch.autograd.grad(loss_f, params, allow_unused=True)
+                        elif constraint == "penalty":
+                            loss = loss_f + closeness_weight * closeness(images, extra).sum()
+                            grads = torch.autograd.grad(loss, params, allow_unused=True)
+                        else:
+                            grad_f = torch.autograd.grad(loss_f, params, retain_graph=True, allow_unused=True)
+                            grad_g = torch.autograd.grad(closeness(images, extra).sum(), params, allow_unused=True)
+                            zero = [torch.zeros_like(p) for p in params]
+                            grads = dynamic_barrier_direction(
+                                [g if g is not None else o for g, o in zip(grad_f, zero)],
+                                [g if g is not None else o for g, o in zip(grad_g, zero)], barrier_alpha,
+                            )
+                if optimizer is not None:
+                    for p, g in zip(params, grads):
+                        p.grad = torch.zeros_like(p) if g is None else g.detach()
+                    optimizer.step()
+                    for m in modules:
+                        m.project_()
+                history.append(scores.detach())
+                if callback is not None:
+                    latents, text_embeds = current()
+                    values = {"latents": latents, "text_embeds": text_embeds, "images": images.detach(), "scores": scores.detach()}
+                    callback(self, step, step, {k: values[k] for k in callback_inputs})
+                progress.update()
+        if not history:
+            return torch.zeros(0, score_text.shape[0])
+        return torch.stack(history)
+
+    def _finish(self, images: torch.Tensor, output_type: str, return_dict: bool, **fields: Any):
+        if output_type != "latent":
+            images = self.image_processor.postprocess(images.detach().float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        output = GALIPFuseDreamPipelineOutput(images=images, **fields)
+        return output if return_dict else output.to_tuple()
+
+    # ------------------------------------------------------------------ refinement
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_images_per_prompt: int = 1,
+        num_candidates: int = 1000,
+        top_k: int = 5,
+        num_steps: int = 200,
+        num_augmentations: int = 32,
+        lr: float = 5e-3,
+        optimize: str = "noise+text",
+        latent_noise: float = 0.01,
+        noise_clamp: float | None = 2.0,
+        candidate_text_noise: float = 0.05,
+        num_measure_augmentations: int = 64,
+        truncation: float | None = None,
+        max_batch_size: int = 64,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> GALIPFuseDreamPipelineOutput | tuple:
+        r"""Generate images that follow the prompt better, by CLIP-guided search in GALIP's condition space.
+
+        1. *Initialisation*: `num_candidates` conditions per image (noise; the prompt embedding jittered by
+           `candidate_text_noise` of its RMS, except candidate 0), keep the `top_k` by plain scorer-CLIP score.
+        2. *Over-parameterisation*: ``z = sum_i softmax(W_z)_i * Z_i`` per coordinate over the k chosen noises (basis
+           clamped to ±`noise_clamp`), and the same for the sentence embedding over the k chosen embeddings; weights
+           start uniform.
+        3. *Search*: `num_steps` of Adam (`lr`) on the bases and weights selected by `optimize` (`"noise"`, `"text"`
+           or `"noise+text"`), maximising AugCLIP over `num_augmentations` random views, with Gaussian `latent_noise`
+           (std, relative to the RMS for the embedding) added to the optimised vectors at every step.
+
+        Args:
+            prompt (`str` or `list[str]`): the prompt(s); scored by the scorer CLIP and encoded by `text_encoder`.
+            num_images_per_prompt (`int`): images per prompt, each searched independently (batched together).
+            num_measure_augmentations (`int`): views of the reporting AugCLIP (`scores_before`/`scores_after`).
+            truncation (`float`, *optional*): truncate candidate noise (see [`GALIPPipeline.__call__`]).
+            max_batch_size (`int`, defaults to 64): chunk size when rendering and scoring candidates.
+            generator (`torch.Generator`, *optional*): the only source of randomness (candidates, views, noise).
+            output_type, return_dict: as in [`GALIPPipeline.__call__`].
+            callback_on_step_end (`Callable`, *optional*): ``callback(pipe, step, step, callback_kwargs)`` after every
+                step; `callback_kwargs` holds the (detached, read-only) tensors named in
+                `callback_on_step_end_tensor_inputs` among `"latents"`, `"text_embeds"`, `"images"`, `"scores"`.
+
+        Returns:
+            [`GALIPFuseDreamPipelineOutput`] (or a tuple in its field order).
+        """
+        self.check_scorer()
+        self.check_search_inputs(num_candidates, top_k, num_steps, num_augmentations, lr, optimize, latent_noise,
+                                 num_measure_augmentations, generator, list(callback_on_step_end_tensor_inputs))
+        self.check_inputs(prompt, num_images_per_prompt, None, None, None, output_type, truncation, "resample",
+                          max_batch_size)
+        device = self._execution_device
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        with torch.no_grad():
+            text_embeds = self.encode_prompt(prompts, device, num_images_per_prompt).float()
+            score_text = self.encode_scorer_text(prompts, device).repeat_interleave(num_images_per_prompt, dim=0)
+        z_basis, t_basis, _, _ = self.select_candidates(
+            text_embeds, score_text, num_candidates, top_k, generator, candidate_text_noise, truncation, max_batch_size
+        )
+        z_latent = OverparameterizedLatent(z_basis, clamp=noise_clamp, trainable="noise" in optimize)
+        t_latent = OverparameterizedLatent(t_basis, trainable="text" in optimize)
+
+        def render(noisy: bool) -> tuple[torch.Tensor, None]:
+            z, t = z_latent(), t_latent()
+            if noisy:
+                z = self._perturb(z, latent_noise if "noise" in optimize else 0.0, generator, relative=False)
+                t = self._perturb(t, latent_noise if "text" in optimize else 0.0, generator, relative=True)
+            return self._render(z, t), None
+
+        seed = self._measure_seed(generator)
+        measure = lambda x: augclip.measure_augclip(  # noqa: E731
+            self.scorer, x, score_text, num_measure_augmentations, seed, self.augmentation_config, max_batch_size)
+        with torch.no_grad():
+            scores_before = measure(render(False)[0])
+        history = self._search(
+            [z_latent, t_latent], render, score_text, num_steps, num_augmentations, lr, generator,
+            callback=callback_on_step_end, callback_inputs=tuple(callback_on_step_end_tensor_inputs),
+            current=lambda: (z_latent().detach(), t_latent().detach()),
+        )
+        with torch.no_grad():
+            images = render(False)[0]
+            scores_after = measure(images)
+        return self._finish(images, output_type, return_dict, scores_before=scores_before, scores_after=scores_after,
+                            latents=z_latent().detach(), text_embeds=t_latent().detach(), score_history=history)
