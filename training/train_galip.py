@@ -478,6 +478,8 @@ def main(args):
                                   exist_ok=True, token=args.hub_token).repo_id
             upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training",
                           ignore_patterns=["checkpoint-*", ".incomplete-checkpoint-*", "logs/*"], token=args.hub_token)
+    accelerator.wait_for_everyone()  # the other processes wait for the main one's saving before the group goes away
+    del generator, discriminator, optimizer_g, optimizer_d, train_dataloader
     accelerator.end_training()
 
 

@@ -33,6 +33,16 @@ def _is_saved_dataset_dir(path: str) -> bool:
     return os.path.isdir(path) and (has("dataset_dict.json") or (has("state.json") and has("dataset_info.json")))
 
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _contains_images(folder: str) -> bool:
+    for _, _, files in os.walk(folder):
+        if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in files):
+            return True
+    return False
+
+
 def load_image_text_dataset(
     dataset_name: Optional[str] = None,
     dataset_config_name: Optional[str] = None,
@@ -65,6 +75,9 @@ def load_image_text_dataset(
             dataset_name, dataset_config_name, cache_dir=cache_dir, data_dir=train_data_dir, streaming=streaming
         )
     else:
+        if not _contains_images(train_data_dir):
+            raise ValueError(f"The training data set is empty: --train_data_dir {train_data_dir!r} holds no image files "
+                             "(expected an imagefolder: images + metadata.jsonl, or a save_to_disk folder).")
         loaded = datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, streaming=streaming)
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split is None:
@@ -218,8 +231,10 @@ class GALIPTrainDataset(torch.utils.data.Dataset, _SkipCorrupt):
         num_skipped = 0
         for offset in range(len(self)):
             position = (index + offset) % len(self)
+            # a replacement gets its own augmentation stream, so it is not a copy of the example at `position`
+            rng = sample_rng(self.seed, self.epoch, index, *((offset,) if offset else ()))
             try:
-                pixel_values, caption = self.process(self.dataset[position], sample_rng(self.seed, self.epoch, position))
+                pixel_values, caption = self.process(self.dataset[position], rng)
             except Exception as err:  # a corrupt file can raise almost anything from PIL
                 num_skipped += 1
                 logger.warning(f"Skipping unreadable training example {position}: {type(err).__name__}: {err}")
