@@ -103,6 +103,32 @@ def load_fid_metric(inception_weights: str, feature: int = 2048):
     )
 
 
+def random_inception_weights(path: str, seed: int = 0) -> str:
+    """Write a random-weight InceptionV3 state dict (torch-fidelity layout) to ``path``: for tests and smoke runs
+    only, where the real weights cannot be downloaded. Convolutions get Kaiming-normal weights, so that the features
+    keep a useful scale through the depth of the network (the default init makes them vanish)."""
+    _import_torch_fidelity_without_torchvision()
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _RandomInception(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):  # keep the random init
+            return None
+
+    empty = f"{path}.empty"
+    torch.save({}, empty)
+    try:
+        torch.manual_seed(seed)
+        model = _RandomInception("inception-v3-compat", ["2048"], feature_extractor_weights_path=empty)
+    finally:
+        os.remove(empty)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+    torch.save(model.state_dict(), path)
+    return path
+
+
 def fid_statistics(metric, real: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, sigma, n) of the real (or fake) features accumulated in a torchmetrics FID metric (float64)."""
     prefix = "real" if real else "fake"
@@ -126,6 +152,8 @@ def set_real_statistics(metric, mu: np.ndarray, sigma: np.ndarray, n: int = 50_0
     metric.real_features_sum = mu_t * n
     metric.real_features_cov_sum = sigma_t * (n - 1) + n * torch.outer(mu_t, mu_t)
     metric.real_features_num_samples = torch.tensor(n)
+    if not hasattr(metric, "orig_dtype"):  # torchmetrics sets it in update(); compute() casts the result to it
+        metric.orig_dtype = torch.float32
 
 
 def save_fid_statistics(path: str, mu: np.ndarray, sigma: np.ndarray, num_images: int, **meta: Any) -> None:
@@ -321,6 +349,7 @@ def evaluate_pipeline(
     caption_column: str = "text",
     inception_weights: Optional[str] = None,
     fid_stats: Optional[str] = None,
+    fid_feature: int = 2048,
     clip_scorer: Optional[CLIPScorer] = None,
     resolution: int = COCO_RESOLUTION,
     compute_fid: bool = True,
@@ -334,7 +363,7 @@ def evaluate_pipeline(
         raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}.")
     if num_images is None and protocol == "coco30k":
         num_images = 30_000
-    metric = load_fid_metric(inception_weights) if compute_fid else None
+    metric = load_fid_metric(inception_weights, fid_feature) if compute_fid else None
     if metric is not None and fid_stats is not None:
         set_real_statistics(metric, *load_fid_statistics(fid_stats))
     scorer = clip_scorer or pipeline_clip_scorer(pipe)
@@ -389,6 +418,7 @@ def evaluate_pipeline(
                     f", clean-resized to {COCO_RESOLUTION} px if needed" if protocol == "coco30k" else ""
                 ),
                 "inception_weights": inception_weights,
+                "fid_feature": fid_feature,
                 "unreadable_reference_images": missing_real,
             }
         )
@@ -438,11 +468,12 @@ def dataset_fid_statistics(
     batch_size: int = 32,
     resolution: int = COCO_RESOLUTION,
     seed: int = 0,
+    fid_feature: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
     """FID statistics (mu, sigma) of a data set's images, processed as in :func:`evaluate_pipeline`."""
     from .training_data import decode_image
 
-    metric = load_fid_metric(inception_weights)
+    metric = load_fid_metric(inception_weights, fid_feature)
     unreadable = 0
     length = len(dataset) if hasattr(dataset, "__len__") else None
     if length is not None:
@@ -462,6 +493,7 @@ def dataset_fid_statistics(
         "resolution": resolution,
         "resize": RESIZE_DESCRIPTIONS["clean" if protocol == "coco30k" else "bilinear"],
         "inception_weights": os.path.basename(inception_weights),
+        "fid_feature": fid_feature,
         "unreadable_images": unreadable,
     }
     return mu, sigma, n, meta
@@ -485,6 +517,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--inception_weights", default=None, help="Local InceptionV3 weights file (torch-fidelity).")
     parser.add_argument("--fid_stats", default=None, help="Reference .npz with mu and sigma (default: the data set).")
+    parser.add_argument("--fid_feature", type=int, default=2048, choices=[64, 192, 768, 2048],
+                        help="Inception feature layer (2048, the standard pool3 features).")
     parser.add_argument("--no_fid", action="store_true", help="Only the CLIP scores.")
     parser.add_argument("--clip_model", default=None, help="CLIPModel folder for the CLIP scores (default: the "
                         "pipeline's scorer, else its own training CLIP).")
@@ -539,6 +573,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         mu, sigma, n, meta = dataset_fid_statistics(
             dataset, args.inception_weights, protocol=args.protocol, image_column=args.image_column,
             num_images=args.num_images, batch_size=args.batch_size, resolution=args.resolution, seed=args.seed,
+            fid_feature=args.fid_feature,
         )
         save_fid_statistics(args.save_stats, mu, sigma, n, **meta)
         result = {"fid_stats": args.save_stats, "num_images": n, **meta}
@@ -553,7 +588,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = {"model": args.model, **evaluate_pipeline(
             pipe, dataset, protocol=args.protocol, num_images=args.num_images, batch_size=args.batch_size,
             seed=args.seed, image_column=args.image_column, caption_column=args.caption_column,
-            inception_weights=args.inception_weights, fid_stats=args.fid_stats, clip_scorer=scorer,
+            inception_weights=args.inception_weights, fid_stats=args.fid_stats, fid_feature=args.fid_feature,
+            clip_scorer=scorer,
             resolution=args.resolution, compute_fid=not args.no_fid,
         )}
     print(format_table(result))
