@@ -127,7 +127,7 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     card = (full / "README.md").read_text()
     assert "library_name: diffusers" in card and "pipeline_tag: text-to-image" in card
     assert "Trained from scratch on the CLIP" in card and "| steps | 7 |" in card
-    assert "`a red picture`: `validation/step_0000007.png`" in card and "`learning_rate_d` | `0.0004`" in card
+    assert "`a red picture`: row 1 of `validation/step_0000007.png`" in card and "`learning_rate_d` | `0.0004`" in card
     summary = json.loads((full / "training_summary.json").read_text())
     assert summary["steps"] == 7 and summary["images_seen"] == 28 and summary["images_per_second"] > 0
     if tensorboard:
@@ -225,10 +225,16 @@ def test_corrupt_images_are_skipped_counted_and_logged(script, fixtures, tmp_pat
     out = tmp_path / "out"
     args = script.parse_args(_scratch(fx) + ["--train_data_dir", data, "--output_dir", str(out), "--cache_dir",
                                              fx["cache"], "--train_batch_size", "4", "--max_train_steps", "2",
-                                             "--seed", "0", "--report_to", "none", "--checkpointing_steps", "100"])
+                                             "--seed", "0", "--report_to", "none", "--checkpointing_steps", "100",
+                                             "--eval_num_images", "3", "--eval_clip_model_name_or_path", fx["clip"]])
     script.main(args)
     losses = _losses(out)
     assert [r["step"] for r in losses] == [1, 2]
     assert losses[-1]["skipped_images"] == 2  # one epoch of 8 examples: both corrupt ones met once
     assert json.loads((out / "training_summary.json").read_text())["skipped_images"] == 2
-    assert "| unreadable images skipped | 2 |" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "| unreadable images skipped | 2 |" in card
+    # end-of-training evaluation (CLIP scores with a second CLIP) lands in eval_results.json and the model card
+    result = json.loads((out / "eval_results.json").read_text())
+    assert result["num_images"] == 3 and result["clip_model"] == fx["clip"] and "fid" not in result
+    assert f"| CLIP score | {result['clip_score']:.2f} |" in card and "| CLIP cosine (official) |" in card

@@ -275,7 +275,7 @@ def main(args):
 
     # ------------------------------------------------------------------------------------------------ models
     tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
-    resolution = args.resolution or default_resolution(generator.config.output_size)
+    resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
     check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
     if args.gradient_checkpointing:
         generator.enable_gradient_checkpointing()
@@ -544,6 +544,7 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
                          f"CLIP: {eval_results['clip_model']}"))
             rows.append(("CLIP cosine (official)", f"{eval_results['clip_cosine_official']:.4f}",
                          "raw cosine with the official double-shift preprocessing"))
+    args.mixed_precision = accelerator.mixed_precision
     hyperparameters = [(k, getattr(args, k)) for k in (
         "learning_rate_g", "learning_rate_d", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
         "sim_weight", "magp_weight", "magp_power", "max_grad_norm", "train_batch_size", "gradient_accumulation_steps",

@@ -279,8 +279,9 @@ def clip_score_from_cosines(cosines: torch.Tensor) -> float:
 def evaluation_examples(dataset, image_column: str, caption_column: str, num_images: Optional[int], seed: int):
     """Yield (PIL image or None, caption) for ``num_images`` examples: a seeded random subset of the data set (cycled
     if ``num_images`` exceeds it); one caption per example, picked at random when there are several."""
-    from .training_data import decode_image, pick_caption, sample_rng
+    from .training_data import decode_image, lazy_image_column, pick_caption, sample_rng
 
+    dataset = lazy_image_column(dataset, image_column)  # decode here, so that a corrupt file is skipped, not fatal
     length = len(dataset) if hasattr(dataset, "__len__") else None
     if length == 0:
         raise ValueError("The evaluation data set is empty.")
@@ -471,9 +472,10 @@ def dataset_fid_statistics(
     fid_feature: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
     """FID statistics (mu, sigma) of a data set's images, processed as in :func:`evaluate_pipeline`."""
-    from .training_data import decode_image
+    from .training_data import decode_image, lazy_image_column
 
     metric = load_fid_metric(inception_weights, fid_feature)
+    dataset = lazy_image_column(dataset, image_column)
     unreadable = 0
     length = len(dataset) if hasattr(dataset, "__len__") else None
     if length is not None:
