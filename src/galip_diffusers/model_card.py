@@ -1,0 +1,65 @@
+"""Model cards rendered from the Jinja templates in ``model_cards/`` with huggingface_hub's ``ModelCard``."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Optional, Sequence
+
+from huggingface_hub import ModelCard, ModelCardData
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: Where templates are looked up: inside the package (if packaged), then the repository's ``model_cards/``.
+TEMPLATE_DIRS = (os.path.join(_HERE, "model_cards"), os.path.join(_HERE, os.pardir, os.pardir, "model_cards"))
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def find_template(template_name: str) -> str:
+    """Path of ``model_cards/<template_name>.md`` (``template_name`` may also be a path to a template file)."""
+    if os.path.isfile(template_name):
+        return template_name
+    name = template_name if template_name.endswith(".md") else f"{template_name}.md"
+    for folder in TEMPLATE_DIRS:
+        path = os.path.normpath(os.path.join(folder, name))
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"Model card template {name!r} not found in {[os.path.normpath(d) for d in TEMPLATE_DIRS]}.")
+
+
+def hub_ids(values: Optional[Sequence[Optional[str]] | str]) -> list[str]:
+    """Keep the values that look like Hub repo ids (``owner/name``) and are not local paths: only those are valid
+    ``datasets`` / ``base_model`` metadata."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [v for v in values if v and _HUB_ID.match(v) and not os.path.exists(v)]
+
+
+def render_model_card(
+    template_name: str,
+    *,
+    license: Optional[str] = None,
+    tags: Sequence[str] = (),
+    datasets: Optional[Sequence[str] | str] = None,
+    base_model: Optional[str] = None,
+    **fields: Any,
+) -> ModelCard:
+    """Render a model card template with ``ModelCard.from_template``.
+
+    The metadata is ``library_name="diffusers"``, ``pipeline_tag="text-to-image"``, the given ``license`` and ``tags``
+    (plus ``galip``, ``text-to-image``, ``diffusers``), and ``datasets`` / ``base_model`` where they are Hub ids (local
+    paths are left out of the metadata; pass them as template fields to mention them in the text). ``fields`` are the
+    template's variables.
+    """
+    all_tags = list(dict.fromkeys(["galip", "text-to-image", "diffusers", *tags]))
+    base = hub_ids(base_model)
+    card_data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="text-to-image",
+        license=license,
+        tags=all_tags,
+        datasets=hub_ids(datasets) or None,
+        base_model=base[0] if base else None,
+    )
+    return ModelCard.from_template(card_data, template_path=find_template(template_name), **fields)

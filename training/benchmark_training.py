@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Training throughput and peak memory of one GALIP step (``galip_train_step``, the step train_galip.py runs).
+
+Random weights and random data (no data loading), fp32 unless --mixed_precision. Reports images/s over the timed
+steps (after warm-up) and the process's peak memory: CPU RSS (``ru_maxrss``) and, on CUDA, peak allocated memory.
+
+    python training/benchmark_training.py --config full --batch_size 16 --steps 3
+    python training/benchmark_training.py --config small --batch_size 64 --steps 10
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import torch
+from accelerate import Accelerator
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from galip_diffusers import GALIPDiscriminator, GALIPGenerator
+from galip_diffusers.models.clip_bridge import VIT_B_32_VISION_CONFIG
+from galip_diffusers.training_utils import (
+    GALIPLossConfig,
+    discriminator_config_from_clip,
+    galip_train_step,
+    load_vision_weights_into_generator,
+)
+
+#: "full": the official GALIP (NetG default config, CLIP ViT-B/32 text and vision towers, 256 px real images).
+#: "small": a 64 px model of the size one would train on the captioned-shapes data set.
+CONFIGS = {
+    "full": {
+        "vision": dict(VIT_B_32_VISION_CONFIG),
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                     projection_dim=512, vocab_size=49408),
+        "generator": {},
+        "resolution": 256,
+    },
+    "small": {
+        "vision": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                       image_size=64, patch_size=8, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=128),
+        "text": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                     projection_dim=128, vocab_size=1000),
+        "generator": dict(z_dim=32, ngf=16, output_size=64, code_channels=32, mapping_mid_channels=16,
+                          num_mapping_blocks=2, prompt_layers=[1, 2]),
+        "resolution": 64,
+    },
+}
+
+
+def build(config_name: str):
+    config = CONFIGS[config_name]
+    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**config["vision"])).eval().requires_grad_(False)
+    vocab = config["text"]["vocab_size"]
+    text_config = CLIPTextConfig(hidden_act="quick_gelu", layer_norm_eps=1e-5, max_position_embeddings=77,
+                                 bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
+                                 **config["text"])
+    text = CLIPTextModelWithProjection(text_config).eval().requires_grad_(False)
+    generator = GALIPGenerator(cond_dim=config["text"]["projection_dim"], vision_config=config["vision"],
+                               **config["generator"])
+    load_vision_weights_into_generator(generator, vision)
+    discriminator = GALIPDiscriminator(**discriminator_config_from_clip(vision.config, config["text"]["projection_dim"]))
+    return generator, discriminator, vision, text, config["resolution"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3, help="Timed steps (after --warmup).")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    parser.add_argument("--output", default=None, help="Append the result as a JSON line to this file.")
+    args = parser.parse_args()
+
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    torch.manual_seed(0)
+    generator, discriminator, vision, text, resolution = build(args.config)
+    opt_g = torch.optim.Adam(generator.learnable_parameters(), lr=1e-4, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=4e-4, betas=(0.0, 0.9))
+    generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
+    vision.to(accelerator.device)
+    text.to(accelerator.device)
+    device, batch = accelerator.device, args.batch_size
+    z_dim = accelerator.unwrap_model(generator).config.z_dim
+    images = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1
+    input_ids = torch.randint(0, text.config.vocab_size - 2, (batch, 77), device=device)
+
+    def step():
+        galip_train_step(accelerator, generator, discriminator, vision, text, opt_g, opt_d, images, input_ids,
+                         torch.randn(batch, z_dim, device=device), GALIPLossConfig())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(args.warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    elapsed = time.perf_counter() - start
+    result = {
+        "config": args.config,
+        "batch_size": batch,
+        "mixed_precision": args.mixed_precision,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "seconds_per_step": round(elapsed / args.steps, 3),
+        "images_per_second": round(batch * args.steps / elapsed, 3),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "generator_learnable_params": sum(p.numel() for p in accelerator.unwrap_model(generator).learnable_parameters()),
+    }
+    if device.type == "cuda":
+        result["peak_cuda_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    print(json.dumps(result))
+    if args.output:
+        with open(args.output, "a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,575 @@
+#!/usr/bin/env python
+# Copyright 2025 The galip-diffusers authors. Licensed under the Apache License, Version 2.0.
+"""Train (or fine-tune) GALIP with accelerate.
+
+Follows diffusers' ``examples/text_to_image/train_text_to_image.py``: same data flags, accelerator setup, checkpoint
+hooks, validation and Hub upload. The algorithm is GALIP's (Tao et al., CVPR 2023): hinge loss on real, generated and
+mismatched pairs, matching-aware gradient penalty (MA-GP) on the real CLIP features and sentence embeddings, and a
+CLIP text-image similarity term for G; the CLIP-ViTs are frozen in G and D.
+
+    accelerate launch training/train_galip.py --train_data_dir data/ --pretrained_model_name_or_path galip-folder \
+        --output_dir galip-finetuned --max_train_steps 10000 --train_batch_size 64 --mixed_precision fp16
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import time
+
+import datasets
+import diffusers
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+from transformers import CLIPModel, CLIPTokenizer
+
+import galip_diffusers  # noqa: F401  (registers the GALIP classes with diffusers)
+from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
+from galip_diffusers.model_card import render_model_card
+from galip_diffusers.models.clip_bridge import normalize_vision_config
+from galip_diffusers.training_data import (
+    GALIPCollator,
+    GALIPIterableTrainDataset,
+    GALIPTrainDataset,
+    check_columns,
+    default_resolution,
+    load_image_text_dataset,
+    noise_seed,
+)
+from galip_diffusers.training_utils import (
+    GALIPLossConfig,
+    check_config_keys,
+    check_models_compatible,
+    checkpoint_step,
+    clip_towers,
+    discriminator_config_from_clip,
+    galip_train_step,
+    load_json_config,
+    load_vision_weights_into_generator,
+    remove_incomplete_checkpoints,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+)
+
+logger = get_logger(__name__, log_level="INFO")
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description="Train or fine-tune a GALIP text-to-image GAN.")
+    # models
+    parser.add_argument("--pretrained_model_name_or_path", type=str, default=None,
+                        help="GALIP pipeline folder or Hub id to fine-tune (D from its `discriminator/` if present).")
+    parser.add_argument("--revision", type=str, default=None)
+    parser.add_argument("--variant", type=str, default=None)
+    parser.add_argument("--clip_model_name_or_path", type=str, default=None,
+                        help="transformers CLIPModel folder (+ tokenizer): train from scratch on this CLIP.")
+    parser.add_argument("--generator_config", type=str, default=None, help="JSON file: GALIPGenerator config.")
+    parser.add_argument("--discriminator_config", type=str, default=None,
+                        help="JSON file: GALIPDiscriminator config (default: derived from the CLIP).")
+    # data
+    parser.add_argument("--dataset_name", type=str, default=None)
+    parser.add_argument("--dataset_config_name", type=str, default=None)
+    parser.add_argument("--train_data_dir", type=str, default=None,
+                        help="imagefolder (images + metadata.jsonl) or a save_to_disk folder.")
+    parser.add_argument("--dataset_split", type=str, default="train")
+    parser.add_argument("--streaming", action="store_true", help="Stream the data set (needs --max_train_steps).")
+    parser.add_argument("--shuffle_buffer_size", type=int, default=1000, help="Shuffle buffer when streaming.")
+    parser.add_argument("--image_column", type=str, default="image")
+    parser.add_argument("--caption_column", type=str, default="text",
+                        help="A string or a list of strings per example (one is picked at random).")
+    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--cache_dir", type=str, default=None)
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="Real-image crop size (default: the power of two at or above the generator output).")
+    parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    # training
+    parser.add_argument("--output_dir", type=str, default="galip-model")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--train_batch_size", type=int, default=16, help="Per device.")
+    parser.add_argument("--num_train_epochs", type=int, default=100)
+    parser.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--learning_rate_g", type=float, default=1e-4)
+    parser.add_argument("--learning_rate_d", type=float, default=4e-4)
+    parser.add_argument("--adam_beta1", type=float, default=0.0)
+    parser.add_argument("--adam_beta2", type=float, default=0.9)
+    parser.add_argument("--adam_weight_decay", type=float, default=0.0)
+    parser.add_argument("--adam_epsilon", type=float, default=1e-8)
+    parser.add_argument("--max_grad_norm", type=float, default=None, help="Clip G and D gradients (off: official).")
+    parser.add_argument("--sim_weight", type=float, default=4.0, help="Weight of the CLIP similarity term in L_G.")
+    parser.add_argument("--magp_weight", type=float, default=2.0)
+    parser.add_argument("--magp_power", type=float, default=6.0)
+    parser.add_argument("--use_ema", action="store_true", help="Keep an EMA of G (used for validation and output).")
+    parser.add_argument("--ema_decay", type=float, default=0.999)
+    parser.add_argument("--allow_tf32", action="store_true")
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    # checkpoints, logging, validation
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
+    parser.add_argument("--resume_from_checkpoint", type=str, default=None, help='A checkpoint folder or "latest".')
+    parser.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all", "none".')
+    parser.add_argument("--logging_dir", type=str, default="logs")
+    parser.add_argument("--tracker_project_name", type=str, default="galip-train")
+    parser.add_argument("--validation_prompts", type=str, default=None, nargs="+")
+    parser.add_argument("--validation_steps", type=int, default=500)
+    parser.add_argument("--num_validation_images", type=int, default=4)
+    parser.add_argument("--eval_num_images", type=int, default=0, help="Evaluate the final model on this many "
+                        "training captions (CLIP score; FID too with --eval_inception_weights).")
+    parser.add_argument("--eval_clip_model_name_or_path", type=str, default=None)
+    parser.add_argument("--eval_inception_weights", type=str, default=None)
+    parser.add_argument("--license", type=str, default=None, help="Model card license (default: the base model's, "
+                        "else apache-2.0).")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_token", type=str, default=None)
+    parser.add_argument("--hub_model_id", type=str, default=None)
+    parser.add_argument("--local_rank", type=int, default=-1)
+
+    args = parser.parse_args(input_args)
+    env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if env_local_rank != -1 and env_local_rank != args.local_rank:
+        args.local_rank = env_local_rank
+    if args.dataset_name is None and args.train_data_dir is None:
+        raise ValueError("Need either a dataset name or a training folder.")
+    if args.pretrained_model_name_or_path is None and args.clip_model_name_or_path is None:
+        raise ValueError("Give --pretrained_model_name_or_path (fine-tune a GALIP pipeline) or "
+                         "--clip_model_name_or_path with --generator_config (train from scratch on a CLIP).")
+    if args.pretrained_model_name_or_path is not None and args.generator_config is not None:
+        raise ValueError("--generator_config builds a new generator: use it with --clip_model_name_or_path, not with "
+                         "--pretrained_model_name_or_path.")
+    if args.streaming and args.max_train_steps is None:
+        raise ValueError("--streaming needs --max_train_steps (a streamed data set has no length).")
+    if args.train_batch_size < 2:
+        raise ValueError("--train_batch_size must be at least 2 (GALIP's mismatched pairs need a second caption).")
+    if args.resolution is not None and args.resolution < 8:
+        raise ValueError(f"--resolution must be at least 8, got {args.resolution}.")
+    return args
+
+
+def load_models(args):
+    """Tokenizer, frozen text/image encoders, generator, discriminator (and an optional scorer CLIP)."""
+    scorer, d_config = None, load_json_config(args.discriminator_config, "--discriminator_config")
+    if args.pretrained_model_name_or_path is not None:
+        path = args.pretrained_model_name_or_path
+        pipe = GALIPPipeline.from_pretrained(path, revision=args.revision, variant=args.variant)
+        tokenizer, text_encoder, generator = pipe.tokenizer, pipe.text_encoder, pipe.generator
+        image_encoder, scorer = pipe.image_encoder, pipe.scorer
+        if image_encoder is None:
+            if args.clip_model_name_or_path is None:
+                raise ValueError(f"{path!r} has no image_encoder (the CLIP image tower the discriminator reads); pass "
+                                 "--clip_model_name_or_path with the CLIP the generator was built on.")
+            _, image_encoder = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
+        try:
+            discriminator = GALIPDiscriminator.from_pretrained(path, subfolder="discriminator", revision=args.revision)
+            d_source = f"the discriminator of `{path}`"
+        except (OSError, EnvironmentError):
+            discriminator, d_source = None, "a new discriminator"
+        init = f"Fine-tuned from `{path}`, with {d_source}."
+    else:
+        clip = CLIPModel.from_pretrained(args.clip_model_name_or_path)
+        tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)
+        text_encoder, image_encoder = clip_towers(clip)
+        g_config = load_json_config(args.generator_config, "--generator_config")
+        check_config_keys(g_config, GALIPGenerator, "--generator_config")
+        projection_dim = clip.config.projection_dim
+        if g_config.get("cond_dim", projection_dim) != projection_dim:
+            raise ValueError(f"--generator_config cond_dim={g_config['cond_dim']} but the CLIP's projection_dim is "
+                             f"{projection_dim}; leave cond_dim out to take it from the CLIP.")
+        g_config.update(cond_dim=projection_dim, vision_config=normalize_vision_config(clip.config.vision_config))
+        generator = GALIPGenerator(**g_config)
+        load_vision_weights_into_generator(generator, image_encoder)
+        discriminator = None
+        init = f"Trained from scratch on the CLIP `{args.clip_model_name_or_path}` (frozen in G and D)."
+    if discriminator is None:
+        check_config_keys(d_config, GALIPDiscriminator, "--discriminator_config")
+        d_config = discriminator_config_from_clip(image_encoder.config, text_encoder.config.projection_dim, **d_config)
+        discriminator = GALIPDiscriminator(**d_config)
+    for frozen_model in (text_encoder, image_encoder):
+        frozen_model.requires_grad_(False).eval()
+    return tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init
+
+
+@torch.no_grad()
+def log_validation(generator, text_encoder, tokenizer, args, accelerator, step):
+    """Sample every validation prompt, save a grid (one row per prompt), log it to the trackers."""
+    import numpy as np
+    from PIL import Image
+
+    pipe = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator)
+    pipe.set_progress_bar_config(disable=True)
+    rng = torch.Generator("cpu").manual_seed(args.seed)
+    rows = []
+    with accelerator.autocast():
+        for prompt in args.validation_prompts:
+            rows.append(pipe(prompt, num_images_per_prompt=args.num_validation_images, generator=rng,
+                             output_type="np").images)
+    grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+    folder = os.path.join(args.output_dir, "validation")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step_{step:07d}.png")
+    Image.fromarray((grid * 255).round().astype("uint8")).save(path)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_images("validation", np.concatenate(rows), step, dataformats="NHWC")
+    logger.info(f"Saved validation samples to {path}")
+    return [{"prompt": p, "path": os.path.relpath(path, args.output_dir)} for p in args.validation_prompts]
+
+
+class TrainingCounters:
+    """Run totals saved in checkpoints (``accelerator.register_for_checkpointing``)."""
+
+    def __init__(self):
+        self.skipped_images = 0
+        self.images_seen = 0
+
+    def state_dict(self):
+        return dict(vars(self))
+
+    def load_state_dict(self, state):
+        vars(self).update(state)
+
+
+def main(args):
+    logging_dir = os.path.join(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+        diffusers.utils.logging.set_verbosity_info()
+    else:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.set_verbosity_error()
+    if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        logger.warning("fp16 mixed precision needs a GPU; accelerate runs this CPU job in fp32.")
+    if args.report_to in ("tensorboard", "all") and not diffusers.utils.is_tensorboard_available():
+        raise ImportError("--report_to tensorboard needs the tensorboard package (pip install 'galip-diffusers[train]')"
+                          ", or pass --report_to none.")
+    if args.seed is None:  # one random seed for all processes, recorded for the model card
+        seed = [random.SystemRandom().randrange(2**31)]
+        broadcast_object_list(seed)
+        args.seed = seed[0]
+    set_seed(args.seed)
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for path in remove_incomplete_checkpoints(args.output_dir):
+            logger.info(f"Removed the incomplete checkpoint {path}")
+
+    # ------------------------------------------------------------------------------------------------ models
+    tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
+    resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
+    check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
+    if args.gradient_checkpointing:
+        generator.enable_gradient_checkpointing()
+    generator.train()
+    discriminator.train()
+    ema_generator = None
+    if args.use_ema:
+        ema_generator = EMAModel(generator.parameters(), decay=args.ema_decay, model_cls=GALIPGenerator,
+                                 model_config=generator.config)
+
+    def save_model_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for model in models:
+                sub = "generator" if isinstance(accelerator.unwrap_model(model), GALIPGenerator) else "discriminator"
+                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, sub))
+            if ema_generator is not None:
+                ema_generator.save_pretrained(os.path.join(output_dir, "generator_ema"))
+        while weights:  # saved above; do not pickle them again
+            weights.pop()
+
+    def load_model_hook(models, input_dir):
+        if ema_generator is not None:
+            loaded = EMAModel.from_pretrained(os.path.join(input_dir, "generator_ema"), model_cls=GALIPGenerator)
+            ema_generator.load_state_dict(loaded.state_dict())
+            ema_generator.to(accelerator.device)
+        for _ in range(len(models)):
+            model = models.pop()
+            is_generator = isinstance(accelerator.unwrap_model(model), GALIPGenerator)
+            cls, sub = (GALIPGenerator, "generator") if is_generator else (GALIPDiscriminator, "discriminator")
+            loaded = cls.from_pretrained(input_dir, subfolder=sub)
+            model.register_to_config(**loaded.config)
+            model.load_state_dict(loaded.state_dict())
+            del loaded
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+    counters = TrainingCounters()
+    accelerator.register_for_checkpointing(counters)
+
+    # ------------------------------------------------------------------------------------------------ optimisers
+    adam = dict(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
+    optimizer_g = torch.optim.Adam(generator.learnable_parameters(), lr=args.learning_rate_g, **adam)
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate_d, **adam)
+
+    # ------------------------------------------------------------------------------------------------ data
+    dataset = load_image_text_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
+                                      args.dataset_split, args.streaming, args.cache_dir)
+    check_columns(dataset, args.image_column, args.caption_column)
+    data_kwargs = dict(image_column=args.image_column, caption_column=args.caption_column, resolution=resolution,
+                       seed=args.seed, random_flip=args.random_flip)
+    if args.streaming:
+        dataset = dataset.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
+        if args.max_train_samples is not None:
+            dataset = dataset.take(args.max_train_samples)
+        train_dataset = GALIPIterableTrainDataset(dataset, **data_kwargs)
+    else:
+        if args.max_train_samples is not None:
+            dataset = dataset.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(dataset))))
+        needed = args.train_batch_size * accelerator.num_processes
+        if len(dataset) < needed:
+            source = args.train_data_dir or args.dataset_name
+            raise ValueError(f"The training data set {source!r} has {len(dataset)} example(s); one batch needs "
+                             f"--train_batch_size x processes = {needed}." if len(dataset) else
+                             f"The training data set {source!r} is empty.")
+        train_dataset = GALIPTrainDataset(dataset, **data_kwargs)
+        train_dataset[0]  # fail now, before training, if no image at all can be read
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset, shuffle=not args.streaming, collate_fn=GALIPCollator(tokenizer), drop_last=True,
+        batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers,
+    )
+
+    generator, discriminator, optimizer_g, optimizer_d, train_dataloader = accelerator.prepare(
+        generator, discriminator, optimizer_g, optimizer_d, train_dataloader
+    )
+    text_encoder.to(accelerator.device)  # frozen encoders stay fp32 (autocast runs them in mixed precision)
+    image_encoder.to(accelerator.device)
+    if ema_generator is not None:
+        ema_generator.to(accelerator.device)
+
+    if args.streaming:
+        num_update_steps_per_epoch = args.max_train_steps
+        args.num_train_epochs = 1
+    else:
+        num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+        if args.max_train_steps is None:
+            args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+        args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+    if accelerator.is_main_process:
+        tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()
+                          if k != "validation_prompts"}
+        accelerator.init_trackers(args.tracker_project_name, tracker_config)
+
+    # ------------------------------------------------------------------------------------------------ train
+    total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running training *****")
+    logger.info(f"  Num examples = {'streaming' if args.streaming else len(dataset)}")
+    logger.info(f"  Num epochs = {args.num_train_epochs}, total optimization steps = {args.max_train_steps}")
+    logger.info(f"  Batch size per device = {args.train_batch_size}, total (parallel, accumulation) = "
+                f"{total_batch_size}, gradient accumulation steps = {args.gradient_accumulation_steps}")
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if args.resume_from_checkpoint and resume_path is None:
+        accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run.")
+    elif resume_path is not None:
+        accelerator.print(f"Resuming from checkpoint {resume_path}")
+        accelerator.load_state(resume_path)
+        global_step = checkpoint_step(resume_path)
+        first_epoch = global_step // num_update_steps_per_epoch
+        resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+
+    loss_config = GALIPLossConfig(args.sim_weight, args.magp_weight, args.magp_power)
+    progress_bar = tqdm(range(args.max_train_steps), initial=global_step, desc="Steps",
+                        disable=not accelerator.is_local_main_process)
+    loss_log = open(os.path.join(args.output_dir, "losses.jsonl"), "a") if accelerator.is_main_process else None
+    validation_samples, validated_at, pending, skipped, micro_steps = [], None, {}, 0, 0
+    start_step, start_time = global_step, time.perf_counter()
+    for epoch in range(first_epoch, args.num_train_epochs):
+        train_dataset.set_epoch(epoch)
+        train_dataloader.set_epoch(epoch)
+        loader = train_dataloader
+        if epoch == first_epoch and resume_batches:
+            loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+            loader.set_epoch(epoch)
+        for batch_index, batch in enumerate(loader, start=resume_batches if epoch == first_epoch else 0):
+            pixel_values = batch["pixel_values"].to(accelerator.device)
+            noise = torch.randn(pixel_values.shape[0], accelerator.unwrap_model(generator).config.z_dim,
+                                generator=torch.Generator("cpu").manual_seed(
+                                    noise_seed(args.seed, epoch, batch_index, accelerator.process_index)))
+            with accelerator.accumulate(generator, discriminator):
+                logs = galip_train_step(accelerator, generator, discriminator, image_encoder, text_encoder,
+                                        optimizer_g, optimizer_d, pixel_values, batch["input_ids"],
+                                        noise.to(accelerator.device), loss_config, args.max_grad_norm)
+            for key, value in logs.items():
+                pending[key] = pending.get(key, 0.0) + value
+            skipped += int(batch["num_skipped"])
+            micro_steps += 1
+            if not accelerator.sync_gradients:
+                continue
+            if ema_generator is not None:
+                ema_generator.step(generator.parameters())
+            # average over accumulation micro-steps and processes (one gather per optimisation step)
+            keys = sorted(pending)
+            local = torch.stack([pending[k] / (micro_steps if not k.startswith("grad_norm") else 1) for k in keys])
+            values = accelerator.gather(local.to(accelerator.device)[None]).mean(0).tolist()
+            new_skipped = int(accelerator.gather(torch.tensor([skipped], device=accelerator.device)).sum())
+            pending, skipped, micro_steps = {}, 0, 0
+            global_step += 1
+            counters.skipped_images += new_skipped
+            counters.images_seen += total_batch_size
+            step_logs = dict(zip(keys, values), skipped_images=counters.skipped_images)
+            if new_skipped:
+                logger.warning(f"Skipped {new_skipped} unreadable image(s) at step {global_step} "
+                               f"({counters.skipped_images} in total).")
+            progress_bar.update(1)
+            progress_bar.set_postfix(loss_d=f"{step_logs['loss_d']:.3f}", loss_g=f"{step_logs['loss_g']:.3f}")
+            accelerator.log(step_logs, step=global_step)
+            if loss_log is not None:
+                loss_log.write(json.dumps({"step": global_step, **step_logs}) + "\n")
+                loss_log.flush()
+            if global_step % args.checkpointing_steps == 0:
+                path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                logger.info(f"Saved state to {path}")
+            if accelerator.is_main_process and args.validation_prompts and global_step % args.validation_steps == 0:
+                with ema_swapped(ema_generator, generator):
+                    validation_samples = log_validation(accelerator.unwrap_model(generator), text_encoder,
+                                                        tokenizer, args, accelerator, global_step)
+                validated_at = global_step
+            if global_step >= args.max_train_steps:
+                break
+        if global_step >= args.max_train_steps:
+            break
+    elapsed = time.perf_counter() - start_time
+    throughput = (global_step - start_step) * total_batch_size / elapsed if elapsed > 0 else 0.0
+
+    # ------------------------------------------------------------------------------------------------ save
+    accelerator.wait_for_everyone()
+    check_processes_in_sync(accelerator, [generator, discriminator])
+    if accelerator.is_main_process:
+        loss_log.close()
+        generator = accelerator.unwrap_model(generator)
+        if ema_generator is not None:
+            ema_generator.copy_to(generator.parameters())
+        pipeline = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator,
+                                 image_encoder=image_encoder, scorer=scorer)
+        pipeline.save_pretrained(args.output_dir)
+        accelerator.unwrap_model(discriminator).save_pretrained(os.path.join(args.output_dir, "discriminator"))
+        if args.validation_prompts and validated_at != global_step:
+            validation_samples = log_validation(generator, text_encoder, tokenizer, args, accelerator, global_step)
+        eval_results = run_final_evaluation(args, pipeline, dataset) if args.eval_num_images else None
+        summary = {"steps": global_step, "images_seen": counters.images_seen, "skipped_images": counters.skipped_images,
+                   "train_seconds": round(elapsed, 2), "images_per_second": round(throughput, 3)}
+        with open(os.path.join(args.output_dir, "training_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        save_model_card(args, init_description, summary, len(dataset) if not args.streaming else "streaming",
+                        generator.config.output_size, resolution, accelerator, validation_samples, eval_results)
+        if args.push_to_hub:
+            from huggingface_hub import create_repo, upload_folder
+
+            repo_id = create_repo(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+                                  exist_ok=True, token=args.hub_token).repo_id
+            upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training",
+                          ignore_patterns=["checkpoint-*", ".incomplete-checkpoint-*", "logs/*"], token=args.hub_token)
+    accelerator.wait_for_everyone()  # the other processes wait for the main one's saving before the group goes away
+    del generator, discriminator, optimizer_g, optimizer_d, train_dataloader
+    accelerator.end_training()
+
+
+def check_processes_in_sync(accelerator, models):
+    """Multi-process runs: every process must hold the same weights at the end (DDP keeps them in sync)."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().abs().sum()])
+                            for model in models for p in model.parameters()]).to(accelerator.device)
+    gathered = accelerator.gather(checksum[None])
+    if not torch.equal(gathered.min(0).values, gathered.max(0).values):
+        raise RuntimeError("The processes ended with different weights: gradients were not synchronised.")
+    logger.info(f"All {accelerator.num_processes} processes hold identical weights.")
+
+
+class ema_swapped:
+    """Context manager: G's weights replaced by the EMA weights (no-op without EMA)."""
+
+    def __init__(self, ema, model):
+        self.ema, self.params = ema, list(model.parameters())
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.params)
+
+
+def run_final_evaluation(args, pipeline, dataset):
+    """CLIP score (and FID with --eval_inception_weights) of the final model on training captions (coco30k recipe)."""
+    from galip_diffusers.evaluation import CLIPScorer, evaluate_pipeline
+
+    scorer = CLIPScorer.from_pretrained(args.eval_clip_model_name_or_path) if args.eval_clip_model_name_or_path else None
+    result = evaluate_pipeline(pipeline, dataset, protocol="coco30k", num_images=args.eval_num_images,
+                               batch_size=args.train_batch_size, seed=args.seed, image_column=args.image_column,
+                               caption_column=args.caption_column, inception_weights=args.eval_inception_weights,
+                               clip_scorer=scorer, compute_fid=args.eval_inception_weights is not None, progress=False)
+    with open(os.path.join(args.output_dir, "eval_results.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def save_model_card(args, init_description, summary, num_examples, output_size, resolution, accelerator,
+                    validation_samples, eval_results):
+    license_ = args.license
+    if license_ is None and args.pretrained_model_name_or_path and os.path.isfile(
+            os.path.join(args.pretrained_model_name_or_path, "README.md")):
+        from huggingface_hub import ModelCard
+
+        license_ = ModelCard.load(os.path.join(args.pretrained_model_name_or_path, "README.md")).data.license
+    license_ = license_ or "apache-2.0"
+    rows = []
+    if eval_results:
+        if "fid" in eval_results:
+            rows.append(("FID", f"{eval_results['fid']:.3f}", f"{eval_results['num_images']} images; "
+                         f"{eval_results['fid_resize']}"))
+        if "clip_score" in eval_results:
+            rows.append(("CLIP score", f"{eval_results['clip_score']:.2f}", f"{eval_results['clip_score_convention']}; "
+                         f"CLIP: {eval_results['clip_model']}"))
+            rows.append(("CLIP cosine (official)", f"{eval_results['clip_cosine_official']:.4f}",
+                         "raw cosine with the official double-shift preprocessing"))
+    args.mixed_precision = accelerator.mixed_precision
+    hyperparameters = [(k, getattr(args, k)) for k in (
+        "learning_rate_g", "learning_rate_d", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
+        "sim_weight", "magp_weight", "magp_power", "max_grad_norm", "train_batch_size", "gradient_accumulation_steps",
+        "mixed_precision", "use_ema", "ema_decay", "resolution", "seed")]
+    card = render_model_card(
+        "galip_trained", license=license_, tags=["gan", "diffusers-training"],
+        datasets=args.dataset_name, base_model=args.pretrained_model_name_or_path or args.clip_model_name_or_path,
+        model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        repo_path=args.hub_model_id or args.output_dir, example_prompt=(args.validation_prompts or ["a photo"])[0],
+        init_description=init_description, dataset=f"`{args.dataset_name or args.train_data_dir}`",
+        num_examples=num_examples, steps=summary["steps"], epochs=args.num_train_epochs,
+        images_seen=summary["images_seen"], skipped_images=summary["skipped_images"],
+        effective_batch_size=args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
+        train_batch_size=args.train_batch_size, num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, resolution=resolution, output_size=output_size,
+        mixed_precision=accelerator.mixed_precision, hyperparameters=hyperparameters,
+        training_time=f"{summary['train_seconds']:.0f} s on {accelerator.num_processes} x {accelerator.device.type}",
+        throughput=f"{summary['images_per_second']:.2f} images/s", sim_weight=args.sim_weight,
+        magp_weight=args.magp_weight, magp_power=args.magp_power, adam_beta1=args.adam_beta1,
+        adam_beta2=args.adam_beta2, validation_samples=validation_samples, eval_results=rows,
+        license_note=f"`{license_}`. Weights derived from the official GALIP checkpoints keep their CC BY-NC-SA 4.0 "
+        "license.",
+    )
+    card.save(os.path.join(args.output_dir, "README.md"))
+
+
+if __name__ == "__main__":
+    main(parse_args())
