@@ -171,7 +171,9 @@ class GALIPGenerator(ModelMixin, ConfigMixin):
         After :meth:`enable_fast_inference`, calls without autograd take the fast path."""
         if self._fast_plan is not None and not torch.is_grad_enabled():
             dtype = self._fast_plan.options.dtype
-            with torch.autocast(z.device.type, dtype=dtype, enabled=dtype is not None):
+            if dtype is None:
+                return fast_generator_forward(self, z, text_embeds)
+            with torch.autocast(z.device.type, dtype=dtype):
                 return fast_generator_forward(self, z, text_embeds)
         cond = self.condition(z, text_embeds)
         h = self._run_blocks(self.bridge(z, cond), cond, 0, self.num_blocks)
