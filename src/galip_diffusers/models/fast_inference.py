@@ -101,7 +101,7 @@ class FusedAffineProjections(nn.Module):
 class PhaseUpsampleConv(nn.Module):
     """``conv3x3(nearest_upsample_2x(x))`` (padding 1) computed as four 2x2 convs on ``x``, one per output phase."""
 
-    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype | None = None):
+    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype | None = None, channels_last: bool = False):
         super().__init__()
         if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
             raise ValueError("PhaseUpsampleConv needs a 3x3 conv with stride 1, padding 1 and groups 1.")
@@ -112,6 +112,8 @@ class PhaseUpsampleConv(nn.Module):
             # kernel for phase (a, b): taps[a] @ W @ taps[b]^T  -> (C_out, C_in, 2, 2)
             phases = [torch.einsum("rk,oikl,sl->oirs", taps[a], weight, taps[b]) for a in (0, 1) for b in (0, 1)]
             weight = torch.cat(phases).to(dtype or conv.weight.dtype)
+            if channels_last:  # the layout of the input, or oneDNN re-lays the weight out on every call
+                weight = weight.contiguous(memory_format=torch.channels_last)
             bias = None if conv.bias is None else conv.bias.repeat(4).to(dtype or conv.bias.dtype)
         self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
@@ -144,7 +146,7 @@ class FastGeneratorPlan(nn.Module):
         if options.upsample_conv == "phase":
             for i, block in enumerate(generator.blocks):
                 if _doubles(block, i, generator):
-                    self.phase_convs[str(i)] = PhaseUpsampleConv(block.conv1, options.dtype)
+                    self.phase_convs[str(i)] = PhaseUpsampleConv(block.conv1, options.dtype, options.channels_last)
 
     @property
     def memory_format(self) -> torch.memory_format:
