@@ -278,9 +278,12 @@ def count_gflops(spec: ModelSpec, pipe, unet_evals: int, fast: bool = False) -> 
     """GFLOPs per image (``torch.utils.flop_counter``, one multiply-add = 2 FLOPs) counted on meta-device copies.
 
     Peers: text encoding (twice with CFG) + ``unet_evals`` UNet calls (batch 2 with CFG) + one VAE decode.
-    GALIP: text encoding + one generator call (``fast``: the fast-inference plan, which executes fewer FLOPs)."""
+    GALIP: text encoding + one generator call (``fast``: what the fast-inference plan executes: fewer FLOPs in the
+    generator, and the prompt's own token count instead of 77 in the text encoder)."""
     ids = torch.zeros(1, 77, dtype=torch.long, device="meta")
     if spec.kind == GALIP:
+        if fast:  # fast inference pads the prompt to its own length only
+            ids = ids[:, : len(pipe.tokenizer(PROMPT, truncation=True, max_length=77).input_ids)]
         text = _flops(lambda: _meta_copy(pipe.text_encoder)(ids))
         gen = _meta_copy(pipe.generator)
         if fast:
