@@ -50,6 +50,7 @@ def test_rows_follow_the_schema(tiny_report):
         assert 0 < row["params"]["learnable"] <= row["params"]["total"] == sum(row["params"]["components"].values())
         lat = row["latency_s"]
         assert 0 < lat["min"] <= lat["median"] <= lat["p90"]
+        assert row["cpu_time_per_image_s"] > 0
         for batch, entry in row["throughput"].items():
             assert entry["batch_size"] == int(batch)
             assert math.isclose(entry["images_per_s"] * statistics.median(entry["call_s"]), int(batch))
@@ -88,6 +89,7 @@ def test_speedups_are_consistent_with_latencies(tiny_report):
         galip, peer = rows[s["galip"]], rows[s["peer"]]
         expected = peer["latency_s"]["median"] / galip["latency_s"]["median"]
         assert math.isclose(s["per_image"], expected)
+        assert math.isclose(s["per_image_cpu_time"], peer["cpu_time_per_image_s"] / galip["cpu_time_per_image_s"])
         assert math.isclose(s["per_pixel"], expected * (galip["resolution"] / peer["resolution"]) ** 2)
         assert math.isclose(galip["speedup_over"][peer["model"]], expected)
         assert math.isclose(peer["galip_speedup"][galip["name"]], expected)

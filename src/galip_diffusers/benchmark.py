@@ -231,19 +231,23 @@ def _time_batch(spec, pipe, device, batch, args, clock) -> dict[str, Any]:
     memory.reset()
     for _ in range(1 if is_peer else args.warmup):
         _call(spec, pipe, device, batch, 1)()
-    totals, per_evals, fixed = [], [], []
+    totals, cpu_totals, per_evals, fixed = [], [], [], []
     target_evals = unet_evals(pipe, spec.steps) if is_peer else None
     for _ in range(repeats):
         if clock is not None:
-            clock.times.clear()
-        total = timed(_call(spec, pipe, device, batch, run_steps), device)
+            clock.clear()
+        total, cpu = timed(_call(spec, pipe, device, batch, run_steps), device)
         if clock is not None and clock.per_eval() is not None:
             per_eval = clock.per_eval()
             per_evals.append(per_eval)
             fixed.append(total - len(clock.times) * per_eval)
-            if quick:
+            if quick:  # fixed part measured + per-evaluation time measured x evaluations of the full run
                 total = fixed[-1] + target_evals * per_eval
+                if cpu is not None:
+                    cpu_per_eval = clock.per_eval(cpu=True)
+                    cpu = cpu - len(clock.cpu_times) * cpu_per_eval + target_evals * cpu_per_eval
         totals.append(total)
+        cpu_totals.append(cpu)
     per_image = [t / batch for t in totals]
     entry = {
         "batch_size": batch,
@@ -251,6 +255,8 @@ def _time_batch(spec, pipe, device, batch, args, clock) -> dict[str, Any]:
         "latency_per_image_s": {"median": statistics.median(per_image), "p90": percentile(per_image, 90),
                                 "min": min(per_image)},
         "images_per_s": batch / statistics.median(totals),
+        "cpu_call_s": cpu_totals if None not in cpu_totals else None,
+        "cpu_time_per_image_s": statistics.median(cpu_totals) / batch if None not in cpu_totals else None,
         "peak_memory_mb": memory.read_mb(),
     }
     if is_peer:
@@ -277,6 +283,7 @@ def run_row(spec: ModelSpec, device_name: str, dtype_name: str, args: argparse.N
         device = check_device(device_name)
         dtype = check_dtype(device, dtype_name)
         start = time.perf_counter()
+        torch.manual_seed(0)  # the same random weights in every row of a model
         pipe = build_galip_pipeline(spec) if not is_peer else build_peer_pipeline(spec)
         row["build_s"] = time.perf_counter() - start
         pipe.set_progress_bar_config(disable=True)
@@ -315,6 +322,7 @@ def run_row(spec: ModelSpec, device_name: str, dtype_name: str, args: argparse.N
             entry["pixels_per_s"] = entry["images_per_s"] * spec.resolution**2
         first = row["throughput"][str(batch_sizes[0])]
         row["latency_s"] = dict(first["latency_per_image_s"], batch_size=batch_sizes[0])
+        row["cpu_time_per_image_s"] = first["cpu_time_per_image_s"]
         row["peak_memory_mb"] = max(e["peak_memory_mb"] or 0 for e in row["throughput"].values())
         row["peak_memory_kind"] = PeakMemory(device).kind
         row["status"] = "ok"
@@ -412,10 +420,18 @@ def _run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "notes": {
             "learnable": LEARNABLE_NOTE,
             "timing": "full pipeline call (tokenizer + text encoder + generator/denoising loop + decode, "
-                      "output_type='np'); latency per image = call time / batch size; p90 is nearest-rank",
+                      "output_type='np'); latency per image = call time / batch size; p90 is nearest-rank; "
+                      "CPU s/image = process CPU time (with one thread: the cost without competing processes; "
+                      "with several threads it also counts OpenMP spin-waiting)",
             "gflops": "torch.utils.flop_counter on meta-device copies; a multiply-add counts 2 FLOPs",
             "speedup": "GALIP speed-up = peer latency per image / GALIP latency per image at batch 1, same device "
                        "and dtype, same run; per pixel = ratio of pixels/s (different resolutions)",
+            "random_weights": "random-weights rows: published architecture, weights drawn with seed 0 (GALIP's "
+                              "modulation output layers are perturbed so that no Affine is the identity); speed "
+                              "does not depend on weight values",
+            "tokenizer": "without a real tokenizer folder a byte-level CLIPTokenizer is used (one token per "
+                         "character): prompts are longer than with CLIP's BPE, which only matters for GALIP's "
+                         "fast path (it pads to the prompt's length, not to 77)",
         },
         "rows": rows,
     }

@@ -38,6 +38,8 @@ def add_speedups(report: dict[str, Any]) -> None:
                                for b in common},
                 "peer_timing": peer["timing"],
             }
+            if galip.get("cpu_time_per_image_s") and peer.get("cpu_time_per_image_s"):
+                entry["per_image_cpu_time"] = peer["cpu_time_per_image_s"] / galip["cpu_time_per_image_s"]
             speedups.append(entry)
             galip["speedup_over"][peer["model"]] = per_image
             peer.setdefault("galip_speedup", {})[galip["name"]] = per_image
@@ -63,7 +65,7 @@ def _params(n: int) -> str:
 def _row_cells(row: dict[str, Any]) -> list[str]:
     head = [row["name"], row["mode"], f"{row['device']}/{row['dtype']}"]
     if not _ok(row):
-        return head + ["-"] * 9 + [f"**error**: {row['error']}"]
+        return head + ["-"] * 10 + [f"**error**: {row['error']}"]
     lat = row["latency_s"]
     steps = str(row["steps"]) + (f" ({row['unet_evals']} UNet evals)" if row.get("unet_evals") else "")
     params = f"{_params(row['params']['total'])} / {_params(row['params']['learnable'])}"
@@ -78,7 +80,8 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
         speed = "; ".join(f"{_num(v)}x" for v in row["galip_speedup"].values())
     return head + [
         f"{row['resolution']} px", steps, params, gf,
-        f"{_num(lat['median'])} ({_num(lat['p90'])})", throughput, _num(first["pixels_per_s"] / 1e6),
+        f"{_num(lat['median'])} ({_num(lat['p90'])}) [{_num(lat['min'])}]", _num(row.get("cpu_time_per_image_s")),
+        throughput, _num(first["pixels_per_s"] / 1e6),
         _num(row["peak_memory_mb"], 4), row["timing"] + ("*" if row["timing"] == "extrapolated" else ""), speed,
     ]
 
@@ -99,19 +102,21 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"quick={settings['quick']}, created {report['created']}",
         "",
         "| model | mode | device/dtype | resolution | steps | params total / learnable | GFLOPs/image "
-        "| s/image, batch 1: median (p90) | images/s @batch | Mpixels/s (batch 1) | peak memory MB | timing "
-        "| GALIP speed-up (per image) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| s/image, batch 1: median (p90) [min] | CPU s/image | images/s @batch | Mpixels/s (batch 1) "
+        "| peak memory MB | timing | GALIP speed-up (per image) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(_row_cells(row)) + " |" for row in report["rows"]]
     if report.get("speedups"):
         lines += ["", "## Speed-up of GALIP, same device, dtype and run", "",
-                  "| GALIP | peer | device/dtype | per image | per pixel | throughput ratio @batch | peer timing |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| GALIP | peer | device/dtype | per image | per pixel | per image, CPU time | throughput ratio @batch "
+                  "| peer timing |",
+                  "|---|---|---|---|---|---|---|---|"]
         for s in report["speedups"]:
             thr = ", ".join(f"{_num(v)}x @{b}" for b, v in s["throughput"].items())
+            cpu = f"{_num(s['per_image_cpu_time'])}x" if s.get("per_image_cpu_time") else "-"
             lines.append(f"| {s['galip']} | {s['peer']} | {s['device']}/{s['dtype']} | {_num(s['per_image'])}x "
-                         f"| {_num(s['per_pixel'])}x | {thr} | {s['peer_timing']} |")
+                         f"| {_num(s['per_pixel'])}x | {cpu} | {thr} | {s['peer_timing']} |")
     lines += ["", "## Notes", ""]
     extrapolations = sorted({r["extrapolation"] for r in report["rows"] if r.get("extrapolation")})
     lines += [f"- \\* extrapolated: {text}" for text in extrapolations]

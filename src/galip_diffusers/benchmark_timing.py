@@ -49,8 +49,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Wall-clock seconds of ``fn()``: CUDA events around it on GPUs, ``perf_counter`` on CPUs."""
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float | None]:
+    """``(wall seconds, process CPU seconds)`` of ``fn()``: CUDA events around it on GPUs (no CPU time), else
+    ``perf_counter`` and ``process_time``. The CPU time of a single-threaded run is what the call costs without
+    other processes competing for the cores (it is the sum over threads, spinning included, with more threads)."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         synchronize(device)
@@ -58,10 +60,10 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
         fn()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1000.0
-    start_time = time.perf_counter()
+        return start.elapsed_time(end) / 1000.0, None
+    start_time, start_cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start_time
+    return time.perf_counter() - start_time, time.process_time() - start_cpu
 
 
 class PeakMemory:
@@ -103,20 +105,27 @@ class PeakMemory:
 
 
 class UNetClock:
-    """Timestamps of every UNet call (forward pre-hook): the per-evaluation time of a denoising loop."""
+    """Wall and CPU timestamps of every UNet call (forward pre-hook): the per-evaluation time of a denoising loop."""
 
     def __init__(self, unet: torch.nn.Module, device: torch.device):
-        self.device, self.times = device, []
+        self.device, self.times, self.cpu_times = device, [], []
         self.handle = unet.register_forward_pre_hook(self._pre)
+
+    def clear(self) -> None:
+        self.times.clear()
+        self.cpu_times.clear()
 
     def _pre(self, module, args):
         synchronize(self.device)
         self.times.append(time.perf_counter())
+        self.cpu_times.append(time.process_time())
 
-    def per_eval(self) -> float | None:
-        if len(self.times) < 2:
+    def per_eval(self, cpu: bool = False) -> float | None:
+        """Mean time from one UNet call to the next (UNet + scheduler step + guidance arithmetic)."""
+        times = self.cpu_times if cpu else self.times
+        if len(times) < 2:
             return None
-        return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+        return (times[-1] - times[0]) / (len(times) - 1)
 
 
 def unet_evals(pipe, steps: int) -> int:
