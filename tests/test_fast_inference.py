@@ -1,0 +1,111 @@
+"""The fast inference plan computes the same function as the default generator forward."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from galip_diffusers import GALIPGenerator
+from galip_diffusers.models.fast_inference import PhaseUpsampleConv
+from galip_diffusers.testing_utils import tiny_generator, tiny_pipeline
+
+
+def _inputs(generator, batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(batch, generator.config.z_dim, generator=g),
+        torch.randn(batch, generator.config.cond_dim, generator=g),
+    )
+
+
+def test_phase_upsample_conv_equals_resize_then_conv():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(5, 7, 3, 1, 1)
+    x = torch.randn(2, 5, 6, 9)
+    expected = conv(F.interpolate(x, scale_factor=2))
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        out = PhaseUpsampleConv(conv)(x.contiguous(memory_format=fmt), fmt)
+        assert out.shape == expected.shape
+        assert out.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_phase_upsample_conv_rejects_other_convs():
+    with pytest.raises(ValueError, match="3x3 conv"):
+        PhaseUpsampleConv(torch.nn.Conv2d(4, 4, 1))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"upsample_conv": "resize"},
+        {"fuse_affine": False},
+        {"channels_last": False, "upsample_conv": "resize", "fuse_affine": False},
+    ],
+)
+def test_fast_path_matches_default_in_fp32(options):
+    generator = tiny_generator()
+    z, s = _inputs(generator)
+    with torch.no_grad():
+        expected = generator(z, s)
+        fast = copy.deepcopy(generator).enable_fast_inference(**options)
+        out = fast(z, s)
+    assert fast.fast_inference_options is not None
+    assert (out - expected).abs().max().item() <= 1e-5
+    assert (out - expected).abs().max().item() > 0 or options.get("upsample_conv") == "resize"  # really ran
+
+
+def test_fast_path_keeps_state_dict_and_is_skipped_with_autograd():
+    generator = tiny_generator()
+    keys = {k: v.shape for k, v in generator.state_dict().items()}
+    generator.enable_fast_inference()
+    assert {k: v.shape for k, v in generator.state_dict().items()} == keys
+    z, s = _inputs(generator, batch=2)
+    out = generator(z, s)  # autograd on: default path, differentiable
+    out.mean().backward()
+    assert generator.fc_code.weight.grad is not None
+    generator.disable_fast_inference()
+    assert generator.fast_inference_options is None
+
+
+def test_fast_path_unsupported_mode_is_rejected():
+    with pytest.raises(ValueError, match="upsample_conv"):
+        tiny_generator().enable_fast_inference(upsample_conv="bilinear")
+
+
+def test_fast_path_bf16_is_close():
+    generator = tiny_generator()
+    z, s = _inputs(generator)
+    with torch.no_grad():
+        expected = generator(z, s)
+        out = copy.deepcopy(generator).enable_fast_inference(dtype=torch.bfloat16)(z, s)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - expected).abs().max().item() < 5e-2 * max(1.0, expected.abs().max().item())
+
+
+def test_pipeline_enable_fast_inference():
+    pipe = tiny_pipeline()
+    kwargs = {"prompt": ["a red circle", "a blue square"], "output_type": "np"}
+    expected = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    pipe.enable_fast_inference()
+    out = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    assert abs(out - expected).max() <= 1e-5
+    pipe.disable_fast_inference()
+    assert pipe.generator.fast_inference_options is None
+
+
+@pytest.mark.slow
+def test_fast_path_matches_default_full_size():
+    torch.manual_seed(0)
+    generator = GALIPGenerator().eval()
+    with torch.no_grad():
+        for name, param in generator.named_parameters():
+            if "linear2" in name:  # make every modulation non-trivial
+                param.add_(0.05 * torch.randn_like(param))
+    z, s = _inputs(generator, batch=2)
+    with torch.no_grad():
+        expected = generator(z, s)
+        out = generator.enable_fast_inference()(z, s)
+    assert (out - expected).abs().max().item() <= 1e-5
