@@ -94,6 +94,7 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     _launch(_scratch(fx) + _common(
         fx, full, "--max_train_steps", "7", "--checkpointing_steps", "1", "--checkpoints_total_limit", "3",
+        "--use_ema", "--ema_decay", "0.9",
         "--validation_prompts", "a red picture", "a blue picture", "--validation_steps", "4",
         "--num_validation_images", "2", *(["--report_to", "tensorboard"] if tensorboard else []),
     ))
@@ -101,7 +102,7 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     assert [step for step, _ in list_checkpoints(str(full))] == [5, 6, 7]
     # Resume mid-epoch (epoch 1, one batch to skip) in a fresh output folder.
     script.main(script.parse_args(_scratch(fx) + _common(
-        fx, resumed, "--max_train_steps", "7", "--checkpointing_steps", "100",
+        fx, resumed, "--max_train_steps", "7", "--checkpointing_steps", "100", "--use_ema", "--ema_decay", "0.9",
         "--resume_from_checkpoint", str(full / "checkpoint-5"))))
     full_losses, resumed_losses = _losses(full), _losses(resumed)
     assert [r["step"] for r in full_losses] == list(range(1, 8))
@@ -111,6 +112,10 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
         a = load_file(str(full / sub / "diffusion_pytorch_model.safetensors"))
         b = load_file(str(resumed / sub / "diffusion_pytorch_model.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a)
+    # the saved generator is the EMA (restored from the checkpoint on resume), not the raw weights
+    raw = load_file(str(full / "checkpoint-7" / "generator" / "diffusion_pytorch_model.safetensors"))
+    ema = load_file(str(full / "generator" / "diffusion_pytorch_model.safetensors"))
+    assert not torch.equal(raw["fc_prompt.weight"], ema["fc_prompt.weight"])
 
     # The output is a pipeline folder (plus discriminator/), with validation grids and a model card.
     import galip_diffusers  # noqa: F401
@@ -238,3 +243,14 @@ def test_corrupt_images_are_skipped_counted_and_logged(script, fixtures, tmp_pat
     result = json.loads((out / "eval_results.json").read_text())
     assert result["num_images"] == 3 and result["clip_model"] == fx["clip"] and "fid" not in result
     assert f"| CLIP score | {result['clip_score']:.2f} |" in card and "| CLIP cosine (official) |" in card
+
+
+def test_streaming_runs_as_many_passes_as_the_steps_need(script, fixtures, tmp_path):
+    fx = fixtures
+    out = tmp_path / "stream"
+    script.main(script.parse_args(_scratch(fx) + _common(fx, out, "--streaming", "--max_train_steps", "6",
+                                                         "--checkpointing_steps", "100")))
+    assert [r["step"] for r in _losses(out)] == list(range(1, 7))  # 16 examples, batch 4: two passes
+    assert json.loads((out / "training_summary.json").read_text())["epochs"] == 2
+    with pytest.raises(ValueError, match="--streaming needs --max_train_steps"):
+        script.parse_args(_scratch(fx) + _common(fx, out, "--streaming"))

@@ -355,9 +355,9 @@ def main(args):
     if ema_generator is not None:
         ema_generator.to(accelerator.device)
 
-    if args.streaming:
+    if args.streaming:  # unknown length: an epoch is one pass over the stream, as many as --max_train_steps needs
         num_update_steps_per_epoch = args.max_train_steps
-        args.num_train_epochs = 1
+        args.num_train_epochs = args.max_train_steps
     else:
         num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
         if args.max_train_steps is None:
@@ -392,7 +392,9 @@ def main(args):
     loss_log = open(os.path.join(args.output_dir, "losses.jsonl"), "a") if accelerator.is_main_process else None
     validation_samples, validated_at, pending, skipped, micro_steps = [], None, {}, 0, 0
     start_step, start_time = global_step, time.perf_counter()
+    epochs_run = first_epoch
     for epoch in range(first_epoch, args.num_train_epochs):
+        epochs_run = epoch + 1
         train_dataset.set_epoch(epoch)
         train_dataloader.set_epoch(epoch)
         loader = train_dataloader
@@ -410,7 +412,7 @@ def main(args):
                                         noise.to(accelerator.device), loss_config, args.max_grad_norm)
             for key, value in logs.items():
                 pending[key] = pending.get(key, 0.0) + value
-            skipped += int(batch["num_skipped"])
+            skipped += int(batch["num_skipped"].sum())
             micro_steps += 1
             if not accelerator.sync_gradients:
                 continue
@@ -465,7 +467,7 @@ def main(args):
         if args.validation_prompts and validated_at != global_step:
             validation_samples = log_validation(generator, text_encoder, tokenizer, args, accelerator, global_step)
         eval_results = run_final_evaluation(args, pipeline, dataset) if args.eval_num_images else None
-        summary = {"steps": global_step, "images_seen": counters.images_seen, "skipped_images": counters.skipped_images,
+        summary = {"steps": global_step, "epochs": epochs_run, "images_seen": counters.images_seen, "skipped_images": counters.skipped_images,
                    "train_seconds": round(elapsed, 2), "images_per_second": round(throughput, 3)}
         with open(os.path.join(args.output_dir, "training_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -555,7 +557,7 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
         model_name=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
         repo_path=args.hub_model_id or args.output_dir, example_prompt=(args.validation_prompts or ["a photo"])[0],
         init_description=init_description, dataset=f"`{args.dataset_name or args.train_data_dir}`",
-        num_examples=num_examples, steps=summary["steps"], epochs=args.num_train_epochs,
+        num_examples=num_examples, steps=summary["steps"], epochs=summary["epochs"],
         images_seen=summary["images_seen"], skipped_images=summary["skipped_images"],
         effective_batch_size=args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
         train_batch_size=args.train_batch_size, num_processes=accelerator.num_processes,

@@ -556,12 +556,16 @@ def _load_eval_dataset(args: argparse.Namespace):
 
 
 def format_table(result: dict[str, Any]) -> str:
-    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    rows += [(k, v) for k, v in result.items() if isinstance(v, str)]
-    width = max(len(k) for k, _ in rows)
+    """Two-column text table of a result dict (floats with 4 decimals)."""
+    width = max(len(k) for k in result)
     lines = []
-    for key, value in rows:
-        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    for key, value in result.items():
+        if isinstance(value, float):
+            text = f"{value:.4f}"
+        elif isinstance(value, (list, tuple)):
+            text = ", ".join(map(str, value))
+        else:
+            text = str(value)
         lines.append(f"{key.ljust(width)}  {text}")
     return "\n".join(lines)
 

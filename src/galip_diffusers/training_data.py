@@ -279,7 +279,7 @@ class GALIPIterableTrainDataset(torch.utils.data.IterableDataset, _SkipCorrupt):
 
 
 class GALIPCollator:
-    """Stack images, tokenize captions (padded to ``model_max_length``, truncated) and sum the skip counts.
+    """Stack images, tokenize captions (padded to ``model_max_length``, truncated) and collect the skip counts.
 
     The batch holds tensors only (``pixel_values``, ``input_ids``, ``num_skipped``), so accelerate can dispatch it."""
 
@@ -297,7 +297,7 @@ class GALIPCollator:
         return {
             "pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous(),
             "input_ids": input_ids,
-            "num_skipped": torch.tensor(sum(int(e["num_skipped"]) for e in examples)),
+            "num_skipped": torch.tensor([int(e["num_skipped"]) for e in examples]),  # per example (concatenable)
         }
 
 
