@@ -41,6 +41,7 @@ from .conversion_utils import (
     safe_torch_load,
     strip_prefix,
 )
+from .model_card import find_template, render_model_card
 from .models.clip_bridge import CLIP_PREPROCESS_MODES
 from .models.discriminator import GALIPDiscriminator
 from .models.generator import GALIPGenerator
@@ -158,24 +159,10 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _template_path() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    for folder in (os.path.join(here, "model_cards"), os.path.join(here, os.pardir, os.pardir, "model_cards")):
-        path = os.path.normpath(os.path.join(folder, CARD_TEMPLATE))
-        if os.path.isfile(path):
-            return path
-    raise ConversionError(f"The model card template {CARD_TEMPLATE!r} is missing from this installation.")
-
-
 def write_model_card(folder: str, template_path: str, **fields: Any) -> None:
-    """Render ``model_cards/galip_converted.md`` into ``folder/README.md`` with huggingface_hub's ``ModelCard``."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    data = ModelCardData(
-        library_name="diffusers", pipeline_tag="text-to-image", license=LICENSE,
-        tags=["galip", "gan", "text-to-image", "diffusers", "converted"],
-    )  # fmt: skip
-    ModelCard.from_template(data, template_path=template_path, **fields).save(os.path.join(folder, "README.md"))
+    """Render the converted-model card template into ``folder/README.md``."""
+    card = render_model_card(template_path, license=LICENSE, tags=["gan", "converted"], **fields)
+    card.save(os.path.join(folder, "README.md"))
 
 
 def _check_output_dir(output_dir: str, overwrite: bool, inputs: list[str]) -> str:
@@ -262,7 +249,10 @@ def convert_official_checkpoint(
         raise ConversionError(f"--clip_preprocess must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
     checkpoint_path, clip_path = os.fspath(checkpoint_path), os.fspath(clip_path)
     out = _check_output_dir(os.fspath(output_dir), overwrite, [checkpoint_path, clip_path])
-    template = _template_path()
+    try:
+        template = find_template(CARD_TEMPLATE)
+    except FileNotFoundError as err:
+        raise ConversionError(str(err)) from err
 
     logger.info("Reading %s", checkpoint_path)
     nets = load_official_checkpoint(checkpoint_path, unsafe_pickle)

@@ -1,4 +1,5 @@
-"""Model cards rendered from the Jinja templates in ``model_cards/`` with huggingface_hub's ``ModelCard``."""
+"""Model cards rendered from the Jinja templates in ``galip_diffusers/model_cards/`` with huggingface_hub's
+``ModelCard``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any, Optional, Sequence
 from huggingface_hub import ModelCard, ModelCardData
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-#: Where templates are looked up: inside the package (if packaged), then the repository's ``model_cards/``.
-TEMPLATE_DIRS = (os.path.join(_HERE, "model_cards"), os.path.join(_HERE, os.pardir, os.pardir, "model_cards"))
+#: Where templates are looked up (they ship as package data).
+TEMPLATE_DIRS = (os.path.join(_HERE, "model_cards"),)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
