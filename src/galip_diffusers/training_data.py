@@ -187,7 +187,16 @@ def noise_seed(seed: int, epoch: int, batch_index: int, process_index: int) -> i
 class _SkipCorrupt:
     """Shared logic: turn one raw example into a training sample, or raise."""
 
-    def __init__(self, image_column: str, caption_column: str, resolution: int, seed: int, random_flip: bool):
+    def __init__(
+        self,
+        dataset,
+        image_column: str = "image",
+        caption_column: str = "text",
+        resolution: int = 256,
+        seed: int = 0,
+        random_flip: bool = True,
+    ):
+        self.dataset = lazy_image_column(dataset, image_column)
         self.image_column = image_column
         self.caption_column = caption_column
         self.resolution = resolution
@@ -212,18 +221,6 @@ class GALIPTrainDataset(torch.utils.data.Dataset, _SkipCorrupt):
     counts the skipped ones. Call :meth:`set_epoch` at the start of every epoch.
     """
 
-    def __init__(
-        self,
-        dataset,
-        image_column: str = "image",
-        caption_column: str = "text",
-        resolution: int = 256,
-        seed: int = 0,
-        random_flip: bool = True,
-    ):
-        _SkipCorrupt.__init__(self, image_column, caption_column, resolution, seed, random_flip)
-        self.dataset = lazy_image_column(dataset, image_column)
-
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -245,18 +242,6 @@ class GALIPTrainDataset(torch.utils.data.Dataset, _SkipCorrupt):
 
 class GALIPIterableTrainDataset(torch.utils.data.IterableDataset, _SkipCorrupt):
     """Streaming counterpart of :class:`GALIPTrainDataset` over a ``datasets.IterableDataset``."""
-
-    def __init__(
-        self,
-        dataset,
-        image_column: str = "image",
-        caption_column: str = "text",
-        resolution: int = 256,
-        seed: int = 0,
-        random_flip: bool = True,
-    ):
-        _SkipCorrupt.__init__(self, image_column, caption_column, resolution, seed, random_flip)
-        self.dataset = lazy_image_column(dataset, image_column)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
