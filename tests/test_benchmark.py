@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from galip_diffusers import benchmark
-from galip_diffusers.benchmark_peers import PEERS, load_config, _build_module
+from galip_diffusers.benchmark_peers import PEERS, PROMPT, _build_module, clip_tokenizer, load_config
 from galip_diffusers.benchmark_report import add_speedups
 
 TINY = ["--galip", "tiny", "--peer-scale", "tiny", "--quick", "--repeats", "2", "--peer-repeats", "1",
@@ -18,7 +18,7 @@ TINY = ["--galip", "tiny", "--peer-scale", "tiny", "--quick", "--repeats", "2", 
 ROW_KEYS = {
     "name": str, "model": str, "kind": str, "variant": str, "mode": str, "source": str, "device": str, "dtype": str,
     "status": str, "resolution": int, "steps": int, "timing": str, "throughput": dict, "params": dict,
-    "gflops_per_image": dict, "latency_s": dict, "peak_memory_mb": float, "peak_memory_kind": str, "options": dict,
+    "gflops_per_image": dict, "latency_s": dict, "tokenizer": str, "prompt_tokens": int, "peak_memory_mb": float, "peak_memory_kind": str, "options": dict,
 }
 
 
@@ -176,3 +176,12 @@ def test_packaged_galip_config_is_the_official_size():
         generator = _build_module("GALIPGenerator", config["components"]["generator"]["config"])
     assert sum(p.numel() for p in generator.learnable_parameters()) == 51_830_211
     assert sum(p.numel() for p in generator.parameters()) == 51_830_211 + 87_454_464
+
+
+def test_benchmark_tokenizer_counts_real_clip_tokens():
+    tokenizer, description = clip_tokenizer(real=True)
+    tokens = len(tokenizer(PROMPT).input_ids)
+    if description.startswith("CLIP BPE"):
+        assert tokens == 10  # <|startoftext|> + 8 words + <|endoftext|>
+    else:  # no clip package: one token per character
+        assert tokens == len(PROMPT) + 2

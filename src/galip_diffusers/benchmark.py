@@ -287,6 +287,8 @@ def run_row(spec: ModelSpec, device_name: str, dtype_name: str, args: argparse.N
         pipe = build_galip_pipeline(spec) if not is_peer else build_peer_pipeline(spec)
         row["build_s"] = time.perf_counter() - start
         pipe.set_progress_bar_config(disable=True)
+        row["tokenizer"] = spec.tokenizer if spec.source != "tiny" else "byte-level CLIPTokenizer (tiny)"
+        row["prompt_tokens"] = len(pipe.tokenizer(PROMPT, truncation=True, max_length=77).input_ids)
         if not is_peer:
             spec.resolution = row["resolution"] = pipe.generator.config.output_size
         evals = unet_evals(pipe, spec.steps) if is_peer else None
@@ -429,9 +431,10 @@ def _run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "random_weights": "random-weights rows: published architecture, weights drawn with seed 0 (GALIP's "
                               "modulation output layers are perturbed so that no Affine is the identity); speed "
                               "does not depend on weight values",
-            "tokenizer": "without a real tokenizer folder a byte-level CLIPTokenizer is used (one token per "
-                         "character): prompts are longer than with CLIP's BPE, which only matters for GALIP's "
-                         "fast path (it pads to the prompt's length, not to 77)",
+            "tokenizer": "random-weights rows use OpenAI CLIP's BPE tokenizer when the clip package's vocabulary is "
+                         "installed, else a byte-level CLIPTokenizer (one token per character, see each row's "
+                         "'tokenizer'); LDM uses a byte-level tokenizer. Peers pad prompts to 77 tokens; GALIP's "
+                         "fast path pads to the prompt's own length, so only its text-encoder cost depends on this",
         },
         "rows": rows,
     }

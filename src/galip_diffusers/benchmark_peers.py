@@ -8,6 +8,7 @@ nothing can be downloaded. ``scale="tiny"`` shrinks every config (same block typ
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class ModelSpec:
     learnable_components: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    tokenizer: str = "from the folder"
 
     @property
     def label(self) -> str:
@@ -167,8 +169,25 @@ def _build_module(cls_name: str, config: dict[str, Any]):
     return cls.from_config(config)
 
 
-def _with_byte_tokenizer_ids(cls_name: str, config: dict[str, Any], tokenizer) -> dict[str, Any]:
-    if cls_name.startswith("CLIPText"):  # pool at the byte tokenizer's end-of-text id
+@functools.lru_cache(maxsize=2)
+def clip_tokenizer(real: bool = True):
+    """``(tokenizer, description)``: OpenAI CLIP's BPE tokenizer when the ``clip`` package's vocabulary is installed
+    (the prompt then has its real token count, which GALIP's fast path depends on), else a byte-level
+    ``CLIPTokenizer`` (one token per character; only the text-encoder cost of GALIP's fast path changes)."""
+    from .testing_utils import byte_level_clip_tokenizer
+
+    if real:
+        try:
+            from .tokenizer_bpe import build_clip_tokenizer
+
+            return build_clip_tokenizer(), "CLIP BPE (vocabulary of the installed clip package)"
+        except (ImportError, FileNotFoundError, ValueError):
+            pass
+    return byte_level_clip_tokenizer(), "byte-level CLIPTokenizer (no CLIP BPE vocabulary installed)"
+
+
+def _with_tokenizer_ids(cls_name: str, config: dict[str, Any], tokenizer) -> dict[str, Any]:
+    if cls_name.startswith("CLIPText"):  # pool at the tokenizer's end-of-text id
         config = {**config, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                   "pad_token_id": tokenizer.pad_token_id}
     return config
@@ -178,8 +197,6 @@ def build_peer_pipeline(spec: ModelSpec):
     """A diffusers pipeline for ``spec`` (fp32, CPU): ``from_pretrained`` for a folder, else built from configs."""
     import diffusers
 
-    from .testing_utils import byte_level_clip_tokenizer
-
     if spec.mode == MODE_REAL:
         if spec.name == "sd-1.5":
             return diffusers.StableDiffusionPipeline.from_pretrained(
@@ -188,10 +205,11 @@ def build_peer_pipeline(spec: ModelSpec):
         if spec.name == "ldm-256":
             return diffusers.LDMTextToImagePipeline.from_pretrained(spec.source)
         return diffusers.AutoPipelineForText2Image.from_pretrained(spec.source)
-    tokenizer = byte_level_clip_tokenizer()
+    # LDMBert has a 30,522-token vocabulary: byte-level ids fit (LDM pads to 77 tokens anyway).
+    tokenizer, spec.tokenizer = clip_tokenizer(real=spec.mode == MODE_RANDOM and spec.name != "ldm-256")
     comps = spec.config["components"]
     modules = {
-        key: _build_module(c["class"], _with_byte_tokenizer_ids(c["class"], c["config"], tokenizer))
+        key: _build_module(c["class"], _with_tokenizer_ids(c["class"], c["config"], tokenizer))
         for key, c in comps.items()
         if not c["class"].endswith("Scheduler")
     }
@@ -209,16 +227,16 @@ def build_peer_pipeline(spec: ModelSpec):
 def build_galip_pipeline(spec: ModelSpec):
     """A :class:`GALIPPipeline` (fp32, CPU) for ``spec``."""
     from .pipelines.pipeline_galip import GALIPPipeline
-    from .testing_utils import byte_level_clip_tokenizer, tiny_pipeline
+    from .testing_utils import tiny_pipeline
 
     if spec.source == "tiny":
         return tiny_pipeline()
     if spec.source != "default-config":
         return GALIPPipeline.from_pretrained(spec.source)
-    tokenizer = byte_level_clip_tokenizer()
+    tokenizer, spec.tokenizer = clip_tokenizer(real=True)
     comps = spec.config["components"]
     text = comps["text_encoder"]
-    text_encoder = _build_module(text["class"], _with_byte_tokenizer_ids(text["class"], text["config"], tokenizer))
+    text_encoder = _build_module(text["class"], _with_tokenizer_ids(text["class"], text["config"], tokenizer))
     generator = _build_module("GALIPGenerator", comps["generator"]["config"])
     return GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), generator=generator.eval())
 
