@@ -13,13 +13,7 @@ SMALL = dict(num_candidates=6, top_k=3, num_steps=3, num_augmentations=2, num_me
 OBJECTS = ["a red circle", "a blue square"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two on a shared machine (and keeps CPU use modest)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
