@@ -1,0 +1,246 @@
+#!/usr/bin/env python
+"""Train a small contrastive CLIP on the procedural captioned-shapes data set (the shipped model's CLIPs).
+
+The tokenizer is a real ``CLIPTokenizer`` whose small BPE vocabulary is learned on the 96 training captions (plus
+the 256 byte-level fallback symbols), so the text tower stays tiny. Images come from
+``galip_diffusers.data.shapes.generate_shapes(split="train")``: held-out captions (purple triangle, orange circle)
+are never seen. The loss is the CLIP loss with multi-positive soft targets: every identical caption in the batch is
+a positive, in both directions. The temperature is learned as in CLIP.
+
+Run with ``python training/train_clip.py ...`` or ``accelerate launch training/train_clip.py ...``; the output folder
+loads with ``CLIPModel`` / ``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` / ``CLIPTokenizer``
+``.from_pretrained`` and holds ``zero_shot_eval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+from transformers import CLIPModel
+
+from galip_diffusers.clip_training import (
+    build_clip_config,
+    clamp_logit_scale,
+    evaluate_clip,
+    jitter_brightness_contrast,
+    multi_positive_contrastive_loss,
+    whiten_patch_embedding,
+    pixel_values_from_uint8,
+    save_image_processor,
+)
+from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
+from galip_diffusers.data.shapes import all_captions, generate_shapes
+
+logger = get_logger(__name__)
+
+
+def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a small contrastive CLIP on the captioned-shapes data set.")
+    parser.add_argument("--output_dir", type=str, required=True, help="Where the CLIP folder is written.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the weights, the data order and the images.")
+    # model
+    parser.add_argument("--vision_width", type=int, default=128)
+    parser.add_argument("--vision_layers", type=int, default=4)
+    parser.add_argument("--vision_heads", type=int, default=4)
+    parser.add_argument("--text_width", type=int, default=128)
+    parser.add_argument("--text_layers", type=int, default=3)
+    parser.add_argument("--text_heads", type=int, default=4)
+    parser.add_argument("--projection_dim", type=int, default=128)
+    parser.add_argument("--image_size", type=int, default=64, help="Vision tower input size (the shapes are 64x64).")
+    parser.add_argument("--patch_size", type=int, default=8)
+    parser.add_argument(
+        "--context_length", type=int, default=16,
+        help="Text context: max_position_embeddings of the text tower and the tokenizer's model_max_length.",
+    )
+    # data
+    parser.add_argument("--num_train_images", type=int, default=50000,
+                        help="Size of the generated training pool (train split only).")
+    parser.add_argument(
+        "--text_negatives", type=str, default="all", choices=["batch", "all"],
+        help='"batch": the texts are the batch captions (square CLIP batch); "all": every training caption is '
+        "encoded at each step, so each image is contrasted with all 96 captions (better with small batches).",
+    )
+    parser.add_argument(
+        "--patch_init", type=str, default="whiten", choices=["random", "whiten"],
+        help='"whiten": initialise the patch embedding with PCA-whitened patches of 2048 training images.',
+    )
+    parser.add_argument("--no_color_jitter", action="store_true",
+                        help="Disable the random per-image brightness/contrast (same for all channels, so hues are "
+                        "kept), which helps the held-out colour/shape pairs.")
+    parser.add_argument("--no_hflip", action="store_true", help="Disable random horizontal flips (caption-safe).")
+    # optimisation
+    parser.add_argument("--train_batch_size", type=int, default=32)
+    parser.add_argument("--max_train_steps", type=int, default=1600)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--lr_scheduler", type=str, default="cosine",
+                        help='Any diffusers scheduler name: "linear", "cosine", "constant_with_warmup", ...')
+    parser.add_argument("--lr_warmup_steps", type=int, default=100)
+    parser.add_argument("--weight_decay", type=float, default=0.05)
+    parser.add_argument("--adam_beta2", type=float, default=0.98)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
+    parser.add_argument("--logging_steps", type=int, default=25)
+    # evaluation
+    parser.add_argument("--eval_images", type=int, default=1000,
+                        help="Images per split (train captions / held-out captions) for the final evaluation.")
+    parser.add_argument("--validation_steps", type=int, default=0,
+                        help="Also evaluate on 256 images per split every N steps (0: only at the end).")
+    args = parser.parse_args(input_args)
+    if args.train_batch_size < 2:
+        parser.error("--train_batch_size must be at least 2")
+    if args.num_train_images < args.train_batch_size:
+        parser.error("--num_train_images must be at least --train_batch_size")
+    return args
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases, norms, embeddings and the temperature."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.ndim < 2 or "embedding" in name or "logit_scale" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def main(args: argparse.Namespace) -> dict:
+    start_time = time.time()
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    # Tokenizer (BPE learned on the training captions) and model.
+    train_captions = all_captions("train")
+    tokenizer = train_bpe_tokenizer(train_captions, model_max_length=args.context_length)
+    config = build_clip_config(
+        tokenizer, vision_width=args.vision_width, vision_layers=args.vision_layers, vision_heads=args.vision_heads,
+        text_width=args.text_width, text_layers=args.text_layers, text_heads=args.text_heads,
+        projection_dim=args.projection_dim, image_size=args.image_size, patch_size=args.patch_size,
+    )
+    model = CLIPModel(config)
+    num_params = sum(p.numel() for p in model.parameters())
+    logger.info(f"CLIP with {num_params:,} parameters ({2 * num_params / 2**20:.2f} MiB in fp16)")
+
+    # Every caption is tokenised once. With CLIP's causal mask, the EOS state does not depend on the padding after
+    # it, so padding to the longest caption gives the same embeddings as padding to model_max_length.
+    caption_ids = tokenizer(train_captions, padding="longest", return_tensors="pt").input_ids
+
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate,
+                                  betas=(0.9, args.adam_beta2), eps=1e-6)
+
+    # Data: a deterministic pool of train-split images, kept as uint8.
+    pairs = generate_shapes(args.num_train_images, seed=args.seed, split="train", as_array=True)
+    caption_index = {c: i for i, c in enumerate(train_captions)}
+    images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([caption_index[p[1]] for p in pairs], dtype=torch.long)
+    del pairs
+    if args.patch_init == "whiten":
+        whiten_patch_embedding(model, pixel_values_from_uint8(images[:2048]))
+    dataloader = DataLoader(TensorDataset(images, labels), batch_size=args.train_batch_size, shuffle=True,
+                            drop_last=True)
+
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+
+    logger.info(f"Training {args.max_train_steps} steps of batch {args.train_batch_size} "
+                f"on {args.num_train_images} images", main_process_only=True)
+    progress = tqdm(range(args.max_train_steps), disable=not accelerator.is_local_main_process, desc="steps",
+                    mininterval=10)
+    history, step, running = [], 0, []
+    model.train()
+    while step < args.max_train_steps:
+        for batch_images, batch_labels in dataloader:
+            if not args.no_hflip:
+                flip = torch.rand(batch_images.shape[0], device=batch_images.device) < 0.5
+                batch_images = torch.where(flip[:, None, None, None], batch_images.flip(-1), batch_images)
+            if not args.no_color_jitter:
+                batch_images = jitter_brightness_contrast(batch_images)
+            pixel_values = pixel_values_from_uint8(batch_images.cpu()).to(accelerator.device)
+            if args.text_negatives == "all":
+                text_labels = torch.arange(len(train_captions), device=batch_labels.device)
+                text_ids, columns = caption_ids, None
+            else:
+                text_labels, columns = torch.unique(batch_labels, return_inverse=True)
+                text_ids = caption_ids[text_labels.cpu()]
+            with accelerator.accumulate(model), accelerator.autocast():
+                out = model(input_ids=text_ids.to(accelerator.device), pixel_values=pixel_values)
+                if columns is None:
+                    loss = multi_positive_contrastive_loss(out.logits_per_image, batch_labels, text_labels)
+                else:
+                    # (B, unique) -> (B, B): every text of the batch, identical captions sharing one embedding.
+                    loss = multi_positive_contrastive_loss(out.logits_per_image[:, columns], batch_labels)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            clamp_logit_scale(accelerator.unwrap_model(model))
+            step += 1
+            progress.update(1)
+            running.append(loss.detach().float().item())
+            if step % args.logging_steps == 0 or step == args.max_train_steps:
+                scale = accelerator.unwrap_model(model).logit_scale.exp().item()
+                record = {"step": step, "loss": float(np.mean(running)), "logit_scale": scale,
+                          "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - start_time, 1)}
+                running = []
+                if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
+                    report = evaluate_clip(accelerator.unwrap_model(model), tokenizer, num_images=256)
+                    record["val"] = {k: v["caption"] for k, v in report["zero_shot"].items() if isinstance(v, dict)}
+                history.append(record)
+                logger.info(json.dumps(record), main_process_only=True)
+                progress.set_postfix(loss=record["loss"], scale=round(scale, 1))
+            if step >= args.max_train_steps:
+                break
+
+    accelerator.wait_for_everyone()
+    train_time = time.time() - start_time
+    report: dict = {}
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(model).float().eval()
+        model.save_pretrained(args.output_dir)
+        save_bpe_tokenizer(tokenizer, args.output_dir)
+        save_image_processor(args.output_dir, args.image_size)
+        report = evaluate_clip(model, tokenizer, num_images=args.eval_images)
+        weights = os.path.join(args.output_dir, "model.safetensors")
+        report["model"] = {
+            "num_parameters": num_params,
+            "fp16_mib": round(2 * num_params / 2**20, 3),
+            "safetensors_mib": round(os.path.getsize(weights) / 2**20, 3) if os.path.exists(weights) else None,
+            "vocab_size": len(tokenizer),
+            "context_length": args.context_length,
+        }
+        report["training"] = {"args": vars(args), "train_wall_time_s": round(train_time, 1),
+                              "total_wall_time_s": round(time.time() - start_time, 1),
+                              "num_processes": accelerator.num_processes, "history": history}
+        with open(os.path.join(args.output_dir, "zero_shot_eval.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        zs = report["zero_shot"]
+        for split in ("train_split", "held_out"):
+            print(f"zero-shot {split}: " + ", ".join(f"{k} {v:.3f}" for k, v in zs[split]["caption"].items()))
+        print(f"text linear probe (held-out captions): {report['text_linear_probe']['ridge=0.1']}")
+        print(f"wall time {report['training']['total_wall_time_s']} s; saved to {args.output_dir}")
+    accelerator.end_training()
+    return report
+
+
+if __name__ == "__main__":
+    main(parse_args())
