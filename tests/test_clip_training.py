@@ -14,11 +14,13 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from galip_diffusers.clip_training import (
+    ATTRIBUTE_VALUES,
     ATTRIBUTES,
     jitter_brightness_contrast,
     whiten_patch_embedding,
     build_clip_config,
     evaluate_clip,
+    linear_probe_accuracy,
     multi_positive_contrastive_loss,
     multi_positive_targets,
     pixel_values_from_uint8,
@@ -31,7 +33,7 @@ from galip_diffusers.data.bpe import (
     save_bpe_tokenizer,
     train_bpe_tokenizer,
 )
-from galip_diffusers.data.shapes import all_captions, generate_shapes, render_shape
+from galip_diffusers.data.shapes import all_captions, generate_shapes, parse_caption, render_shape
 from galip_diffusers.models.clip_bridge import CLIP_MEAN, CLIP_STD
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,6 +210,23 @@ def test_whitened_patch_embedding(tiny_clip):
 
 
 # ----------------------------------------------------------------------------- evaluation
+def test_linear_probe_on_factorised_and_shuffled_features():
+    train, held = all_captions("train"), all_captions("held_out")
+
+    def one_hot(captions):  # additive attribute codes: a probe fitted on train captions must transfer
+        return torch.tensor([[float(parse_caption(c)[a] == v) for a in ATTRIBUTES for v in ATTRIBUTE_VALUES[a]]
+                             for c in captions])
+
+    result = linear_probe_accuracy(one_hot(train), train, one_hot(held), held)
+    assert all(result[a] == 1.0 for a in ATTRIBUTES)
+    # features that only identify the caption (no attribute structure) cannot be read out on unseen captions
+    torch.manual_seed(0)
+    codes, every = torch.randn(108, 200), all_captions("all")
+    result = linear_probe_accuracy(codes[[every.index(c) for c in train]], train,
+                                   codes[[every.index(c) for c in held]], held)
+    assert result["mean"] < 0.9
+
+
 def test_zero_shot_evaluation_on_tiny_random_model(tokenizer, tiny_clip):
     report = evaluate_clip(tiny_clip, tokenizer, num_images=12)
     for split in ("train_split", "held_out"):
@@ -216,8 +235,10 @@ def test_zero_shot_evaluation_on_tiny_random_model(tokenizer, tiny_clip):
             assert set(numbers) == set(ATTRIBUTES) | {"mean", "all"}
             assert all(0.0 <= v <= 1.0 for v in numbers.values())
         assert report["zero_shot"][split]["n"] == 12
-    assert set(report["text_linear_probe"]) == set(ATTRIBUTES) | {"mean"}
-    assert all(0.0 <= report["image_linear_probe"][a] <= 1.0 for a in ATTRIBUTES)
+    for probe in ("text_linear_probe", "image_linear_probe"):
+        assert set(report[probe]) == {"ridge=0.01", "ridge=0.1", "ridge=1"}
+        assert set(report[probe]["ridge=0.1"]) == set(ATTRIBUTES) | {"mean"}
+        assert all(0.0 <= v <= 1.0 for v in report[probe]["ridge=1"].values())
 
 
 def test_zero_shot_accuracy_reads_attributes_from_the_best_caption(tokenizer, tiny_clip, monkeypatch):
@@ -250,7 +271,7 @@ def test_train_clip_smoke_run(tmp_path):
            "--vision_width", "32", "--vision_layers", "2", "--text_width", "32", "--text_layers", "1",
            "--projection_dim", "16", "--num_train_images", "48", "--train_batch_size", "16",
            "--max_train_steps", "3", "--learning_rate", "1e-3", "--eval_images", "8", "--logging_steps", "1",
-           "--text_negatives", "all", "--patch_init", "whiten", "--color_jitter"]
+           "--validation_steps", "3"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -268,6 +289,12 @@ def test_train_clip_smoke_run(tmp_path):
         full = model.get_text_features(input_ids=ids.input_ids)
     assert torch.allclose(embeds, getattr(full, "pooler_output", full), atol=1e-5)
     assert (out / "vocab.json").exists() and (out / "merges.txt").exists()
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor.from_pretrained(out)
+    image = render_shape(20, "blue", "circle", "black", as_array=True)
+    assert torch.allclose(processor(images=[image], return_tensors="pt").pixel_values,
+                          pixel_values_from_uint8(image[None]), atol=1e-5)
 
     report = json.loads((out / "zero_shot_eval.json").read_text())
     assert report["training"]["args"]["max_train_steps"] == 3 and len(report["training"]["history"]) == 3

@@ -38,6 +38,7 @@ from galip_diffusers.clip_training import (
     multi_positive_contrastive_loss,
     whiten_patch_embedding,
     pixel_values_from_uint8,
+    save_image_processor,
 )
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
 from galip_diffusers.data.shapes import all_captions, generate_shapes
@@ -64,27 +65,28 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="Text context: max_position_embeddings of the text tower and the tokenizer's model_max_length.",
     )
     # data
-    parser.add_argument("--num_train_images", type=int, default=20000,
+    parser.add_argument("--num_train_images", type=int, default=50000,
                         help="Size of the generated training pool (train split only).")
     parser.add_argument(
-        "--text_negatives", type=str, default="batch", choices=["batch", "all"],
+        "--text_negatives", type=str, default="all", choices=["batch", "all"],
         help='"batch": the texts are the batch captions (square CLIP batch); "all": every training caption is '
         "encoded at each step, so each image is contrasted with all 96 captions (better with small batches).",
     )
     parser.add_argument(
-        "--patch_init", type=str, default="random", choices=["random", "whiten"],
+        "--patch_init", type=str, default="whiten", choices=["random", "whiten"],
         help='"whiten": initialise the patch embedding with PCA-whitened patches of 2048 training images.',
     )
-    parser.add_argument("--color_jitter", action="store_true",
-                        help="Random per-image brightness/contrast (same for all channels, so hues are kept).")
+    parser.add_argument("--no_color_jitter", action="store_true",
+                        help="Disable the random per-image brightness/contrast (same for all channels, so hues are "
+                        "kept), which helps the held-out colour/shape pairs.")
     parser.add_argument("--no_hflip", action="store_true", help="Disable random horizontal flips (caption-safe).")
     # optimisation
-    parser.add_argument("--train_batch_size", type=int, default=128)
-    parser.add_argument("--max_train_steps", type=int, default=1000)
+    parser.add_argument("--train_batch_size", type=int, default=32)
+    parser.add_argument("--max_train_steps", type=int, default=1600)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--lr_scheduler", type=str, default="cosine",
                         help='Any diffusers scheduler name: "linear", "cosine", "constant_with_warmup", ...')
-    parser.add_argument("--lr_warmup_steps", type=int, default=50)
+    parser.add_argument("--lr_warmup_steps", type=int, default=100)
     parser.add_argument("--weight_decay", type=float, default=0.05)
     parser.add_argument("--adam_beta2", type=float, default=0.98)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
@@ -133,7 +135,7 @@ def main(args: argparse.Namespace) -> dict:
     )
     model = CLIPModel(config)
     num_params = sum(p.numel() for p in model.parameters())
-    logger.info(f"CLIP with {num_params:,} parameters ({2 * num_params / 2**20:.2f} MiB in fp16)", main_process_only=True)
+    logger.info(f"CLIP with {num_params:,} parameters ({2 * num_params / 2**20:.2f} MiB in fp16)")
 
     # Every caption is tokenised once. With CLIP's causal mask, the EOS state does not depend on the padding after
     # it, so padding to the longest caption gives the same embeddings as padding to model_max_length.
@@ -169,7 +171,7 @@ def main(args: argparse.Namespace) -> dict:
             if not args.no_hflip:
                 flip = torch.rand(batch_images.shape[0], device=batch_images.device) < 0.5
                 batch_images = torch.where(flip[:, None, None, None], batch_images.flip(-1), batch_images)
-            if args.color_jitter:
+            if not args.no_color_jitter:
                 batch_images = jitter_brightness_contrast(batch_images)
             pixel_values = pixel_values_from_uint8(batch_images.cpu()).to(accelerator.device)
             if args.text_negatives == "all":
@@ -202,7 +204,7 @@ def main(args: argparse.Namespace) -> dict:
                 running = []
                 if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
                     report = evaluate_clip(accelerator.unwrap_model(model), tokenizer, num_images=256)
-                    record["val"] = {split: report["zero_shot"][split]["caption"] for split in ("train_split", "held_out")}
+                    record["val"] = {k: v["caption"] for k, v in report["zero_shot"].items() if isinstance(v, dict)}
                 history.append(record)
                 logger.info(json.dumps(record), main_process_only=True)
                 progress.set_postfix(loss=record["loss"], scale=round(scale, 1))
@@ -216,6 +218,7 @@ def main(args: argparse.Namespace) -> dict:
         model = accelerator.unwrap_model(model).float().eval()
         model.save_pretrained(args.output_dir)
         save_bpe_tokenizer(tokenizer, args.output_dir)
+        save_image_processor(args.output_dir, args.image_size)
         report = evaluate_clip(model, tokenizer, num_images=args.eval_images)
         weights = os.path.join(args.output_dir, "model.safetensors")
         report["model"] = {
@@ -233,7 +236,7 @@ def main(args: argparse.Namespace) -> dict:
         zs = report["zero_shot"]
         for split in ("train_split", "held_out"):
             print(f"zero-shot {split}: " + ", ".join(f"{k} {v:.3f}" for k, v in zs[split]["caption"].items()))
-        print(f"text linear probe (held-out captions): {report['text_linear_probe']}")
+        print(f"text linear probe (held-out captions): {report['text_linear_probe']['ridge=0.1']}")
         print(f"wall time {report['training']['total_wall_time_s']} s; saved to {args.output_dir}")
     accelerator.end_training()
     return report

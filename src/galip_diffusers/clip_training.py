@@ -20,6 +20,7 @@ from .data.shapes import BACKGROUNDS, COLORS, SHAPES, SIZES, all_captions, gener
 from .models.clip_bridge import CLIP_MEAN, CLIP_STD
 
 ATTRIBUTES: tuple[str, ...] = ("size", "color", "shape", "background")
+PROBE_RIDGES: tuple[float, ...] = (0.01, 0.1, 1.0)
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "size": tuple(SIZES), "color": tuple(COLORS), "shape": tuple(SHAPES), "background": tuple(BACKGROUNDS),
 }
@@ -116,6 +117,18 @@ def whiten_patch_embedding(model: CLIPModel, pixel_values: torch.Tensor, eps: fl
     weight = (eigenvectors * scale).t().reshape(out_channels, in_channels, kernel, kernel)
     conv.weight.copy_(weight.to(conv.weight.dtype))
     return eigenvalues.float()
+
+
+def save_image_processor(save_directory: str, image_size: int = 64) -> None:
+    """Write the matching ``preprocessor_config.json`` (a ``CLIPImageProcessor`` at ``image_size``: bicubic resize,
+    centre crop, OpenAI CLIP mean/std), so ``CLIPProcessor``/``AutoImageProcessor.from_pretrained`` work on the
+    folder. For images already at ``image_size`` it equals :func:`pixel_values_from_uint8`."""
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                   crop_size={"height": image_size, "width": image_size},
+                                   image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    processor.save_pretrained(save_directory)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -279,7 +292,7 @@ def linear_probe_accuracy(
     train_captions: Sequence[str],
     test_features: torch.Tensor,
     test_captions: Sequence[str],
-    ridge: float = 1e-2,
+    ridge: float = 0.1,
 ) -> dict[str, float]:
     """Per-attribute accuracy of a ridge-regression (one-hot targets) linear read-out fitted on ``train_features``
     and tested on ``test_features``. Features are standardised with the training statistics first."""
@@ -311,7 +324,8 @@ def evaluate_clip(
     * ``zero_shot.held_out``: ``num_images`` images (seed ``seed + 1``) of the 12 held-out captions (purple triangle,
       orange circle), never seen in training;
     * ``text_linear_probe``: attributes read linearly from the (unnormalised) text embeddings, fitted on the 96
-      training captions and tested on the 12 held-out ones (what the GALIP generator is conditioned on);
+      training captions and tested on the 12 held-out ones (what the GALIP generator is conditioned on), for each
+      ridge strength in ``PROBE_RIDGES`` (with 96 fitting points the read-out depends on it);
     * ``image_linear_probe``: the same for image embeddings, fitted on the train-split images and tested on the
       held-out images.
     """
@@ -333,13 +347,16 @@ def evaluate_clip(
         "eval_seed": seed,
     }
     train_text, held_text = all_captions("train"), all_captions("held_out")
-    report["text_linear_probe"] = linear_probe_accuracy(
-        encode_texts(model, tokenizer, train_text, normalize=False).cpu(), train_text,
-        encode_texts(model, tokenizer, held_text, normalize=False).cpu(), held_text)
+    text_train = encode_texts(model, tokenizer, train_text, normalize=False).cpu()
+    text_held = encode_texts(model, tokenizer, held_text, normalize=False).cpu()
+    report["text_linear_probe"] = {
+        f"ridge={r:g}": linear_probe_accuracy(text_train, train_text, text_held, held_text, r) for r in PROBE_RIDGES}
     if num_images >= 2:
-        report["image_linear_probe"] = linear_probe_accuracy(
-            encode_images(model, train_images, batch_size, normalize=False).cpu(), train_caps,
-            encode_images(model, held_images, batch_size, normalize=False).cpu(), held_caps)
+        image_train = encode_images(model, train_images, batch_size, normalize=False).cpu()
+        image_held = encode_images(model, held_images, batch_size, normalize=False).cpu()
+        report["image_linear_probe"] = {
+            f"ridge={r:g}": linear_probe_accuracy(image_train, train_caps, image_held, held_caps, r)
+            for r in PROBE_RIDGES}
     report["logit_scale"] = float(model.logit_scale.detach().exp())
     model.train(was_training)
     return report
