@@ -68,6 +68,16 @@ def test_official_augment_resizes_crops_and_flips_like_the_recipe():
     assert 5 < sum(flips) < 35  # about half flipped
 
 
+def test_center_crop_keeps_scale_and_centre():
+    square = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    out = official_augment(Image.fromarray(square), 32, random.Random(0), random_flip=False, center_crop=True)
+    assert torch.equal(out, torch.from_numpy(square.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1))  # untouched
+    wide = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 80, 3), dtype=np.uint8))  # H=40, W=80
+    out = official_augment(wide, 20, random.Random(0), random_flip=False, center_crop=True)
+    expected = wide.resize((40, 20), Image.BILINEAR).crop((10, 0, 30, 20))
+    assert torch.equal(out, torch.from_numpy(np.asarray(expected, np.float32).transpose(2, 0, 1) / 127.5 - 1))
+
+
 def test_pick_caption_string_or_random_list_item():
     assert pick_caption("a cat", random.Random(0)) == "a cat"
     picks = {pick_caption(["a", "b", "c"], random.Random(s)) for s in range(30)}

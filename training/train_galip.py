@@ -89,6 +89,9 @@ def parse_args(input_args=None):
     parser.add_argument("--resolution", type=int, default=None,
                         help="Real-image crop size (default: the power of two at or above the generator output).")
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--center_crop", action="store_true",
+                        help="Resize the shorter side to --resolution and crop the centre, instead of GALIP's zoom "
+                             "(x76/64) + random crop; for data whose objects must keep their scale and stay whole.")
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     # training
     parser.add_argument("--output_dir", type=str, default="galip-model")
@@ -325,7 +328,7 @@ def main(args):
                                       args.dataset_split, args.streaming, args.cache_dir)
     check_columns(dataset, args.image_column, args.caption_column)
     data_kwargs = dict(image_column=args.image_column, caption_column=args.caption_column, resolution=resolution,
-                       seed=args.seed, random_flip=args.random_flip)
+                       seed=args.seed, random_flip=args.random_flip, center_crop=args.center_crop)
     if args.streaming:
         dataset = dataset.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
         if args.max_train_samples is not None:

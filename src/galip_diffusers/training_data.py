@@ -152,20 +152,29 @@ def pick_caption(value: Any, rng: random.Random) -> str:
     return captions[rng.randrange(len(captions))] if len(captions) > 1 else captions[0]
 
 
-def official_augment(image: Image.Image, resolution: int, rng: random.Random, random_flip: bool = True) -> torch.Tensor:
+def official_augment(
+    image: Image.Image, resolution: int, rng: random.Random, random_flip: bool = True, center_crop: bool = False
+) -> torch.Tensor:
     """GALIP's real-image augmentation, with PIL: resize the shorter side to ``int(resolution * 76 / 64)`` (bilinear,
     aspect kept), crop ``resolution`` x ``resolution`` at a random position, flip horizontally with probability 1/2.
 
+    With ``center_crop=True`` (diffusers' ``--center_crop``): resize the shorter side to ``resolution`` instead (a
+    no-op for square images of that size) and crop the centre, so objects keep their scale and are never cut.
+
     Returns a float tensor (3, resolution, resolution) in [-1, 1]."""
     width, height = image.size
-    scale_size = int(resolution * AUGMENT_SCALE)
+    scale_size = resolution if center_crop else int(resolution * AUGMENT_SCALE)
     if width <= height:
         new_size = (scale_size, int(scale_size * height / width))
     else:
         new_size = (int(scale_size * width / height), scale_size)
-    image = image.resize(new_size, Image.BILINEAR)
-    left = rng.randint(0, new_size[0] - resolution)
-    top = rng.randint(0, new_size[1] - resolution)
+    if new_size != (width, height):
+        image = image.resize(new_size, Image.BILINEAR)
+    if center_crop:
+        left, top = (new_size[0] - resolution) // 2, (new_size[1] - resolution) // 2
+    else:
+        left = rng.randint(0, new_size[0] - resolution)
+        top = rng.randint(0, new_size[1] - resolution)
     image = image.crop((left, top, left + resolution, top + resolution))
     if random_flip and rng.random() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
@@ -195,6 +204,7 @@ class _SkipCorrupt:
         resolution: int = 256,
         seed: int = 0,
         random_flip: bool = True,
+        center_crop: bool = False,
     ):
         self.dataset = lazy_image_column(dataset, image_column)
         self.image_column = image_column
@@ -202,6 +212,7 @@ class _SkipCorrupt:
         self.resolution = resolution
         self.seed = seed
         self.random_flip = random_flip
+        self.center_crop = center_crop
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -210,7 +221,7 @@ class _SkipCorrupt:
     def process(self, example: dict, rng: random.Random) -> tuple[torch.Tensor, str]:
         caption = pick_caption(example[self.caption_column], rng)
         image = decode_image(example[self.image_column])
-        return official_augment(image, self.resolution, rng, self.random_flip), caption
+        return official_augment(image, self.resolution, rng, self.random_flip, self.center_crop), caption
 
 
 class GALIPTrainDataset(torch.utils.data.Dataset, _SkipCorrupt):
