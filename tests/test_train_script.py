@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -138,6 +139,22 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     if tensorboard:
         events = [f for _, _, files in os.walk(full / "logs") for f in files if f.startswith("events.out")]
         assert events
+
+    # training/learning_curve.py reads this run: losses plus score_images per checkpoint (EMA weights)
+    spec = importlib.util.spec_from_file_location("learning_curve", os.path.join(ROOT, "training", "learning_curve.py"))
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    results = tmp_path / "curve"
+    curve.main(["--run_dir", str(full), "--clip_model_name_or_path", fx["clip"], "--num_images", "3", "--use_ema",
+                "--loss_window", "2", "--results_dir", str(results)])
+    report = json.loads((results / "learning_curve.json").read_text())
+    assert [p["step"] for p in report["points"]] == [5, 6, 7]
+    assert all(0.0 <= p[split][a] <= 1.0 for p in report["points"] for split in ("train", "held_out")
+               for a in ("background", "color", "shape", "size"))
+    assert report["losses"]["step"] == list(range(1, 8)) and len(report["losses"]["loss_d"]) == 6
+    assert np.isclose(report["losses"]["loss_d"][0], (full_losses[0]["loss_d"] + full_losses[1]["loss_d"]) / 2)
+    assert (results / "learning_curve.png").stat().st_size > 1000
+    assert (results / "learning_curve.md").read_text().count("\n| 7 |") == 1
 
 
 def test_two_processes_fine_tune_from_pipeline_folder(fixtures, tmp_path):
