@@ -3,6 +3,10 @@ caption combinations, positional diversity, scorer-CLIP score and a Fréchet dis
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -83,6 +87,41 @@ def time_generation(pipe, batch_size: int, repeats: int = 20) -> float:
         pipe(prompts, output_type="pt")
         times.append(time.perf_counter() - start)
     return float(np.median(times)) / batch_size
+
+
+def cold_start_seconds(model: str, prompt: str = "a large red circle on a white background", repeats: int = 3,
+                       extra_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Wall time of the ``galip-generate`` console script in a fresh process, from process start to the PNG written
+    (median and all runs; the first run also pays for cold file caches)."""
+    executable = shutil.which("galip-generate")
+    if executable is None:
+        raise FileNotFoundError("`galip-generate` is not on PATH: install the package (pip install -e .) first.")
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as out:
+            command = [executable, prompt, "--model", model, "--out", out, *extra_args]
+            start = time.perf_counter()
+            proc = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+            elapsed = time.perf_counter() - start
+            if proc.returncode != 0 or not any(f.endswith(".png") for f in os.listdir(out)):
+                raise RuntimeError(f"galip-generate failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        times.append(elapsed)
+    return {"median_s": float(np.median(times)), "runs_s": [round(t, 3) for t in times]}
+
+
+def interpolation_strip(pipe, prompts: Sequence[str], num_steps: int = 8, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """``pipe.interpolate`` through ``prompts`` as one (H, frames * W, 3) strip in [0, 1], plus what
+    :func:`~galip_diffusers.data.shapes.predict_attributes` reads in every frame and the L1 step between frames
+    (a smooth path has no step much larger than the others)."""
+    frames = pipe.interpolate(list(prompts), num_steps=num_steps, generator=torch.Generator().manual_seed(seed),
+                              output_type="np").images
+    steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
+    readings = [{k: v for k, v in shapes.predict_attributes(f).items() if k in ("color", "shape", "size", "background")}
+                for f in frames]
+    info = {"prompts": list(prompts), "frames": len(frames), "attributes": readings,
+            "l1_steps": [round(float(x), 4) for x in steps],
+            "max_over_mean_step": float(steps.max() / steps.mean()) if steps.mean() > 0 else 0.0}
+    return np.concatenate(list(frames), axis=1), info
 
 
 def evaluate_shapes_pipeline(pipe, num_images: int = 1000, seed: int = 0, with_speed: bool = True) -> dict[str, Any]:

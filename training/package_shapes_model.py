@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Package a ``train_galip.py`` run on the captioned-shapes data as the shipped ``galip-shapes`` pipeline folder, then
+evaluate the packaged folder and write its model card.
+
+1. Pipeline: tokenizer, text encoder and image encoder of the bridge CLIP, the generator of the run (EMA weights when
+   the checkpoint has them), the scorer CLIP as the optional ``scorer`` component, and the discriminator in
+   ``discriminator/`` (so that fine-tuning can continue from the folder).
+2. Weights are stored in float16 (half the size); every component's config says float32, so the folder loads in
+   float32 by default, as diffusers models do, and ``torch_dtype=`` still picks another dtype.
+3. Evaluation of the *saved* folder (``galip_diffusers.shapes_eval``): ``score_images`` accuracy on ``--num_images``
+   generated images per split, positional diversity, scorer-CLIP score, Fréchet distance in the scorer's feature
+   space, an interpolation strip, generation speed (1 and 2 threads, default and fast path) and the cold start of
+   ``galip-generate``. Figures go to ``--results_dir`` (JSON, Markdown, PNG) and into the model card.
+
+    python training/package_shapes_model.py --run_dir /work/artifacts/galip-shapes-run --checkpoint latest \\
+        --clip_model_name_or_path /work/artifacts/clip-bridge --scorer_model_name_or_path /work/artifacts/clip-scorer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import CLIPModel, CLIPTokenizer
+
+from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
+from galip_diffusers.model_card import render_model_card
+from galip_diffusers.pretrained import PRETRAINED_MODELS
+from galip_diffusers.shapes_eval import cold_start_seconds, evaluate_shapes_pipeline, interpolation_strip, time_generation
+from galip_diffusers.training_utils import clip_towers, list_checkpoints
+
+STRIPS = {
+    "red_to_blue": ["a large red circle on a white background", "a large blue circle on a white background"],
+    "circle_to_square": ["a large green circle on a black background", "a large green square on a black background"],
+}
+STORAGE_DTYPE = torch.float16
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run_dir", required=True, help="--output_dir of train_galip.py")
+    parser.add_argument("--checkpoint", default=None,
+                        help='"latest" or a checkpoint-N folder name: package that checkpoint instead of the final '
+                             "pipeline of the run (EMA generator if saved)")
+    parser.add_argument("--clip_model_name_or_path", required=True, help="the bridge CLIP the run was trained on")
+    parser.add_argument("--scorer_model_name_or_path", required=True, help="the scorer CLIP (optional component)")
+    parser.add_argument("--output_dir", default=PRETRAINED_MODELS["galip-shapes"])
+    parser.add_argument("--num_images", type=int, default=1000, help="generated images per split for the evaluation")
+    parser.add_argument("--results_dir", default=os.path.join("results", "shapes_model"))
+    parser.add_argument("--skip_speed", action="store_true", help="skip the timing figures")
+    args = parser.parse_args(argv)
+    if args.num_images < 1:
+        parser.error(f"--num_images must be >= 1, got {args.num_images}")
+    return args
+
+
+def checkpoint_path(run_dir: str, checkpoint: str) -> str:
+    checkpoints = list_checkpoints(run_dir)
+    if checkpoint == "latest":
+        if not checkpoints:
+            raise FileNotFoundError(f"--checkpoint latest: no checkpoint-N folder in {run_dir!r}.")
+        return checkpoints[-1][1]
+    path = os.path.join(run_dir, checkpoint)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--checkpoint {checkpoint!r}: {path!r} does not exist; have {[p for _, p in checkpoints]}.")
+    return path
+
+
+def load_run(args) -> tuple[GALIPPipeline, GALIPDiscriminator, str]:
+    """The pipeline to ship (without scorer), its discriminator, and where the generator came from."""
+    tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)
+    text_encoder, image_encoder = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
+    if args.checkpoint is None:
+        pipe = GALIPPipeline.from_pretrained(args.run_dir, torch_dtype=torch.float32)
+        generator, source = pipe.generator, f"the final weights of `{os.path.basename(args.run_dir)}`"
+        discriminator = GALIPDiscriminator.from_pretrained(args.run_dir, subfolder="discriminator")
+    else:
+        path = checkpoint_path(args.run_dir, args.checkpoint)
+        generator = GALIPGenerator.from_pretrained(path, subfolder="generator")
+        source = f"`{os.path.basename(path)}`"
+        if os.path.isdir(os.path.join(path, "generator_ema")):
+            from diffusers.training_utils import EMAModel
+
+            EMAModel.from_pretrained(os.path.join(path, "generator_ema"), model_cls=GALIPGenerator).copy_to(
+                generator.parameters())
+            source += " (EMA weights)"
+        discriminator = GALIPDiscriminator.from_pretrained(path, subfolder="discriminator")
+    pipe = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator.eval(),
+                         image_encoder=image_encoder)
+    return pipe, discriminator, source
+
+
+def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str) -> None:
+    """Save with float16 weights and float32 configs, atomically (a temp folder renamed over ``output_dir``)."""
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".galip-shapes-", dir=parent)
+    try:
+        pipe.to(STORAGE_DTYPE)
+        pipe.save_pretrained(tmp)
+        discriminator.to(STORAGE_DTYPE).save_pretrained(os.path.join(tmp, "discriminator"))
+        for name in os.listdir(tmp):
+            config = os.path.join(tmp, name, "config.json")
+            if os.path.isfile(config):
+                with open(config) as f:
+                    data = json.load(f)
+                if "dtype" in data or "torch_dtype" in data:  # transformers: the dtype it loads in by default
+                    data.pop("torch_dtype", None)
+                    data["dtype"] = "float32"
+                    with open(config, "w") as f:
+                        json.dump(data, f, indent=2, sort_keys=True)
+                        f.write("\n")
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        pipe.to(torch.float32)
+
+
+def folder_size_mb(folder: str) -> float:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files) / 2**20
+
+
+def measure_speed(folder: str) -> dict[str, Any]:
+    """Seconds per image (batch 1 and 64) with 1 and 2 threads, default and fast path; cold start of the CLI."""
+    threads = torch.get_num_threads()
+    out: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                           "torch": torch.__version__}
+    try:
+        for num_threads in (1, 2):
+            torch.set_num_threads(num_threads)
+            for path in ("default", "fast"):
+                pipe = GALIPPipeline.from_pretrained(folder)
+                pipe.set_progress_bar_config(disable=True)
+                if path == "fast":
+                    pipe.enable_fast_inference()
+                out[f"{path}_threads{num_threads}_batch1_s"] = time_generation(pipe, 1, repeats=50)
+                out[f"{path}_threads{num_threads}_batch64_s_per_image"] = time_generation(pipe, 64, repeats=5)
+    finally:
+        torch.set_num_threads(threads)
+    out["cold_start_galip_generate"] = cold_start_seconds(folder)
+    return out
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    lines = ["| split | background | color | shape | size | all four |", "| --- | --- | --- | --- | --- | --- |"]
+    for split, name in (("train", "seen combinations"), ("held_out", "held-out (purple triangle, orange circle)")):
+        acc = report[f"accuracy_{split}"]
+        lines.append(f"| {name} | " + " | ".join(f"{100 * acc[k]:.1f}%" for k in ("background", "color", "shape", "size", "all")) + " |")
+    lines += ["", "| figure | value |", "| --- | --- |"]
+    spread = report["center_spread"]
+    lines.append(f"| object-centre spread over 64 seeds (one prompt) | std x {spread['std_x']:.1f} px, y {spread['std_y']:.1f} px |")
+    lines.append(f"| mean pairwise L1, generated / real | {report['pairwise_l1_generated']:.3f} / {report['pairwise_l1_real']:.3f} |")
+    if "scorer_clip_score_generated" in report:
+        lines.append(f"| scorer CLIP score, generated / real | {report['scorer_clip_score_generated']:.1f} / {report['scorer_clip_score_real']:.1f} |")
+        lines.append(f"| Fréchet distance (scorer CLIP image embeddings) | {report['frechet_distance_scorer_clip']:.4f} |")
+    for name, strip in report.get("interpolation", {}).items():
+        lines.append(f"| interpolation `{name}`: largest / mean frame-to-frame L1 | {strip['max_over_mean_step']:.2f} |")
+    speed = report.get("speed")
+    if speed:
+        for key in sorted(k for k in speed if k.endswith("_s") or k.endswith("_per_image")):
+            lines.append(f"| {key} | {1000 * speed[key]:.1f} ms |")
+        cold = speed["cold_start_galip_generate"]
+        lines.append(f"| cold start of `galip-generate` (median of {len(cold['runs_s'])}) | {cold['median_s']:.2f} s |")
+        lines.append(f"| machine | {speed['machine']}, torch {speed['torch']} |")
+    lines.append(f"| folder size | {report['folder_size_mb']:.2f} MiB |")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(args, report: dict[str, Any], source: str, summary: dict[str, Any], table: str) -> None:
+    card = render_model_card(
+        "galip_shapes",
+        license="apache-2.0",
+        tags=["shapes", "tiny", "cpu"],
+        model_name="galip-shapes",
+        repo_path="galip-shapes",
+        source=source,
+        steps=summary.get("steps", "?"),
+        training_summary=summary,
+        evaluation_table=table,
+        num_images=report["num_images_per_split"],
+        size_mb=f"{report['folder_size_mb']:.2f}",
+    )
+    card.save(os.path.join(args.output_dir, "README.md"))
+
+
+@torch.no_grad()
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.makedirs(args.results_dir, exist_ok=True)
+    pipe, discriminator, source = load_run(args)
+    pipe.register_modules(scorer=CLIPModel.from_pretrained(args.scorer_model_name_or_path))
+    save_half_precision(pipe, discriminator, args.output_dir)
+    del pipe
+
+    shipped = GALIPPipeline.from_pretrained(args.output_dir)
+    report = evaluate_shapes_pipeline(shipped, num_images=args.num_images, with_speed=False)
+    report["folder_size_mb"] = folder_size_mb(args.output_dir)
+    report["interpolation"] = {}
+    for name, prompts in STRIPS.items():
+        strip, info = interpolation_strip(shipped, prompts, num_steps=8, seed=3)
+        Image.fromarray((strip * 255).round().astype(np.uint8)).resize((strip.shape[1] * 2, strip.shape[0] * 2),
+                                                                      Image.NEAREST).save(
+            os.path.join(args.results_dir, f"interpolation_{name}.png"))
+        report["interpolation"][name] = info
+    if not args.skip_speed:
+        report["speed"] = measure_speed(args.output_dir)
+    summary_path = os.path.join(args.run_dir, "training_summary.json")
+    summary = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
+    if args.checkpoint is not None:
+        summary = {**summary, "steps": int(os.path.basename(checkpoint_path(args.run_dir, args.checkpoint)).split("-")[1])}
+    table = markdown_report(report)
+    write_card(args, report, source, summary, table)
+    with open(os.path.join(args.results_dir, "eval.json"), "w") as f:
+        json.dump({"source": source, **report}, f, indent=2)
+    with open(os.path.join(args.results_dir, "eval.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
