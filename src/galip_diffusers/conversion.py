@@ -333,15 +333,15 @@ def _version() -> str:
     return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "galip-convert") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="galip-convert",
+        prog=prog,
         description="Convert an official GALIP checkpoint (+ OpenAI CLIP ViT-B/32) into a diffusers GALIPPipeline "
         "folder that DiffusionPipeline.from_pretrained loads (after `import galip_diffusers`).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  galip-convert --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco\n"
-        "  galip-convert --checkpoint pre_cc12m.pth --clip ./clip-vit-base-patch32 --output_dir galip-cc12m \\\n"
+        "  %(prog)s --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco\n"
+        "  %(prog)s --checkpoint pre_cc12m.pth --clip ./clip-vit-base-patch32 --output_dir galip-cc12m \\\n"
         "      --dtype fp16 --include_discriminator\n\n"
         "The official GALIP weights are licensed CC BY-NC-SA 4.0 (non-commercial); so is the converted folder.",
     )
@@ -362,34 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``galip-convert`` console script. Returns the exit code (0 on success, 1 on a conversion error)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="galip-convert: %(message)s")
+def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format=f"{prog}: %(message)s")
     if args.quiet:
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
-    try:
-        out = convert_official_checkpoint(
-            args.checkpoint, args.clip, args.output_dir, dtype=args.dtype,
-            include_discriminator=args.include_discriminator, clip_preprocess=args.clip_preprocess,
-            overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe,
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        print("galip-convert: interrupted; nothing was written.", file=sys.stderr)
-        return 130
-    except Exception as err:  # one clear line; --debug shows the traceback
-        if args.debug:
-            raise
-        label = "" if isinstance(err, ConversionError) else f"{type(err).__name__}: "
-        print(f"galip-convert: error: {label}{err}", file=sys.stderr)
-        return 1
+    out = convert_official_checkpoint(
+        args.checkpoint, args.clip, args.output_dir, dtype=args.dtype,
+        include_discriminator=args.include_discriminator, clip_preprocess=args.clip_preprocess,
+        overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe,
+    )  # fmt: skip
     if not args.quiet:
         print(out)
     return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "galip-convert") -> int:
+    """``galip-convert`` / ``galip convert``. Returns the exit code (0 on success, 1 on a conversion error, 2 on bad
+    arguments); the error is one line on stderr (``--debug`` re-raises it)."""
+    from .cli import run_cli
+
+    return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, plain_errors=(ConversionError,),
+                   interrupt_note="nothing was written")
 
 
 if __name__ == "__main__":
