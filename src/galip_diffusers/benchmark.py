@@ -379,12 +379,9 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     import diffusers
     import transformers
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from .speed_figures import cpu_name
+
+    cpu = cpu_name()
     env = {
         "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
         "transformers": transformers.__version__, "platform": platform.platform(), "cpu": cpu,
