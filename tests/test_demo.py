@@ -1,6 +1,7 @@
 """The demo's logic without a browser (and without gradio): input checks, the prompt token cap, strip and GIF making,
 model loading errors, timed generation, CLIP refinement, interpolation."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -245,6 +246,12 @@ def test_refine_with_clip_when_the_model_has_a_scorer(scorer_model_dir, one_thre
         plain = backend.generate("a red circle", 0, 2, 0, False, 3)
         assert "Refined" not in plain.status
         assert backend.refiner.generator is backend.pipe.generator  # the refiner shares the modules
+        if importlib.util.find_spec("gradio") is not None:  # the page's toggle can be ticked
+            from galip_diffusers.demo import build_demo
+
+            blocks = build_demo(backend).blocks.values()
+            refine = next(b for b in blocks if getattr(b, "elem_id", None) == "refine")
+            assert refine.interactive is True and "FuseDream" in refine.info
     finally:
         backend.close()
 

@@ -128,3 +128,22 @@ def test_train_run_without_the_script_is_a_clear_error(tmp_path, capsys, monkeyp
 def test_source_checkout_script_is_found_in_an_editable_tree():
     found = train_launcher.source_checkout_script()
     assert found is not None and found.endswith(os.path.join("training", "train_galip.py"))
+
+
+def test_console_scripts_point_at_the_command_mains():
+    """setup.cfg's console scripts: `galip` and one `galip-<name>` alias per command except train."""
+    import configparser
+    import importlib
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(os.path.dirname(SRC), "setup.cfg"))
+    scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines())
+    assert scripts["galip"] == "galip_diffusers.cli:main"
+    expected = {f"galip-{name}" for name in cli.COMMANDS if name != "train"} | {"galip"}
+    assert set(scripts) == expected
+    for name, target in scripts.items():
+        module, attr = target.split(":")
+        assert callable(getattr(importlib.import_module(module), attr)), name
+        if name != "galip":
+            assert getattr(importlib.import_module(module), attr) is importlib.import_module(
+                cli.COMMANDS[name[len("galip-"):]].module).main
