@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from galip_diffusers import cli, train_launcher
+from galip_diffusers.conversion_utils import ConversionError
+from galip_diffusers.demo import DemoModelError
 from galip_diffusers.testing_utils import tiny_pipeline
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -56,18 +58,18 @@ def test_generate_through_galip(model_dir, tmp_path, capsys):
     assert len(capsys.readouterr().out.split()) == 3 and len(os.listdir(tmp_path)) == 3
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["generate", "a red circle", "--model", "/nonexistent/model"], "galip generate: error: "),
+@pytest.mark.parametrize("argv, message, error", [
+    (["generate", "a red circle", "--model", "/nonexistent/model"], "galip generate: error: ValueError: ", ValueError),
     (["convert", "--checkpoint", "/nonexistent.pth", "--clip", "/nonexistent.pt", "--output_dir", "OUT"],
-     "galip convert: error: "),
-    (["demo", "--model", "/nonexistent/model"], "galip demo: error: "),
+     "galip convert: error: --checkpoint: ", ConversionError),
+    (["demo", "--model", "/nonexistent/model"], "galip demo: error: --model: '/nonexistent/model' is neither", DemoModelError),
 ])
-def test_errors_are_one_line_on_stderr(argv, message, tmp_path, capsys, monkeypatch):
+def test_errors_are_one_line_on_stderr(argv, message, error, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and len(err.splitlines()) == 1 and "Traceback" not in err
-    with pytest.raises(Exception):
+    with pytest.raises(error):  # --debug re-raises, so the traceback shows
         cli.main(argv + ["--debug"])
 
 

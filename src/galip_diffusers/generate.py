@@ -33,7 +33,8 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     parser.add_argument("--prompt-file", help="a text file with one prompt per line (blank lines are skipped)")
-    parser.add_argument("--model", default="galip-shapes", help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
+    parser.add_argument("--model", default="galip-shapes",
+                        help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--truncation", type=float, default=None, help="truncate the noise at +-T (resampling)")

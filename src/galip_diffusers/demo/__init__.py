@@ -14,7 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import DemoBackend, DemoModelError, GenerationResult, InterpolationResult, load_pipeline, make_refiner
-from .inputs import MAX_IMAGES, MAX_PROMPT_TOKENS, DemoInputError, cap_prompt, validate_generation, validate_interpolation
+from .inputs import (
+    MAX_IMAGES,
+    MAX_PROMPT_TOKENS,
+    DemoInputError,
+    cap_prompt,
+    validate_generation,
+    validate_interpolation,
+)
 from .launch import build_parser, main
 from .media import make_gif, make_strip, upscale
 

@@ -86,7 +86,9 @@ def load_pipeline(model: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.
     try:
         pipe = GALIPPipeline.from_pretrained(path, **dtype_kwargs(dtype))
     except Exception as err:  # noqa: BLE001  (any loader failure becomes one message)
-        raise DemoModelError(f"--model {model!r} could not be loaded as a GALIP pipeline: {type(err).__name__}: {err}") from err
+        raise DemoModelError(
+            f"--model {model!r} could not be loaded as a GALIP pipeline: {type(err).__name__}: {err}"
+        ) from err
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -192,7 +194,9 @@ class DemoBackend:
         return out.images, (f" Refined with CLIP ({request.refine_steps} steps): mean scorer AugCLIP {before:.3f} → "
                             f"{after:.3f}.")
 
-    def interpolate(self, prompt_a: Any, prompt_b: Any, seed_a: Any, seed_b: Any, num_frames: Any) -> InterpolationResult:
+    def interpolate(
+        self, prompt_a: Any, prompt_b: Any, seed_a: Any, seed_b: Any, num_frames: Any
+    ) -> InterpolationResult:
         """Frames from (prompt_a, seed_a) to (prompt_b, seed_b): a strip and an animated GIF; time the request.
 
         The first frame is the generation tab's first image for (prompt_a, seed_a), the last frame the one for

@@ -163,5 +163,6 @@ def validate_interpolation(
                                                                            (prompt_b, "second prompt"))]
     seeds = (check_int(seed_a, "first seed", 0, MAX_SEED), check_int(seed_b, "second seed", 0, MAX_SEED))
     num_frames = check_int(num_frames, "number of frames", MIN_FRAMES, MAX_FRAMES)
-    warnings = tuple(f"{label}: {c.warning}" for label, c in zip(("First prompt", "Second prompt"), capped) if c.warning)
+    labels = ("First prompt", "Second prompt")
+    warnings = tuple(f"{label}: {c.warning}" for label, c in zip(labels, capped) if c.warning)
     return InterpolationRequest((capped[0].text, capped[1].text), seeds, num_frames, warnings)

@@ -1,4 +1,4 @@
-"""Pictures the demo shows and serves, from PIL frames (no gradio): upscaled copies, a contact strip, an animated GIF."""
+"""Pictures the demo shows and serves, made from PIL frames (no gradio): upscaled copies, a strip, an animated GIF."""
 
 from __future__ import annotations
 
