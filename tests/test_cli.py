@@ -1,9 +1,14 @@
-"""The galip-generate command: PNGs and their paths, prompt files, one-line errors with non-zero exit codes."""
+"""The galip-generate command: PNGs and their paths, prompt files, a progress bar, one-line errors with non-zero
+exit codes; the same images as one pipeline call."""
 
+import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from galip_diffusers.cli import generate_main
+from galip_diffusers.generate import main as generate
+from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 from galip_diffusers.testing_utils import tiny_pipeline
 
 
@@ -36,10 +41,33 @@ def test_prompt_file(model_dir, tmp_path, capsys):
     assert len(capsys.readouterr().out.split()) == 2
 
 
+def test_batches_match_one_pipeline_call_and_show_a_progress_bar(model_dir, tmp_path, capsys):
+    """Written --batch-size images at a time (5 images, batches of 2), with truncation: the same pixels as one call."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    argv = ["a green triangle", "--prompt-file", str(prompts), "--model", str(model_dir), "--num-images", "2",
+            "--seed", "7", "--truncation", "1.5", "--batch-size", "4", "--out", str(tmp_path / "b")]
+    assert generate(argv) == 0
+    captured = capsys.readouterr()
+    paths = captured.out.split()
+    assert len(paths) == 6 and paths[-1].endswith("0002_01_seed7.png")
+    assert "6/6" in captured.err  # the progress bar (stderr), over images
+    pipe = GALIPPipeline.from_pretrained(str(model_dir))
+    expected = pipe(["a green triangle", "a red circle", "a blue square"], num_images_per_prompt=2, truncation=1.5,
+                    generator=torch.Generator().manual_seed(7), output_type="np").images
+    written = np.stack([np.asarray(PIL.Image.open(p), dtype=np.float32) / 255 for p in paths])
+    assert np.abs(written - expected).max() <= 1 / 255 + 1e-6
+    assert generate(argv[:-2] + ["--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert "6/6" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
         (["--num-images", "0"], "--num-images must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--truncation", "-1"], "--truncation must be a positive number"),
+        (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt-file: '/nonexistent/prompts.txt' does not exist"),
         ([], "no prompt given"),
         (["--model", "/nonexistent/folder"], "error"),
     ],

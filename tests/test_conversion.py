@@ -19,6 +19,7 @@ import warnings
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 if importlib.util.find_spec("clip") is None:  # `import clip` itself needs torchvision, so only look it up
     pytest.skip("the `clip` package (pip install --no-deps clip-anytorch) is not installed", allow_module_level=True)
@@ -330,6 +331,20 @@ def test_model_card_names_source_and_license(tiny_converted, tiny_files):
     assert "pipeline_tag: text-to-image" in card and "CC BY-NC-SA 4.0" in card
     assert os.path.basename(tiny_files[0]) in card and sha in card and os.path.basename(tiny_files[1]) in card
     assert "`official`" in card and "`float32`" in card
+    for section in ("## Usage", "## Training", "## Evaluation", "## Speed", "## Limitations", "## License"):
+        assert section in card
+    assert "Not measured; `galip benchmark --galip galip-tiny" in card  # not the official geometry: no reference row
+
+
+def test_model_card_speed_measured_at_conversion_and_published_figures(tiny_files, tmp_path):
+    ckpt = str(tmp_path / "pre_coco.pth")  # the official COCO checkpoint's name: its published figures are listed
+    os.symlink(tiny_files[0], ckpt)
+    out = convert_official_checkpoint(ckpt, tiny_files[1], tmp_path / "timed", measure_speed=True, **TINY_KWARGS)
+    card = ModelCard.load(os.path.join(out, "README.md"))
+    assert "MS-COCO 2014" in card.text and "| FID (COCO val, 30k) | 5.01 | released checkpoint" in card.text
+    assert "Measured at conversion" in card.text and "| float32, cpu | 1 |" in card.text
+    assert "CPU: " in card.text and f"torch {torch.__version__}" in card.text  # the machine of the figures
+    assert card.data.base_model is None  # tiny geometry: not OpenAI's ViT-B/32
 
 
 def test_fp16_conversion_without_discriminator(tiny_files, tmp_path):

@@ -135,14 +135,21 @@ def test_cli_clip_only_writes_json(fx, tmp_path, capsys):
     assert "biased" in result["clip_model"] and result["headline"] == ["fid", "clip_cosine_official"]
 
 
-def test_cli_argument_errors(fx):
-    with pytest.raises(SystemExit):
+def test_cli_argument_errors(fx, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--model", fx["pipe"], "--dataset", fx["data"]])  # FID without --inception_weights
+    assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
         main(["--dataset", fx["data"], "--no_fid"])  # neither --model nor --save-stats
+    capsys.readouterr()
+    bad_column = ["--model", fx["pipe"], "--dataset", fx["data"], "--no_fid", "--caption_column", "caption",
+                  "--cache_dir", fx["cache"]]
+    assert main(bad_column) == 1  # a run-time error: one line on stderr, exit code 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("galip-eval: error: ") and "--caption_column 'caption' not found" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
     with pytest.raises(ValueError, match="--caption_column 'caption' not found"):
-        main(["--model", fx["pipe"], "--dataset", fx["data"], "--no_fid", "--caption_column", "caption",
-              "--cache_dir", fx["cache"]])
+        main(bad_column + ["--debug"])  # --debug re-raises
 
 
 @needs_fid

@@ -134,6 +134,9 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     assert "library_name: diffusers" in card and "pipeline_tag: text-to-image" in card
     assert "Trained from scratch on the CLIP" in card and "| steps | 7 |" in card
     assert "`a red picture`: row 1 of `validation/step_0000007.png`" in card and "`learning_rate_d` | `0.0004`" in card
+    # speed figures with their machine, and the limitations
+    assert "| float32, cpu | 1 |" in card and "| float32, cpu | 8 |" in card and "measured on CPU: " in card
+    assert "## Limitations" in card and "prompts are cut at 77 tokens" in card
     summary = json.loads((full / "training_summary.json").read_text())
     assert summary["steps"] == 7 and summary["images_seen"] == 28 and summary["images_per_second"] > 0
     if tensorboard:
@@ -234,6 +237,8 @@ def test_bad_inputs_give_clear_errors_before_training(script, fixtures, tmp_path
         script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--train_batch_size", "1"])
     with pytest.raises(ValueError, match="Need either a dataset name or a training folder"):
         script.parse_args(_scratch(fx))
+    with pytest.raises(ValueError, match="--speed_batch_sizes must be comma-separated integers >= 1"):
+        script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--speed_batch_sizes", "1,x"])
     with pytest.raises(ValueError, match="--generator_config: unknown keys \\['ngf_typo'\\]"):
         bad = write_generator_config(str(tmp_path / "bad.json"), ngf_typo=3)
         run("--clip_model_name_or_path", fx["clip"], "--generator_config", bad,

@@ -129,6 +129,8 @@ def parse_args(input_args=None):
                         "training captions (CLIP score; FID too with --eval_inception_weights).")
     parser.add_argument("--eval_clip_model_name_or_path", type=str, default=None)
     parser.add_argument("--eval_inception_weights", type=str, default=None)
+    parser.add_argument("--speed_batch_sizes", type=str, default="1,8", help="Batch sizes timed at the end for the "
+                        "model card's speed table, comma-separated (empty: skip).")
     parser.add_argument("--license", type=str, default=None, help="Model card license (default: the base model's, "
                         "else apache-2.0).")
     parser.add_argument("--push_to_hub", action="store_true")
@@ -154,6 +156,10 @@ def parse_args(input_args=None):
         raise ValueError("--train_batch_size must be at least 2 (GALIP's mismatched pairs need a second caption).")
     if args.resolution is not None and args.resolution < 8:
         raise ValueError(f"--resolution must be at least 8, got {args.resolution}.")
+    sizes = [b.strip() for b in args.speed_batch_sizes.split(",") if b.strip()]
+    if not all(b.isdigit() and int(b) >= 1 for b in sizes):
+        raise ValueError(f"--speed_batch_sizes must be comma-separated integers >= 1 (or empty), got "
+                         f"{args.speed_batch_sizes!r}.")
     return args
 
 
@@ -470,12 +476,14 @@ def main(args):
         if args.validation_prompts and validated_at != global_step:
             validation_samples = log_validation(generator, text_encoder, tokenizer, args, accelerator, global_step)
         eval_results = run_final_evaluation(args, pipeline, dataset) if args.eval_num_images else None
+        speed = measure_speed(args, pipeline)
         summary = {"steps": global_step, "epochs": epochs_run, "images_seen": counters.images_seen, "skipped_images": counters.skipped_images,
                    "train_seconds": round(elapsed, 2), "images_per_second": round(throughput, 3)}
         with open(os.path.join(args.output_dir, "training_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         save_model_card(args, init_description, summary, len(dataset) if not args.streaming else "streaming",
-                        generator.config.output_size, resolution, accelerator, validation_samples, eval_results)
+                        generator.config.output_size, resolution, accelerator, validation_samples, eval_results,
+                        speed, max_prompt_tokens=min(77, tokenizer.model_max_length))
         if args.push_to_hub:
             from huggingface_hub import create_repo, upload_folder
 
@@ -530,8 +538,26 @@ def run_final_evaluation(args, pipeline, dataset):
     return result
 
 
+def measure_speed(args, pipeline):
+    """Inference speed of the final pipeline for the model card: ``(rows, machine)``, or ``None`` when skipped."""
+    from galip_diffusers.speed_figures import machine_description, measure_pipeline_speed
+
+    batch_sizes = [int(b) for b in args.speed_batch_sizes.split(",") if b.strip()]
+    if not batch_sizes:
+        return None
+    prompt = (args.validation_prompts or ["a photo"])[0]
+    generator_mode = pipeline.generator.training
+    pipeline.generator.eval()
+    try:
+        rows = measure_pipeline_speed(pipeline, batch_sizes=batch_sizes, repeats=3, prompt=prompt)
+    finally:
+        pipeline.generator.train(generator_mode)
+    logger.info("Inference speed: " + ", ".join(f"batch {r.batch_size}: {r.images_per_second:.3g} images/s" for r in rows))
+    return [row.as_card_row() for row in rows], machine_description(pipeline.device)
+
+
 def save_model_card(args, init_description, summary, num_examples, output_size, resolution, accelerator,
-                    validation_samples, eval_results):
+                    validation_samples, eval_results, speed=None, max_prompt_tokens=77):
     license_ = args.license
     if license_ is None and args.pretrained_model_name_or_path and os.path.isfile(
             os.path.join(args.pretrained_model_name_or_path, "README.md")):
@@ -572,6 +598,8 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
         adam_beta2=args.adam_beta2, validation_samples=validation_samples, eval_results=rows,
         license_note=f"`{license_}`. Weights derived from the official GALIP checkpoints keep their CC BY-NC-SA 4.0 "
         "license.",
+        speed_results=speed[0] if speed else None, speed_machine=speed[1] if speed else None,
+        max_prompt_tokens=max_prompt_tokens, limitations=[],
     )
     card.save(os.path.join(args.output_dir, "README.md"))
 

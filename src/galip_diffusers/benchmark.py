@@ -80,11 +80,23 @@ def _choice_list(name: str, allowed: tuple[str, ...]) -> Callable[[str], list[st
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+BENCHMARK_EXAMPLES = """examples:
+  %(prog)s --galip default-config --dtype fp32,bf16 --batch-sizes 1,8 --quick --out results/
+  %(prog)s --galip path/to/galip-folder --peers none --batch-sizes 1,8,32        # GALIP alone
+  %(prog)s --galip path/to/galip-folder --sd path/to/sd15 --ldm path/to/ldm-256 --sd-turbo path/to/sd-turbo \\
+      --device cuda --dtype fp16
+
+Without a local folder, a peer is built from its published config with random weights (speed does not depend on
+weight values). Exit status: 0 all rows ran; 1 some rows failed (reported, others still ran); 2 bad arguments.
+"""
+
+
+def build_parser(prog: str = "galip-benchmark") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="galip-benchmark",
+        prog=prog,
         description="Side-by-side speed benchmark: GALIP (one forward pass) vs SD-1.5, LDM-256 and SD-Turbo.",
-        epilog="Exit status: 0 all rows ran; 1 some rows failed (reported, others still ran); 2 bad arguments.",
+        epilog=BENCHMARK_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--galip", default="default-config",
                    help="'default-config' (official size, random weights), 'tiny', a packaged name or a folder")
@@ -124,14 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Range checks; ``parser.error`` (exit code 2) on a bad value."""
     for name, low in (("steps", 1), ("repeats", 1), ("peer_repeats", 1), ("warmup", 0), ("quick_steps", 2)):
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     return args
 
 
@@ -362,12 +379,9 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     import diffusers
     import transformers
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from .speed_figures import cpu_name
+
+    cpu = cpu_name()
     env = {
         "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
         "transformers": transformers.__version__, "platform": platform.platform(), "cpu": cpu,
@@ -442,25 +456,24 @@ def _run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``galip-benchmark``."""
-    args = parse_args(argv)  # exits with status 2 on bad arguments
-    try:
-        from .benchmark_report import print_summary, write_report
+def _run(args: argparse.Namespace) -> int:
+    from .benchmark_report import print_summary, write_report
 
-        report = run_benchmark(args)
-        paths = write_report(report, args.out, plot=not args.no_plot)
-    except Exception as err:
-        if args.debug:
-            raise
-        print(f"galip-benchmark: error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    report = run_benchmark(args)
+    paths = write_report(report, args.out, plot=not args.no_plot)
     print_summary(report, paths)
     failed = [row for row in report["rows"] if row["status"] != "ok"]
     for row in failed:
         print(f"galip-benchmark: row {row['name']} [{row['device']}/{row['dtype']}] failed: {row['error']}",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None, prog: str = "galip-benchmark") -> int:
+    """``galip-benchmark`` / ``galip benchmark`` (exit status: see the module docstring)."""
+    from .cli import run_cli
+
+    return run_cli(_run, build_parser(prog), argv, check=check_args)
 
 
 if __name__ == "__main__":

@@ -1,38 +1,68 @@
-"""Command-line entry points: ``galip-generate`` (and the shared error handling of every ``galip-*`` command)."""
+"""The ``galip`` command (``galip generate | convert | train | eval | benchmark | demo``) and the error handling shared
+by every ``galip-*`` command.
+
+Each subcommand lives in its own module, which exposes ``build_parser(prog)`` and ``main(argv, prog)``; ``galip NAME
+ARGS`` calls ``main(ARGS, prog="galip NAME")``, and the ``galip-NAME`` console scripts call the same ``main``. The
+modules are imported only when their command runs, so ``galip --help`` is fast and ``galip generate`` never imports
+gradio.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 DTYPES = ("fp32", "fp16", "bf16")
 
-GENERATE_EXAMPLES = """examples:
-  galip-generate "a large red circle on a white background"
-  galip-generate "a small bird with a red head" --model ./galip-coco --num-images 8 --seed 1 --out samples/
-  galip-generate --prompt-file prompts.txt --num-images 4 --dtype bf16
-"""
+#: ``check(parser, args)``: validation after parsing; it calls ``parser.error`` (exit code 2) on bad arguments.
+ArgsCheck = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
 
 
-def run_cli(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse ``argv`` and run ``main``; errors become one line on stderr and exit code 1 (traceback with --debug)."""
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    args = parser.parse_args(argv)
+def run_cli(
+    main: Callable[[argparse.Namespace], int],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    *,
+    check: Optional[ArgsCheck] = None,
+    plain_errors: tuple[type[BaseException], ...] = (),
+    pass_unknown: bool = False,
+    interrupt_note: str = "",
+) -> int:
+    """Parse ``argv`` and run ``main(args)``; return its exit code.
+
+    Bad arguments exit with code 2 (argparse). An exception from ``main`` becomes one line on stderr,
+    ``PROG: error: Type: message`` (without ``Type:`` for the classes in ``plain_errors``, whose messages stand alone),
+    and exit code 1; ``--debug`` (added to ``parser`` unless it has one) re-raises it, showing the traceback. With
+    ``pass_unknown``, arguments the parser does not know are kept in ``args.extra_args`` instead of being an error.
+    """
+    if "--debug" not in parser._option_string_actions:  # noqa: SLF001  (argparse has no public lookup)
+        parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    if pass_unknown:
+        args, extra = parser.parse_known_args(argv)
+        args.extra_args = extra
+    else:
+        args = parser.parse_args(argv)
+    if check is not None:
+        check(parser, args)
     try:
         return main(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted{'; ' + interrupt_note if interrupt_note else ''}", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001  (a CLI boundary: report, don't crash)
         if args.debug:
             raise
-        print(f"{parser.prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
+        label = "" if isinstance(err, plain_errors) else f"{type(err).__name__}: "
+        message = " ".join(str(err).split()) or "(no message)"  # one line, whatever the exception's text
+        print(f"{parser.prog}: error: {label}{message}", file=sys.stderr)
         return 1
 
 
 def torch_dtype(name: str):
+    """``"fp32" | "fp16" | "bf16"`` -> the ``torch.dtype``."""
     import torch
 
     if name not in DTYPES:
@@ -40,65 +70,74 @@ def torch_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def generate_parser() -> argparse.ArgumentParser:
+# ------------------------------------------------------------------------------------------------ the galip command
+@dataclass(frozen=True)
+class Command:
+    """A ``galip`` subcommand: the module holding its ``build_parser``/``main``, and a one-line summary."""
+
+    module: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "generate": Command("galip_diffusers.generate", "generate images from prompts and write PNG files"),
+    "convert": Command("galip_diffusers.conversion", "convert an official GALIP checkpoint into a diffusers folder"),
+    "train": Command("galip_diffusers.train_launcher", "print (or --run) the accelerate command of "
+                     "training/train_galip.py"),
+    "eval": Command("galip_diffusers.evaluation", "FID and CLIP score of a pipeline (or FID statistics of a data set)"),
+    "benchmark": Command("galip_diffusers.benchmark", "speed of GALIP vs SD-1.5, LDM-256 and SD-Turbo"),
+    "demo": Command("galip_diffusers.demo", "Gradio web demo: generation, CLIP refinement, interpolation"),
+}  # fmt: skip
+
+GALIP_EXAMPLES = """examples:
+  galip generate "a large red circle on a white background" --num-images 4 --out samples/
+  galip convert --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco
+  galip train --train_data_dir data/shapes --output_dir galip-ft --max_train_steps 1000
+  galip eval --model galip-coco --dataset data/coco_val --no_fid --num_images 1000
+  galip benchmark --galip default-config --quick
+  galip demo --model galip-coco --port 7860
+
+`galip COMMAND --help` shows a command's options and examples. Every command is also installed as galip-COMMAND
+(galip-generate, galip-convert, galip-eval, galip-benchmark, galip-demo). Errors: one line on stderr and a non-zero
+exit code; add --debug to a command to see the traceback.
+"""
+
+
+def build_parser(prog: str = "galip") -> argparse.ArgumentParser:
+    """The top-level parser: it lists the commands (``galip --help``) and rejects unknown ones."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
-        prog="galip-generate",
-        description="Generate images with a GALIP pipeline (one forward pass) and write them as PNG files.",
-        epilog=GENERATE_EXAMPLES,
+        prog=prog,
+        description="GALIP text-to-image (one forward pass per image) with diffusers: generate, convert, train, "
+        "evaluate, benchmark, demo.",
+        epilog=GALIP_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
-    parser.add_argument("--prompt-file", help="a text file with one prompt per line (blank lines are skipped)")
-    parser.add_argument("--model", default="galip-shapes", help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
-    parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--truncation", type=float, default=None, help="truncate the noise at +-T (resampling)")
-    parser.add_argument("--batch-size", type=int, default=64, help="largest generator batch per forward pass")
-    parser.add_argument("--out", default="galip-samples", help="output folder (default: galip-samples)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        commands.add_parser(name, help=command.summary, add_help=False)
     return parser
 
 
-def _read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = list(args.prompt)
-    if args.prompt_file:
-        with open(args.prompt_file, encoding="utf-8") as f:
-            prompts += [line.strip() for line in f if line.strip()]
-    if not prompts:
-        raise ValueError("no prompt given: pass prompts as arguments or with --prompt-file.")
-    return prompts
-
-
-def _generate(args: argparse.Namespace) -> int:
-    import torch
-
-    from .pipelines.pipeline_galip import GALIPPipeline
-    from .utils import dtype_kwargs
-
-    prompts = _read_prompts(args)
-    if args.num_images < 1:
-        raise ValueError(f"--num-images must be >= 1, got {args.num_images}.")
-    pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(torch_dtype(args.dtype))).to(args.device)
-    pipe.set_progress_bar_config(disable=len(prompts) * args.num_images <= args.batch_size)
-    generator = torch.Generator().manual_seed(args.seed)
-    images = pipe(
-        prompts, num_images_per_prompt=args.num_images, generator=generator, truncation=args.truncation,
-        max_batch_size=args.batch_size,
-    ).images
-    os.makedirs(args.out, exist_ok=True)
-    for index, image in enumerate(images):
-        prompt_index, k = divmod(index, args.num_images)
-        path = os.path.join(args.out, f"{prompt_index:04d}_{k:02d}_seed{args.seed}.png")
-        image.save(path)
-        print(path)
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``galip``: dispatch ``galip COMMAND ARGS`` to the command's own ``main``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # --help / --version exit 0; a missing or unknown command exits 2
+        return 2  # not reached: anything that is not a command is an argparse error
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name].module)
+    return module.main(argv[1:], prog=f"galip {name}")
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``galip-generate``."""
-    return run_cli(_generate, generate_parser(), argv)
+    """Entry point of ``galip-generate`` (kept here for existing imports; see :mod:`galip_diffusers.generate`)."""
+    from .generate import main as _main
+
+    return _main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(generate_main())
+    sys.exit(main())

@@ -31,6 +31,7 @@ import torch
 from accelerate import init_empty_weights
 
 from .clip_convert import VISION_KEY_MAP, VIT_B_32, CLIPGeometry, CLIPSource, image_encoder_from_openai, load_clip_source
+from .conversion_card import converted_card_fields
 from .conversion_utils import (
     ConversionError,
     KeyRule,
@@ -84,6 +85,8 @@ LICENSE_TEXT = (
     "ViT-B/32 (https://github.com/openai/CLIP, MIT License)."
 )
 CARD_TEMPLATE = "galip_converted.md"
+#: The model card's ``base_model`` for the official geometry: the CLIP whose text tower and ViT the folder holds.
+OPENAI_CLIP_HUB_ID = "openai/clip-vit-base-patch32"
 
 
 def load_official_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:
@@ -223,6 +226,7 @@ def convert_official_checkpoint(
     clip_geometry: CLIPGeometry = VIT_B_32,
     generator_config: dict[str, Any] | None = None,
     discriminator_config: dict[str, Any] | None = None,
+    measure_speed: bool = False,
 ) -> str:
     """Convert an official GALIP checkpoint + a CLIP into a ``GALIPPipeline`` folder; returns the folder's path.
 
@@ -239,6 +243,8 @@ def convert_official_checkpoint(
         unsafe_pickle: allow ``torch.load(weights_only=False)`` when the safe loader refuses a file (runs its code).
         bpe_path: CLIP's ``bpe_simple_vocab_16e6.txt.gz``; by default the one in the installed ``clip`` package.
         clip_geometry, generator_config, discriminator_config: other sizes than the official ones (tests, variants).
+        measure_speed: time the converted pipeline on this machine (CPU, batch 1) for the model card's speed table;
+            by default the card shows the package's reference timing of the official architecture.
 
     Nothing is written unless the whole conversion succeeds: the folder is built next to ``output_dir`` and renamed.
     """
@@ -275,6 +281,14 @@ def convert_official_checkpoint(
     for model in models:
         torch.nn.Module.to(model, torch_dtype)  # plain cast (diffusers' .to() warns about fp32-only modules: none here)
     pipe = GALIPPipeline(tokenizer, clip.text_encoder, generator, image_encoder=image_encoder)
+    official_geometry = clip_geometry == VIT_B_32 and not generator_config
+    speed_rows, speed_machine = None, None
+    if measure_speed:
+        from .speed_figures import machine_description, measure_pipeline_speed
+
+        logger.info("Timing the converted pipeline")
+        speed_rows = [row.as_card_row() for row in measure_pipeline_speed(pipe, batch_sizes=(1,), repeats=3)]
+        speed_machine = machine_description(pipe.device)
 
     parent = os.path.dirname(out)
     created = _missing_ancestors(parent)
@@ -298,6 +312,8 @@ def convert_official_checkpoint(
             include_discriminator=discriminator is not None, components=_component_notes(discriminator is not None),
             repo_path=os.path.basename(out), example_prompt="a photo of a red double-decker bus on a city street",
             license_text=LICENSE_TEXT,
+            base_model=OPENAI_CLIP_HUB_ID if official_geometry else None,
+            **converted_card_fields(checkpoint_path, official_geometry, speed_rows, speed_machine),
         )  # fmt: skip
         check_pipeline_folder(tmp)
         _commit(tmp, out)
@@ -333,15 +349,15 @@ def _version() -> str:
     return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "galip-convert") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="galip-convert",
+        prog=prog,
         description="Convert an official GALIP checkpoint (+ OpenAI CLIP ViT-B/32) into a diffusers GALIPPipeline "
         "folder that DiffusionPipeline.from_pretrained loads (after `import galip_diffusers`).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  galip-convert --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco\n"
-        "  galip-convert --checkpoint pre_cc12m.pth --clip ./clip-vit-base-patch32 --output_dir galip-cc12m \\\n"
+        "  %(prog)s --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco\n"
+        "  %(prog)s --checkpoint pre_cc12m.pth --clip ./clip-vit-base-patch32 --output_dir galip-cc12m \\\n"
         "      --dtype fp16 --include_discriminator\n\n"
         "The official GALIP weights are licensed CC BY-NC-SA 4.0 (non-commercial); so is the converted folder.",
     )
@@ -355,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="discriminator CLIP preprocessing (default: official, as the released weights were trained)")
     parser.add_argument("--bpe", default=None, help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: from the clip package)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    parser.add_argument("--measure_speed", "--measure-speed", action="store_true",
+                        help="time the converted pipeline here (CPU, batch 1) for the model card's speed table")
     parser.add_argument("--unsafe-pickle", "--unsafe_pickle", action="store_true",
                         help="allow torch.load(weights_only=False) if the safe loader refuses a file (runs its code!)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -362,34 +380,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``galip-convert`` console script. Returns the exit code (0 on success, 1 on a conversion error)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="galip-convert: %(message)s")
+def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format=f"{prog}: %(message)s")
     if args.quiet:
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
-    try:
-        out = convert_official_checkpoint(
-            args.checkpoint, args.clip, args.output_dir, dtype=args.dtype,
-            include_discriminator=args.include_discriminator, clip_preprocess=args.clip_preprocess,
-            overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe,
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        print("galip-convert: interrupted; nothing was written.", file=sys.stderr)
-        return 130
-    except Exception as err:  # one clear line; --debug shows the traceback
-        if args.debug:
-            raise
-        label = "" if isinstance(err, ConversionError) else f"{type(err).__name__}: "
-        print(f"galip-convert: error: {label}{err}", file=sys.stderr)
-        return 1
+    out = convert_official_checkpoint(
+        args.checkpoint, args.clip, args.output_dir, dtype=args.dtype,
+        include_discriminator=args.include_discriminator, clip_preprocess=args.clip_preprocess,
+        overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe, measure_speed=args.measure_speed,
+    )  # fmt: skip
     if not args.quiet:
         print(out)
     return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "galip-convert") -> int:
+    """``galip-convert`` / ``galip convert``. Returns the exit code (0 on success, 1 on a conversion error, 2 on bad
+    arguments); the error is one line on stderr (``--debug`` re-raises it)."""
+    from .cli import run_cli
+
+    return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, plain_errors=(ConversionError,),
+                   interrupt_note="nothing was written")
 
 
 if __name__ == "__main__":

@@ -502,10 +502,25 @@ def dataset_fid_statistics(
 
 
 # -------------------------------------------------------------------------------------------------------------- CLI
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+EVAL_EXAMPLES = """examples:
+  %(prog)s --model galip-coco --dataset data/coco_val --num_images 30000 --batch_size 32 \\
+      --inception_weights weights-inception-2015-12-05-6726825d.pth --clip_model ./clip-vit-base-patch32 \\
+      --output results/eval.json
+  %(prog)s --model galip-coco --dataset data/coco_val --no_fid --num_images 1000      # CLIP scores only
+  %(prog)s --save-stats coco_val.npz --dataset data/coco_val --inception_weights weights-inception-....pth
+  %(prog)s --model galip-coco --protocol official --fid_stats coco_val256_FIDK0.npz --dataset data/coco_val \\
+      --inception_weights weights-inception-....pth
+
+Nothing is downloaded: FID needs a local InceptionV3 weights file (or pass --no_fid).
+"""
+
+
+def build_parser(prog: str = "galip-eval") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="galip-eval",
+        prog=prog,
         description="FID and CLIP score of a GALIP pipeline, or FID statistics of a data set (--save-stats).",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", help="GALIP pipeline folder (or a packaged short name).")
     parser.add_argument("--dataset", required=True, help="Data set: imagefolder, save_to_disk folder, or name.")
@@ -530,7 +545,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--save-stats", "--save_stats", dest="save_stats", default=None,
                         help="Compute FID statistics of --dataset into this .npz instead of evaluating a model.")
     parser.add_argument("--cache_dir", default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks across arguments; ``parser.error`` (exit code 2) on a bad combination."""
     if args.save_stats is None and args.model is None:
         parser.error("give --model (evaluate a pipeline) or --save-stats OUT.npz (statistics of --dataset).")
     if (args.save_stats is not None or not args.no_fid) and args.inception_weights is None:
@@ -539,6 +558,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--num_images must be at least 2.")
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1.")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     return args
 
 
@@ -570,9 +595,14 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``galip-eval`` entry point."""
-    args = parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = "galip-eval") -> int:
+    """``galip-eval`` / ``galip eval``: 0 on success, 1 on an error (one line on stderr), 2 on bad arguments."""
+    from .cli import run_cli
+
+    return run_cli(_run, build_parser(prog), argv, check=check_args)
+
+
+def _run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dataset = _load_eval_dataset(args)
     if args.save_stats is not None:

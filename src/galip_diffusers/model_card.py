@@ -27,6 +27,16 @@ def find_template(template_name: str) -> str:
     raise FileNotFoundError(f"Model card template {name!r} not found in {[os.path.normpath(d) for d in TEMPLATE_DIRS]}.")
 
 
+def template_variables(template_name: str) -> set[str]:
+    """The fields a template uses (its undeclared Jinja variables, except ``card_data``, which the metadata fills)."""
+    import jinja2
+    import jinja2.meta
+
+    with open(find_template(template_name), encoding="utf-8") as f:
+        parsed = jinja2.Environment().parse(f.read())
+    return set(jinja2.meta.find_undeclared_variables(parsed)) - {"card_data"}
+
+
 def hub_ids(values: Optional[Sequence[Optional[str]] | str]) -> list[str]:
     """Keep the values that look like Hub repo ids (``owner/name``) and are not local paths: only those are valid
     ``datasets`` / ``base_model`` metadata."""
@@ -51,8 +61,15 @@ def render_model_card(
     The metadata is ``library_name="diffusers"``, ``pipeline_tag="text-to-image"``, the given ``license`` and ``tags``
     (plus ``galip``, ``text-to-image``, ``diffusers``), and ``datasets`` / ``base_model`` where they are Hub ids (local
     paths are left out of the metadata; pass them as template fields to mention them in the text). ``fields`` are the
-    template's variables.
+    template's variables, all required (:func:`template_variables` lists them); a missing one is a ``ValueError``.
     """
+    path = find_template(template_name)
+    missing = sorted(template_variables(path) - set(fields))
+    if missing:
+        raise ValueError(
+            f"Model card template {os.path.basename(path)!r} needs the fields {missing}; pass each of them (None or "
+            "an empty list renders a section's fallback text)."
+        )
     all_tags = list(dict.fromkeys(["galip", "text-to-image", "diffusers", *tags]))
     base = hub_ids(base_model)
     card_data = ModelCardData(
@@ -63,4 +80,4 @@ def render_model_card(
         datasets=hub_ids(datasets) or None,
         base_model=base[0] if base else None,
     )
-    return ModelCard.from_template(card_data, template_path=find_template(template_name), **fields)
+    return ModelCard.from_template(card_data, template_path=path, **fields)

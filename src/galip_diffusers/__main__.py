@@ -1,0 +1,7 @@
+"""``python -m galip_diffusers COMMAND ...`` is ``galip COMMAND ...``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

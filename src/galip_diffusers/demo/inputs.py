@@ -1,0 +1,168 @@
+"""The demo's input rules, as plain functions (no gradio): validation of every request field, the prompt token cap.
+
+A rule that is broken raises :class:`DemoInputError` with a message that names the field and its allowed values; the
+UI shows that message (never a traceback). Requests can come from the web page or from the Gradio API, so the server
+checks everything even where the widgets already limit the values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..tokenizer_bpe import clip_text_clean
+
+#: CLIP's context length: start token + 75 prompt tokens + end token.
+MAX_PROMPT_TOKENS = 77
+MAX_IMAGES = 16
+MAX_SEED = 2**32 - 1
+MAX_TRUNCATION = 10.0
+MIN_FRAMES, MAX_FRAMES = 2, 32
+MAX_REFINE_STEPS = 200
+
+
+class DemoInputError(ValueError):
+    """A request the demo cannot serve; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class CappedPrompt:
+    """A prompt cut to the model's token limit.
+
+    Attributes:
+        text: the prompt that will be used (the input unchanged when it fits).
+        num_tokens: tokens of the input, start and end tokens included.
+        limit: the limit applied, start and end tokens included.
+    """
+
+    text: str
+    num_tokens: int
+    limit: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.num_tokens > self.limit
+
+    @property
+    def warning(self) -> Optional[str]:
+        if not self.truncated:
+            return None
+        return (
+            f"The prompt has {self.num_tokens} tokens; the model reads at most {self.limit} (start and end tokens "
+            f"included), so only this part is used: \"{self.text}\"."
+        )
+
+
+def token_limit(tokenizer: Any, max_tokens: int = MAX_PROMPT_TOKENS) -> int:
+    """``max_tokens``, or the tokenizer's ``model_max_length`` when that is smaller (it may be a huge sentinel)."""
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 2 < model_max < max_tokens:
+        return model_max
+    return max_tokens
+
+
+def cap_prompt(prompt: str, tokenizer: Any, max_tokens: int = MAX_PROMPT_TOKENS) -> CappedPrompt:
+    """Cut ``prompt`` to ``token_limit(tokenizer, max_tokens)`` tokens (start and end tokens included).
+
+    Tokens are counted on the text the pipeline encodes (after CLIP's text cleaning). A prompt that fits is returned
+    unchanged; a longer one is replaced by the decoded text of its first ``limit - 2`` tokens."""
+    limit = token_limit(tokenizer, max_tokens)
+    ids = tokenizer(clip_text_clean(prompt), add_special_tokens=False, verbose=False)["input_ids"]
+    num_tokens = len(ids) + 2
+    if num_tokens <= limit:
+        return CappedPrompt(prompt, num_tokens, limit)
+    text = tokenizer.decode(ids[: limit - 2], skip_special_tokens=True).strip()
+    return CappedPrompt(text, num_tokens, limit)
+
+
+# ------------------------------------------------------------------------------------------------------- fields
+def check_prompt(prompt: Any, name: str = "prompt") -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DemoInputError(f"Enter a {name}: it is empty.")
+    return prompt.strip()
+
+
+def check_int(value: Any, name: str, low: int, high: int) -> int:
+    """An integer in [low, high]; integral floats (what number widgets send) are accepted."""
+    if isinstance(value, bool) or value is None:
+        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.") from None
+    if not isinstance(value, int) or not low <= value <= high:
+        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
+    return value
+
+
+def check_truncation(value: Any) -> Optional[float]:
+    """``None`` or 0 turn the truncation trick off; otherwise a number in (0, MAX_TRUNCATION]."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DemoInputError(f"truncation must be 0 (off) or a number in (0, {MAX_TRUNCATION:g}], got {value!r}.")
+    if not 0 < value <= MAX_TRUNCATION:
+        raise DemoInputError(f"truncation must be 0 (off) or a number in (0, {MAX_TRUNCATION:g}], got {value!r}.")
+    return float(value)
+
+
+# ------------------------------------------------------------------------------------------------------ requests
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A checked request of the generation tab."""
+
+    prompt: str
+    seed: int
+    num_images: int
+    truncation: Optional[float] = None
+    refine: bool = False
+    refine_steps: int = 0
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class InterpolationRequest:
+    """A checked request of the interpolation tab."""
+
+    prompts: tuple[str, str]
+    seeds: tuple[int, int]
+    num_frames: int
+    warnings: tuple[str, ...] = field(default=())
+
+
+def validate_generation(
+    prompt: Any, seed: Any, num_images: Any, truncation: Any = None, refine: Any = False, refine_steps: Any = 0, *,
+    tokenizer: Any, can_refine: bool = False, max_images: int = MAX_IMAGES,
+) -> GenerationRequest:
+    """Check the generation tab's fields and cap the prompt; raise :class:`DemoInputError` on the first bad one."""
+    capped = cap_prompt(check_prompt(prompt), tokenizer)
+    seed = check_int(seed, "seed", 0, MAX_SEED)
+    num_images = check_int(num_images, "number of images", 1, max_images)
+    truncation = check_truncation(truncation)
+    refine = bool(refine)
+    steps = 0
+    if refine:
+        if not can_refine:
+            raise DemoInputError("CLIP refinement is not available for this model (it has no scorer CLIP).")
+        steps = check_int(refine_steps, "refinement steps", 1, MAX_REFINE_STEPS)
+    warnings = (capped.warning,) if capped.warning else ()
+    return GenerationRequest(capped.text, seed, num_images, truncation, refine, steps, warnings)
+
+
+def validate_interpolation(
+    prompt_a: Any, prompt_b: Any, seed_a: Any, seed_b: Any, num_frames: Any, *, tokenizer: Any,
+) -> InterpolationRequest:
+    """Check the interpolation tab's fields and cap both prompts."""
+    capped = [cap_prompt(check_prompt(p, name), tokenizer) for p, name in ((prompt_a, "first prompt"),
+                                                                           (prompt_b, "second prompt"))]
+    seeds = (check_int(seed_a, "first seed", 0, MAX_SEED), check_int(seed_b, "second seed", 0, MAX_SEED))
+    num_frames = check_int(num_frames, "number of frames", MIN_FRAMES, MAX_FRAMES)
+    labels = ("First prompt", "Second prompt")
+    warnings = tuple(f"{label}: {c.warning}" for label, c in zip(labels, capped) if c.warning)
+    return InterpolationRequest((capped[0].text, capped[1].text), seeds, num_frames, warnings)
