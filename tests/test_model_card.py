@@ -48,7 +48,18 @@ def converted_fields(**overrides):
     return {**fields, **overrides}
 
 
-FIELDS = {"galip_trained": trained_fields, "galip_converted": converted_fields}
+def shapes_fields(**overrides):
+    """Every field of galip_shapes.md, as training/package_shapes_model.py passes them."""
+    speed = "| setting | batch size | ms per image |\n| --- | --- | --- |\n| float32, cpu, fast path | 1 | 5.1 |\n\nCPU: Intel Xeon"
+    fields = dict(
+        model_name="galip-shapes", repo_path=REPO_ID, source="`checkpoint-6000` (EMA weights)", steps=6000,
+        training_summary={"steps": 6000, "images_per_second": 30.1}, evaluation_table="| split | shape |\n| --- | --- |\n| seen | 90% |",
+        speed_table=speed, num_images=1000, size_mb="12.30",
+    )  # fmt: skip
+    return {**fields, **overrides}
+
+
+FIELDS = {"galip_trained": trained_fields, "galip_converted": converted_fields, "galip_shapes": shapes_fields}
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ from transformers import CLIPModel, CLIPTokenizer
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
 from galip_diffusers.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
-from galip_diffusers.shapes_eval import cold_start_seconds, evaluate_shapes_pipeline, interpolation_strip, time_generation
+from galip_diffusers.shapes_eval import cold_start_seconds, evaluate_shapes_pipeline, interpolation_strip
+from galip_diffusers.speed_figures import machine_description, measure_pipeline_speed
 from galip_diffusers.training_utils import clip_towers, list_checkpoints
 
 STRIPS = {
@@ -133,27 +134,28 @@ def folder_size_mb(folder: str) -> float:
 
 
 def measure_speed(folder: str) -> dict[str, Any]:
-    """Seconds per image (batch 1 and 64) with 1 and 2 threads, default and fast path; cold start of the CLI."""
+    """Whole pipeline calls (text encoder, generator, PIL) at batch 1 and 64, with 1 and 2 threads, default and fast
+    path (``enable_fast_inference``), plus the cold start of ``galip-generate``."""
     threads = torch.get_num_threads()
-    out: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                           "torch": torch.__version__}
+    rows = []
     try:
         for num_threads in (1, 2):
             torch.set_num_threads(num_threads)
             for path in ("default", "fast"):
                 pipe = GALIPPipeline.from_pretrained(folder)
-                pipe.set_progress_bar_config(disable=True)
                 if path == "fast":
                     pipe.enable_fast_inference()
-                out[f"{path}_threads{num_threads}_batch1_s"] = time_generation(pipe, 1, repeats=50)
-                out[f"{path}_threads{num_threads}_batch64_s_per_image"] = time_generation(pipe, 64, repeats=5)
+                setting = f"float32, cpu, {path} path, {num_threads} thread{'s' if num_threads > 1 else ''}"
+                rows += measure_pipeline_speed(pipe, batch_sizes=(1, 64), repeats=20, warmup=2, setting=setting)
     finally:
         torch.set_num_threads(threads)
-    out["cold_start_galip_generate"] = cold_start_seconds(folder)
-    return out
+    machine = machine_description("cpu").split(" (")[0] + f" ({os.cpu_count()} cores), torch {torch.__version__}"
+    return {"rows": [row.as_card_row() for row in rows], "raw": [asdict(row) for row in rows], "machine": machine,
+            "cold_start_galip_generate": cold_start_seconds(folder)}
 
 
 def markdown_report(report: dict[str, Any]) -> str:
+    """The evaluation table (accuracy, diversity, CLIP score, FID-like distance, interpolation, size)."""
     lines = ["| split | background | color | shape | size | all four |", "| --- | --- | --- | --- | --- | --- |"]
     for split, name in (("train", "seen combinations"), ("held_out", "held-out (purple triangle, orange circle)")):
         acc = report[f"accuracy_{split}"]
@@ -167,14 +169,19 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines.append(f"| Fréchet distance (scorer CLIP image embeddings) | {report['frechet_distance_scorer_clip']:.4f} |")
     for name, strip in report.get("interpolation", {}).items():
         lines.append(f"| interpolation `{name}`: largest / mean frame-to-frame L1 | {strip['max_over_mean_step']:.2f} |")
-    speed = report.get("speed")
-    if speed:
-        for key in sorted(k for k in speed if k.endswith("_s") or k.endswith("_per_image")):
-            lines.append(f"| {key} | {1000 * speed[key]:.1f} ms |")
-        cold = speed["cold_start_galip_generate"]
-        lines.append(f"| cold start of `galip-generate` (median of {len(cold['runs_s'])}) | {cold['median_s']:.2f} s |")
-        lines.append(f"| machine | {speed['machine']}, torch {speed['torch']} |")
     lines.append(f"| folder size | {report['folder_size_mb']:.2f} MiB |")
+    return "\n".join(lines) + "\n"
+
+
+def speed_markdown(speed: dict[str, Any]) -> str:
+    lines = ["| setting | batch size | ms per image | images per second |", "| --- | --- | --- | --- |"]
+    for row in speed["raw"]:
+        lines.append(f"| {row['setting']} | {row['batch_size']} | {1000 * row['seconds_per_image']:.1f} | "
+                     f"{row['images_per_second']:.0f} |")
+    cold = speed["cold_start_galip_generate"]
+    lines.append(f"\nCold start of `galip-generate` (process start to PNG written): median {cold['median_s']:.2f} s "
+                 f"over {len(cold['runs_s'])} runs ({', '.join(f'{t:.2f}' for t in cold['runs_s'])} s). "
+                 f"Machine: {speed['machine']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +196,7 @@ def write_card(args, report: dict[str, Any], source: str, summary: dict[str, Any
         steps=summary.get("steps", "?"),
         training_summary=summary,
         evaluation_table=table,
+        speed_table=speed_markdown(report["speed"]) if "speed" in report else None,
         num_images=report["num_images_per_split"],
         size_mb=f"{report['folder_size_mb']:.2f}",
     )
@@ -224,6 +232,8 @@ def main(argv=None) -> None:
     write_card(args, report, source, summary, table)
     with open(os.path.join(args.results_dir, "eval.json"), "w") as f:
         json.dump({"source": source, **report}, f, indent=2)
+    if "speed" in report:
+        table += "\n" + speed_markdown(report["speed"])
     with open(os.path.join(args.results_dir, "eval.md"), "w") as f:
         f.write(table)
     print(table)
