@@ -54,7 +54,7 @@ def shapes_fields(**overrides):
     fields = dict(
         model_name="galip-shapes", repo_path=REPO_ID, source="`checkpoint-6000` (EMA weights)", steps=6000,
         training_summary={"steps": 6000, "images_per_second": 30.1}, evaluation_table="| split | shape |\n| --- | --- |\n| seen | 90% |",
-        speed_table=speed, num_images=1000, size_mb="12.30",
+        speed_table=speed, num_images=1000, size_mb="12.30", limitations=["Shape is the weakest attribute."],
     )  # fmt: skip
     return {**fields, **overrides}
 

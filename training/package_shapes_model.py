@@ -43,6 +43,20 @@ STRIPS = {
     "circle_to_square": ["a large green circle on a black background", "a large green square on a black background"],
 }
 STORAGE_DTYPE = torch.float16
+#: the quality targets of the shipped model (per-attribute accuracy), seen and held-out caption combinations
+TARGETS = {
+    "train": {"background": 0.95, "color": 0.90, "size": 0.90, "shape": 0.85},
+    "held_out": {"background": 0.70, "color": 0.70, "size": 0.70, "shape": 0.70},
+}
+
+
+def missed_targets(report: dict[str, Any]) -> list[str]:
+    """One sentence per attribute below its target, for the card's limitations."""
+    names = {"train": "seen combinations", "held_out": "held-out combinations"}
+    return [f"{attr.capitalize()} accuracy on {names[split]} is {100 * report[f'accuracy_{split}'][attr]:.1f}%, below "
+            f"the {100 * target:.0f}% this model is meant to reach."
+            for split, targets in TARGETS.items() for attr, target in targets.items()
+            if report[f"accuracy_{split}"][attr] < target]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -199,6 +213,7 @@ def write_card(args, report: dict[str, Any], source: str, summary: dict[str, Any
         speed_table=speed_markdown(report["speed"]) if "speed" in report else None,
         num_images=report["num_images_per_split"],
         size_mb=f"{report['folder_size_mb']:.2f}",
+        limitations=missed_targets(report),
     )
     card.save(os.path.join(args.output_dir, "README.md"))
 
