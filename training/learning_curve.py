@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
-from galip_diffusers import GALIPGenerator, GALIPPipeline
+from galip_diffusers import GALIPPipeline
 from galip_diffusers.data import shapes
 from galip_diffusers.shapes_eval import caption_cycle, generate
-from galip_diffusers.training_utils import clip_towers, list_checkpoints
+from galip_diffusers.training_utils import clip_towers, list_checkpoints, load_checkpoint_generator
 
 LOSS_KEYS = ("loss_d", "loss_g", "loss_g_adversarial", "clip_similarity", "loss_d_magp")
 
@@ -61,17 +61,6 @@ def read_losses(path: str, window: int) -> dict[str, Any]:
         out[key] = np.convolve(values, kernel, mode="valid").tolist() if len(values) else []
     out["smoothed_from_step"] = int(steps[min(window, len(steps)) - 1]) if len(steps) else 0
     return out
-
-
-def load_generator(checkpoint: str, use_ema: bool) -> GALIPGenerator:
-    if use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel.from_pretrained(os.path.join(checkpoint, "generator_ema"), model_cls=GALIPGenerator)
-        generator = GALIPGenerator.from_pretrained(checkpoint, subfolder="generator")
-        ema.copy_to(generator.parameters())
-        return generator
-    return GALIPGenerator.from_pretrained(checkpoint, subfolder="generator")
 
 
 def score_checkpoint(pipe: GALIPPipeline, num_images: int, seed: int) -> dict[str, Any]:
@@ -136,7 +125,7 @@ def main(argv=None) -> None:
     points = []
     for step, path in checkpoints:
         pipe = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
-                             generator=load_generator(path, args.use_ema).eval())
+                             generator=load_checkpoint_generator(path, args.use_ema)[0].eval())
         pipe.set_progress_bar_config(disable=True)
         points.append({"step": step, **score_checkpoint(pipe, args.num_images, args.seed)})
         print(json.dumps(points[-1]), flush=True)

@@ -36,7 +36,7 @@ from galip_diffusers.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.shapes_eval import cold_start_seconds, evaluate_shapes_pipeline, interpolation_strip
 from galip_diffusers.speed_figures import machine_description, measure_pipeline_speed
-from galip_diffusers.training_utils import clip_towers, list_checkpoints
+from galip_diffusers.training_utils import clip_towers, list_checkpoints, load_checkpoint_generator
 
 STRIPS = {
     "red_to_blue": ["a large red circle on a white background", "a large blue circle on a white background"],
@@ -94,19 +94,13 @@ def load_run(args) -> tuple[GALIPPipeline, GALIPDiscriminator, str]:
     tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)
     text_encoder, image_encoder = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
     if args.checkpoint is None:
-        pipe = GALIPPipeline.from_pretrained(args.run_dir, torch_dtype=torch.float32)
-        generator, source = pipe.generator, f"the final weights of `{os.path.basename(args.run_dir)}`"
+        generator = GALIPGenerator.from_pretrained(args.run_dir, subfolder="generator")
+        source = f"the final weights of `{os.path.basename(args.run_dir)}`"
         discriminator = GALIPDiscriminator.from_pretrained(args.run_dir, subfolder="discriminator")
     else:
         path = checkpoint_path(args.run_dir, args.checkpoint)
-        generator = GALIPGenerator.from_pretrained(path, subfolder="generator")
-        source = f"`{os.path.basename(path)}`"
-        if os.path.isdir(os.path.join(path, "generator_ema")):
-            from diffusers.training_utils import EMAModel
-
-            EMAModel.from_pretrained(os.path.join(path, "generator_ema"), model_cls=GALIPGenerator).copy_to(
-                generator.parameters())
-            source += " (EMA weights)"
+        generator, used_ema = load_checkpoint_generator(path)
+        source = f"`{os.path.basename(path)}`" + (" (EMA weights)" if used_ema else "")
         discriminator = GALIPDiscriminator.from_pretrained(path, subfolder="discriminator")
     pipe = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator.eval(),
                          image_encoder=image_encoder)

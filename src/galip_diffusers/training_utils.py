@@ -263,6 +263,19 @@ def _grad_norm(accelerator, model: nn.Module, max_norm: Optional[float]) -> torc
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
+def load_checkpoint_generator(checkpoint: str, use_ema: bool = True) -> tuple[GALIPGenerator, bool]:
+    """The generator of a ``train_galip.py`` ``checkpoint-N`` folder, with its EMA weights (``generator_ema/``) copied in
+    when ``use_ema`` and the checkpoint has them. Returns the generator and whether EMA weights were used."""
+    generator = GALIPGenerator.from_pretrained(checkpoint, subfolder="generator")
+    ema_dir = os.path.join(checkpoint, "generator_ema")
+    if not (use_ema and os.path.isdir(ema_dir)):
+        return generator, False
+    from diffusers.training_utils import EMAModel
+
+    EMAModel.from_pretrained(ema_dir, model_cls=GALIPGenerator).copy_to(generator.parameters())
+    return generator, True
+
+
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     """Complete checkpoints in ``output_dir`` as sorted ``(step, path)``; incomplete (temporary) dirs are ignored."""
     if not os.path.isdir(output_dir):
