@@ -276,3 +276,16 @@ def test_streaming_runs_as_many_passes_as_the_steps_need(script, fixtures, tmp_p
     assert json.loads((out / "training_summary.json").read_text())["epochs"] == 2
     with pytest.raises(ValueError, match="--streaming needs --max_train_steps"):
         script.parse_args(_scratch(fx) + _common(fx, out, "--streaming"))
+
+
+def test_fine_tune_keeps_the_folders_discriminator_unless_a_config_asks_for_a_new_one(script, fixtures):
+    from galip_diffusers import GALIPDiscriminator
+
+    base = ["--pretrained_model_name_or_path", fixtures["pipe"], "--train_data_dir", fixtures["data"]]
+    saved = GALIPDiscriminator.from_pretrained(fixtures["pipe"], subfolder="discriminator")
+    *_, kept, _, init = script.load_models(script.parse_args(base))
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), saved.state_dict().values()))
+    assert "with the discriminator of" in init
+    *_, new, _, init = script.load_models(script.parse_args(base + ["--discriminator_config", '{"feature_layers": [0, 1]}']))
+    assert list(new.config.feature_layers) == [0, 1] and "with a new discriminator" in init
+    assert not torch.equal(new.main.conv_r[0].weight, saved.main.conv_r[0].weight)

@@ -65,13 +65,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=None,
                         help='"latest" or a checkpoint-N folder name: package that checkpoint instead of the final '
                              "pipeline of the run (EMA generator if saved)")
-    parser.add_argument("--clip_model_name_or_path", required=True, help="the bridge CLIP the run was trained on")
-    parser.add_argument("--scorer_model_name_or_path", required=True, help="the scorer CLIP (optional component)")
+    parser.add_argument("--clip_model_name_or_path", help="the bridge CLIP the run was trained on")
+    parser.add_argument("--scorer_model_name_or_path", help="the scorer CLIP (optional component)")
+    parser.add_argument("--components_from", default=None,
+                        help="a GALIP pipeline folder (or packaged name, e.g. galip-shapes) to take the tokenizer, text "
+                             "encoder, image encoder and scorer from, instead of the two CLIP folders: for a run "
+                             "fine-tuned from that pipeline")
     parser.add_argument("--output_dir", default=PRETRAINED_MODELS["galip-shapes"])
     parser.add_argument("--num_images", type=int, default=1000, help="generated images per split for the evaluation")
     parser.add_argument("--results_dir", default=os.path.join("results", "shapes_model"))
     parser.add_argument("--skip_speed", action="store_true", help="skip the timing figures")
     args = parser.parse_args(argv)
+    if (args.components_from is None) == (args.clip_model_name_or_path is None or args.scorer_model_name_or_path is None):
+        parser.error("give either --components_from, or both --clip_model_name_or_path and --scorer_model_name_or_path")
     if args.num_images < 1:
         parser.error(f"--num_images must be >= 1, got {args.num_images}")
     return args
@@ -89,10 +95,21 @@ def checkpoint_path(run_dir: str, checkpoint: str) -> str:
     return path
 
 
-def load_run(args) -> tuple[GALIPPipeline, GALIPDiscriminator, str]:
-    """The pipeline to ship (without scorer), its discriminator, and where the generator came from."""
-    tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)
+def load_components(args) -> dict[str, Any]:
+    """Tokenizer, text encoder, image encoder and scorer: from ``--components_from`` or the two CLIP folders."""
+    if args.components_from is not None:
+        base = GALIPPipeline.from_pretrained(args.components_from)
+        if base.image_encoder is None or base.scorer is None:
+            raise ValueError(f"--components_from {args.components_from!r} must have an image_encoder and a scorer.")
+        return {k: getattr(base, k) for k in ("tokenizer", "text_encoder", "image_encoder", "scorer")}
     text_encoder, image_encoder = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
+    return {"tokenizer": CLIPTokenizer.from_pretrained(args.clip_model_name_or_path), "text_encoder": text_encoder,
+            "image_encoder": image_encoder, "scorer": CLIPModel.from_pretrained(args.scorer_model_name_or_path)}
+
+
+def load_run(args) -> tuple[GALIPPipeline, GALIPDiscriminator, str]:
+    """The pipeline to ship (with its scorer), its discriminator, and where the generator came from."""
+    components = load_components(args)
     if args.checkpoint is None:
         generator = GALIPGenerator.from_pretrained(args.run_dir, subfolder="generator")
         source = f"the final weights of `{os.path.basename(args.run_dir)}`"
@@ -102,8 +119,7 @@ def load_run(args) -> tuple[GALIPPipeline, GALIPDiscriminator, str]:
         generator, used_ema = load_checkpoint_generator(path)
         source = f"`{os.path.basename(path)}`" + (" (EMA weights)" if used_ema else "")
         discriminator = GALIPDiscriminator.from_pretrained(path, subfolder="discriminator")
-    pipe = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator.eval(),
-                         image_encoder=image_encoder)
+    pipe = GALIPPipeline(generator=generator.eval(), **components)
     return pipe, discriminator, source
 
 
@@ -217,7 +233,6 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     os.makedirs(args.results_dir, exist_ok=True)
     pipe, discriminator, source = load_run(args)
-    pipe.register_modules(scorer=CLIPModel.from_pretrained(args.scorer_model_name_or_path))
     save_half_precision(pipe, discriminator, args.output_dir)
     del pipe
 

@@ -65,14 +65,17 @@ def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description="Train or fine-tune a GALIP text-to-image GAN.")
     # models
     parser.add_argument("--pretrained_model_name_or_path", type=str, default=None,
-                        help="GALIP pipeline folder or Hub id to fine-tune (D from its `discriminator/` if present).")
+                        help="GALIP pipeline folder or Hub id to fine-tune (D from its `discriminator/` if present, "
+                             "unless --discriminator_config asks for a new one).")
     parser.add_argument("--revision", type=str, default=None)
     parser.add_argument("--variant", type=str, default=None)
     parser.add_argument("--clip_model_name_or_path", type=str, default=None,
                         help="transformers CLIPModel folder (+ tokenizer): train from scratch on this CLIP.")
     parser.add_argument("--generator_config", type=str, default=None, help="JSON file: GALIPGenerator config.")
     parser.add_argument("--discriminator_config", type=str, default=None,
-                        help="JSON file: GALIPDiscriminator config (default: derived from the CLIP).")
+                        help="JSON file or inline JSON: GALIPDiscriminator config (default: derived from the CLIP). "
+                             "With --pretrained_model_name_or_path, a new discriminator is built from it instead of "
+                             "loading the folder's.")
     # data
     parser.add_argument("--dataset_name", type=str, default=None)
     parser.add_argument("--dataset_config_name", type=str, default=None)
@@ -176,11 +179,13 @@ def load_models(args):
                 raise ValueError(f"{path!r} has no image_encoder (the CLIP image tower the discriminator reads); pass "
                                  "--clip_model_name_or_path with the CLIP the generator was built on.")
             _, image_encoder = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
-        try:
-            discriminator = GALIPDiscriminator.from_pretrained(path, subfolder="discriminator", revision=args.revision)
-            d_source = f"the discriminator of `{path}`"
-        except (OSError, EnvironmentError):
-            discriminator, d_source = None, "a new discriminator"
+        discriminator, d_source = None, "a new discriminator"
+        if args.discriminator_config is None:
+            try:
+                discriminator = GALIPDiscriminator.from_pretrained(path, subfolder="discriminator", revision=args.revision)
+                d_source = f"the discriminator of `{path}`"
+            except (OSError, EnvironmentError):
+                pass
         init = f"Fine-tuned from `{path}`, with {d_source}."
     else:
         clip = CLIPModel.from_pretrained(args.clip_model_name_or_path)
