@@ -55,6 +55,7 @@ def shapes_fields(**overrides):
         model_name="galip-shapes", repo_path=REPO_ID, source="`checkpoint-6000` (EMA weights)", steps=6000,
         training_summary={"steps": 6000, "images_per_second": 30.1}, evaluation_table="| split | shape |\n| --- | --- |\n| seen | 90% |",
         speed_table=speed, num_images=1000, size_mb="12.30", limitations=["Shape is the weakest attribute."],
+        history=["4,000 steps from scratch.", "2,000 more steps with a new discriminator."],
     )  # fmt: skip
     return {**fields, **overrides}
 
@@ -109,6 +110,12 @@ def test_trained_card_sections(tmp_path):
     empty = render_model_card("galip_trained", **trained_fields(speed_results=None, eval_results=None)).text
     assert "Not measured at the end of training. `galip benchmark --galip someone/galip-shapes" in empty
     assert "Not evaluated at the end of training" in empty
+
+
+def test_shapes_card_lists_the_training_history():
+    text = render_model_card("galip_shapes", **shapes_fields()).text
+    assert "Training history:\n\n- 4,000 steps from scratch.\n- 2,000 more steps with a new discriminator.\n" in text
+    assert "Training history" not in render_model_card("galip_shapes", **shapes_fields(history=None)).text
 
 
 def test_converted_card_states_the_published_and_reference_figures():

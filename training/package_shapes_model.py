@@ -72,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "encoder, image encoder and scorer from, instead of the two CLIP folders: for a run "
                              "fine-tuned from that pipeline")
     parser.add_argument("--output_dir", default=PRETRAINED_MODELS["galip-shapes"])
+    parser.add_argument("--history", nargs="*", default=None,
+                        help="sentences for the card's training history (e.g. the stages of a fine-tuned run)")
     parser.add_argument("--num_images", type=int, default=1000, help="generated images per split for the evaluation")
     parser.add_argument("--results_dir", default=os.path.join("results", "shapes_model"))
     parser.add_argument("--skip_speed", action="store_true", help="skip the timing figures")
@@ -224,6 +226,7 @@ def write_card(args, report: dict[str, Any], source: str, summary: dict[str, Any
         num_images=report["num_images_per_split"],
         size_mb=f"{report['folder_size_mb']:.2f}",
         limitations=missed_targets(report),
+        history=args.history,
     )
     card.save(os.path.join(args.output_dir, "README.md"))
 
