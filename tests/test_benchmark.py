@@ -185,3 +185,26 @@ def test_benchmark_tokenizer_counts_real_clip_tokens():
         assert tokens == 10  # <|startoftext|> + 8 words + <|endoftext|>
     else:  # no clip package: one token per character
         assert tokens == len(PROMPT) + 2
+
+
+def test_cpu_bf16_support_is_read_from_the_cpu_flags(tiny_report):
+    from galip_diffusers.speed_figures import cpu_bf16_support
+
+    assert cpu_bf16_support("processor : 0\nflags : fpu avx512f avx512_bf16 amx_tile\n") == "native (avx512_bf16)"
+    assert cpu_bf16_support("flags : fpu amx_bf16 avx512_bf16\n") == "native (amx_bf16)"
+    emulated = cpu_bf16_support("flags : fpu avx2 avx512f avx512_vnni\nflags : fpu avx2\n")
+    assert emulated.startswith("emulated (no amx_bf16 / avx512_bf16")
+    assert cpu_bf16_support("model name : Apple M2\n") == "unknown"
+    _, report, out = tiny_report
+    assert report["environment"]["cpu_bf16"] == cpu_bf16_support()
+    assert f"bf16 {cpu_bf16_support()})" in (out / "benchmark.md").read_text()
+
+
+def test_cpu_bf16_rows_on_an_emulating_cpu_say_so(tmp_path, monkeypatch):
+    from galip_diffusers import speed_figures
+
+    monkeypatch.setattr(speed_figures, "cpu_bf16_support", lambda: "emulated (no amx_bf16 / avx512_bf16: slow)")
+    assert benchmark.main(TINY + ["--peers", "none", "--dtype", "bf16", "--batch-sizes", "1", "--out", str(tmp_path),
+                                  "--no-plot"]) == 0
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["notes"]["cpu_bf16"] == "cpu/bf16 rows: this CPU's bf16 support is emulated (no amx_bf16 / avx512_bf16: slow)"

@@ -379,14 +379,14 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     import diffusers
     import transformers
 
-    from .speed_figures import cpu_name
+    from .speed_figures import cpu_bf16_support, cpu_name
 
     cpu = cpu_name()
     env = {
         "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
         "transformers": transformers.__version__, "platform": platform.platform(), "cpu": cpu,
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_bf16_support(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
@@ -452,6 +452,8 @@ def _run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "rows": rows,
     }
+    if "cpu" in args.device and "bf16" in args.dtype and env["cpu_bf16"].startswith("emulated"):
+        report["notes"]["cpu_bf16"] = f"cpu/bf16 rows: this CPU's bf16 support is {env['cpu_bf16']}"
     add_speedups(report)
     return report
 

@@ -93,7 +93,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "# galip-benchmark",
         "",
         f"- machine: {env['cpu']} ({env['cpu_count']} CPUs, torch threads {env['torch_threads']}, "
-        f"{env['cpu_capability']}){'; GPU ' + env['gpu'] if env.get('gpu') else ''}",
+        f"{env['cpu_capability']}; bf16 {env.get('cpu_bf16', 'unknown')})"
+        f"{'; GPU ' + env['gpu'] if env.get('gpu') else ''}",
         f"- software: torch {env['torch']}, diffusers {env['diffusers']}, transformers {env['transformers']}, "
         f"Python {env['python']}",
         f"- load average (1/5/15 min) before: {load}, after: {env.get('load_average_after')}",

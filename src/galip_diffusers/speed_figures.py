@@ -49,6 +49,31 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+#: /proc/cpuinfo flags of native bf16 matrix instructions (without them, CPU bf16 matmuls are emulated and slower than fp32)
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_support(cpuinfo: str | None = None) -> str:
+    """``"native (amx_bf16)"``, ``"native (avx512_bf16)"``, ``"emulated (...)"`` or ``"unknown"``: whether this CPU
+    has bf16 matrix instructions, from the flags of ``/proc/cpuinfo`` (Linux; elsewhere ``"unknown"``)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return "unknown"
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    if not flags:
+        return "unknown"
+    native = [flag for flag in CPU_BF16_FLAGS if flag in flags]
+    if native:
+        return f"native ({native[0]})"
+    return "emulated (no " + " / ".join(CPU_BF16_FLAGS) + ": bf16 matmuls run slower than fp32 on this CPU)"
+
+
 def machine_description(device: torch.device | str = "cpu") -> str:
     """One line naming the hardware and software of a measurement, e.g. ``"CPU: Intel Xeon ... (2 cores, 1 torch
     thread), torch 2.13.0, Linux"`` or ``"GPU: NVIDIA H100 (CUDA 12.8), torch ..."``."""
