@@ -79,3 +79,15 @@ def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv
     code = generate_main(base + argv + ["--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cold_start_is_timed_in_fresh_processes(model_dir):
+    import sys
+
+    from galip_diffusers.shapes_eval import cold_start_seconds
+
+    timing = cold_start_seconds(str(model_dir), repeats=1, command=[sys.executable, "-m", "galip_diffusers", "generate"])
+    assert len(timing["runs_s"]) == 1 and timing["median_s"] > 0
+    with pytest.raises(RuntimeError, match="galip-generate failed"):
+        cold_start_seconds(str(model_dir / "missing"), repeats=1,
+                           command=[sys.executable, "-m", "galip_diffusers", "generate"])

@@ -185,6 +185,7 @@ def test_save_load_round_trip_and_plain_folder_with_scorer(pipe, tmp_path):
 def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
     import importlib.util
     import json
+    from collections import Counter
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "training" / "eval_fusedream.py"
@@ -202,6 +203,15 @@ def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
     assert set(saved["text_following"]["train"]["accuracy"]) == {"one_step", "selection", "refined"}
     assert 0 <= report["composition"]["success_rate"]["composed"]["both_objects"] <= 1
     assert "| held_out | refined |" in (tmp_path / "results" / "fusedream.md").read_text()
+    # the prompts cover the shapes evenly (an evaluation must not miss the weakest one) and are deterministic
+    for split, n in (("train", 6), ("train", 9), ("held_out", 6)):
+        prompts = module.pick_prompts(split, n)
+        counts = Counter(module.shapes.parse_caption(p)["shape"] for p in prompts)
+        assert len(set(prompts)) == n and max(counts.values()) - min(counts.values()) <= 1
+        assert prompts == module.pick_prompts(split, n) and all(module.shapes.is_held_out(p) == (split == "held_out")
+                                                                 for p in prompts)
+    assert set(Counter(module.shapes.parse_caption(p)["shape"] for p in module.pick_prompts("train", 6))) == set(
+        module.shapes.SHAPES)
     # the two-object check reads a synthetic two-object image correctly
     canvas = module.shapes.render_shape(16, "red", "circle", "white", center=(16, 32), as_array=True)
     canvas[:, 32:] = module.shapes.render_shape(16, "blue", "square", "white", center=(48, 32), as_array=True)[:, 32:]

@@ -67,9 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def pick_prompts(split: str, n: int) -> list[str]:
-    """``n`` evenly spaced captions of ``split`` (deterministic; held-out alternates purple triangles/orange circles)."""
-    pool = shapes.all_captions(split)
-    return [pool[i] for i in np.linspace(0, len(pool) - 1, num=min(n, len(pool))).round().astype(int)]
+    """``n`` captions of ``split``, deterministic and balanced over shapes: the captions of each shape are shuffled
+    with a fixed seed and the shapes are taken in turn (circle, square, triangle, circle, ...), so every shape gets
+    about ``n / 3`` prompts (on the held-out split: purple triangles and orange circles alternate) and an evaluation
+    cannot miss the weakest shape. The other attributes come from the fixed shuffle."""
+    rng = np.random.default_rng(0)
+    by_shape = [[c for c in shapes.all_captions(split) if shapes.parse_caption(c)["shape"] == s] for s in shapes.SHAPES]
+    by_shape = [[group[i] for i in rng.permutation(len(group))] for group in by_shape if group]
+    longest = max(len(group) for group in by_shape)
+    ordered = [group[r] for r in range(longest) for group in by_shape if r < len(group)]
+    return ordered[:n]
 
 
 def per_image_hits(images: np.ndarray, captions: list[str]) -> np.ndarray:

@@ -90,18 +90,21 @@ def time_generation(pipe, batch_size: int, repeats: int = 20) -> float:
 
 
 def cold_start_seconds(model: str, prompt: str = "a large red circle on a white background", repeats: int = 3,
-                       extra_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Wall time of the ``galip-generate`` console script in a fresh process, from process start to the PNG written
-    (median and all runs; the first run also pays for cold file caches)."""
-    executable = shutil.which("galip-generate")
-    if executable is None:
-        raise FileNotFoundError("`galip-generate` is not on PATH: install the package (pip install -e .) first.")
+                       extra_args: Sequence[str] = (), command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Wall time of ``galip-generate`` in a fresh process, from process start to the PNG written (median and all
+    runs; the first run also pays for cold file caches). ``command`` replaces the console script found on PATH, e.g.
+    ``[sys.executable, "-m", "galip_diffusers", "generate"]``."""
+    if command is None:
+        executable = shutil.which("galip-generate")
+        if executable is None:
+            raise FileNotFoundError("`galip-generate` is not on PATH: install the package (pip install -e .) first.")
+        command = [executable]
     times = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as out:
-            command = [executable, prompt, "--model", model, "--out", out, *extra_args]
+            command_line = [*command, prompt, "--model", model, "--out", out, *extra_args]
             start = time.perf_counter()
-            proc = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+            proc = subprocess.run(command_line, capture_output=True, text=True, env=dict(os.environ))
             elapsed = time.perf_counter() - start
             if proc.returncode != 0 or not any(f.endswith(".png") for f in os.listdir(out)):
                 raise RuntimeError(f"galip-generate failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")

@@ -1,0 +1,92 @@
+"""Measure the cold start of ``galip-generate``: process start to PNG written, and what the time goes to.
+
+    python scripts/measure_cold_start.py [--model galip-shapes] [--repeats 5] [--out results/cold_start]
+
+Times, each in fresh processes (median over ``--repeats``):
+
+* ``galip-generate`` as found on PATH (with pyenv this is a bash shim that execs the real script);
+* the console script installed beside this interpreter (``<bin>/galip-generate``, no shim);
+* ``python -m galip_diffusers generate``;
+* the imports alone: ``torch``; ``diffusers``' ``DiffusionPipeline``; transformers' CLIP models; ``galip_diffusers``.
+
+Writes ``cold_start.json`` and ``cold_start.md`` under ``--out`` and prints the table. Run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
+
+from galip_diffusers.shapes_eval import cold_start_seconds  # noqa: E402
+from galip_diffusers.speed_figures import machine_description  # noqa: E402
+
+IMPORTS = {
+    "python -c pass": "pass",
+    "import torch": "import torch",
+    "from diffusers import DiffusionPipeline": "from diffusers import DiffusionPipeline",
+    "transformers CLIP models": "from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer",
+    "import galip_diffusers": "import galip_diffusers",
+}
+
+
+def time_python(code: str, repeats: int) -> dict[str, float | list[float]]:
+    """Wall time of ``python -c code`` in fresh processes."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        runs.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(runs), "runs_s": [round(t, 3) for t in runs]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="galip-shapes", help="pipeline folder or packaged name")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=os.path.join("results", "cold_start"))
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+
+    commands = {}
+    on_path = shutil.which("galip-generate")
+    if on_path:
+        commands[f"galip-generate on PATH ({on_path})"] = [on_path]
+    beside = os.path.join(os.path.dirname(sys.executable), "galip-generate")
+    if os.path.isfile(beside) and os.path.realpath(beside) != os.path.realpath(on_path or ""):
+        commands[f"galip-generate beside the interpreter ({beside})"] = [beside]
+    commands["python -m galip_diffusers generate"] = [sys.executable, "-m", "galip_diffusers", "generate"]
+
+    report = {"machine": machine_description("cpu"), "model": args.model, "repeats": args.repeats,
+              "load_average_before": list(os.getloadavg()), "generate": {}, "imports": {}}
+    for name, command in commands.items():
+        report["generate"][name] = cold_start_seconds(args.model, repeats=args.repeats, command=command)
+    for name, code in IMPORTS.items():
+        report["imports"][name] = time_python(code, args.repeats)
+
+    lines = [f"Cold start, {report['machine']}, median of {args.repeats} runs "
+             f"(load average before: {report['load_average_before'][0]:.2f})", "",
+             "| what | median s | runs (s) |", "| --- | --- | --- |"]
+    for section in ("generate", "imports"):
+        for name, entry in report[section].items():
+            lines.append(f"| {name} | {entry['median_s']:.2f} | {', '.join(f'{t:.2f}' for t in entry['runs_s'])} |")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "cold_start.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(args.out, "cold_start.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    main()
