@@ -25,6 +25,7 @@ def trained_fields(**overrides):
         dataset="`galip_diffusers.data.shapes` (100,000 images)", num_examples=100_000, steps=20_000, epochs=13,
         images_seen=1_280_000, skipped_images=0, effective_batch_size=64, train_batch_size=64, num_processes=1,
         gradient_accumulation_steps=1, resolution=64, output_size=64, mixed_precision="no",
+        augmentation="resize the shorter side, centre crop, random flip",
         hyperparameters=[("learning_rate_g", 1e-4), ("learning_rate_d", 4e-4)], training_time="2 h on 1 x cpu",
         throughput="170 images/s", sim_weight=4.0, magp_weight=2.0, magp_power=6.0, adam_beta1=0.0, adam_beta2=0.9,
         validation_samples=[{"prompt": "a red circle", "path": "validation/step_0020000.png"}],
@@ -107,6 +108,7 @@ def test_trained_card_sections(tmp_path):
     assert "| float32, cpu | 8 | 0.004 | 250 |" in text and "median of 3 calls" in text
     assert "- Held-out pairs (purple triangles, orange circles) are harder." in text
     assert "| shape accuracy (pixel evaluator) | 0.97 | 2,000 images |" in text
+    assert "| real-image resolution | 64 (resize the shorter side, centre crop, random flip) |" in text
     empty = render_model_card("galip_trained", **trained_fields(speed_results=None, eval_results=None)).text
     assert "Not measured at the end of training. `galip benchmark --galip someone/galip-shapes" in empty
     assert "Not evaluated at the end of training" in empty

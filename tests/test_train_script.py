@@ -133,6 +133,8 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     card = (full / "README.md").read_text()
     assert "library_name: diffusers" in card and "pipeline_tag: text-to-image" in card
     assert "Trained from scratch on the CLIP" in card and "| steps | 7 |" in card
+    assert "(resize to ×76/64, random crop, random flip) |" in card
+    assert script.augmentation_description(True, False) == "resize the shorter side, centre crop, no flip"
     assert "`a red picture`: row 1 of `validation/step_0000007.png`" in card and "`learning_rate_d` | `0.0004`" in card
     # speed figures with their machine, and the limitations
     assert "| float32, cpu | 1 |" in card and "| float32, cpu | 8 |" in card and "measured on CPU: " in card

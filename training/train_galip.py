@@ -166,6 +166,12 @@ def parse_args(input_args=None):
     return args
 
 
+def augmentation_description(center_crop: bool, random_flip: bool) -> str:
+    """How real images were prepared, for the model card."""
+    crop = "resize the shorter side, centre crop" if center_crop else "resize to ×76/64, random crop"
+    return f"{crop}, {'random flip' if random_flip else 'no flip'}"
+
+
 def load_models(args):
     """Tokenizer, frozen text/image encoders, generator, discriminator (and an optional scorer CLIP)."""
     scorer, d_config = None, load_json_config(args.discriminator_config, "--discriminator_config")
@@ -596,7 +602,7 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
         effective_batch_size=args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
         train_batch_size=args.train_batch_size, num_processes=accelerator.num_processes,
         gradient_accumulation_steps=args.gradient_accumulation_steps, resolution=resolution, output_size=output_size,
-        mixed_precision=accelerator.mixed_precision, hyperparameters=hyperparameters,
+        augmentation=augmentation_description(args.center_crop, args.random_flip), mixed_precision=accelerator.mixed_precision, hyperparameters=hyperparameters,
         training_time=f"{summary['train_seconds']:.0f} s on {accelerator.num_processes} x {accelerator.device.type}",
         throughput=f"{summary['images_per_second']:.2f} images/s", sim_weight=args.sim_weight,
         magp_weight=args.magp_weight, magp_power=args.magp_power, adam_beta1=args.adam_beta1,
