@@ -18,15 +18,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
 
-from galip_diffusers.shapes_eval import cold_start_seconds  # noqa: E402
+from galip_diffusers.shapes_eval import cold_start_seconds, run_timed, runs_summary  # noqa: E402
 from galip_diffusers.speed_figures import machine_description  # noqa: E402
 
 IMPORTS = {
@@ -42,10 +39,11 @@ def time_python(code: str, repeats: int) -> dict[str, float | list[float]]:
     """Wall time of ``python -c code`` in fresh processes."""
     runs = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-        runs.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(runs), "runs_s": [round(t, 3) for t in runs]}
+        seconds, proc = run_timed([sys.executable, "-c", code])
+        if proc.returncode != 0:
+            raise RuntimeError(f"python -c {code!r} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        runs.append(seconds)
+    return runs_summary(runs)
 
 
 def main(argv: list[str] | None = None) -> dict:

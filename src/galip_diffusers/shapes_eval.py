@@ -89,6 +89,18 @@ def time_generation(pipe, batch_size: int, repeats: int = 20) -> float:
     return float(np.median(times)) / batch_size
 
 
+def run_timed(command_line: Sequence[str]) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``command_line`` in a fresh process (environment inherited, output captured); wall seconds and result."""
+    start = time.perf_counter()
+    proc = subprocess.run(list(command_line), capture_output=True, text=True, env=dict(os.environ))
+    return time.perf_counter() - start, proc
+
+
+def runs_summary(times: Sequence[float]) -> dict[str, Any]:
+    """``{"median_s": ..., "runs_s": [...]}`` of repeated wall times."""
+    return {"median_s": float(np.median(times)), "runs_s": [round(t, 3) for t in times]}
+
+
 def cold_start_seconds(model: str, prompt: str = "a large red circle on a white background", repeats: int = 3,
                        extra_args: Sequence[str] = (), command: Sequence[str] | None = None) -> dict[str, Any]:
     """Wall time of ``galip-generate`` in a fresh process, from process start to the PNG written (median and all
@@ -102,14 +114,11 @@ def cold_start_seconds(model: str, prompt: str = "a large red circle on a white 
     times = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as out:
-            command_line = [*command, prompt, "--model", model, "--out", out, *extra_args]
-            start = time.perf_counter()
-            proc = subprocess.run(command_line, capture_output=True, text=True, env=dict(os.environ))
-            elapsed = time.perf_counter() - start
+            elapsed, proc = run_timed([*command, prompt, "--model", model, "--out", out, *extra_args])
             if proc.returncode != 0 or not any(f.endswith(".png") for f in os.listdir(out)):
                 raise RuntimeError(f"galip-generate failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
         times.append(elapsed)
-    return {"median_s": float(np.median(times)), "runs_s": [round(t, 3) for t in times]}
+    return runs_summary(times)
 
 
 def interpolation_strip(pipe, prompts: Sequence[str], num_steps: int = 8, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
