@@ -5,9 +5,11 @@
 Times, each in fresh processes (median over ``--repeats``):
 
 * ``galip-generate`` as found on PATH (with pyenv this is a bash shim that execs the real script);
-* the console script installed beside this interpreter (``<bin>/galip-generate``, no shim);
-* ``python -m galip_diffusers generate``;
-* the imports alone: ``torch``; ``diffusers``' ``DiffusionPipeline``; transformers' CLIP models; ``galip_diffusers``.
+* the console script installed beside this interpreter (``<bin>/galip-generate``, no shim), with its default engine
+  (``auto``: the lite runtime for the packaged model) and with ``--engine diffusers``;
+* ``python -m galip_diffusers generate`` (the ``galip`` command, which imports galip_diffusers first);
+* the imports alone: ``torch``; the lite runtime; ``diffusers``' ``DiffusionPipeline``; transformers' CLIP models;
+  ``galip_diffusers``.
 
 Writes ``cold_start.json`` and ``cold_start.md`` under ``--out`` and prints the table. Run it on an idle machine.
 """
@@ -29,6 +31,7 @@ from galip_diffusers.speed_figures import machine_description  # noqa: E402
 IMPORTS = {
     "python -c pass": "pass",
     "import torch": "import torch",
+    "galip_lite runtime": "import galip_lite.generate, galip_lite.pipeline",
     "from diffusers import DiffusionPipeline": "from diffusers import DiffusionPipeline",
     "transformers CLIP models": "from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer",
     "import galip_diffusers": "import galip_diffusers",
@@ -55,19 +58,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
 
-    commands = {}
+    commands = {}  # name -> (command, extra arguments)
     on_path = shutil.which("galip-generate")
     if on_path:
-        commands[f"galip-generate on PATH ({on_path})"] = [on_path]
+        commands[f"galip-generate on PATH ({on_path})"] = ([on_path], [])
     beside = os.path.join(os.path.dirname(sys.executable), "galip-generate")
-    if os.path.isfile(beside) and os.path.realpath(beside) != os.path.realpath(on_path or ""):
-        commands[f"galip-generate beside the interpreter ({beside})"] = [beside]
-    commands["python -m galip_diffusers generate"] = [sys.executable, "-m", "galip_diffusers", "generate"]
+    script = beside if os.path.isfile(beside) else on_path
+    if script and os.path.realpath(script) != os.path.realpath(on_path or ""):
+        commands[f"galip-generate beside the interpreter ({beside})"] = ([script], [])
+    if script:
+        commands["galip-generate --engine diffusers"] = ([script], ["--engine", "diffusers"])
+    commands["python -m galip_diffusers generate"] = ([sys.executable, "-m", "galip_diffusers", "generate"], [])
 
     report = {"machine": machine_description("cpu"), "model": args.model, "repeats": args.repeats,
               "load_average_before": list(os.getloadavg()), "generate": {}, "imports": {}}
-    for name, command in commands.items():
-        report["generate"][name] = cold_start_seconds(args.model, repeats=args.repeats, command=command)
+    for name, (command, extra) in commands.items():
+        report["generate"][name] = cold_start_seconds(args.model, repeats=args.repeats, command=command,
+                                                      extra_args=extra)
     for name, code in IMPORTS.items():
         report["imports"][name] = time_python(code, args.repeats)
 

@@ -11,7 +11,7 @@ import PIL.Image
 import pytest
 import torch
 
-from galip_diffusers import pretrained
+import galip_lite.pipeline
 from galip_diffusers.demo import (
     MAX_IMAGES,
     DemoBackend,
@@ -177,7 +177,7 @@ def test_upscale_uses_the_smallest_integer_factor():
 
 # ----------------------------------------------------------------------------------------------- model loading
 def test_a_missing_default_model_is_a_clear_error(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(pretrained.PRETRAINED_MODELS, "galip-shapes", str(tmp_path / "not-installed"))
+    monkeypatch.setattr(galip_lite.pipeline, "packaged_models_dir", lambda: str(tmp_path / "not-installed"))
     with pytest.raises(DemoModelError, match=r"'galip-shapes' is not part of this installation.*Pass --model PATH"):
         load_pipeline("galip-shapes")
     assert demo_launch.main([]) == 1  # the default --model is galip-shapes

@@ -166,9 +166,10 @@ def test_corrupt_config_and_missing_index_are_named(saved, tmp_path):
 
 
 def test_unknown_packaged_name_passes_through_and_missing_packaged_model_is_explained(monkeypatch, tmp_path):
+    import galip_lite.pipeline
     from galip_diffusers import pretrained
 
-    monkeypatch.setitem(pretrained.PRETRAINED_MODELS, "galip-missing", str(tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="galip-missing"):
+    monkeypatch.setattr(galip_lite.pipeline, "PACKAGED_MODELS", ("galip-shapes", "galip-missing"))
+    with pytest.raises(FileNotFoundError, match="galip-missing.*is not part of this installation"):
         pretrained.resolve_pretrained("galip-missing")
     assert pretrained.resolve_pretrained("some/repo") == "some/repo"

@@ -1,5 +1,5 @@
-"""The ``galip`` command (``galip generate | convert | train | eval | benchmark | demo``) and the error handling shared
-by every ``galip-*`` command.
+"""The ``galip`` command (``galip generate | convert | train | eval | benchmark | demo``), and the error handling shared
+by every ``galip-*`` command (defined in :mod:`galip_lite.cli_utils`, re-exported here).
 
 Each subcommand lives in its own module, which exposes ``build_parser(prog)`` and ``main(argv, prog)``; ``galip NAME
 ARGS`` calls ``main(ARGS, prog="galip NAME")``, and the ``galip-NAME`` console scripts call the same ``main``. The
@@ -13,61 +13,9 @@ import argparse
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
-DTYPES = ("fp32", "fp16", "bf16")
-
-#: ``check(parser, args)``: validation after parsing; it calls ``parser.error`` (exit code 2) on bad arguments.
-ArgsCheck = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
-
-
-def run_cli(
-    main: Callable[[argparse.Namespace], int],
-    parser: argparse.ArgumentParser,
-    argv: Sequence[str] | None,
-    *,
-    check: Optional[ArgsCheck] = None,
-    plain_errors: tuple[type[BaseException], ...] = (),
-    pass_unknown: bool = False,
-    interrupt_note: str = "",
-) -> int:
-    """Parse ``argv`` and run ``main(args)``; return its exit code.
-
-    Bad arguments exit with code 2 (argparse). An exception from ``main`` becomes one line on stderr,
-    ``PROG: error: Type: message`` (without ``Type:`` for the classes in ``plain_errors``, whose messages stand alone),
-    and exit code 1; ``--debug`` (added to ``parser`` unless it has one) re-raises it, showing the traceback. With
-    ``pass_unknown``, arguments the parser does not know are kept in ``args.extra_args`` instead of being an error.
-    """
-    if "--debug" not in parser._option_string_actions:  # noqa: SLF001  (argparse has no public lookup)
-        parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    if pass_unknown:
-        args, extra = parser.parse_known_args(argv)
-        args.extra_args = extra
-    else:
-        args = parser.parse_args(argv)
-    if check is not None:
-        check(parser, args)
-    try:
-        return main(args)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted{'; ' + interrupt_note if interrupt_note else ''}", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001  (a CLI boundary: report, don't crash)
-        if args.debug:
-            raise
-        label = "" if isinstance(err, plain_errors) else f"{type(err).__name__}: "
-        message = " ".join(str(err).split()) or "(no message)"  # one line, whatever the exception's text
-        print(f"{parser.prog}: error: {label}{message}", file=sys.stderr)
-        return 1
-
-
-def torch_dtype(name: str):
-    """``"fp32" | "fp16" | "bf16"`` -> the ``torch.dtype``."""
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"--dtype must be one of {DTYPES}, got {name!r}.")
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+from galip_lite.cli_utils import DTYPES, ArgsCheck, run_cli, torch_dtype  # noqa: F401  (used by every command)
 
 
 # ------------------------------------------------------------------------------------------------ the galip command
@@ -80,7 +28,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "generate": Command("galip_diffusers.generate", "generate images from prompts and write PNG files"),
+    "generate": Command("galip_lite.generate", "generate images from prompts and write PNG files"),
     "convert": Command("galip_diffusers.conversion", "convert an official GALIP checkpoint into a diffusers folder"),
     "train": Command("galip_diffusers.train_launcher", "print (or --run) the accelerate command of "
                      "training/train_galip.py"),
@@ -133,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``galip-generate`` (kept here for existing imports; see :mod:`galip_diffusers.generate`)."""
-    from .generate import main as _main
+    """Entry point of ``galip-generate`` (kept here for existing imports; see :mod:`galip_lite.generate`)."""
+    from galip_lite.generate import main as _main
 
     return _main(argv)
 

@@ -1,75 +1,19 @@
-"""``galip generate`` / ``galip-generate``: prompts (arguments and/or a prompt file) -> PNG files, with a progress bar.
-
-All the noise is drawn up front from one seeded generator (exactly as one ``pipe(prompts, num_images_per_prompt=N,
-generator=...)`` call would draw it); the images are then made and written ``--batch-size`` at a time, so a long
-prompt file needs little memory and the progress bar moves as images are written.
-"""
+"""The ``diffusers`` engine of ``galip-generate`` (:mod:`galip_lite.generate` holds the command itself): a
+``GALIPPipeline`` for any folder, Hub id, device or dtype."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from typing import Sequence
 
-from .cli import DTYPES, run_cli, torch_dtype
+from galip_lite.generate import build_parser, main, read_prompts  # noqa: F401  (the command, for `galip generate`)
 
-EXAMPLES = """examples:
-  %(prog)s "a large red circle on a white background"
-  %(prog)s "a small bird with a red head" --model ./galip-coco --num-images 8 --seed 1 --out samples/
-  %(prog)s --prompt-file prompts.txt --num-images 4 --dtype bf16 --batch-size 32
-
-The default model is the packaged galip-shapes. Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their
-paths are printed on stdout, the progress bar goes to stderr.
-"""
+from .cli import torch_dtype
 
 
-def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Generate images with a GALIP pipeline (one forward pass) and write them as PNG files.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
-    parser.add_argument("--prompt-file", help="a text file with one prompt per line (blank lines are skipped)")
-    parser.add_argument("--model", default="galip-shapes",
-                        help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
-    parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--truncation", type=float, default=None, help="truncate the noise at +-T (resampling)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per generator forward pass (default: 64)")
-    parser.add_argument("--out", default="galip-samples", help="output folder (default: galip-samples)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser  # fmt: skip
-
-
-def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
-    """The prompts given as arguments, then those of ``prompt_file`` (one per line, blank lines skipped)."""
-    prompts = [p for p in prompts]
-    if prompt_file:
-        if not os.path.isfile(prompt_file):
-            raise FileNotFoundError(f"--prompt-file: {prompt_file!r} does not exist.")
-        with open(prompt_file, encoding="utf-8") as f:
-            prompts += [line.strip() for line in f if line.strip()]
-    if not prompts:
-        raise ValueError("no prompt given: pass prompts as arguments or with --prompt-file.")
-    return prompts
-
-
-def _run(args: argparse.Namespace) -> int:
-    prompts = read_prompts(args.prompt, args.prompt_file)
-    if args.num_images < 1:
-        raise ValueError(f"--num-images must be >= 1, got {args.num_images}.")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    if args.truncation is not None and args.truncation <= 0:
-        raise ValueError(f"--truncation must be a positive number, got {args.truncation}.")
-
+def diffusers_engine(args: argparse.Namespace, total: int):
+    """``(latents, make_images)`` for :func:`galip_lite.generate.write_images`, from a ``GALIPPipeline``: the noise of
+    all ``total`` images drawn up front from ``--seed`` (as one pipeline call would draw it)."""
     import torch
-    from tqdm.auto import tqdm
 
     from .pipelines.pipeline_galip import GALIPPipeline
     from .utils import dtype_kwargs
@@ -77,28 +21,6 @@ def _run(args: argparse.Namespace) -> int:
     dtype = torch_dtype(args.dtype)
     pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(dtype)).to(args.device)
     pipe.set_progress_bar_config(disable=True)
-    total = len(prompts) * args.num_images
     generator = torch.Generator().manual_seed(args.seed)
     latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=args.truncation)
-    flat_prompts = [p for p in prompts for _ in range(args.num_images)]
-    os.makedirs(args.out, exist_ok=True)
-    with tqdm(total=total, unit="image", desc=f"{args.model}", disable=args.no_progress, file=sys.stderr) as bar:
-        for start in range(0, total, args.batch_size):
-            stop = min(start + args.batch_size, total)
-            images = pipe(flat_prompts[start:stop], latents=latents[start:stop]).images
-            for index, image in zip(range(start, stop), images):
-                prompt_index, k = divmod(index, args.num_images)
-                path = os.path.join(args.out, f"{prompt_index:04d}_{k:02d}_seed{args.seed}.png")
-                image.save(path)
-                bar.write(path, file=sys.stdout)
-                bar.update()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "galip-generate") -> int:
-    """Entry point of ``galip-generate`` and ``galip generate``."""
-    return run_cli(_run, build_parser(prog), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return latents, lambda prompts, z: pipe(prompts, latents=z).images

@@ -13,14 +13,14 @@ same cleaning, for exact parity on curly quotes, HTML entities, ligatures, full-
 from __future__ import annotations
 
 import gzip
-import html
 import importlib.util
 import json
 import os
-import re
 
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from galip_lite.text import clip_text_clean  # noqa: F401  (re-exported: part of this module's API)
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 #: Packages that ship the BPE file, in order of preference.
@@ -78,15 +78,3 @@ def write_vocab_and_merges(tokenizer: CLIPTokenizer, folder: str) -> None:
         for merge in backend["merges"]:
             f.write((merge if isinstance(merge, str) else " ".join(merge)) + "\n")
 
-
-def clip_text_clean(text: str) -> str:
-    """The cleaning ``clip.simple_tokenizer`` applies before BPE: ``ftfy.fix_text`` (when ftfy is installed),
-    ``html.unescape`` twice, whitespace collapsing and ``str.lower``."""
-    try:
-        import ftfy
-
-        text = ftfy.fix_text(text)
-    except ImportError:
-        pass
-    text = html.unescape(html.unescape(text)).strip()
-    return re.sub(r"\s+", " ", text).strip().lower()

@@ -11,6 +11,8 @@ from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin must be
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from galip_lite.network import generator_block_sizes
+
 from .blocks import GeneratorBlock, MappingBlock
 from .clip_bridge import CLIPBridge, normalize_vision_config
 from .fast_inference import FastGeneratorPlan, FastInferenceOptions, fast_generator_forward
@@ -21,11 +23,6 @@ def generator_channels(ngf: int, output_size: int) -> list[int]:
     reversed, with S the power of two at or above ``output_size`` (224 -> 256 -> 512,512,512,512,256,128,64)."""
     log_size = math.ceil(math.log2(output_size))
     return [ngf * min(2**i, 8) for i in range(log_size - 1)][::-1]
-
-
-def generator_block_sizes(num_blocks: int, output_size: int) -> list[int]:
-    """Spatial size after each G-block: 8, 16, 32, ... doubling, and ``output_size`` for the last block."""
-    return [2 ** (3 + i) for i in range(num_blocks - 1)] + [output_size]
 
 
 class GALIPGenerator(ModelMixin, ConfigMixin):

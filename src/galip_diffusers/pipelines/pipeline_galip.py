@@ -13,6 +13,8 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from galip_lite.pipeline import TRUNCATION_MODES, sample_noise
+
 from ..models.generator import GALIPGenerator
 from ..tokenizer_bpe import clip_text_clean
 from .folder_checks import check_pipeline_folder
@@ -20,7 +22,6 @@ from .folder_checks import check_pipeline_folder
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-TRUNCATION_MODES = ("resample", "clamp")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -282,16 +283,8 @@ class GALIPPipeline(DiffusionPipeline):
         if latents is not None:
             return latents.to(device=device, dtype=dtype)
         shape = (batch_size, self.generator.config.z_dim)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        if truncation is not None:
-            if truncation_mode == "resample":
-                for _ in range(max_resample_rounds):
-                    outside = latents.abs() > truncation
-                    if not outside.any():
-                        break
-                    fresh = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-                    latents = torch.where(outside, fresh, latents)
-            latents = latents.clamp(-truncation, truncation)
+        draw = lambda: randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)  # noqa: E731
+        latents = sample_noise(draw, truncation, truncation_mode, max_resample_rounds)
         return latents.to(dtype)
 
     # ------------------------------------------------------------------ generation

@@ -1,0 +1,25 @@
+"""galip_lite: run a GALIP pipeline folder with torch, safetensors and tokenizers only.
+
+``galip-generate`` uses it for a fast cold start (diffusers and transformers take seconds to import); the Python API
+of the project is :mod:`galip_diffusers`. Attributes are imported on first use, so ``import galip_lite`` is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LitePipeline": "galip_lite.pipeline",
+    "LiteUnsupportedError": "galip_lite.pipeline",
+    "resolve_pretrained": "galip_lite.pipeline",
+    "clip_text_clean": "galip_lite.text",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'galip_lite' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
