@@ -1,5 +1,6 @@
 """Tests for the small shapes CLIPs: the BPE tokenizer, the multi-positive loss, evaluation and train_clip.py."""
 
+import importlib.util
 import json
 import math
 import os
@@ -159,6 +160,35 @@ def test_multi_positive_loss_reduces_to_clip_loss_and_handles_extra_texts():
         multi_positive_contrastive_loss(logits, image_labels)
 
 
+def test_images_no_caption_describes_are_negatives_for_every_text():
+    """Label -1 (a near-miss shape): no image -> text row, but a column of every text -> image softmax."""
+    torch.manual_seed(1)
+    logits = torch.randn(4, 3)  # images 0..2 carry captions 0..2, image 3 is a near miss
+    labels = torch.tensor([0, 1, 2, -1])
+    i2t = F.cross_entropy(logits[:3], torch.arange(3))
+    t2i = F.cross_entropy(logits.t(), torch.arange(3))  # every text's softmax runs over all four images
+    loss = multi_positive_contrastive_loss(logits, labels, torch.arange(3))
+    assert loss.item() == pytest.approx(0.5 * (i2t + t2i).item(), abs=1e-6)
+    # pulling the near miss towards a text raises the loss; without it the loss is the 3x3 CLIP loss
+    closer = logits.clone()
+    closer[3, 1] += 3.0
+    assert multi_positive_contrastive_loss(closer, labels, torch.arange(3)) > loss
+    assert multi_positive_contrastive_loss(logits[:3], labels[:3]).item() < loss.item()
+
+
+def test_near_miss_fraction_arguments():
+    spec = importlib.util.spec_from_file_location("train_clip", REPO / "training" / "train_clip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parse_args = module.parse_args
+
+    assert parse_args(["--output_dir", "x", "--near_miss_fraction", "0.25"]).near_miss_fraction == 0.25
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir", "x", "--near_miss_fraction", "-0.1"])
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir", "x", "--near_miss_fraction", "0.25", "--text_negatives", "batch"])
+
+
 def test_identical_captions_get_equal_gradient_pull():
     # Two images with the same caption and identical text columns: the loss is minimised by matching both.
     text = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=-1)
@@ -271,7 +301,7 @@ def test_train_clip_smoke_run(tmp_path):
            "--vision_width", "32", "--vision_layers", "2", "--text_width", "32", "--text_layers", "1",
            "--projection_dim", "16", "--num_train_images", "48", "--train_batch_size", "16",
            "--max_train_steps", "3", "--learning_rate", "1e-3", "--eval_images", "8", "--logging_steps", "1",
-           "--validation_steps", "3"]
+           "--validation_steps", "3", "--near_miss_fraction", "0.25"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -163,7 +163,8 @@ def multi_positive_contrastive_loss(
         image_labels: ``(N_img,)`` integer caption ids of the images.
         text_labels: ``(N_txt,)`` caption ids of the texts (defaults to ``image_labels``, the usual square batch).
             Texts whose caption matches no image (extra negatives, e.g. every training caption) only take part in
-            the image -> text term.
+            the image -> text term. Images whose label matches no text (e.g. ``-1`` for near-miss shapes, which no
+            caption describes) only take part in the text -> image term, as extra negatives for every text.
 
     Returns:
         ``(CE(image -> text) + CE(text -> image)) / 2`` where each row's target spreads evenly over all columns with
@@ -175,7 +176,9 @@ def multi_positive_contrastive_loss(
             f"logits_per_image has shape {tuple(logits_per_image.shape)}, expected "
             f"({image_labels.shape[0]}, {text_labels.shape[0]}) from the labels"
         )
-    loss_i2t = soft_cross_entropy(logits_per_image, multi_positive_targets(image_labels, text_labels))
+    described = (image_labels[:, None] == text_labels[None, :]).any(dim=1)
+    loss_i2t = soft_cross_entropy(logits_per_image[described],
+                                  multi_positive_targets(image_labels[described], text_labels))
     matched = (text_labels[:, None] == image_labels[None, :]).any(dim=1)
     loss_t2i = soft_cross_entropy(logits_per_image.t()[matched],
                                   multi_positive_targets(text_labels[matched], image_labels))

@@ -183,6 +183,49 @@ def generate_shapes(num_images: int, seed: int = 0, split: str = "train", as_arr
     return out
 
 
+NEAR_MISS_KINDS: Tuple[str, ...] = ("rounded_square", "ellipse")
+
+
+def _near_miss_mask(kind: str, size_px: int, amount: float, vertical: bool) -> np.ndarray:
+    """``rounded_square``: a square whose corners are quarter circles of radius ``amount * size_px / 2``;
+    ``ellipse``: a disc squeezed to ``amount`` of its width (or height when ``vertical``)."""
+    centres = np.arange(size_px) + 0.5 - size_px / 2.0
+    dy, dx = centres[:, None], centres[None, :]
+    half = size_px / 2.0
+    if kind == "rounded_square":
+        r = amount * half
+        cy, cx = np.maximum(np.abs(dy) - (half - r), 0.0), np.maximum(np.abs(dx) - (half - r), 0.0)
+        return cx**2 + cy**2 <= r**2
+    ry, rx = (half, half * amount) if vertical else (half * amount, half)
+    return (dx / rx) ** 2 + (dy / ry) ** 2 <= 1.0
+
+
+def generate_near_misses(num_images: int, seed: int = 0, rounding: Tuple[float, float] = (0.5, 0.9),
+                         squeeze: Tuple[float, float] = (0.55, 0.8)) -> np.ndarray:
+    """``(num_images, 64, 64, 3)`` uint8 *near-miss* shapes that match no caption of the grammar: squares with
+    rounded corners (corner radius ``rounding`` x half the side: neither square nor circle) and ellipses (squeezed to
+    ``squeeze`` of the width or height: not circles), in the data set's colours, sizes, backgrounds and positions.
+
+    Contrastive training can use them as negatives for every caption (see ``training/train_clip.py
+    --near_miss_fraction``), so that a CLIP reads "square" from corners rather than from blob-like cues.
+    Deterministic by ``seed``.
+    """
+    if not isinstance(num_images, (int, np.integer)) or num_images < 0:
+        raise ValueError(f"invalid num_images={num_images!r}; must be a non-negative integer")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    out = np.empty((int(num_images), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    for i in range(int(num_images)):
+        meta = sample_attributes(rng, "all")
+        kind = NEAR_MISS_KINDS[int(rng.integers(len(NEAR_MISS_KINDS)))]
+        amount = float(rng.uniform(*(rounding if kind == "rounded_square" else squeeze)))
+        size_px = meta["size_px"]
+        x0, y0 = int(meta["center"][0] - size_px / 2.0), int(meta["center"][1] - size_px / 2.0)
+        out[i] = BACKGROUNDS[meta["background"]]
+        mask = _near_miss_mask(kind, size_px, amount, bool(rng.integers(2)))
+        out[i, y0:y0 + size_px, x0:x0 + size_px][mask] = COLORS[meta["color"]]
+    return out
+
+
 def make_dataset(num_images: int, seed: int = 0, split: str = "train") -> "Dataset":
     """Build a ``datasets.Dataset`` with columns ``image`` (``datasets.Image``) and ``text``."""
     from datasets import Dataset, Features, Value  # noqa: F811
