@@ -140,7 +140,7 @@ def test_console_scripts_point_at_the_command_mains():
     config = configparser.ConfigParser()
     config.read(os.path.join(os.path.dirname(SRC), "setup.cfg"))
     scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines())
-    assert scripts["galip"] == "galip_diffusers.cli:main"
+    assert scripts["galip"] == "galip_lite.cli:main"  # outside galip_diffusers: no diffusers import to dispatch
     expected = {f"galip-{name}" for name in cli.COMMANDS if name != "train"} | {"galip"}
     assert set(scripts) == expected
     for name, target in scripts.items():
@@ -149,3 +149,23 @@ def test_console_scripts_point_at_the_command_mains():
         if name != "galip":
             assert getattr(importlib.import_module(module), attr) is importlib.import_module(
                 cli.COMMANDS[name[len("galip-"):]].module).main
+
+
+def test_galip_help_and_lite_generate_do_not_import_diffusers(tmp_path):
+    """`galip --help` and `galip generate` (lite engine) never load the HF stack, so they start in seconds."""
+    code = (
+        "import sys\n"
+        "from galip_lite.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0\n"
+        f"assert main(['generate', 'a small red square on a black background', '--out', {str(tmp_path)!r},"
+        " '--no-progress']) == 0\n"
+        "heavy = sorted(m for m in ('diffusers', 'transformers', 'galip_diffusers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "0000_00_seed0.png").is_file()

@@ -8,10 +8,10 @@ Importing the package registers its model and pipeline classes in the ``diffuser
 import diffusers as _diffusers
 from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin  # noqa: F401  (base-class names, see above)
 
+from galip_lite import __version__  # one version for both packages
+
 from .models import GALIPDiscriminator, GALIPGenerator
 from .pipelines import GALIPFuseDreamPipeline, GALIPFuseDreamPipelineOutput, GALIPPipeline
-
-__version__ = "0.1.0"
 
 _REGISTERED = (GALIPGenerator, GALIPDiscriminator, GALIPPipeline, GALIPFuseDreamPipeline)
 for _cls in _REGISTERED:

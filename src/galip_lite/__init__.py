@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+__version__ = "0.1.0"  # also galip_diffusers.__version__
+
 _EXPORTS = {
     "LitePipeline": "galip_lite.pipeline",
     "LiteUnsupportedError": "galip_lite.pipeline",

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from .cli_utils import DTYPES, run_cli
+from .cli import DTYPES, run_cli
 
 ENGINES = ("auto", "lite", "diffusers")
 
