@@ -174,6 +174,8 @@ def test_images_no_caption_describes_are_negatives_for_every_text():
     closer[3, 1] += 3.0
     assert multi_positive_contrastive_loss(closer, labels, torch.arange(3)) > loss
     assert multi_positive_contrastive_loss(logits[:3], labels[:3]).item() < loss.item()
+    with pytest.raises(ValueError, match="no image label occurs among the text labels"):
+        multi_positive_contrastive_loss(logits[3:], labels[3:], torch.arange(3))
 
 
 def test_near_miss_fraction_arguments():

@@ -111,6 +111,17 @@ def test_bad_input(model_dir, tmp_path):
     index["text_encoder"] = ["transformers", "T5EncoderModel"]
     (broken / "model_index.json").write_text(json.dumps(index))
     assert "text_encoder is ['transformers', 'T5EncoderModel']" in lite_support_problem(broken)
+    shutil.copytree(model_dir, tmp_path / "old_config")
+    config = json.loads((model_dir / "text_encoder" / "config.json").read_text())
+    del config["num_attention_heads"]
+    (tmp_path / "old_config" / "text_encoder" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LiteUnsupportedError, match="text_encoder/config.json has no num_attention_heads"):
+        LitePipeline.from_pretrained(str(tmp_path / "old_config"))
+    # galip-generate: --engine lite reports it, auto falls back to GALIPPipeline (which has the CLIP defaults)
+    argv = ["a red circle", "--model", str(tmp_path / "old_config"), "--no-progress", "--out"]
+    assert generate(argv + [str(tmp_path / "lite"), "--engine", "lite"]) == 1
+    assert generate(argv + [str(tmp_path / "auto")]) == 0
+    assert (tmp_path / "auto" / "0000_00_seed0.png").is_file()
 
 
 def test_cli_engines_write_the_same_pngs(model_dir, tmp_path, capsys):

@@ -177,6 +177,8 @@ def multi_positive_contrastive_loss(
             f"({image_labels.shape[0]}, {text_labels.shape[0]}) from the labels"
         )
     described = (image_labels[:, None] == text_labels[None, :]).any(dim=1)
+    if not bool(described.any()):
+        raise ValueError("no image label occurs among the text labels: nothing to contrast")
     loss_i2t = soft_cross_entropy(logits_per_image[described],
                                   multi_positive_targets(image_labels[described], text_labels))
     matched = (text_labels[:, None] == image_labels[None, :]).any(dim=1)

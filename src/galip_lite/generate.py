@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .cli import DTYPES, run_cli
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 ENGINES = ("auto", "lite", "diffusers")
 
 #: ``make_images(prompts, latents)`` -> PIL images, one per prompt
-MakeImages = Callable[[list, "object"], list]
+MakeImages = Callable[[list[str], "torch.Tensor"], list["Image.Image"]]
 
 EXAMPLES = """examples:
   %(prog)s "a large red circle on a white background"
@@ -98,7 +102,7 @@ def choose_engine(args: argparse.Namespace) -> str:
     return "diffusers"
 
 
-def _lite_engine(args: argparse.Namespace, total: int):
+def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", MakeImages]:
     import torch
 
     from .pipeline import LitePipeline
@@ -108,7 +112,8 @@ def _lite_engine(args: argparse.Namespace, total: int):
     return latents, lambda prompts, z: pipe(prompts, latents=z)
 
 
-def write_images(args: argparse.Namespace, prompts: list[str], latents, make_images: MakeImages) -> None:
+def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.Tensor", make_images: MakeImages
+                 ) -> None:
     """Make ``args.num_images`` images per prompt, ``args.batch_size`` at a time, and write them as PNG files."""
     from tqdm.auto import tqdm
 
@@ -136,9 +141,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.truncation is not None and args.truncation <= 0:
         raise ValueError(f"--truncation must be a positive number, got {args.truncation}.")
     total = len(prompts) * args.num_images
-    if choose_engine(args) == "lite":
-        latents, make_images = _lite_engine(args, total)
-    else:
+    engine = choose_engine(args)
+    if engine == "lite":
+        from .pipeline import LiteUnsupportedError
+
+        try:
+            latents, make_images = _lite_engine(args, total)
+        except LiteUnsupportedError:
+            if args.engine == "lite":
+                raise
+            engine = "diffusers"  # auto: a config the lite runtime cannot read goes to GALIPPipeline
+    if engine == "diffusers":
         from galip_diffusers.generate import diffusers_engine
 
         latents, make_images = diffusers_engine(args, total)

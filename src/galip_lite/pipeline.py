@@ -32,8 +32,21 @@ LITE_COMPONENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+TEXT_CONFIG_KEYS = ("hidden_act", "layer_norm_eps", "num_attention_heads", "num_hidden_layers", "eos_token_id")
+GENERATOR_CONFIG_KEYS = ("z_dim", "output_size", "code_channels", "num_mapping_blocks", "prompt_layers", "bridge_scale",
+                         "vision_config")  # fmt: skip
+VISION_CONFIG_KEYS = ("hidden_act", "layer_norm_eps", "num_attention_heads", "num_hidden_layers", "image_size",
+                      "patch_size")  # fmt: skip
+
+
 class LiteUnsupportedError(ValueError):
     """The folder (or the requested setting) needs the full diffusers pipeline."""
+
+
+def _require(config: dict, keys: Sequence[str], where: str) -> None:
+    missing = [key for key in keys if key not in config]
+    if missing:
+        raise LiteUnsupportedError(f"{where} has no {', '.join(missing)}: load this folder with GALIPPipeline.")
 
 
 def packaged_models_dir() -> str:
@@ -136,7 +149,10 @@ class LitePipeline:
         generator_config, generator_weights = _load_component(
             folder, "generator", "diffusion_pytorch_model.safetensors"
         )
-        network.activation(text_config.get("hidden_act", "quick_gelu"))  # unsupported activations fail here
+        _require(text_config, TEXT_CONFIG_KEYS, "text_encoder/config.json")
+        _require(generator_config, GENERATOR_CONFIG_KEYS, "generator/config.json")
+        _require(generator_config["vision_config"], VISION_CONFIG_KEYS, "generator/config.json's vision_config")
+        network.activation(text_config["hidden_act"])  # unsupported activations fail here
         network.activation(generator_config["vision_config"]["hidden_act"])
         return cls(LiteTokenizer(os.path.join(folder, "tokenizer")), text_config, text_weights, generator_config,
                    generator_weights)  # fmt: skip

@@ -188,7 +188,7 @@ NEAR_MISS_KINDS: Tuple[str, ...] = ("rounded_square", "ellipse")
 
 def _near_miss_mask(kind: str, size_px: int, amount: float, vertical: bool) -> np.ndarray:
     """``rounded_square``: a square whose corners are quarter circles of radius ``amount * size_px / 2``;
-    ``ellipse``: a disc squeezed to ``amount`` of its width (or height when ``vertical``)."""
+    ``ellipse``: a disc whose height (or width, when ``vertical``: a tall ellipse) is squeezed to ``amount``."""
     centres = np.arange(size_px) + 0.5 - size_px / 2.0
     dy, dx = centres[:, None], centres[None, :]
     half = size_px / 2.0
