@@ -201,3 +201,19 @@ def test_generator_save_load_roundtrip(tmp_path):
     assert all(not p.requires_grad for p in loaded.vision_model.parameters())
     z, s = torch.randn(2, 8), torch.randn(2, 16)
     assert torch.equal(loaded(z, s), generator(z, s))
+
+
+def test_discriminator_can_tap_the_patch_embeddings():
+    """feature_layers=-1 is the embedding layer's output (the input of block 0): the most pixel-like CLIP feature."""
+    from galip_diffusers.models.clip_bridge import extract_clip_features, tokens_to_grid
+
+    encoder = tiny_image_encoder()
+    images = torch.rand(2, 3, 40, 40) * 2 - 1
+    feats, _ = extract_clip_features(encoder, images, [-1, 1], "standard")
+    pixels = preprocess_for_clip(images, 40, "standard")
+    hidden = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(feats[:, 0], tokens_to_grid(hidden[0][:, 1:]))
+    torch.testing.assert_close(feats[:, 1], tokens_to_grid(hidden[2][:, 1:]))
+    assert tiny_discriminator(feature_layers=[-1, 0, 2]).config.feature_layers == [-1, 0, 2]
+    with pytest.raises(ValueError, match="`feature_layers` must be ViT block indices >= 0, or -1"):
+        tiny_discriminator(feature_layers=[-2, 1])

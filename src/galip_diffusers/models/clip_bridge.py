@@ -136,7 +136,8 @@ def extract_clip_features(
     feature_layers: Sequence[int] = (1, 4, 8),
     clip_preprocess: str = "official",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mate-D's CLIP features: hidden states after the given (0-indexed) blocks, CLS dropped, as
+    """Mate-D's CLIP features: hidden states after the given (0-indexed) blocks (``-1``: the embeddings entering block
+    0, after ``pre_layrnorm``), CLS dropped, as
     (B, len(feature_layers), C, g, g), and the projected image embedding ``ln_post(CLS) @ proj`` (B, D).
 
     ``image_encoder`` is a transformers ``CLIPVisionModelWithProjection``. Gradients flow through it to ``images``.

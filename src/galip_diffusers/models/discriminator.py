@@ -18,7 +18,8 @@ class GALIPDiscriminator(ModelMixin, ConfigMixin):
 
     The CLIP-ViT itself is not part of this model (it is frozen and shared with the generator's weights); pass a
     transformers ``CLIPVisionModelWithProjection`` to :meth:`extract_features`, which taps the hidden states after
-    ``feature_layers`` (0-indexed blocks) and returns them as (B, L, hidden, g, g) plus the projected image embedding.
+    ``feature_layers`` (0-indexed blocks; ``-1`` taps the patch embeddings that enter block 0) and returns them as
+    (B, L, hidden, g, g) plus the projected image embedding.
 
     Mate-D: ``out = feats[:, 0]``, then ``out = blocks[i](out, feats[:, i + 1])``, then ``out = main(out)``.
     Head: tile the sentence embedding over the grid, concatenate after ``out``, then
@@ -30,7 +31,7 @@ class GALIPDiscriminator(ModelMixin, ConfigMixin):
         cond_dim: sentence-embedding dimension (512).
         head_channels: hidden channels of the head (128).
         grid_size: the ViT patch grid (7 for ViT-B/32 at 224 px).
-        feature_layers: ViT blocks whose outputs are tapped (1, 4, 8).
+        feature_layers: ViT blocks whose outputs are tapped (1, 4, 8); ``-1`` is the embedding layer's output.
         clip_preprocess: ``"official"`` (the released checkpoints' double shift) or ``"standard"``.
     """
 
@@ -50,6 +51,10 @@ class GALIPDiscriminator(ModelMixin, ConfigMixin):
             raise ValueError(f"`clip_preprocess` must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
         if len(feature_layers) < 1:
             raise ValueError("`feature_layers` must name at least one ViT block.")
+        if min(feature_layers) < -1:
+            raise ValueError(
+                f"`feature_layers` must be ViT block indices >= 0, or -1 for the embeddings; got {list(feature_layers)}."
+            )
         if grid_size < 5:
             raise ValueError(f"`grid_size` must be at least 5 (the head uses a {grid_size - 3}x conv), got {grid_size}.")
         self.register_to_config(feature_layers=list(feature_layers))
