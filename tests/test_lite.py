@@ -99,6 +99,8 @@ def test_bad_input(model_dir, tmp_path):
     lite = LitePipeline.from_pretrained(str(model_dir))
     with pytest.raises(ValueError, match="`latents` must have shape \\(2, 8\\)"):
         lite(["a", "b"], latents=torch.zeros(3, 8))
+    with pytest.raises(ValueError, match="`prompts` must be a string or a non-empty list of strings"):
+        lite([])
     with pytest.raises(ValueError, match="`truncation_mode` must be one of"):
         lite.prepare_latents(2, truncation=1.0, truncation_mode="wrap")
     assert "no model_index.json" in lite_support_problem(tmp_path)

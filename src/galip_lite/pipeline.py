@@ -68,7 +68,7 @@ def resolve_pretrained(name_or_path: str | os.PathLike | None) -> str | os.PathL
                 f"The packaged model {name!r} is not part of this installation (expected it in {folder!r})."
             )
         return folder
-    return DEFAULT_MODEL if name_or_path is None else name_or_path
+    return DEFAULT_MODEL if name_or_path is None else name_or_path  # a local "galip-shapes" folder wins
 
 
 def lite_support_problem(folder: str | os.PathLike) -> str | None:
@@ -176,6 +176,8 @@ class LitePipeline:
         """One image per prompt (one generator forward pass), as PIL images."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"`prompts` must be a string or a non-empty list of strings, got {prompts!r}.")
         if latents is None:
             latents = self.prepare_latents(len(prompts), generator)
         if latents.shape != (len(prompts), self.generator_config["z_dim"]):
