@@ -9,14 +9,7 @@ import torch
 from galip_diffusers.cli import generate_main
 from galip_diffusers.generate import main as generate
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
-from galip_diffusers.testing_utils import tiny_pipeline
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli") / "model"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
 
 
 def test_generate_writes_pngs_and_prints_paths(model_dir, tmp_path, capsys):

@@ -11,16 +11,9 @@ import pytest
 from galip_diffusers import cli, train_launcher
 from galip_diffusers.conversion_utils import ConversionError
 from galip_diffusers.demo import DemoModelError
-from galip_diffusers.testing_utils import tiny_pipeline
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("galip") / "model"
-    tiny_pipeline().save_pretrained(folder)
-    return folder
 
 
 def test_top_level_help_lists_every_command(capsys):

@@ -15,7 +15,7 @@ evaluate the packaged folder and write its model card.
     python training/package_shapes_model.py --run_dir /work/artifacts/galip-shapes-run --checkpoint latest \\
         --clip_model_name_or_path /work/artifacts/clip-bridge --scorer_model_name_or_path /work/artifacts/clip-scorer
     # a run fine-tuned from the shipped folder: take the CLIPs and the scorer from it
-    python training/package_shapes_model.py --run_dir /work/artifacts/runB --checkpoint latest \
+    python training/package_shapes_model.py --run_dir /work/artifacts/runB --checkpoint latest \\
         --components_from galip-shapes --history "4,000 steps from scratch." "N more steps from the shipped folder."
 """
 
