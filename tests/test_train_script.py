@@ -291,3 +291,21 @@ def test_fine_tune_keeps_the_folders_discriminator_unless_a_config_asks_for_a_ne
     *_, new, _, init = script.load_models(script.parse_args(base + ["--discriminator_config", '{"feature_layers": [0, 1]}']))
     assert list(new.config.feature_layers) == [0, 1] and "with a new discriminator" in init
     assert not torch.equal(new.main.conv_r[0].weight, saved.main.conv_r[0].weight)
+
+
+def test_discriminator_overrides_extend_the_folders_discriminator(script, fixtures):
+    """--discriminator_overrides keeps the folder's trained Mate-D and adds what the overrides ask for (a pixel path)."""
+    from galip_diffusers import GALIPDiscriminator
+
+    base = ["--pretrained_model_name_or_path", fixtures["pipe"], "--train_data_dir", fixtures["data"]]
+    saved = GALIPDiscriminator.from_pretrained(fixtures["pipe"], subfolder="discriminator")
+    *_, extended, _, init = script.load_models(script.parse_args(base + ["--discriminator_overrides",
+                                                                        '{"pixel_channels": [4, 8]}']))
+    assert extended.has_pixel_path and list(extended.config.pixel_channels) == [4, 8]
+    new_state = extended.state_dict()
+    assert all(torch.equal(new_state[k], v) for k, v in saved.state_dict().items())
+    assert "pixel_channels" in init and "new tensors" in init
+    with pytest.raises(ValueError, match="--discriminator_overrides .* without --discriminator_config"):
+        script.parse_args(base + ["--discriminator_overrides", "{}", "--discriminator_config", "{}"])
+    with pytest.raises(ValueError, match="--discriminator_overrides: unknown"):
+        script.load_models(script.parse_args(base + ["--discriminator_overrides", '{"pixel_chanels": [4]}']))

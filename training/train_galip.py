@@ -50,6 +50,7 @@ from galip_diffusers.training_utils import (
     checkpoint_step,
     clip_towers,
     discriminator_config_from_clip,
+    extend_discriminator,
     galip_train_step,
     load_json_config,
     load_vision_weights_into_generator,
@@ -76,6 +77,10 @@ def parse_args(input_args=None):
                         help="JSON file or inline JSON: GALIPDiscriminator config (default: derived from the CLIP). "
                              "With --pretrained_model_name_or_path, a new discriminator is built from it instead of "
                              "loading the folder's.")
+    parser.add_argument("--discriminator_overrides", type=str, default=None,
+                        help="JSON file or inline JSON, with --pretrained_model_name_or_path: config keys to change on "
+                             "the folder's discriminator; weights that still fit are kept, new ones (e.g. a pixel path: "
+                             "'{\"pixel_channels\": [32, 64, 128]}') start fresh.")
     # data
     parser.add_argument("--dataset_name", type=str, default=None)
     parser.add_argument("--dataset_config_name", type=str, default=None)
@@ -153,6 +158,10 @@ def parse_args(input_args=None):
     if args.pretrained_model_name_or_path is not None and args.generator_config is not None:
         raise ValueError("--generator_config builds a new generator: use it with --clip_model_name_or_path, not with "
                          "--pretrained_model_name_or_path.")
+    if args.discriminator_overrides is not None and (args.pretrained_model_name_or_path is None
+                                                     or args.discriminator_config is not None):
+        raise ValueError("--discriminator_overrides changes a pretrained folder's discriminator: use it with "
+                         "--pretrained_model_name_or_path and without --discriminator_config.")
     if args.streaming and args.max_train_steps is None:
         raise ValueError("--streaming needs --max_train_steps (a streamed data set has no length).")
     if args.train_batch_size < 2:
@@ -192,6 +201,13 @@ def load_models(args):
                 d_source = f"the discriminator of `{path}`"
             except (OSError, EnvironmentError):
                 pass
+        if args.discriminator_overrides is not None:
+            if discriminator is None:
+                raise ValueError(f"--discriminator_overrides changes the folder's discriminator, but {path!r} has no "
+                                 "`discriminator/`.")
+            overrides = load_json_config(args.discriminator_overrides, "--discriminator_overrides")
+            discriminator, fresh = extend_discriminator(discriminator, overrides)
+            d_source += f", changed by {json.dumps(overrides)} ({len(fresh)} new tensors)"
         init = f"Fine-tuned from `{path}`, with {d_source}."
     else:
         clip = CLIPModel.from_pretrained(args.clip_model_name_or_path)

@@ -65,9 +65,11 @@ def ma_gp(
     weight: float = 2.0,
     power: float = 6.0,
     grad_scale: Optional[float | torch.Tensor] = None,
+    pixel_values: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     r"""Matching-aware gradient penalty: ``weight * mean(||g||^power)``, ``g`` the per-sample gradient of ``logits``
-    with respect to both ``clip_features`` and ``text_embeds`` (flattened and concatenated).
+    with respect to both ``clip_features`` and ``text_embeds`` (flattened and concatenated), and also with respect to
+    ``pixel_values`` when given (the real images of a discriminator with a pixel path).
 
     ``logits`` must have been computed from ``clip_features`` and ``text_embeds`` with ``requires_grad=True``. The
     gradients are taken with ``create_graph=True``, so the penalty is differentiable with respect to D's parameters.
@@ -76,16 +78,14 @@ def ma_gp(
     current loss scale of the ``GradScaler`` as ``grad_scale``: the logits are multiplied by it before
     ``autograd.grad`` and the gradients divided by it (in fp32) afterwards, exactly as for the main loss.
     """
-    if not (clip_features.requires_grad and text_embeds.requires_grad):
-        raise ValueError("ma_gp needs `clip_features` and `text_embeds` with requires_grad=True.")
+    inputs = (clip_features, text_embeds) + (() if pixel_values is None else (pixel_values,))
+    if not all(t.requires_grad for t in inputs):
+        raise ValueError("ma_gp needs `clip_features`, `text_embeds` (and `pixel_values` if given) with requires_grad=True.")
     outputs = logits if grad_scale is None else logits.float() * grad_scale
-    grad_features, grad_text = torch.autograd.grad(
-        outputs=outputs,
-        inputs=(clip_features, text_embeds),
-        grad_outputs=torch.ones_like(outputs),
-        create_graph=True,
+    grads = torch.autograd.grad(
+        outputs=outputs, inputs=inputs, grad_outputs=torch.ones_like(outputs), create_graph=True
     )
-    grad = torch.cat([grad_features.flatten(1).float(), grad_text.flatten(1).float()], dim=1)
+    grad = torch.cat([g.flatten(1).float() for g in grads], dim=1)
     if grad_scale is not None:
         grad = grad / grad_scale
     grad_norm = grad.norm(2, dim=1)
@@ -123,11 +123,15 @@ def discriminator_loss(
     magp_weight: float = 2.0,
     magp_power: float = 6.0,
     grad_scale: Optional[float | torch.Tensor] = None,
+    pixel_values: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
-    """The full D loss ``L_real + (L_fake + L_mis) / 2 + MA-GP``; MA-GP on ``real_logits`` (see :func:`ma_gp`).
+    """The full D loss ``L_real + (L_fake + L_mis) / 2 + MA-GP``; MA-GP on ``real_logits`` (see :func:`ma_gp`;
+    ``pixel_values`` are the real images when D has a pixel path).
 
     Returns the terms of :func:`discriminator_hinge_loss` plus ``loss_magp``; ``loss`` includes MA-GP."""
     out = discriminator_hinge_loss(real_logits.float(), fake_logits.float(), mismatch_logits.float())
-    out["loss_magp"] = ma_gp(real_logits, clip_features, text_embeds, magp_weight, magp_power, grad_scale)
+    out["loss_magp"] = ma_gp(
+        real_logits, clip_features, text_embeds, magp_weight, magp_power, grad_scale, pixel_values=pixel_values
+    )
     out["loss"] = out["loss"] + out["loss_magp"]
     return out

@@ -90,6 +90,20 @@ def discriminator_config_from_clip(vision_config, projection_dim: int, **overrid
     return config
 
 
+def extend_discriminator(discriminator: GALIPDiscriminator, overrides: dict[str, Any]) -> tuple[GALIPDiscriminator, list[str]]:
+    """A new discriminator with ``overrides`` applied to ``discriminator``'s config, keeping every weight whose name and
+    shape still fit (e.g. add a pixel path to a trained Mate-D: ``{"pixel_channels": [32, 64, 128]}``).
+
+    Returns the new model and the names of its parameters that start fresh (sorted)."""
+    check_config_keys(overrides, GALIPDiscriminator, "--discriminator_overrides")
+    config = {k: v for k, v in discriminator.config.items() if not k.startswith("_")}
+    extended = GALIPDiscriminator(**{**config, **overrides})
+    old_state, new_state = discriminator.state_dict(), extended.state_dict()
+    kept = {k: v for k, v in old_state.items() if k in new_state and new_state[k].shape == v.shape}
+    extended.load_state_dict(kept, strict=False)
+    return extended, sorted(set(new_state) - set(kept))
+
+
 def check_models_compatible(
     generator: GALIPGenerator,
     discriminator: GALIPDiscriminator,
@@ -182,9 +196,9 @@ def galip_train_step(
 
     1. ``s = text_encoder(input_ids).text_embeds`` (frozen); real CLIP features (frozen image encoder).
     2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update.
-    3. D: one (wrapped) discriminator call on ``[real; real; fake.detach()]`` with ``[s; s_mis; s]``, then
-       ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (MA-GP on the real logits, unscaled from the GradScaler's scale
-       under fp16), backward, ``optimizer_d.step()``.
+    3. D: one (wrapped) discriminator call on ``[real; real; fake.detach()]`` with ``[s; s_mis; s]`` (features, and
+       the images themselves for a D with a pixel path), then ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (MA-GP
+       on the real logits, unscaled from the GradScaler's scale under fp16), backward, ``optimizer_d.step()``.
     4. G: the updated D (parameters temporarily frozen, so D's gradients and its DDP reducer are untouched) on the fake
        features, ``L_G = -mean(C(D(f_fake), s)) - sim_weight * mean(cos(img_emb(fake), s))``, backward through the
        frozen ViTs, ``optimizer_g.step()``.
@@ -206,10 +220,12 @@ def galip_train_step(
         fake = generator(noise, text_embeds.detach())
         fake_features, fake_image_embeds = unwrapped_d.extract_features(image_encoder, fake)
 
-        # ---- discriminator
+        # ---- discriminator (the pixel path, if any, reads [real; real; fake] too, and its real pixels join MA-GP)
+        real_pixels = pixel_values.detach().float().requires_grad_(True) if unwrapped_d.has_pixel_path else None
         logits = discriminator(
             torch.cat([real_features, real_features, fake_features.detach().float()]),
             torch.cat([text_embeds, mismatched, text_embeds.detach()]),
+            None if real_pixels is None else torch.cat([real_pixels, real_pixels, fake.detach().float()]),
         )
         real_logits, mismatch_logits, fake_logits = logits.float().split(batch)
         scaler = accelerator.scaler
@@ -223,6 +239,7 @@ def galip_train_step(
             magp_weight=loss_config.magp_weight,
             magp_power=loss_config.magp_power,
             grad_scale=grad_scale,
+            pixel_values=real_pixels,
         )
     accelerator.backward(d_losses["loss"])
     if accelerator.sync_gradients:
@@ -232,7 +249,7 @@ def galip_train_step(
 
     # ---- generator (through the updated D)
     with frozen(unwrapped_d), accelerator.autocast():
-        g_logits = unwrapped_d(fake_features, text_embeds.detach())
+        g_logits = unwrapped_d(fake_features, text_embeds.detach(), fake if unwrapped_d.has_pixel_path else None)
         g_losses = generator_loss(g_logits, fake_image_embeds, text_embeds.detach(), loss_config.sim_weight)
     accelerator.backward(g_losses["loss"])
     if accelerator.sync_gradients:

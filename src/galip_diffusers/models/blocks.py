@@ -3,7 +3,8 @@
 The names follow the paper: an *Affine* modulation predicts per-channel scale and shift from the condition vector
 ``cond = cat([z, text_embeds])``; a *fusion block* (DFBLK in the paper) stacks two modulations; the *mapping block*
 (M_Block) builds the "bridge feature" that is fed to the frozen CLIP-ViT; the *generator block* (G_Block) upsamples;
-the *discriminator block* (D_Block) refines CLIP features in Mate-D.
+the *discriminator block* (D_Block) refines CLIP features in Mate-D; the *pixel down block* builds the optional pixel
+path of the discriminator.
 """
 
 from __future__ import annotations
@@ -124,3 +125,25 @@ class DiscriminatorBlock(nn.Module):
                 raise ValueError("`clip_feature` is required by a DiscriminatorBlock built with use_clip_feature=True.")
             out = out + self.beta * clip_feature
         return out
+
+
+class PixelDownBlock(nn.Module):
+    """Down-sampling residual block of the discriminator's optional pixel path (DF-GAN's D_Block shape).
+
+    ``res`` is ``conv4x4/2 -> LReLU -> conv3x3 -> LReLU`` without biases; the shortcut is ``avgpool2(conv1x1(x))``
+    (the 1x1 conv only when the channel count changes). Output ``shortcut + res`` at half the resolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv_r = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.conv_s = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.conv_s is None else self.conv_s(x)
+        return F.avg_pool2d(shortcut, 2) + self.conv_r(x)
