@@ -106,12 +106,7 @@ class DiscriminatorBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, use_clip_feature: bool = True):
         super().__init__()
-        self.conv_r = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
+        self.conv_r = _residual_convs(in_channels, out_channels, downsample=False)
         self.conv_s = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         self.gamma = nn.Parameter(torch.zeros(1))
         self.beta = nn.Parameter(torch.zeros(1)) if use_clip_feature else None
@@ -136,14 +131,21 @@ class PixelDownBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.conv_r = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-        )
+        self.conv_r = _residual_convs(in_channels, out_channels, downsample=True)
         self.conv_s = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.conv_s is None else self.conv_s(x)
         return F.avg_pool2d(shortcut, 2) + self.conv_r(x)
+
+
+def _residual_convs(in_channels: int, out_channels: int, downsample: bool) -> nn.Sequential:
+    """The residual branch of the discriminator blocks: ``conv -> LReLU(0.2) -> conv3x3 -> LReLU(0.2)``, no biases;
+    the first conv is 3x3, or 4x4 with stride 2 when ``downsample``."""
+    kernel, stride = (4, 2) if downsample else (3, 1)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, 1, bias=False),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
