@@ -176,12 +176,12 @@ def multi_positive_contrastive_loss(
             f"logits_per_image has shape {tuple(logits_per_image.shape)}, expected "
             f"({image_labels.shape[0]}, {text_labels.shape[0]}) from the labels"
         )
-    described = (image_labels[:, None] == text_labels[None, :]).any(dim=1)
+    same_caption = image_labels[:, None] == text_labels[None, :]
+    described, matched = same_caption.any(dim=1), same_caption.any(dim=0)  # images with a text, texts with an image
     if not bool(described.any()):
         raise ValueError("no image label occurs among the text labels: nothing to contrast")
     loss_i2t = soft_cross_entropy(logits_per_image[described],
                                   multi_positive_targets(image_labels[described], text_labels))
-    matched = (text_labels[:, None] == image_labels[None, :]).any(dim=1)
     loss_t2i = soft_cross_entropy(logits_per_image.t()[matched],
                                   multi_positive_targets(text_labels[matched], image_labels))
     return 0.5 * (loss_i2t + loss_t2i)

@@ -93,10 +93,15 @@ def all_captions(split: str = "train") -> List[str]:
 
 # ----------------------------------------------------------------------------- rendering
 @lru_cache(maxsize=None)
+def _box_offsets(size_px: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(dy, dx)``: pixel centres of a ``size_px`` box relative to its centre, as a column and a row."""
+    centres = np.arange(size_px) + 0.5 - size_px / 2.0
+    return centres[:, None], centres[None, :]
+
+
 def _shape_mask(shape: str, size_px: int) -> np.ndarray:
     """Boolean ``(size_px, size_px)`` mask of a shape filling its box (read-only, cached)."""
-    centres = np.arange(size_px) + 0.5 - size_px / 2.0  # pixel centres relative to box centre
-    dy, dx = centres[:, None], centres[None, :]
+    dy, dx = _box_offsets(size_px)
     if shape == "square":
         mask = np.ones((size_px, size_px), dtype=bool)
     elif shape == "circle":
@@ -121,6 +126,15 @@ def render_shape(size_px: int, color: str, shape: str, background: str,
     _check("background", background, tuple(BACKGROUNDS))
     if not isinstance(size_px, (int, np.integer)) or not 1 <= size_px <= image_size:
         raise ValueError(f"invalid size_px={size_px!r}; must be an integer in [1, {image_size}]")
+    img = _paint(_shape_mask(shape, int(size_px)), color, background, center, image_size)
+    return img if as_array else Image.fromarray(img)
+
+
+def _paint(mask: np.ndarray, color: str, background: str, center: Optional[Tuple[float, float]],
+           image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """A ``(H, W, 3)`` uint8 image of ``background`` with ``mask``'s box (side ``len(mask)``) centred at ``center``
+    (default: the image centre) painted in ``color``; ValueError if the box leaves the frame."""
+    size_px = mask.shape[0]
     cx, cy = center if center is not None else (image_size / 2.0, image_size / 2.0)
     x0, y0 = int(np.floor(cx - size_px / 2.0 + 0.5)), int(np.floor(cy - size_px / 2.0 + 0.5))
     if not (0 <= x0 <= image_size - size_px and 0 <= y0 <= image_size - size_px):
@@ -128,8 +142,8 @@ def render_shape(size_px: int, color: str, shape: str, background: str,
                          f"{image_size}x{image_size} frame")
     img = np.empty((image_size, image_size, 3), dtype=np.uint8)
     img[:] = BACKGROUNDS[background]
-    img[y0:y0 + size_px, x0:x0 + size_px][_shape_mask(shape, int(size_px))] = COLORS[color]
-    return img if as_array else Image.fromarray(img)
+    img[y0:y0 + size_px, x0:x0 + size_px][mask] = COLORS[color]
+    return img
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -189,8 +203,7 @@ NEAR_MISS_KINDS: Tuple[str, ...] = ("rounded_square", "ellipse")
 def _near_miss_mask(kind: str, size_px: int, amount: float, vertical: bool) -> np.ndarray:
     """``rounded_square``: a square whose corners are quarter circles of radius ``amount * size_px / 2``;
     ``ellipse``: a disc whose height (or width, when ``vertical``: a tall ellipse) is squeezed to ``amount``."""
-    centres = np.arange(size_px) + 0.5 - size_px / 2.0
-    dy, dx = centres[:, None], centres[None, :]
+    dy, dx = _box_offsets(size_px)
     half = size_px / 2.0
     if kind == "rounded_square":
         r = amount * half
@@ -218,11 +231,8 @@ def generate_near_misses(num_images: int, seed: int = 0, rounding: Tuple[float, 
         meta = sample_attributes(rng, "all")
         kind = NEAR_MISS_KINDS[int(rng.integers(len(NEAR_MISS_KINDS)))]
         amount = float(rng.uniform(*(rounding if kind == "rounded_square" else squeeze)))
-        size_px = meta["size_px"]
-        x0, y0 = int(meta["center"][0] - size_px / 2.0), int(meta["center"][1] - size_px / 2.0)
-        out[i] = BACKGROUNDS[meta["background"]]
-        mask = _near_miss_mask(kind, size_px, amount, bool(rng.integers(2)))
-        out[i, y0:y0 + size_px, x0:x0 + size_px][mask] = COLORS[meta["color"]]
+        mask = _near_miss_mask(kind, meta["size_px"], amount, bool(rng.integers(2)))
+        out[i] = _paint(mask, meta["color"], meta["background"], meta["center"])
     return out
 
 

@@ -127,7 +127,8 @@ class GALIPDiscriminator(ModelMixin, ConfigMixin):
                 f"`text_embeds` must have shape (batch, {self.config.cond_dim}), got {tuple(text_embeds.shape)}."
             )
         tiled = text_embeds.to(features.dtype)[:, :, None, None].expand(-1, -1, *features.shape[-2:])
-        return (head or self.head)(torch.cat([features, tiled], dim=1)).flatten(1).squeeze(1)
+        head = self.head if head is None else head
+        return head(torch.cat([features, tiled], dim=1)).flatten(1).squeeze(1)
 
     def forward(
         self, clip_features: torch.Tensor, text_embeds: torch.Tensor, pixel_values: Optional[torch.Tensor] = None
