@@ -9,7 +9,9 @@ from galip_diffusers.losses import (
     discriminator_loss,
     generator_loss,
     ma_gp,
+    mismatched_pairs,
     mismatched_text_embeds,
+    nearest_mismatched_text_embeds,
 )
 from galip_diffusers.testing_utils import (
     byte_level_clip_tokenizer,
@@ -51,6 +53,40 @@ def test_mismatch_pairs_each_image_with_the_previous_caption():
     assert all(not torch.equal(mis[i], s[i]) for i in range(4))
     with pytest.raises(ValueError, match="at least 2"):
         mismatched_text_embeds(s[:1])
+
+
+def test_nearest_mismatch_takes_the_most_similar_different_caption():
+    # rows 0 and 3 are the same caption (also up to scale); 1 is close to 0; 2 is far from everything.
+    s = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.3, 0.0], [0.0, 0.0, 1.0], [2.0, 0.0, 0.0]], requires_grad=True)
+    mis = nearest_mismatched_text_embeds(s)
+    assert not mis.requires_grad
+    # 0 and 3 skip each other (same caption) and take 1; 1 takes 3 (first of the tied 0/3); 2's nearest is 1 (0.0 vs 0.0
+    # vs 0.0 ties resolve to the first different row, 0).
+    assert torch.equal(mis[0], s.detach()[1]) and torch.equal(mis[3], s.detach()[1])
+    assert torch.equal(mis[1], s.detach()[0])
+    assert torch.equal(mis[2], s.detach()[0])
+    # a batch of one repeated caption has no different caption: the rolled pairs are used
+    same = torch.ones(3, 4)
+    assert torch.equal(nearest_mismatched_text_embeds(same), mismatched_text_embeds(same))
+    assert torch.equal(mismatched_pairs(s, "roll"), mismatched_text_embeds(s))
+    assert torch.equal(mismatched_pairs(s, "nearest"), mis)
+    with pytest.raises(ValueError, match=r"`mismatch` must be one of \('roll', 'nearest'\), got 'hard'"):
+        mismatched_pairs(s, "hard")
+    with pytest.raises(ValueError, match="`mismatch` must be one of"):
+        GALIPLossConfig(mismatch="hard")
+
+
+def test_hinge_loss_per_head_is_the_sum_of_each_heads_hinge():
+    real = torch.tensor([[2.0, 0.5], [0.0, -1.0]])
+    fake = torch.tensor([[-3.0, 0.0], [1.0, -0.5]])
+    mis = torch.tensor([[-2.0, -2.0], [0.5, 0.5]])
+    out = discriminator_hinge_loss(real, fake, mis)
+    heads = [discriminator_hinge_loss(real[:, h], fake[:, h], mis[:, h]) for h in range(2)]
+    for key in ("loss_real", "loss_fake", "loss_mismatch", "loss"):
+        assert out[key].item() == pytest.approx(heads[0][key].item() + heads[1][key].item())
+    # the head-0 logit 2.0 does not hide head 1's 0.5 as it would in the summed logit 2.5
+    assert out["loss_real"].item() == pytest.approx((0 + 1) / 2 + (0.5 + 2) / 2)
+    assert discriminator_hinge_loss(real.sum(1), fake.sum(1), mis.sum(1))["loss_real"].item() == pytest.approx(1.0)
 
 
 def test_ma_gp_gradient_norm_over_features_and_text():

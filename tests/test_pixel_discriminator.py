@@ -5,7 +5,7 @@ import torch
 from accelerate import Accelerator
 
 from galip_diffusers import GALIPDiscriminator
-from galip_diffusers.losses import ma_gp
+from galip_diffusers.losses import discriminator_loss, ma_gp, nearest_mismatched_text_embeds
 from galip_diffusers.testing_utils import (
     byte_level_clip_tokenizer,
     tiny_discriminator,
@@ -13,7 +13,7 @@ from galip_diffusers.testing_utils import (
     tiny_image_encoder,
     tiny_text_encoder,
 )
-from galip_diffusers.training_utils import extend_discriminator, galip_train_step
+from galip_diffusers.training_utils import GALIPLossConfig, extend_discriminator, galip_train_step
 
 
 def test_pixel_path_adds_its_conditional_logit_to_the_clip_logit():
@@ -27,6 +27,11 @@ def test_pixel_path_adds_its_conditional_logit_to_the_clip_logit():
     assert pixel.shape == (2, 8, 5, 5)  # 32 -> 16 -> 8 px, then average-pooled to the 5x5 grid
     expected = plain(feats, s) + d.head_logits(pixel, s, d.pixel_head)
     torch.testing.assert_close(d(feats, s, images), expected)
+    per_head = d(feats, s, images, per_head=True)
+    assert per_head.shape == (2, 2)
+    torch.testing.assert_close(per_head[:, 0], plain(feats, s))
+    torch.testing.assert_close(per_head.sum(1), expected)
+    assert plain(feats, s, per_head=True).shape == (2, 1)
     # The pixels matter, and so does the sentence in the pixel head.
     assert not torch.allclose(d(feats, s, images), d(feats, s, images.flip(-1)))
     assert not torch.allclose(d.head_logits(pixel, s, d.pixel_head), d.head_logits(pixel, s.flip(0), d.pixel_head))
@@ -91,3 +96,34 @@ def test_train_step_trains_the_pixel_path_and_extension_keeps_weights():
     assert not images.requires_grad  # the batch itself is left alone
     with pytest.raises(ValueError, match="--discriminator_overrides: unknown keys"):
         extend_discriminator(base, {"pixel": [4]})
+
+
+def test_train_step_gives_each_head_its_hinge_and_uses_nearest_mismatches():
+    """With a pixel path and ``mismatch="nearest"`` the D loss equals separate per-head calls on hard negatives."""
+    torch.manual_seed(2)
+    accelerator = Accelerator(cpu=True)
+    generator, d = tiny_generator(2), tiny_discriminator(2, pixel_channels=[4, 8])
+    image_encoder, text_encoder = tiny_image_encoder(2), tiny_text_encoder(2)
+    ids = byte_level_clip_tokenizer()(["a red", "a red", "a blue", "green"], padding="max_length", max_length=77,
+                                      return_tensors="pt").input_ids
+    images, noise = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8)
+    with torch.no_grad():
+        s = text_encoder(ids).text_embeds
+        real, _ = d.extract_features(image_encoder, images)
+        fake_images = generator(noise, s)
+        fake, _ = d.extract_features(image_encoder, fake_images)
+    s_mis = nearest_mismatched_text_embeds(s)
+    assert not torch.equal(s_mis[0], s[1])  # the repeated caption is never its own mismatch
+    f, s_, x = real.clone().requires_grad_(True), s.clone().requires_grad_(True), images.clone().requires_grad_(True)
+    expected = discriminator_loss(
+        d(f, s_, x, per_head=True), d(fake, s, fake_images, per_head=True), d(f, s_mis, x, per_head=True), f, s_,
+        pixel_values=x,
+    )
+    opt_g = torch.optim.SGD(generator.learnable_parameters(), lr=0.0)
+    opt_d = torch.optim.SGD(d.parameters(), lr=0.0)
+    logs = galip_train_step(accelerator, generator, d, image_encoder, text_encoder, opt_g, opt_d, images, ids, noise,
+                            GALIPLossConfig(mismatch="nearest"))
+    for key in ("loss_real", "loss_fake", "loss_mismatch", "loss_magp", "loss"):
+        assert logs["loss_d" if key == "loss" else key.replace("loss_", "loss_d_")].item() == pytest.approx(
+            expected[key].item(), rel=1e-5, abs=1e-7
+        )

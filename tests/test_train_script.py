@@ -95,7 +95,7 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     _launch(_scratch(fx) + _common(
         fx, full, "--max_train_steps", "7", "--checkpointing_steps", "1", "--checkpoints_total_limit", "3",
-        "--use_ema", "--ema_decay", "0.9",
+        "--use_ema", "--ema_decay", "0.9", "--mismatch", "nearest",
         "--validation_prompts", "a red picture", "a blue picture", "--validation_steps", "4",
         "--num_validation_images", "2", *(["--report_to", "tensorboard"] if tensorboard else []),
     ))
@@ -104,7 +104,7 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     # Resume mid-epoch (epoch 1, one batch to skip) in a fresh output folder.
     script.main(script.parse_args(_scratch(fx) + _common(
         fx, resumed, "--max_train_steps", "7", "--checkpointing_steps", "100", "--use_ema", "--ema_decay", "0.9",
-        "--resume_from_checkpoint", str(full / "checkpoint-5"))))
+        "--mismatch", "nearest", "--resume_from_checkpoint", str(full / "checkpoint-5"))))
     full_losses, resumed_losses = _losses(full), _losses(resumed)
     assert [r["step"] for r in full_losses] == list(range(1, 8))
     assert [r["step"] for r in resumed_losses] == [6, 7]

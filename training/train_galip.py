@@ -43,6 +43,7 @@ from galip_diffusers.training_data import (
     load_image_text_dataset,
     noise_seed,
 )
+from galip_diffusers.losses import MISMATCH_MODES
 from galip_diffusers.training_utils import (
     GALIPLossConfig,
     check_config_keys,
@@ -119,6 +120,11 @@ def parse_args(input_args=None):
     parser.add_argument("--sim_weight", type=float, default=4.0, help="Weight of the CLIP similarity term in L_G.")
     parser.add_argument("--magp_weight", type=float, default=2.0)
     parser.add_argument("--magp_power", type=float, default=6.0)
+    parser.add_argument(
+        "--mismatch", type=str, default="roll", choices=list(MISMATCH_MODES),
+        help="How D's mismatched captions are chosen: 'roll' (GALIP's: the previous sample's caption) or 'nearest' "
+        "(hard negatives: the batch's most similar different caption, so D must read every detail of the caption).",
+    )
     parser.add_argument("--use_ema", action="store_true", help="Keep an EMA of G (used for validation and output).")
     parser.add_argument("--ema_decay", type=float, default=0.999)
     parser.add_argument("--allow_tf32", action="store_true")
@@ -422,7 +428,7 @@ def main(args):
         first_epoch = global_step // num_update_steps_per_epoch
         resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
-    loss_config = GALIPLossConfig(args.sim_weight, args.magp_weight, args.magp_power)
+    loss_config = GALIPLossConfig(args.sim_weight, args.magp_weight, args.magp_power, mismatch=args.mismatch)
     progress_bar = tqdm(range(args.max_train_steps), initial=global_step, desc="Steps",
                         disable=not accelerator.is_local_main_process)
     loss_log = open(os.path.join(args.output_dir, "losses.jsonl"), "a") if accelerator.is_main_process else None
@@ -605,7 +611,8 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
     args.mixed_precision = accelerator.mixed_precision
     hyperparameters = [(k, getattr(args, k)) for k in (
         "learning_rate_g", "learning_rate_d", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
-        "sim_weight", "magp_weight", "magp_power", "max_grad_norm", "train_batch_size", "gradient_accumulation_steps",
+        "sim_weight", "magp_weight", "magp_power", "mismatch", "max_grad_norm", "train_batch_size",
+        "gradient_accumulation_steps",
         "mixed_precision", "use_ema", "ema_decay", "resolution", "seed")]
     card = render_model_card(
         "galip_trained", license=license_, tags=["gan", "diffusers-training"],

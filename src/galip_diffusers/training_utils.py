@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-from .losses import discriminator_loss, generator_loss, mismatched_text_embeds
+from .losses import MISMATCH_MODES, discriminator_loss, generator_loss, mismatched_pairs
 from .models.discriminator import GALIPDiscriminator
 from .models.generator import GALIPGenerator
 from .training_data import check_resolution
@@ -163,6 +163,13 @@ class GALIPLossConfig:
     magp_weight: float = 2.0
     magp_power: float = 6.0
     mismatch_shift: int = 1
+    #: how D's mismatched captions are chosen: "roll" (GALIP's ``roll(s, mismatch_shift)``) or "nearest" (the batch's
+    #: most similar different caption: hard negatives, see :func:`~galip_diffusers.losses.nearest_mismatched_text_embeds`)
+    mismatch: str = "roll"
+
+    def __post_init__(self) -> None:
+        if self.mismatch not in MISMATCH_MODES:
+            raise ValueError(f"`mismatch` must be one of {MISMATCH_MODES}, got {self.mismatch!r}.")
 
 
 @contextlib.contextmanager
@@ -197,8 +204,8 @@ def galip_train_step(
     1. ``s = text_encoder(input_ids).text_embeds`` (frozen); real CLIP features (frozen image encoder).
     2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update.
     3. D: one (wrapped) discriminator call on ``[real; real; fake.detach()]`` with ``[s; s_mis; s]`` (features, and
-       the images themselves for a D with a pixel path), then ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (MA-GP
-       on the real logits, unscaled from the GradScaler's scale under fp16), backward, ``optimizer_d.step()``.
+       the images themselves for a D with a pixel path; ``s_mis`` per ``loss_config.mismatch``), then
+       ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (hinge terms per head, MA-GP on the summed real logits, unscaled from the GradScaler's scale under fp16), backward, ``optimizer_d.step()``.
     4. G: the updated D (parameters temporarily frozen, so D's gradients and its DDP reducer are untouched) on the fake
        features, ``L_G = -mean(C(D(f_fake), s)) - sim_weight * mean(cos(img_emb(fake), s))``, backward through the
        frozen ViTs, ``optimizer_g.step()``.
@@ -215,7 +222,7 @@ def galip_train_step(
             real_features, _ = unwrapped_d.extract_features(image_encoder, pixel_values)
         real_features = real_features.float().requires_grad_(True)
         text_embeds.requires_grad_(True)
-        mismatched = mismatched_text_embeds(text_embeds, loss_config.mismatch_shift)
+        mismatched = mismatched_pairs(text_embeds, loss_config.mismatch, loss_config.mismatch_shift)
 
         fake = generator(noise, text_embeds.detach())
         fake_features, fake_image_embeds = unwrapped_d.extract_features(image_encoder, fake)
@@ -226,6 +233,7 @@ def galip_train_step(
             torch.cat([real_features, real_features, fake_features.detach().float()]),
             torch.cat([text_embeds, mismatched, text_embeds.detach()]),
             None if real_pixels is None else torch.cat([real_pixels, real_pixels, fake.detach().float()]),
+            per_head=True,
         )
         real_logits, mismatch_logits, fake_logits = logits.float().split(batch)
         scaler = accelerator.scaler

@@ -131,23 +131,30 @@ class GALIPDiscriminator(ModelMixin, ConfigMixin):
         return head(torch.cat([features, tiled], dim=1)).flatten(1).squeeze(1)
 
     def forward(
-        self, clip_features: torch.Tensor, text_embeds: torch.Tensor, pixel_values: Optional[torch.Tensor] = None
+        self,
+        clip_features: torch.Tensor,
+        text_embeds: torch.Tensor,
+        pixel_values: Optional[torch.Tensor] = None,
+        per_head: bool = False,
     ) -> torch.Tensor:
         """Logits (B,) of ``C(D(clip_features), text_embeds)``, plus the pixel path's logit when there is one (then
-        ``pixel_values``, the same images in [-1, 1], are required)."""
-        logits = self.head_logits(self.forward_features(clip_features), text_embeds)
+        ``pixel_values``, the same images in [-1, 1], are required).
+
+        ``per_head=True`` returns the heads' logits apart, shape (B, heads): column 0 the CLIP head, column 1 the pixel
+        path (training gives every head its own hinge loss, see :func:`~galip_diffusers.losses.discriminator_hinge_loss`)."""
+        logits = [self.head_logits(self.forward_features(clip_features), text_embeds)]
         if self.has_pixel_path:
             if pixel_values is None:
                 raise ValueError("This discriminator has a pixel path (`pixel_channels`): pass `pixel_values`.")
-            if pixel_values.shape[0] != logits.shape[0]:
+            if pixel_values.shape[0] != logits[0].shape[0]:
                 raise ValueError(
-                    f"`pixel_values` has batch {pixel_values.shape[0]} but `clip_features` has {logits.shape[0]}."
+                    f"`pixel_values` has batch {pixel_values.shape[0]} but `clip_features` has {logits[0].shape[0]}."
                 )
             pixel = self.pixel_features(pixel_values.to(clip_features.dtype))
-            logits = logits + self.head_logits(pixel, text_embeds, self.pixel_head)
+            logits.append(self.head_logits(pixel, text_embeds, self.pixel_head))
         elif pixel_values is not None:
             raise ValueError("`pixel_values` given, but this discriminator has no pixel path (`pixel_channels=None`).")
-        return logits
+        return torch.stack(logits, dim=1) if per_head else sum(logits[1:], logits[0])
 
 
 def _condition_head(in_channels: int, head_channels: int, grid_size: int) -> nn.Sequential:
