@@ -20,7 +20,7 @@ FOLDER = PRETRAINED_MODELS["galip-shapes"]
 #: the targets on seen combinations (issue #6); the shipped model does not reach them all yet (see the README)
 SEEN_TARGETS = {"background": 0.95, "color": 0.90, "size": 0.90, "shape": 0.85}
 #: regression floor: what the shipped model measured on this sample (README/model card), minus a margin
-SHIPPED_FLOOR = {"background": 0.95, "color": 0.90, "size": 0.92, "shape": 0.40}
+SHIPPED_FLOOR = {"background": 0.95, "color": 0.95, "size": 0.92, "shape": 0.60}
 
 
 @pytest.fixture(scope="module")
