@@ -32,6 +32,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 import galip_diffusers  # noqa: F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
+from galip_diffusers.losses import MISMATCH_MODES
 from galip_diffusers.model_card import render_model_card
 from galip_diffusers.models.clip_bridge import normalize_vision_config
 from galip_diffusers.training_data import (
@@ -43,7 +44,6 @@ from galip_diffusers.training_data import (
     load_image_text_dataset,
     noise_seed,
 )
-from galip_diffusers.losses import MISMATCH_MODES
 from galip_diffusers.training_utils import (
     GALIPLossConfig,
     check_config_keys,

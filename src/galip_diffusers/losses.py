@@ -78,8 +78,8 @@ def discriminator_hinge_loss(
     """GALIP's hinge loss for D (without MA-GP).
 
     Logits of shape (B,), or (B, heads) for a discriminator with several heads (``GALIPDiscriminator(...,
-    per_head=True)``): then every head gets its own hinge loss and the terms are summed over heads, so one confident head cannot
-    saturate the hinge for the others (as it would on the summed logit).
+    per_head=True)``): then every head gets its own hinge loss and the terms are summed over heads, so one confident
+    head cannot saturate the hinge for the others (as it would on the summed logit).
 
     Returns a dict with ``loss_real = mean(relu(1 - real))``, ``loss_fake = mean(relu(1 + fake))``,
     ``loss_mismatch = mean(relu(1 + mismatch))`` and ``loss = loss_real + (loss_fake + loss_mismatch) / 2``.
@@ -168,8 +168,9 @@ def discriminator_loss(
 
     Returns the terms of :func:`discriminator_hinge_loss` plus ``loss_magp``; ``loss`` includes MA-GP."""
     out = discriminator_hinge_loss(real_logits.float(), fake_logits.float(), mismatch_logits.float())
+    summed = real_logits if real_logits.ndim == 1 else real_logits.sum(-1)
     out["loss_magp"] = ma_gp(
-        real_logits if real_logits.ndim == 1 else real_logits.sum(-1), clip_features, text_embeds, magp_weight, magp_power, grad_scale, pixel_values=pixel_values
+        summed, clip_features, text_embeds, magp_weight, magp_power, grad_scale, pixel_values=pixel_values
     )
     out["loss"] = out["loss"] + out["loss_magp"]
     return out

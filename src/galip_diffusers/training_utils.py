@@ -163,8 +163,9 @@ class GALIPLossConfig:
     magp_weight: float = 2.0
     magp_power: float = 6.0
     mismatch_shift: int = 1
-    #: how D's mismatched captions are chosen: "roll" (GALIP's ``roll(s, mismatch_shift)``) or "nearest" (the batch's
-    #: most similar different caption: hard negatives, see :func:`~galip_diffusers.losses.nearest_mismatched_text_embeds`)
+    #: how D's mismatched captions are chosen: "roll" (GALIP's ``roll(s, mismatch_shift)``) or "nearest" (the
+    #: batch's most similar different caption: hard negatives, see
+    #: :func:`~galip_diffusers.losses.nearest_mismatched_text_embeds`)
     mismatch: str = "roll"
 
     def __post_init__(self) -> None:
@@ -205,7 +206,8 @@ def galip_train_step(
     2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update.
     3. D: one (wrapped) discriminator call on ``[real; real; fake.detach()]`` with ``[s; s_mis; s]`` (features, and
        the images themselves for a D with a pixel path; ``s_mis`` per ``loss_config.mismatch``), then
-       ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (hinge terms per head, MA-GP on the summed real logits, unscaled from the GradScaler's scale under fp16), backward, ``optimizer_d.step()``.
+       ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (hinge terms per head, MA-GP on the summed real logits,
+       unscaled from the GradScaler's scale under fp16), backward, ``optimizer_d.step()``.
     4. G: the updated D (parameters temporarily frozen, so D's gradients and its DDP reducer are untouched) on the fake
        features, ``L_G = -mean(C(D(f_fake), s)) - sim_weight * mean(cos(img_emb(fake), s))``, backward through the
        frozen ViTs, ``optimizer_g.step()``.

@@ -141,7 +141,8 @@ class GALIPDiscriminator(ModelMixin, ConfigMixin):
         ``pixel_values``, the same images in [-1, 1], are required).
 
         ``per_head=True`` returns the heads' logits apart, shape (B, heads): column 0 the CLIP head, column 1 the pixel
-        path (training gives every head its own hinge loss, see :func:`~galip_diffusers.losses.discriminator_hinge_loss`)."""
+        path (training gives every head its own hinge loss, see
+        :func:`~galip_diffusers.losses.discriminator_hinge_loss`)."""
         logits = [self.head_logits(self.forward_features(clip_features), text_embeds)]
         if self.has_pixel_path:
             if pixel_values is None:
