@@ -60,8 +60,8 @@ def test_nearest_mismatch_takes_the_most_similar_different_caption():
     s = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.3, 0.0], [0.0, 0.0, 1.0], [2.0, 0.0, 0.0]], requires_grad=True)
     mis = nearest_mismatched_text_embeds(s)
     assert not mis.requires_grad
-    # 0 and 3 skip each other (same caption) and take 1; 1 takes 3 (first of the tied 0/3); 2's nearest is 1 (0.0 vs 0.0
-    # vs 0.0 ties resolve to the first different row, 0).
+    # 0 and 3 skip each other (same caption) and take 1; 1 takes 0 (the first of the tied 0 and 3); 2 is orthogonal
+    # to every other row, and the three-way tie resolves to the first, 0.
     assert torch.equal(mis[0], s.detach()[1]) and torch.equal(mis[3], s.detach()[1])
     assert torch.equal(mis[1], s.detach()[0])
     assert torch.equal(mis[2], s.detach()[0])
