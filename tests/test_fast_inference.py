@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import DiffusionPipeline
 
 from galip_diffusers import GALIPGenerator
 from galip_diffusers.models.fast_inference import PhaseUpsampleConv
@@ -94,6 +95,28 @@ def test_pipeline_enable_fast_inference():
     assert abs(out - expected).max() <= 1e-5
     pipe.disable_fast_inference()
     assert pipe.generator.fast_inference_options is None
+
+
+def test_pipeline_fast_inference_caches_device_and_dtype_until_they_change(monkeypatch):
+    pipe = tiny_pipeline()
+    pipe.enable_fast_inference()
+    lookups = []
+    full_lookup = DiffusionPipeline._execution_device.fget  # diffusers' walk over every submodule
+    monkeypatch.setattr(type(pipe), "_execution_device", property(lambda self: lookups.append(1) or full_lookup(self)))
+    assert pipe._device_and_dtype() == (torch.device("cpu"), torch.float32)
+    assert pipe._device_and_dtype() == (torch.device("cpu"), torch.float32)
+    assert len(lookups) == 1  # the second call is served from the cache
+    pipe.generator.to(torch.float64)  # a cast changes the key: looked up again
+    assert pipe._device_and_dtype() == (torch.device("cpu"), torch.float64)
+    assert len(lookups) == 2
+    pipe.text_encoder._hf_hook = object()  # e.g. accelerate's CPU-offload hook: looked up again
+    pipe._device_and_dtype()
+    assert len(lookups) == 3
+    del pipe.text_encoder._hf_hook
+    pipe.disable_fast_inference()  # without fast inference every call asks diffusers
+    pipe._device_and_dtype()
+    pipe._device_and_dtype()
+    assert len(lookups) == 5
 
 
 @pytest.mark.slow
