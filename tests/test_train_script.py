@@ -109,6 +109,9 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     assert [r["step"] for r in full_losses] == list(range(1, 8))
     assert [r["step"] for r in resumed_losses] == [6, 7]
     assert resumed_losses == full_losses[5:]  # every logged float is bit-identical
+    # the training time adds up over resumed segments (the card's figure), images per second is this session's
+    summary = json.loads((resumed / "training_summary.json").read_text())
+    assert summary["train_seconds"] > summary["session_train_seconds"] > 0
     for sub in ("generator", "discriminator"):
         a = load_file(str(full / sub / "diffusion_pytorch_model.safetensors"))
         b = load_file(str(resumed / sub / "diffusion_pytorch_model.safetensors"))

@@ -271,6 +271,7 @@ class TrainingCounters:
     def __init__(self):
         self.skipped_images = 0
         self.images_seen = 0
+        self.train_seconds = 0.0  # wall time of the training loop, over every resumed segment up to the checkpoint
 
     def state_dict(self):
         return dict(vars(self))
@@ -433,7 +434,7 @@ def main(args):
                         disable=not accelerator.is_local_main_process)
     loss_log = open(os.path.join(args.output_dir, "losses.jsonl"), "a") if accelerator.is_main_process else None
     validation_samples, validated_at, pending, skipped, micro_steps = [], None, {}, 0, 0
-    start_step, start_time = global_step, time.perf_counter()
+    start_step, start_time, seconds_before = global_step, time.perf_counter(), counters.train_seconds
     epochs_run = first_epoch
     for epoch in range(first_epoch, args.num_train_epochs):
         epochs_run = epoch + 1
@@ -480,6 +481,7 @@ def main(args):
                 loss_log.write(json.dumps({"step": global_step, **step_logs}) + "\n")
                 loss_log.flush()
             if global_step % args.checkpointing_steps == 0:
+                counters.train_seconds = seconds_before + time.perf_counter() - start_time
                 path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
                 logger.info(f"Saved state to {path}")
             if accelerator.is_main_process and args.validation_prompts and global_step % args.validation_steps == 0:
@@ -511,7 +513,8 @@ def main(args):
         eval_results = run_final_evaluation(args, pipeline, dataset) if args.eval_num_images else None
         speed = measure_speed(args, pipeline)
         summary = {"steps": global_step, "epochs": epochs_run, "images_seen": counters.images_seen, "skipped_images": counters.skipped_images,
-                   "train_seconds": round(elapsed, 2), "images_per_second": round(throughput, 3)}
+                   "train_seconds": round(seconds_before + elapsed, 2), "session_train_seconds": round(elapsed, 2),
+                   "images_per_second": round(throughput, 3)}
         with open(os.path.join(args.output_dir, "training_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         save_model_card(args, init_description, summary, len(dataset) if not args.streaming else "streaming",
