@@ -94,7 +94,6 @@ class GALIPPipeline(DiffusionPipeline):
         )
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
         self._trim_text_padding = False
-        self._cache_device_lookup = False
         self._device_lookup_cache: tuple | None = None
 
     # ------------------------------------------------------------------ loading / saving
@@ -161,7 +160,6 @@ class GALIPPipeline(DiffusionPipeline):
         if dtype is not None:
             self.text_encoder.to(dtype)
         self._trim_text_padding = trim_text_padding
-        self._cache_device_lookup = True
         self._device_lookup_cache = None
         if compile:
             if compile_mode is None and self.generator.device.type == "cpu":
@@ -174,8 +172,6 @@ class GALIPPipeline(DiffusionPipeline):
         self.generator.disable_fast_inference()
         self.generator._compiled_call_impl = None  # undo `nn.Module.compile`
         self._trim_text_padding = False
-        self._cache_device_lookup = False
-        self._device_lookup_cache = None
 
     def _device_lookup_key(self) -> tuple:
         """What the execution device and the generator's dtype depend on, read in microseconds: the device and dtype
@@ -194,7 +190,7 @@ class GALIPPipeline(DiffusionPipeline):
         ~7 ms per call on a 2-core CPU, a quarter of a batch-1 sample of the shipped model. With fast inference on,
         the answer is cached until the `_device_lookup_key` changes (a `.to()`, a dtype cast, CPU offloading).
         """
-        if not self._cache_device_lookup:
+        if self.generator.fast_inference_options is None:
             return self._execution_device, self.generator.dtype
         key = self._device_lookup_key()
         if self._device_lookup_cache is None or self._device_lookup_cache[0] != key:
