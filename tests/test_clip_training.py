@@ -189,6 +189,11 @@ def test_near_miss_fraction_arguments():
         parse_args(["--output_dir", "x", "--near_miss_fraction", "-0.1"])
     with pytest.raises(SystemExit):
         parse_args(["--output_dir", "x", "--near_miss_fraction", "0.25", "--text_negatives", "batch"])
+    assert parse_args(["--output_dir", "x"]).near_miss_kinds == ["rounded_square", "ellipse"]
+    kinds = parse_args(["--output_dir", "x", "--near_miss_kinds", "trapezoid", "ellipse"]).near_miss_kinds
+    assert kinds == ["trapezoid", "ellipse"]
+    with pytest.raises(SystemExit):  # argparse names the allowed kinds
+        parse_args(["--output_dir", "x", "--near_miss_kinds", "hexagon"])
 
 
 def test_identical_captions_get_equal_gradient_pull():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from galip_diffusers import augclip
-from galip_diffusers.composition import default_masks, prepare_masks
+from galip_diffusers.composition import default_masks, fill_outside, outside_spread, prepare_masks
 from galip_diffusers.latent_search import OverparameterizedLatent, dynamic_barrier_direction, top_k_indices
 from galip_diffusers.pipelines import GALIPFuseDreamPipeline, GALIPPipeline
 from galip_diffusers.testing_utils import tiny_components, tiny_fusedream_pipeline, tiny_scorer
@@ -137,6 +137,48 @@ def test_default_and_user_masks():
     assert weights.shape == (3, 2, 4, 4) and torch.all(weights == 0.5)
 
 
+def test_outside_spread_measures_what_spills_over_the_region():
+    region = default_masks(2, 16)[:1].unsqueeze(0)  # (1, 1, 16, 16): the left half
+    inside = torch.full((1, 3, 16, 16), -1.0)
+    inside[:, :, 4:8, 2:6] = 1.0  # an object wholly in the left half
+    spilling = torch.full((1, 3, 16, 16), -1.0)
+    spilling[:, :, 4:8, 6:10] = 1.0  # the same object across the boundary
+    assert outside_spread(inside, region).item() < 1e-3 < outside_spread(spilling, region).item()
+    assert outside_spread(torch.rand(1, 3, 16, 16), torch.ones(1, 1, 16, 16)).item() == 0  # no outside at all
+
+
+def test_candidate_scores_subtract_the_containment_penalty(pipe):
+    embeds, score_text = pipe.encode_prompt(OBJECTS[:1]), pipe.encode_scorer_text(OBJECTS[:1])
+    region = default_masks(2, 32)[:1].unsqueeze(0)
+    _, _, plain, _ = pipe.select_candidates(embeds, score_text, 6, 2, seeded(), region=region)
+    _, _, penalised, idx = pipe.select_candidates(embeds, score_text, 6, 2, seeded(), region=region,
+                                                  containment_weight=2.0)
+    with torch.no_grad():  # top_k = all 6: every candidate, in the order of its plain score
+        z_all, t_all, _, _ = pipe.select_candidates(embeds, score_text, 6, 6, seeded(), region=region)
+        order = plain.argsort(dim=1, descending=True)[0]
+        images = pipe._render(z_all[0], t_all[0])
+        spread = outside_spread(images, region.expand(6, -1, -1, -1))
+        rescored = augclip.clip_score(pipe.scorer, fill_outside(images, region.expand(6, -1, -1, -1)),
+                                      score_text.expand(6, -1))
+    torch.testing.assert_close(rescored, plain[0, order], atol=1e-5, rtol=0)
+    torch.testing.assert_close(penalised[0, order], rescored - 2.0 * spread, atol=1e-5, rtol=0)
+    assert torch.equal(idx, penalised.argsort(dim=1, descending=True)[:, :2])
+
+
+def test_compose_objective_adds_the_object_prompts_on_their_regions(pipe):
+    region = default_masks(2, 32)[1:].unsqueeze(0)
+    images = torch.rand(1, 3, 32, 32, generator=seeded(5)) * 2 - 1
+    text = pipe.encode_scorer_text(OBJECTS[1:])
+    with torch.no_grad():
+        got = pipe._augclip_objective(text, 3, seeded(2), region=region)(images)
+        want = augclip.augclip_score(pipe.scorer, fill_outside(images, region), text, 3, seeded(2))
+    torch.testing.assert_close(got, want)
+    joint = pipe.compose(OBJECTS, object_weight=0.0, generator=seeded(1), output_type="pt", **SMALL)
+    both = pipe.compose(OBJECTS, object_weight=1.0, generator=seeded(1), output_type="pt", **SMALL)
+    torch.testing.assert_close(joint.scores_before, both.scores_before)  # same start, same joint-prompt report
+    assert not torch.allclose(joint.score_history, both.score_history)  # but another objective is climbed
+
+
 def test_bad_input_gives_clear_errors(pipe):
     components = tiny_components()
     with pytest.raises(ValueError, match="requires a `scorer`"):
@@ -155,6 +197,10 @@ def test_bad_input_gives_clear_errors(pipe):
         pipe.compose(OBJECTS, masks=torch.ones(3, 8, 8), **SMALL)
     with pytest.raises(ValueError, match="non-negative"):
         pipe.compose(OBJECTS, masks=-torch.ones(2, 8, 8), **SMALL)
+    with pytest.raises(ValueError, match="`containment_weight` must be >= 0"):
+        pipe.compose(OBJECTS, containment_weight=-1.0, **SMALL)
+    with pytest.raises(ValueError, match="`object_weight` must be >= 0"):
+        pipe.compose(OBJECTS, object_weight=-0.5, **SMALL)
     with pytest.raises(ValueError, match="`optimize` must be one of"):
         pipe("a red circle", optimize="everything", **SMALL)
     with pytest.raises(ValueError, match="at least 2|>= 2 object prompts"):
@@ -203,6 +249,18 @@ def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
     assert set(saved["text_following"]["train"]["accuracy"]) == {"one_step", "selection", "refined"}
     assert 0 <= report["composition"]["success_rate"]["composed"]["both_objects"] <= 1
     assert "| held_out | refined |" in (tmp_path / "results" / "fusedream.md").read_text()
+    # composition only, with another scorer folder and the composition options
+    other = tiny_scorer(seed=7)
+    other.save_pretrained(tmp_path / "other_scorer")
+    only = module.main([
+        "--model", str(tmp_path / "model"), "--scorer", str(tmp_path / "other_scorer"), "--splits", "--seeds", "0",
+        "--num_candidates", "3", "--top_k", "2", "--num_steps", "1", "--num_augmentations", "1",
+        "--num_measure_augmentations", "2", "--compose_pairs", "1", "--containment_weight", "2", "--object_weight",
+        "0.5", "--output_dir", str(tmp_path / "only"),
+    ])
+    assert only["text_following"] == {} and only["scorer"].endswith("other_scorer")
+    assert len(only["composition"]["per_image"]) == 1
+    assert "| held_out |" not in (tmp_path / "only" / "fusedream.md").read_text()
     # the prompts cover the shapes evenly (an evaluation must not miss the weakest one) and are deterministic
     for split, n in (("train", 6), ("train", 9), ("held_out", 6)):
         prompts = module.pick_prompts(split, n)

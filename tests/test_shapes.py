@@ -141,6 +141,12 @@ def test_near_misses_are_between_the_shapes_and_deterministic():
         assert np.array_equal(S._near_miss_mask("ellipse", size, 1.0, True), circle)
         rounded = S._near_miss_mask("rounded_square", size, 0.7, False)
         assert circle.sum() < rounded.sum() < square.sum() and not (rounded & ~square).any()
+        triangle = S._shape_mask("triangle", size)  # trapezoids run from the triangle (0) to the square (1)
+        assert np.array_equal(S._near_miss_mask("trapezoid", size, 0.0, False), triangle)
+        assert np.array_equal(S._near_miss_mask("trapezoid", size, 1.0, False), square)
+        trapezoid = S._near_miss_mask("trapezoid", size, 0.5, False)
+        assert triangle.sum() < trapezoid.sum() < square.sum() and not (triangle & ~trapezoid).any()
+        assert trapezoid[0].sum() >= size // 2 - 1 and trapezoid[-1].all()  # a flat top half as wide as the base
         tall = S._near_miss_mask("ellipse", size, 0.6, True)
         assert np.array_equal(tall.T, S._near_miss_mask("ellipse", size, 0.6, False))
         assert tall.sum(axis=0).max() == size and tall.sum(axis=1).max() < 0.7 * size
@@ -154,6 +160,13 @@ def test_near_misses_are_between_the_shapes_and_deterministic():
         assert len(colours) == 2 and colours <= palette
     with pytest.raises(ValueError, match="num_images"):
         S.generate_near_misses(-1)
+    with pytest.raises(ValueError, match="kinds"):
+        S.generate_near_misses(2, kinds=["hexagon"])
+    only = S.generate_near_misses(6, seed=3, kinds=["trapezoid"])  # a chosen family only; flat top, wide base
+    for image in only:
+        mask = (image != image[0, 0]).any(-1)
+        rows = np.flatnonzero(mask.any(1))
+        assert 0.25 * mask[rows[-1]].sum() <= mask[rows[0]].sum() <= 0.75 * mask[rows[-1]].sum() + 1
 
 
 def test_render_shape_api():

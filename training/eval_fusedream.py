@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import CLIPModel
 
 from galip_diffusers import GALIPFuseDreamPipeline, GALIPPipeline
 from galip_diffusers.data import shapes
@@ -44,6 +45,10 @@ COMPOSE_PAIRS = (  # (color, shape) left, (color, shape) right, background; the 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="pipeline folder (with a scorer CLIP) or packaged short name")
+    parser.add_argument("--scorer", default=None,
+                        help="a CLIPModel folder to use as the scorer instead of the model's own (same tokenizer)")
+    parser.add_argument("--splits", nargs="*", default=["train", "held_out"], choices=["train", "held_out"],
+                        help="caption splits of the text-following comparison (none: composition only)")
     parser.add_argument("--num_prompts", type=int, default=8, help="prompts per split (seen and held-out)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--num_candidates", type=int, default=256)
@@ -61,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decode_condition", default="mix", choices=["mix", "joint"])
     parser.add_argument("--closeness", default="scorer", choices=["scorer", "generator"])
     parser.add_argument("--constraint", default="barrier", choices=["barrier", "penalty"])
+    parser.add_argument("--containment_weight", type=float, default=1.0,
+                        help="composition: weight of the spill-over penalty when choosing each object's candidates")
+    parser.add_argument("--object_weight", type=float, default=0.0,
+                        help="composition: weight of the object prompts' AugCLIP on their regions (0: joint only)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--output_dir", default="results")
     return parser.parse_args(argv)
@@ -104,7 +113,7 @@ def run_text_following(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -
                   num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
                   latent_noise=args.latent_noise, output_type="np")
     report: dict[str, Any] = {}
-    for split in ("train", "held_out"):
+    for split in args.splits:
         captions, images, seconds, scores = [], {"one_step": [], "selection": [], "refined": []}, {}, []
         for prompt in pick_prompts(split, args.num_prompts):
             for seed in args.seeds:
@@ -162,7 +171,8 @@ def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> d
     options = dict(num_candidates=args.num_candidates, top_k=args.top_k, num_augmentations=args.num_augmentations,
                    num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
                    latent_noise=args.latent_noise, layer=args.layer, decode_condition=args.decode_condition,
-                   closeness=args.closeness, constraint=args.constraint, output_type="np")
+                   closeness=args.closeness, constraint=args.constraint,
+                   containment_weight=args.containment_weight, object_weight=args.object_weight, output_type="np")
     steps = args.num_steps if args.compose_steps is None else args.compose_steps
     checks: dict[str, list[dict[str, bool]]] = {"one_step_joint": [], "composed_init": [], "composed": []}
     seconds, rows = 0.0, []
@@ -188,18 +198,19 @@ def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> d
 
 def write_markdown(report: dict[str, Any], path: str) -> None:
     lines = ["# FuseDream on GALIP: pixel-judged text following", "",
-             f"Model `{report['model']}`, seeds {report['seeds']}, "
-             + ", ".join(f"{k}={v}" for k, v in report["settings"].items()) + f", {report['threads']} thread(s).", "",
-             "| split | method | mean attr. acc. | all 4 correct | color | shape | size | background | s/image |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for split in ("train", "held_out"):
+             f"Model `{report['model']}` (scorer: {report['scorer']}), seeds {report['seeds']}, "
+             + ", ".join(f"{k}={v}" for k, v in report["settings"].items()) + f", {report['threads']} thread(s).", ""]
+    if report["text_following"]:
+        lines += ["| split | method | mean attr. acc. | all 4 correct | color | shape | size | background | s/image |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for split in report["text_following"]:
         part = report["text_following"][split]
         for method, acc in part["accuracy"].items():
             lines.append(f"| {split} | {method} | {acc['mean']:.3f} | {acc['all']:.3f} | {acc['color']:.3f} | "
                          f"{acc['shape']:.3f} | {acc['size']:.3f} | {acc['background']:.3f} | "
                          f"{part['seconds_per_image'][method]:.3f} |")
     lines.append("")
-    for split in ("train", "held_out"):
+    for split in report["text_following"]:
         g = report["text_following"][split]["gain_refined_vs_one_step"]
         lines.append(f"- {split}: refined - one_step = {g['gain']:+.3f} ± {g['stderr']:.3f} (paired, n={g['n']})")
     if "composition" in report:
@@ -216,11 +227,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = GALIPFuseDreamPipeline.from_pretrained(args.model)
+    extra = {"scorer": CLIPModel.from_pretrained(args.scorer)} if args.scorer else {}
+    pipe = GALIPFuseDreamPipeline.from_pretrained(args.model, **extra)
     pipe.set_progress_bar_config(disable=True)
     settings = {k: getattr(args, k) for k in ("num_candidates", "top_k", "num_steps", "num_augmentations", "lr",
                                                "optimize", "latent_noise")}
-    report: dict[str, Any] = {"model": args.model, "seeds": args.seeds, "settings": settings,
+    report: dict[str, Any] = {"model": args.model, "scorer": args.scorer or "the model's own", "seeds": args.seeds, "settings": settings,
                               "threads": torch.get_num_threads(), "text_following": run_text_following(pipe, args)}
     if args.compose_pairs > 0:
         report["composition"] = run_composition(pipe, args)

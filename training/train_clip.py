@@ -41,7 +41,9 @@ from galip_diffusers.clip_training import (
     save_image_processor,
 )
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
-from galip_diffusers.data.shapes import all_captions, generate_near_misses, generate_shapes
+from galip_diffusers.data.shapes import (
+    DEFAULT_NEAR_MISS_KINDS, NEAR_MISS_KINDS, all_captions, generate_near_misses, generate_shapes,
+)
 
 logger = get_logger(__name__)
 
@@ -81,9 +83,11 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
                         "kept), which helps the held-out colour/shape pairs.")
     parser.add_argument("--no_hflip", action="store_true", help="Disable random horizontal flips (caption-safe).")
     parser.add_argument("--near_miss_fraction", type=float, default=0.0,
-                        help="Add this many near-miss shapes per training image to every batch (rounded squares and "
-                             "ellipses from shapes.generate_near_misses, which no caption describes) as negatives "
-                             "for every caption; 0 disables them.")
+                        help="Add this many near-miss shapes per training image to every batch (shapes from "
+                             "shapes.generate_near_misses, which no caption describes) as negatives for every "
+                             "caption; 0 disables them.")
+    parser.add_argument("--near_miss_kinds", nargs="+", default=list(DEFAULT_NEAR_MISS_KINDS), choices=NEAR_MISS_KINDS,
+                        help="Near-miss families, drawn uniformly (trapezoids sit between triangles and squares)")
     # optimisation
     parser.add_argument("--train_batch_size", type=int, default=32)
     parser.add_argument("--max_train_steps", type=int, default=1600)
@@ -164,7 +168,8 @@ def main(args: argparse.Namespace) -> dict:
                             drop_last=True)
     num_near_misses = int(round(args.near_miss_fraction * args.train_batch_size))
     if num_near_misses:  # a pool as large as the training set, labelled -1: no caption describes them
-        near_misses = torch.from_numpy(generate_near_misses(args.num_train_images, seed=args.seed + 1))
+        near_misses = torch.from_numpy(generate_near_misses(args.num_train_images, seed=args.seed + 1,
+                                                            kinds=args.near_miss_kinds))
         near_misses = near_misses.permute(0, 3, 1, 2).contiguous()
         near_miss_generator = torch.Generator().manual_seed(args.seed)
 

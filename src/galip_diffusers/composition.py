@@ -78,6 +78,16 @@ def fill_outside(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return weight * images + (1 - weight) * mean
 
 
+def outside_spread(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """How much ``images`` (N, 3, H, W) vary *outside* the region ``weight`` (N, 1, H, W): the ``(1 - weight)``-weighted
+    mean squared distance of the pixels to their weighted mean colour there, (N,). It is ~0 when a candidate's object
+    lies wholly inside its region on a plain surround, and grows with whatever spills over the region's boundary."""
+    outside = 1 - weight
+    area = outside.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    mean = (images * outside).sum(dim=(2, 3), keepdim=True) / area
+    return ((images - mean).square().sum(dim=1, keepdim=True) * outside).sum(dim=(1, 2, 3)) / area.flatten()
+
+
 def feature_distance(features_a: tuple[torch.Tensor, ...], features_b: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """LPIPS-like distance without learned weights, per sample (B,): tokens (or channels) are L2-normalised along their
     feature dimension, then the squared difference is averaged over positions and summed over layers / 2."""

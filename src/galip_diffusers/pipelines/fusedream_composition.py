@@ -9,8 +9,11 @@ every object (``forward_features``); the features are blended under soft spatial
   region keeps its own colour/shape condition; with a mask that is all ones for object j it is exactly ``G(z_j, t_j)``.
 * ``"joint"``: one decode of the blend with the joint prompt's embedding and the mask-area-weighted mean noise.
 
-Objective (bi-level): the upper level maximises AugCLIP of the composite for the joint `prompt`; the lower level keeps
-the composite close to the *collage* of the objects at initialisation. ``closeness="scorer"`` measures an LPIPS-like
+Candidates: object j's are scored on its own mask region, minus a spill-over penalty (``containment_weight``).
+
+Objective (bi-level): the upper level maximises AugCLIP of the composite for the joint `prompt` (plus, with
+``object_weight``, each object prompt's AugCLIP on its own region); the lower level keeps the composite close to the
+*collage* of the objects at initialisation. ``closeness="scorer"`` measures an LPIPS-like
 distance (channel-normalised tokens of every scorer-ViT layer) to the pixel collage ``sum_j mask_j * G(z_j0, t_j0)``;
 ``"generator"`` measures it between the blended G features and the blended features at initialisation. It is solved by
 dynamic-barrier gradient descent (``constraint="barrier"``: every step also decreases the distance) or by a penalty
@@ -33,7 +36,10 @@ from ..latent_search import OverparameterizedLatent
 class FuseDreamCompositionMixin:
     """Adds :meth:`compose` to :class:`GALIPFuseDreamPipeline`."""
 
-    def check_compose_inputs(self, prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha) -> None:
+    def check_compose_inputs(
+        self, prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha, containment_weight=0.0,
+        object_weight=0.0,
+    ) -> None:
         if not isinstance(prompts, (list, tuple)) or len(prompts) < 2 or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"`prompts` must be a list of >= 2 object prompts (str), got {prompts!r}.")
         if not isinstance(prompt, str):
@@ -48,8 +54,10 @@ class FuseDreamCompositionMixin:
                                      ("closeness", closeness, CLOSENESS_MODES), ("constraint", constraint, CONSTRAINTS)):
             if value not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
-        if not barrier_alpha >= 0:
-            raise ValueError(f"`barrier_alpha` must be >= 0, got {barrier_alpha!r}.")
+        for name, value in (("barrier_alpha", barrier_alpha), ("containment_weight", containment_weight),
+                            ("object_weight", object_weight)):
+            if not value >= 0:
+                raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
 
     def compose(
         self,
@@ -73,6 +81,8 @@ class FuseDreamCompositionMixin:
         latent_noise: float = 0.01,
         noise_clamp: float | None = 2.0,
         candidate_text_noise: float = 0.05,
+        containment_weight: float = 1.0,
+        object_weight: float = 0.0,
         num_measure_augmentations: int = 64,
         truncation: float | None = None,
         max_batch_size: int = 64,
@@ -95,8 +105,16 @@ class FuseDreamCompositionMixin:
             mask_layout (`str`): `"split"` (vertical strips; left/right halves for two objects) or `"center"`
                 (object 1 under a centred Gaussian, object 0 around it).
             decode_condition, closeness, constraint, barrier_alpha, closeness_weight: see the module docstring.
-            Other arguments: as in `__call__`. Candidates of object j are scored (plain CLIP, its own prompt) on its
-                own mask region, the rest filled with the region's mean colour.
+            containment_weight (`float`, defaults to 1.0): candidates of object j are scored (plain CLIP, its own
+                prompt) on its own mask region, the rest filled with the region's mean colour, minus
+                `containment_weight` times their spill-over (`outside_spread`: how much the candidate varies outside
+                the region), so that each object is drawn from a candidate whose object lies inside its region. 0 is
+                the region score alone.
+            object_weight (`float`, defaults to 0.0): the upper level maximises the joint prompt's AugCLIP plus
+                `object_weight` times the mean over objects of each object prompt's AugCLIP on its own region. 0 is
+                the joint prompt alone, as in FuseDream; a scorer trained on single-object captions reads the object
+                prompts far better than a joint one.
+            Other arguments: as in `__call__`.
 
         Returns:
             [`GALIPFuseDreamPipelineOutput`]: `latents` (B, J, z_dim), `text_embeds` (B, J, cond_dim), `masks`
@@ -105,7 +123,8 @@ class FuseDreamCompositionMixin:
         prompt = " and ".join(prompts) if prompt is None and isinstance(prompts, (list, tuple)) else prompt
         layer = self.generator.num_blocks // 2 if layer is None else layer
         self.check_scorer()
-        self.check_compose_inputs(prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha)
+        self.check_compose_inputs(prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha,
+                                  containment_weight, object_weight)
         self.check_search_inputs(num_candidates, top_k, num_steps, num_augmentations, lr, optimize, latent_noise,
                                  num_measure_augmentations, generator, list(callback_on_step_end_tensor_inputs))
         self.check_inputs(list(prompts), num_images_per_prompt, None, None, None, output_type, truncation, "resample",
@@ -127,6 +146,7 @@ class FuseDreamCompositionMixin:
             z_basis, t_basis, _, _ = self.select_candidates(
                 object_embeds[j], object_text[j * batch : (j + 1) * batch], num_candidates, top_k, generator,
                 candidate_text_noise, truncation, max_batch_size, region=weights_img[:, j : j + 1],
+                containment_weight=containment_weight,
             )
             z_latents.append(OverparameterizedLatent(z_basis, clamp=noise_clamp, trainable="noise" in optimize))
             t_latents.append(OverparameterizedLatent(t_basis, trainable="text" in optimize))
@@ -177,10 +197,22 @@ class FuseDreamCompositionMixin:
         measure = lambda x: augclip.measure_augclip(  # noqa: E731
             self.scorer, x, joint_text, num_measure_augmentations, seed, self.augmentation_config, max_batch_size)
         scores_before = measure(images0)
+        joint_objective = self._augclip_objective(joint_text, num_augmentations, generator)
+        object_objectives = [  # each object prompt on its own region (only when weighted)
+            self._augclip_objective(object_text[j * batch : (j + 1) * batch], num_augmentations, generator,
+                                    region=weights_img[:, j : j + 1])
+            for j in range(num_objects if object_weight > 0 else 0)
+        ]
+
+        def objective(images: torch.Tensor) -> torch.Tensor:
+            score = joint_objective(images)
+            for object_objective in object_objectives:
+                score = score + object_weight / num_objects * object_objective(images)
+            return score
+
         history = self._search(
-            z_latents + t_latents, render, joint_text, num_steps, num_augmentations, lr, generator, distance,
-            constraint, barrier_alpha, closeness_weight, callback_on_step_end,
-            tuple(callback_on_step_end_tensor_inputs), current,
+            z_latents + t_latents, render, objective, num_steps, lr, distance, constraint, barrier_alpha,
+            closeness_weight, callback_on_step_end, tuple(callback_on_step_end_tensor_inputs), current,
         )
         with torch.no_grad():
             images = render(False)[0]

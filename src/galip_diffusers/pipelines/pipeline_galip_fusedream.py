@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from .. import augclip
-from ..composition import fill_outside
+from ..composition import fill_outside, outside_spread
 from ..latent_search import OverparameterizedLatent, dynamic_barrier_direction, gather_rows, top_k_indices
 from ..models.generator import GALIPGenerator
 from .fusedream_composition import FuseDreamCompositionMixin
@@ -153,13 +153,14 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
     def select_candidates(
         self, text_embeds: torch.Tensor, score_text: torch.Tensor, num_candidates: int, top_k: int,
         generator: torch.Generator | None = None, candidate_text_noise: float = 0.05, truncation: float | None = None,
-        max_batch_size: int = 64, region: torch.Tensor | None = None,
+        max_batch_size: int = 64, region: torch.Tensor | None = None, containment_weight: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """FuseDream's initialisation: draw `num_candidates` conditions per row of `text_embeds` and keep the `top_k`
         by plain scorer-CLIP score. Candidate m of row b is ``(z[b, m], text_embeds[b] + s * rms * eps[b, m])``, with
         ``s = candidate_text_noise``. Candidate 0 is exactly the one-step sample [`GALIPPipeline`] draws with the same
         generator (``z[:, 0]`` is drawn first, and ``eps[:, 0] = 0``), so the search starts from a set that contains it. With a
-        `region` (B, 1, H, W) weight map, candidates are scored on that region only (see `fill_outside`).
+        `region` (B, 1, H, W) weight map, candidates are scored on that region only (see `fill_outside`), minus
+        `containment_weight` times their `outside_spread` (what spills over the region).
 
         Returns ``(z_basis (B, k, z_dim), text_basis (B, k, cond_dim), scores (B, M), indices (B, k))``."""
         batch, device = text_embeds.shape[0], text_embeds.device
@@ -177,9 +178,13 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         for start in range(0, flat_z.shape[0], max_batch_size):
             part = slice(start, start + max_batch_size)
             images = self._render(flat_z[part], flat_t[part])
+            penalty = 0.0
             if region is not None:
-                images = fill_outside(images, region.repeat_interleave(num_candidates, dim=0)[part])
-            scores.append(augclip.clip_score(self.scorer, images, flat_score_text[part]))
+                weight = region.repeat_interleave(num_candidates, dim=0)[part]
+                if containment_weight > 0:
+                    penalty = containment_weight * outside_spread(images, weight)
+                images = fill_outside(images, weight)
+            scores.append(augclip.clip_score(self.scorer, images, flat_score_text[part]) - penalty)
         scores = torch.cat(scores).view(batch, num_candidates)
         indices = top_k_indices(scores, top_k)
         return gather_rows(z, indices), gather_rows(texts, indices), scores, indices
@@ -200,13 +205,14 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
 
     def _search(
         self, modules: list[OverparameterizedLatent], render: Callable[[bool], tuple[torch.Tensor, Any]],
-        score_text: torch.Tensor, num_steps: int, num_augmentations: int, lr: float, generator: torch.Generator | None,
+        objective: Callable[[torch.Tensor], torch.Tensor], num_steps: int, lr: float,
         closeness: Callable[[torch.Tensor, Any], torch.Tensor] | None = None, constraint: str = "barrier",
         barrier_alpha: float = 0.5, closeness_weight: float = 1.0, callback: Callable | None = None,
         callback_inputs: tuple[str, ...] = (), current: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """Adam on the over-parameterised latents maximising AugCLIP; with `closeness`, the bi-level objective
-        (dynamic barrier or penalty). Returns the training AugCLIP per step, (num_steps, B)."""
+        """Adam on the over-parameterised latents maximising `objective` (images -> per-image score, e.g. AugCLIP);
+        with `closeness`, the bi-level objective (dynamic barrier or penalty). Returns the objective per step,
+        (num_steps, B)."""
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=lr) if params else None
         history = []
@@ -214,9 +220,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
             for step in range(num_steps):
                 with torch.enable_grad():
                     images, extra = render(True)
-                    scores = augclip.augclip_score(
-                        self.scorer, images, score_text, num_augmentations, generator, self.augmentation_config
-                    )
+                    scores = objective(images)
                     loss_f = -scores.sum()
                     if optimizer is not None:
                         if closeness is None:
@@ -245,8 +249,22 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
                     callback(self, step, step, {k: values[k] for k in callback_inputs})
                 progress.update()
         if not history:
-            return torch.zeros(0, score_text.shape[0])
+            return torch.zeros(0, modules[0].basis.shape[0])
         return torch.stack(history)
+
+    def _augclip_objective(
+        self, score_text: torch.Tensor, num_augmentations: int, generator: torch.Generator | None,
+        region: torch.Tensor | None = None,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """images -> AugCLIP against `score_text` over `num_augmentations` random views (on `region` only, the rest
+        filled as in `fill_outside`, when a (B, 1, H, W) weight map is given)."""
+
+        def objective(images: torch.Tensor) -> torch.Tensor:
+            views = images if region is None else fill_outside(images, region)
+            return augclip.augclip_score(self.scorer, views, score_text, num_augmentations, generator,
+                                         self.augmentation_config)
+
+        return objective
 
     def _finish(self, images: torch.Tensor, output_type: str, return_dict: bool, **fields: Any):
         if output_type != "latent":
@@ -333,7 +351,8 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         with torch.no_grad():
             scores_before = measure(render(False)[0])
         history = self._search(
-            [z_latent, t_latent], render, score_text, num_steps, num_augmentations, lr, generator,
+            [z_latent, t_latent], render, self._augclip_objective(score_text, num_augmentations, generator), num_steps,
+            lr,
             callback=callback_on_step_end, callback_inputs=tuple(callback_on_step_end_tensor_inputs),
             current=lambda: (z_latent().detach(), t_latent().detach()),
         )
