@@ -139,14 +139,14 @@ class FuseDreamCompositionMixin:
         with torch.no_grad():
             object_embeds = self.encode_prompt(list(prompts), device, batch).float().view(num_objects, batch, -1)
             object_text = self.encode_scorer_text(list(prompts), device).repeat_interleave(batch, dim=0)
+            object_text = object_text.view(num_objects, batch, -1)  # as `object_embeds`: object j's rows at [j]
             joint_text = self.encode_scorer_text([prompt], device).expand(batch, -1)
             joint_embeds = self.encode_prompt([prompt], device, batch).float()
         z_latents, t_latents = [], []
         for j in range(num_objects):
             z_basis, t_basis, _, _ = self.select_candidates(
-                object_embeds[j], object_text[j * batch : (j + 1) * batch], num_candidates, top_k, generator,
-                candidate_text_noise, truncation, max_batch_size, region=weights_img[:, j : j + 1],
-                containment_weight=containment_weight,
+                object_embeds[j], object_text[j], num_candidates, top_k, generator, candidate_text_noise, truncation,
+                max_batch_size, region=weights_img[:, j : j + 1], containment_weight=containment_weight,
             )
             z_latents.append(OverparameterizedLatent(z_basis, clamp=noise_clamp, trainable="noise" in optimize))
             t_latents.append(OverparameterizedLatent(t_basis, trainable="text" in optimize))
@@ -199,9 +199,9 @@ class FuseDreamCompositionMixin:
         scores_before = measure(images0)
         joint_objective = self._augclip_objective(joint_text, num_augmentations, generator)
         object_objectives = [  # each object prompt on its own region (only when weighted)
-            self._augclip_objective(object_text[j * batch : (j + 1) * batch], num_augmentations, generator,
-                                    region=weights_img[:, j : j + 1])
-            for j in range(num_objects if object_weight > 0 else 0)
+            self._augclip_objective(object_text[j], num_augmentations, generator, region=weights_img[:, j : j + 1])
+            for j in range(num_objects)
+            if object_weight > 0
         ]
 
         def objective(images: torch.Tensor) -> torch.Tensor:

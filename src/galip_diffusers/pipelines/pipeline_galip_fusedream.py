@@ -350,10 +350,10 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
             self.scorer, x, score_text, num_measure_augmentations, seed, self.augmentation_config, max_batch_size)
         with torch.no_grad():
             scores_before = measure(render(False)[0])
+        objective = self._augclip_objective(score_text, num_augmentations, generator)
         history = self._search(
-            [z_latent, t_latent], render, self._augclip_objective(score_text, num_augmentations, generator), num_steps,
-            lr,
-            callback=callback_on_step_end, callback_inputs=tuple(callback_on_step_end_tensor_inputs),
+            [z_latent, t_latent], render, objective, num_steps, lr, callback=callback_on_step_end,
+            callback_inputs=tuple(callback_on_step_end_tensor_inputs),
             current=lambda: (z_latent().detach(), t_latent().detach()),
         )
         with torch.no_grad():
