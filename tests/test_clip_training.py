@@ -194,6 +194,10 @@ def test_near_miss_fraction_arguments():
     assert kinds == ["trapezoid", "ellipse"]
     with pytest.raises(SystemExit):  # argparse names the allowed kinds
         parse_args(["--output_dir", "x", "--near_miss_kinds", "hexagon"])
+    assert parse_args(["--output_dir", "x"]).caption_split == "train"
+    assert parse_args(["--output_dir", "x", "--caption_split", "all"]).caption_split == "all"
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir", "x", "--caption_split", "held_out"])
 
 
 def test_identical_captions_get_equal_gradient_pull():
@@ -308,7 +312,7 @@ def test_train_clip_smoke_run(tmp_path):
            "--vision_width", "32", "--vision_layers", "2", "--text_width", "32", "--text_layers", "1",
            "--projection_dim", "16", "--num_train_images", "48", "--train_batch_size", "16",
            "--max_train_steps", "3", "--learning_rate", "1e-3", "--eval_images", "8", "--logging_steps", "1",
-           "--validation_steps", "3", "--near_miss_fraction", "0.25"]
+           "--validation_steps", "3", "--near_miss_fraction", "0.25", "--caption_split", "all"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -326,6 +330,9 @@ def test_train_clip_smoke_run(tmp_path):
         full = model.get_text_features(input_ids=ids.input_ids)
     assert torch.allclose(embeds, getattr(full, "pooler_output", full), atol=1e-5)
     assert (out / "vocab.json").exists() and (out / "merges.txt").exists()
+    # --caption_split all trains on held-out captions too, but the tokenizer is still the training captions' BPE
+    # (the generator's), so the scorer reads the pipeline's token ids.
+    assert tokenizer.get_vocab() == train_bpe_tokenizer(all_captions("train")).get_vocab()
     from transformers import CLIPImageProcessor
 
     processor = CLIPImageProcessor.from_pretrained(out)

@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compose_pairs", type=int, default=len(COMPOSE_PAIRS), help="0 skips composition")
     parser.add_argument("--compose_seeds", type=int, nargs="+", default=None, help="defaults to --seeds")
     parser.add_argument("--compose_steps", type=int, default=None, help="defaults to --num_steps")
+    parser.add_argument("--compose_top_k", type=int, default=None,
+                        help="candidates kept per object in the composition (defaults to --top_k)")
     parser.add_argument("--layer", type=int, default=None, help="G-block of the blend (default num_blocks // 2)")
     parser.add_argument("--decode_condition", default="mix", choices=["mix", "joint"])
     parser.add_argument("--closeness", default="scorer", choices=["scorer", "generator"])
@@ -168,7 +170,8 @@ def two_object_check(image: np.ndarray, left: tuple[str, str], right: tuple[str,
 
 def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> dict[str, Any]:
     seeds = args.compose_seeds or args.seeds
-    options = dict(num_candidates=args.num_candidates, top_k=args.top_k, num_augmentations=args.num_augmentations,
+    top_k = args.top_k if args.compose_top_k is None else args.compose_top_k
+    options = dict(num_candidates=args.num_candidates, top_k=top_k, num_augmentations=args.num_augmentations,
                    num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
                    latent_noise=args.latent_noise, layer=args.layer, decode_condition=args.decode_condition,
                    closeness=args.closeness, constraint=args.constraint,
@@ -193,7 +196,7 @@ def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> d
                          "augclip_before": float(out.scores_before[0]), "augclip_after": float(out.scores_after[0])})
     rate = {m: {k: float(np.mean([c[k] for c in v])) for k in ("both_objects", "both_colors")} for m, v in checks.items()}
     return {"success_rate": rate, "target_both_objects": 0.7, "per_image": rows,
-            "seconds_per_image": seconds / max(1, len(rows)), "num_steps": steps}
+            "seconds_per_image": seconds / max(1, len(rows)), "num_steps": steps, "top_k": top_k}
 
 
 def write_markdown(report: dict[str, Any], path: str) -> None:

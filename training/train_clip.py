@@ -4,7 +4,8 @@
 The tokenizer is a real ``CLIPTokenizer`` whose small BPE vocabulary is learned on the 96 training captions (plus
 the 256 byte-level fallback symbols), so the text tower stays tiny. Images come from
 ``galip_diffusers.data.shapes.generate_shapes(split="train")``: held-out captions (purple triangle, orange circle)
-are never seen. The loss is the CLIP loss with multi-positive soft targets: every identical caption in the batch is
+are never seen, unless ``--caption_split all`` (a *broader* judge than the generator, as OpenAI's CLIP is for
+FuseDream's BigGAN: it knows the combinations the generator never saw). The loss is the CLIP loss with multi-positive soft targets: every identical caption in the batch is
 a positive, in both directions. The temperature is learned as in CLIP.
 
 Run with ``python training/train_clip.py ...`` or ``accelerate launch training/train_clip.py ...``; the output folder
@@ -68,7 +69,13 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     )
     # data
     parser.add_argument("--num_train_images", type=int, default=50000,
-                        help="Size of the generated training pool (train split only).")
+                        help="Size of the generated training pool (captions of --caption_split).")
+    parser.add_argument(
+        "--caption_split", type=str, default="train", choices=["train", "all"],
+        help='Captions of the training images: "train" (the 96 the generator is trained on; held-out pairs never '
+        'seen) or "all" (the 108, held-out pairs included: a scorer that knows more than the generator). The '
+        "tokenizer is learned on the 96 training captions either way, so it equals the generator's.",
+    )
     parser.add_argument(
         "--text_negatives", type=str, default="all", choices=["batch", "all"],
         help='"batch": the texts are the batch captions (square CLIP batch); "all": every training caption is '
@@ -137,9 +144,9 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
 
-    # Tokenizer (BPE learned on the training captions) and model.
-    train_captions = all_captions("train")
-    tokenizer = train_bpe_tokenizer(train_captions, model_max_length=args.context_length)
+    # Tokenizer (BPE learned on the training captions, whatever --caption_split is) and model.
+    tokenizer = train_bpe_tokenizer(all_captions("train"), model_max_length=args.context_length)
+    train_captions = all_captions(args.caption_split)
     config = build_clip_config(
         tokenizer, vision_width=args.vision_width, vision_layers=args.vision_layers, vision_heads=args.vision_heads,
         text_width=args.text_width, text_layers=args.text_layers, text_heads=args.text_heads,
@@ -156,8 +163,8 @@ def main(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.learning_rate,
                                   betas=(0.9, args.adam_beta2), eps=1e-6)
 
-    # Data: a deterministic pool of train-split images, kept as uint8.
-    pairs = generate_shapes(args.num_train_images, seed=args.seed, split="train", as_array=True)
+    # Data: a deterministic pool of images of the --caption_split captions, kept as uint8.
+    pairs = generate_shapes(args.num_train_images, seed=args.seed, split=args.caption_split, as_array=True)
     caption_index = {c: i for i, c in enumerate(train_captions)}
     images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([caption_index[p[1]] for p in pairs], dtype=torch.long)

@@ -327,7 +327,7 @@ def evaluate_clip(
 
     * ``zero_shot.train_split``: ``num_images`` new images (seed ``seed``) of the 96 training captions;
     * ``zero_shot.held_out``: ``num_images`` images (seed ``seed + 1``) of the 12 held-out captions (purple triangle,
-      orange circle), never seen in training;
+      orange circle), never seen in training (unless the CLIP was trained with `--caption_split all`);
     * ``text_linear_probe``: attributes read linearly from the (unnormalised) text embeddings, fitted on the 96
       training captions and tested on the 12 held-out ones (what the GALIP generator is conditioned on), for each
       ridge strength in ``PROBE_RIDGES`` (with 96 fitting points the read-out depends on it);
