@@ -5,8 +5,9 @@ The tokenizer is a real ``CLIPTokenizer`` whose small BPE vocabulary is learned 
 the 256 byte-level fallback symbols), so the text tower stays tiny. Images come from
 ``galip_diffusers.data.shapes.generate_shapes(split="train")``: held-out captions (purple triangle, orange circle)
 are never seen, unless ``--caption_split all`` (a *broader* judge than the generator, as OpenAI's CLIP is for
-FuseDream's BigGAN: it knows the combinations the generator never saw). The loss is the CLIP loss with multi-positive soft targets: every identical caption in the batch is
-a positive, in both directions. The temperature is learned as in CLIP.
+FuseDream's BigGAN: it knows the combinations the generator never saw). The loss is the CLIP loss with multi-positive
+soft targets: every identical caption in the batch is a positive, in both directions. The temperature is learned as
+in CLIP.
 
 Run with ``python training/train_clip.py ...`` or ``accelerate launch training/train_clip.py ...``; the output folder
 loads with ``CLIPModel`` / ``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` / ``CLIPTokenizer``
