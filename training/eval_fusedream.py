@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = {k: getattr(args, k) for k in ("num_candidates", "top_k", "num_steps", "num_augmentations", "lr",
                                                "optimize", "latent_noise")}
     report: dict[str, Any] = {"model": args.model, "scorer": args.scorer or "the model's own", "seeds": args.seeds,
-                              "settings": settings, "threads": torch.get_num_threads(), "text_following": run_text_following(pipe, args)}
+                              "settings": settings, "threads": torch.get_num_threads(),
+                              "text_following": run_text_following(pipe, args)}
     if args.compose_pairs > 0:
         report["composition"] = run_composition(pipe, args)
     os.makedirs(args.output_dir, exist_ok=True)

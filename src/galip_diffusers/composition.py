@@ -71,11 +71,16 @@ def resize_masks(weights: torch.Tensor, size: int) -> torch.Tensor:
     return normalize_masks(F.interpolate(weights, size=(size, size), mode="bilinear", align_corners=False))
 
 
+def region_mean(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The ``weight``-weighted mean colour of ``images`` (N, 3, H, W) over a region ``weight`` (N, 1, H, W), as
+    (N, 3, 1, 1)."""
+    return (images * weight).sum(dim=(2, 3), keepdim=True) / weight.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+
 def fill_outside(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Keep ``images`` (N, 3, H, W) where ``weight`` (N, 1, H, W) is 1 and blend towards the weighted mean colour of
     the kept region elsewhere: a neutral way to score only an object's own region with CLIP."""
-    mean = (images * weight).sum(dim=(2, 3), keepdim=True) / weight.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
-    return weight * images + (1 - weight) * mean
+    return weight * images + (1 - weight) * region_mean(images, weight)
 
 
 def outside_spread(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -83,9 +88,8 @@ def outside_spread(images: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     mean squared distance of the pixels to their weighted mean colour there, (N,). It is ~0 when a candidate's object
     lies wholly inside its region on a plain surround, and grows with whatever spills over the region's boundary."""
     outside = 1 - weight
-    area = outside.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6)
-    mean = (images * outside).sum(dim=(2, 3), keepdim=True) / area
-    return ((images - mean).square().sum(dim=1, keepdim=True) * outside).sum(dim=(1, 2, 3)) / area.flatten()
+    spread = (images - region_mean(images, outside)).square().sum(dim=1, keepdim=True) * outside
+    return spread.sum(dim=(1, 2, 3)) / outside.sum(dim=(1, 2, 3)).clamp_min(1e-6)
 
 
 def feature_distance(features_a: tuple[torch.Tensor, ...], features_b: tuple[torch.Tensor, ...]) -> torch.Tensor:

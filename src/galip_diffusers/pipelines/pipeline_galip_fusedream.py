@@ -174,13 +174,14 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         texts = text_embeds.float()[:, None] + candidate_text_noise * rms[:, None] * eps
         flat_z, flat_t = z.flatten(0, 1), texts.flatten(0, 1)
         flat_score_text = score_text.repeat_interleave(num_candidates, dim=0)
+        flat_region = None if region is None else region.repeat_interleave(num_candidates, dim=0)
         scores = []
         for start in range(0, flat_z.shape[0], max_batch_size):
             part = slice(start, start + max_batch_size)
             images = self._render(flat_z[part], flat_t[part])
             penalty = 0.0
-            if region is not None:
-                weight = region.repeat_interleave(num_candidates, dim=0)[part]
+            if flat_region is not None:
+                weight = flat_region[part]
                 if containment_weight > 0:
                     penalty = containment_weight * outside_spread(images, weight)
                 images = fill_outside(images, weight)
