@@ -256,8 +256,10 @@ def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
         "--model", str(tmp_path / "model"), "--scorer", str(tmp_path / "other_scorer"), "--splits", "--seeds", "0",
         "--num_candidates", "3", "--top_k", "2", "--num_steps", "1", "--num_augmentations", "1",
         "--num_measure_augmentations", "2", "--compose_pairs", "1", "--containment_weight", "2", "--object_weight",
-        "0.5", "--compose_top_k", "1", "--output_dir", str(tmp_path / "only"),
+        "0.5", "--compose_top_k", "1", "--compose_steps", "0", "--output_dir", str(tmp_path / "only"),
     ])
+    rates = only["composition"]["success_rate"]
+    assert rates["composed"] == rates["composed_init"] and only["composition"]["num_steps"] == 0
     assert only["text_following"] == {} and only["scorer"].endswith("other_scorer")
     assert only["composition"]["top_k"] == 1 and report["composition"]["top_k"] == 2  # --compose_top_k, else --top_k
     assert len(only["composition"]["per_image"]) == 1

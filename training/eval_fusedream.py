@@ -184,10 +184,14 @@ def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> d
         joint = f"a small {left[0]} {left[1]} and a small {right[0]} {right[1]} on a {background} background"
         for seed in seeds:
             plain = GALIPPipeline.__call__(pipe, joint, generator=torch.Generator().manual_seed(seed), output_type="np")
-            init = pipe.compose(objects, prompt=joint, num_steps=0, generator=torch.Generator().manual_seed(seed), **options)
             start = time.perf_counter()
-            out = pipe.compose(objects, prompt=joint, num_steps=steps, generator=torch.Generator().manual_seed(seed),
-                               **options)
+            init = pipe.compose(objects, prompt=joint, num_steps=0, generator=torch.Generator().manual_seed(seed), **options)
+            if steps == 0:  # the composition at initialisation is the result
+                out = init
+            else:
+                start = time.perf_counter()
+                out = pipe.compose(objects, prompt=joint, num_steps=steps, generator=torch.Generator().manual_seed(seed),
+                                   **options)
             seconds += time.perf_counter() - start
             for name, img in (("one_step_joint", plain.images[0]), ("composed_init", init.images[0]),
                               ("composed", out.images[0])):
