@@ -88,3 +88,16 @@ def test_galip_generate_uses_it_by_default(tmp_path, capsys, one_thread):
     assert image.size == (64, 64)
     read = shapes.predict_attributes(image)
     assert read["background"] == "black" and read["color"] == "blue"
+
+
+def test_the_cards_fusedream_settings_run_on_the_shipped_model(one_thread):
+    """The model card's FuseDream snippet (its recommended settings, e.g. ``layer=4``) is valid for this model: run
+    with fewer candidates and one step so that it stays quick."""
+    card = open(os.path.join(FOLDER, "README.md")).read()
+    section = card.split("## CLIP-guided refinement and composition", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "layer=4" in code and "containment_weight=0.0" in code
+    code = code.replace("num_candidates=256", "num_candidates=8").replace("num_steps=5", "num_steps=1")
+    namespace: dict = {"torch": torch}
+    exec(compile(code, "<galip-shapes card, FuseDream>", "exec"), namespace)  # noqa: S102
+    assert namespace["out"].images[0].size == (64, 64) and namespace["scene"].images[0].size == (64, 64)
