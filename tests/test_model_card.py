@@ -5,6 +5,7 @@ import os
 import re
 
 import pytest
+from card_helpers import section_code
 from huggingface_hub import ModelCard
 
 from galip_diffusers.conversion_card import converted_card_fields
@@ -71,13 +72,6 @@ def model_dir(tmp_path_factory):
     return str(folder)
 
 
-def _usage_code(text: str) -> str:
-    usage = text.split("## Usage", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", usage, re.S)
-    assert len(blocks) == 1, usage
-    return blocks[0]
-
-
 @pytest.mark.parametrize("template", sorted(FIELDS))
 def test_the_example_fields_cover_every_template_variable(template):
     assert template_variables(template) == set(FIELDS[template]())
@@ -139,7 +133,7 @@ def test_a_missing_field_is_named():
 
 @pytest.mark.parametrize("template", sorted(FIELDS))
 def test_the_usage_code_runs_against_a_saved_pipeline(template, model_dir, tmp_path, monkeypatch, one_thread):
-    code = _usage_code(render_model_card(template, **FIELDS[template]()).text)
+    code = section_code(render_model_card(template, **FIELDS[template]()).text, "## Usage")
     assert f'"{REPO_ID}"' in code
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from card_helpers import section_code
 from PIL import Image
 
 import galip_diffusers  # noqa: F401  (registers the classes with diffusers)
@@ -93,11 +94,10 @@ def test_galip_generate_uses_it_by_default(tmp_path, capsys, one_thread):
 def test_the_cards_fusedream_settings_run_on_the_shipped_model(one_thread):
     """The model card's FuseDream snippet (its recommended settings, e.g. ``layer=4``) is valid for this model: run
     with fewer candidates and one step so that it stays quick."""
-    card = open(os.path.join(FOLDER, "README.md")).read()
-    section = card.split("## CLIP-guided refinement and composition", 1)[1].split("\n## ", 1)[0]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with open(os.path.join(FOLDER, "README.md")) as f:
+        code = section_code(f.read(), "## CLIP-guided refinement and composition")
     assert "layer=4" in code and "containment_weight=0.0" in code
     code = code.replace("num_candidates=256", "num_candidates=8").replace("num_steps=5", "num_steps=1")
-    namespace: dict = {"torch": torch}
+    namespace: dict = {}  # the snippet imports what it uses
     exec(compile(code, "<galip-shapes card, FuseDream>", "exec"), namespace)  # noqa: S102
     assert namespace["out"].images[0].size == (64, 64) and namespace["scene"].images[0].size == (64, 64)
