@@ -94,6 +94,17 @@ def test_score_rises_on_average_over_steps(pipe):
     assert (out.scores_after > out.scores_before).all()
 
 
+def test_truncation_bounds_every_candidate_noise(pipe):
+    """`truncation` reaches the candidates of the search and of `compose`: every kept noise lies within +-t, and the
+    basis mix (the starting latent) does too, while the untruncated draw of the same seed does not."""
+    options = {**SMALL, "num_candidates": 32, "num_steps": 0}
+    plain = pipe(OBJECTS, generator=seeded(), output_type="pt", **options)
+    cut = pipe(OBJECTS, truncation=0.5, generator=seeded(), output_type="pt", **options)
+    assert plain.latents.abs().max() > 0.5 and cut.latents.abs().max() <= 0.5
+    scene = pipe.compose(OBJECTS, truncation=0.5, layer=1, generator=seeded(), output_type="pt", **options)
+    assert scene.latents.shape == (1, 2, 8) and scene.latents.abs().max() <= 0.5
+
+
 @pytest.mark.parametrize("optimize", ["noise", "text"])
 def test_optimize_only_one_part(pipe, optimize):
     out = pipe(OBJECTS[0], optimize=optimize, lr=0.05, generator=seeded(), output_type="pt", **SMALL)
@@ -256,11 +267,13 @@ def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
         "--model", str(tmp_path / "model"), "--scorer", str(tmp_path / "other_scorer"), "--splits", "--seeds", "0",
         "--num_candidates", "3", "--top_k", "2", "--num_steps", "1", "--num_augmentations", "1",
         "--num_measure_augmentations", "2", "--compose_pairs", "1", "--containment_weight", "2", "--object_weight",
-        "0.5", "--compose_top_k", "1", "--compose_steps", "0", "--output_dir", str(tmp_path / "only"),
+        "0.5", "--compose_top_k", "1", "--compose_steps", "0", "--truncation", "0.5",
+        "--output_dir", str(tmp_path / "only"),
     ])
     rates = only["composition"]["success_rate"]
     assert rates["composed"] == rates["composed_init"] and only["composition"]["num_steps"] == 0
     assert only["text_following"] == {} and only["scorer"].endswith("other_scorer")
+    assert only["settings"]["truncation"] == 0.5 and report["settings"]["truncation"] is None
     assert only["composition"]["top_k"] == 1 and report["composition"]["top_k"] == 2  # --compose_top_k, else --top_k
     assert len(only["composition"]["per_image"]) == 1
     assert "| held_out |" not in (tmp_path / "only" / "fusedream.md").read_text()

@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="composition: weight of the spill-over penalty when choosing each object's candidates")
     parser.add_argument("--object_weight", type=float, default=0.0,
                         help="composition: weight of the object prompts' AugCLIP on their regions (0: joint only)")
+    parser.add_argument("--truncation", type=float, default=None,
+                        help="truncate every noise to +-T (resampled), in one step, the search and composition alike")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--output_dir", default="results")
     return parser.parse_args(argv)
@@ -113,7 +115,7 @@ def paired_gain(new: np.ndarray, old: np.ndarray) -> dict[str, float]:
 def run_text_following(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> dict[str, Any]:
     search = dict(num_candidates=args.num_candidates, top_k=args.top_k, num_augmentations=args.num_augmentations,
                   num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
-                  latent_noise=args.latent_noise, output_type="np")
+                  latent_noise=args.latent_noise, truncation=args.truncation, output_type="np")
     report: dict[str, Any] = {}
     for split in args.splits:
         captions, images, seconds, scores = [], {"one_step": [], "selection": [], "refined": []}, {}, []
@@ -121,7 +123,8 @@ def run_text_following(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -
             for seed in args.seeds:
                 captions.append(prompt)
                 for method, call in (
-                    ("one_step", lambda g: GALIPPipeline.__call__(pipe, prompt, generator=g, output_type="np")),
+                    ("one_step", lambda g: GALIPPipeline.__call__(pipe, prompt, generator=g, truncation=args.truncation,
+                                                                   output_type="np")),
                     ("selection", lambda g: pipe(prompt, generator=g, num_steps=0, **search)),
                     ("refined", lambda g: pipe(prompt, generator=g, num_steps=args.num_steps, **search)),
                 ):
@@ -175,7 +178,8 @@ def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> d
                    num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
                    latent_noise=args.latent_noise, layer=args.layer, decode_condition=args.decode_condition,
                    closeness=args.closeness, constraint=args.constraint,
-                   containment_weight=args.containment_weight, object_weight=args.object_weight, output_type="np")
+                   containment_weight=args.containment_weight, object_weight=args.object_weight,
+                   truncation=args.truncation, output_type="np")
     steps = args.num_steps if args.compose_steps is None else args.compose_steps
     checks: dict[str, list[dict[str, bool]]] = {"one_step_joint": [], "composed_init": [], "composed": []}
     seconds, rows = 0.0, []
@@ -183,7 +187,8 @@ def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> d
         objects = [f"a small {c} {s} on a {background} background" for c, s in (left, right)]
         joint = f"a small {left[0]} {left[1]} and a small {right[0]} {right[1]} on a {background} background"
         for seed in seeds:
-            plain = GALIPPipeline.__call__(pipe, joint, generator=torch.Generator().manual_seed(seed), output_type="np")
+            plain = GALIPPipeline.__call__(pipe, joint, generator=torch.Generator().manual_seed(seed),
+                                           truncation=args.truncation, output_type="np")
             start = time.perf_counter()
             init = pipe.compose(objects, prompt=joint, num_steps=0, generator=torch.Generator().manual_seed(seed), **options)
             if steps == 0:  # the composition at initialisation is the result
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pipe = GALIPFuseDreamPipeline.from_pretrained(args.model, **extra)
     pipe.set_progress_bar_config(disable=True)
     settings = {k: getattr(args, k) for k in ("num_candidates", "top_k", "num_steps", "num_augmentations", "lr",
-                                               "optimize", "latent_noise")}
+                                               "optimize", "latent_noise", "truncation")}
     report: dict[str, Any] = {"model": args.model, "scorer": args.scorer or "the model's own", "seeds": args.seeds,
                               "settings": settings, "threads": torch.get_num_threads(),
                               "text_following": run_text_following(pipe, args)}
