@@ -96,7 +96,7 @@ def test_the_cards_fusedream_settings_run_on_the_shipped_model(one_thread):
     with fewer candidates and one step so that it stays quick."""
     with open(os.path.join(FOLDER, "README.md")) as f:
         code = section_code(f.read(), "## CLIP-guided refinement and composition")
-    assert "layer=4" in code and "containment_weight=0.0" in code
+    assert "layer=4" in code and "containment_weight=0.0" in code and "truncation=0.5" in code
     code = code.replace("num_candidates=256", "num_candidates=8").replace("num_steps=5", "num_steps=1")
     namespace: dict = {}  # the snippet imports what it uses
     exec(compile(code, "<galip-shapes card, FuseDream>", "exec"), namespace)  # noqa: S102
