@@ -112,10 +112,20 @@ def paired_gain(new: np.ndarray, old: np.ndarray) -> dict[str, float]:
     return {"gain": float(diff.mean()), "stderr": se, "n": int(len(diff))}
 
 
+def search_options(args: argparse.Namespace, top_k: int) -> dict[str, Any]:
+    """The search arguments that refinement (`pipe(...)`) and composition (`pipe.compose(...)`) share."""
+    return dict(num_candidates=args.num_candidates, top_k=top_k, num_augmentations=args.num_augmentations,
+                num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
+                latent_noise=args.latent_noise, truncation=args.truncation, output_type="np")
+
+
+def one_step(pipe: GALIPFuseDreamPipeline, prompt: str, generator: torch.Generator, args: argparse.Namespace):
+    """Plain GALIP sampling (no search) of the same seed, with the evaluation's truncation."""
+    return GALIPPipeline.__call__(pipe, prompt, generator=generator, truncation=args.truncation, output_type="np")
+
+
 def run_text_following(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> dict[str, Any]:
-    search = dict(num_candidates=args.num_candidates, top_k=args.top_k, num_augmentations=args.num_augmentations,
-                  num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
-                  latent_noise=args.latent_noise, truncation=args.truncation, output_type="np")
+    search = search_options(args, args.top_k)
     report: dict[str, Any] = {}
     for split in args.splits:
         captions, images, seconds, scores = [], {"one_step": [], "selection": [], "refined": []}, {}, []
@@ -123,8 +133,7 @@ def run_text_following(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -
             for seed in args.seeds:
                 captions.append(prompt)
                 for method, call in (
-                    ("one_step", lambda g: GALIPPipeline.__call__(pipe, prompt, generator=g, truncation=args.truncation,
-                                                                   output_type="np")),
+                    ("one_step", lambda g: one_step(pipe, prompt, g, args)),
                     ("selection", lambda g: pipe(prompt, generator=g, num_steps=0, **search)),
                     ("refined", lambda g: pipe(prompt, generator=g, num_steps=args.num_steps, **search)),
                 ):
@@ -174,12 +183,9 @@ def two_object_check(image: np.ndarray, left: tuple[str, str], right: tuple[str,
 def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> dict[str, Any]:
     seeds = args.compose_seeds or args.seeds
     top_k = args.top_k if args.compose_top_k is None else args.compose_top_k
-    options = dict(num_candidates=args.num_candidates, top_k=top_k, num_augmentations=args.num_augmentations,
-                   num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
-                   latent_noise=args.latent_noise, layer=args.layer, decode_condition=args.decode_condition,
+    options = dict(search_options(args, top_k), layer=args.layer, decode_condition=args.decode_condition,
                    closeness=args.closeness, constraint=args.constraint,
-                   containment_weight=args.containment_weight, object_weight=args.object_weight,
-                   truncation=args.truncation, output_type="np")
+                   containment_weight=args.containment_weight, object_weight=args.object_weight)
     steps = args.num_steps if args.compose_steps is None else args.compose_steps
     checks: dict[str, list[dict[str, bool]]] = {"one_step_joint": [], "composed_init": [], "composed": []}
     seconds, rows = 0.0, []
@@ -187,8 +193,7 @@ def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> d
         objects = [f"a small {c} {s} on a {background} background" for c, s in (left, right)]
         joint = f"a small {left[0]} {left[1]} and a small {right[0]} {right[1]} on a {background} background"
         for seed in seeds:
-            plain = GALIPPipeline.__call__(pipe, joint, generator=torch.Generator().manual_seed(seed),
-                                           truncation=args.truncation, output_type="np")
+            plain = one_step(pipe, joint, torch.Generator().manual_seed(seed), args)
             start = time.perf_counter()
             init = pipe.compose(objects, prompt=joint, num_steps=0, generator=torch.Generator().manual_seed(seed), **options)
             if steps == 0:  # the composition at initialisation is the result
