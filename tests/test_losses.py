@@ -243,3 +243,30 @@ def test_frozen_context_restores_requires_grad():
     with frozen(module):
         assert not any(p.requires_grad for p in module.parameters())
     assert module.weight.requires_grad and not module.bias.requires_grad
+
+
+def test_reconstruction_anchor_is_l1_of_the_zero_noise_sample(accelerator):
+    """``reconstruction_weight`` adds ``w * mean|G(0, s) - x|`` to G's loss; 0 (GALIP's loss) leaves it out."""
+    torch.manual_seed(2)
+    generator, discriminator = tiny_generator(2), tiny_discriminator(2)
+    image_encoder, text_encoder = tiny_image_encoder(2), tiny_text_encoder(2)
+    ids = byte_level_clip_tokenizer()(["one", "two", "three"], padding="max_length", max_length=77,
+                                      return_tensors="pt").input_ids
+    images, noise = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randn(3, 8)
+    with torch.no_grad():
+        expected = (generator(torch.zeros_like(noise), text_encoder(ids).text_embeds) - images).abs().mean()
+    opt_g = torch.optim.SGD(generator.learnable_parameters(), lr=0.0)
+    opt_d = torch.optim.SGD(discriminator.parameters(), lr=0.0)
+    run = lambda weight: galip_train_step(  # noqa: E731
+        accelerator, generator, discriminator, image_encoder, text_encoder, opt_g, opt_d, images, ids, noise,
+        GALIPLossConfig(reconstruction_weight=weight))
+    plain, anchored = run(0.0), run(2.5)
+    assert "loss_g_reconstruction" not in plain
+    assert anchored["loss_g_reconstruction"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert (anchored["loss_g"] - plain["loss_g"]).item() == pytest.approx(2.5 * expected.item(), rel=1e-4)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`reconstruction_weight` must be a finite number >= 0"):
+            GALIPLossConfig(reconstruction_weight=bad)
+    with pytest.raises(ValueError, match="reconstruction needs real images of the generator's size"):
+        galip_train_step(accelerator, generator, discriminator, image_encoder, text_encoder, opt_g, opt_d,
+                         torch.rand(3, 3, 16, 16), ids, noise, GALIPLossConfig(reconstruction_weight=1.0))

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import time
 
 import numpy as np
@@ -42,6 +43,7 @@ from galip_diffusers.clip_training import (
     pixel_values_from_uint8,
     save_image_processor,
 )
+from galip_diffusers.clip_dataset_training import evaluate_on_folder, load_caption_pool, sample_batch_captions
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
 from galip_diffusers.data.shapes import (
     DEFAULT_NEAR_MISS_KINDS, NEAR_MISS_KINDS, all_captions, generate_near_misses, generate_shapes,
@@ -69,6 +71,18 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         help="Text context: max_position_embeddings of the text tower and the tokenizer's model_max_length.",
     )
     # data
+    parser.add_argument(
+        "--train_data_dir", type=str, default=None,
+        help="Train on this image-caption data set folder (save_to_disk or imagefolder, e.g. the emoji data set) "
+        "instead of generated shapes. Rows whose `held_out` column is true are never used. Implies "
+        "--text_negatives batch.",
+    )
+    parser.add_argument("--image_column", type=str, default="image", help="Image column of --train_data_dir.")
+    parser.add_argument("--caption_column", type=str, default="text",
+                        help="Caption column of --train_data_dir: a string or a list of captions per image.")
+    parser.add_argument("--eval_data_dir", type=str, default=None,
+                        help="With --train_data_dir: the folder whose retrieval accuracy is reported (per value of "
+                        "its `held_out` column); default --train_data_dir.")
     parser.add_argument("--num_train_images", type=int, default=50000,
                         help="Size of the generated training pool (captions of --caption_split).")
     parser.add_argument(
@@ -114,6 +128,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation_steps", type=int, default=0,
                         help="Also evaluate on 256 images per split every N steps (0: only at the end).")
     args = parser.parse_args(input_args)
+    if args.train_data_dir is not None:
+        if not os.path.isdir(args.train_data_dir):
+            parser.error(f"--train_data_dir {args.train_data_dir} is not a folder")
+        if args.near_miss_fraction > 0:
+            parser.error("--near_miss_fraction works with the generated shapes only, not with --train_data_dir")
+        args.text_negatives = "batch"
     if args.train_batch_size < 2:
         parser.error("--train_batch_size must be at least 2")
     if args.num_train_images < args.train_batch_size:
@@ -146,8 +166,17 @@ def main(args: argparse.Namespace) -> dict:
         os.makedirs(args.output_dir, exist_ok=True)
 
     # Tokenizer (BPE learned on the training captions, whatever --caption_split is) and model.
-    tokenizer = train_bpe_tokenizer(all_captions("train"), model_max_length=args.context_length)
-    train_captions = all_captions(args.caption_split)
+    if args.train_data_dir is not None:
+        pool_images, pool_captions, pool_extras = load_caption_pool(
+            args.train_data_dir, args.image_column, args.caption_column, args.image_size
+        )
+        train_captions = sorted({c for captions in pool_captions for c in captions})
+    else:
+        train_captions = all_captions(args.caption_split)
+    tokenizer = train_bpe_tokenizer(
+        train_captions if args.train_data_dir is not None else all_captions("train"),
+        model_max_length=args.context_length,
+    )
     config = build_clip_config(
         tokenizer, vision_width=args.vision_width, vision_layers=args.vision_layers, vision_heads=args.vision_heads,
         text_width=args.text_width, text_layers=args.text_layers, text_heads=args.text_heads,
@@ -165,11 +194,16 @@ def main(args: argparse.Namespace) -> dict:
                                   betas=(0.9, args.adam_beta2), eps=1e-6)
 
     # Data: a deterministic pool of images of the --caption_split captions, kept as uint8.
-    pairs = generate_shapes(args.num_train_images, seed=args.seed, split=args.caption_split, as_array=True)
-    caption_index = {c: i for i, c in enumerate(train_captions)}
-    images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([caption_index[p[1]] for p in pairs], dtype=torch.long)
-    del pairs
+    if args.train_data_dir is not None:  # labels are row indices; captions are drawn per batch
+        images, labels = pool_images, torch.arange(len(pool_images))
+        caption_rng = random.Random(args.seed)
+        args.num_train_images = len(images)
+    else:
+        pairs = generate_shapes(args.num_train_images, seed=args.seed, split=args.caption_split, as_array=True)
+        caption_index = {c: i for i, c in enumerate(train_captions)}
+        images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).contiguous()
+        labels = torch.tensor([caption_index[p[1]] for p in pairs], dtype=torch.long)
+        del pairs
     if args.patch_init == "whiten":
         whiten_patch_embedding(model, pixel_values_from_uint8(images[:2048]))
     dataloader = DataLoader(TensorDataset(images, labels), batch_size=args.train_batch_size, shuffle=True,
@@ -204,7 +238,13 @@ def main(args: argparse.Namespace) -> dict:
             if not args.no_color_jitter:
                 batch_images = jitter_brightness_contrast(batch_images)
             pixel_values = pixel_values_from_uint8(batch_images.cpu()).to(accelerator.device)
-            if args.text_negatives == "all":
+            if args.train_data_dir is not None:  # the batch's distinct captions; identical strings are positives
+                texts, batch_labels = sample_batch_captions([pool_captions[i] for i in batch_labels.tolist()],
+                                                            caption_rng)
+                batch_labels = batch_labels.to(accelerator.device)
+                text_ids = tokenizer(texts, padding="longest", truncation=True, return_tensors="pt").input_ids
+                columns = batch_labels  # (B, distinct) -> (B, B) below, identical captions sharing one column
+            elif args.text_negatives == "all":
                 text_labels = torch.arange(len(train_captions), device=batch_labels.device)
                 text_ids, columns = caption_ids, None
             else:
@@ -232,7 +272,8 @@ def main(args: argparse.Namespace) -> dict:
                 record = {"step": step, "loss": float(np.mean(running)), "logit_scale": scale,
                           "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - start_time, 1)}
                 running = []
-                if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
+                if (args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process
+                        and args.train_data_dir is None):
                     report = evaluate_clip(accelerator.unwrap_model(model), tokenizer, num_images=256)
                     record["val"] = {k: v["caption"] for k, v in report["zero_shot"].items() if isinstance(v, dict)}
                 history.append(record)
@@ -249,7 +290,11 @@ def main(args: argparse.Namespace) -> dict:
         model.save_pretrained(args.output_dir)
         save_bpe_tokenizer(tokenizer, args.output_dir)
         save_image_processor(args.output_dir, args.image_size)
-        report = evaluate_clip(model, tokenizer, num_images=args.eval_images)
+        if args.train_data_dir is not None:
+            report = {"retrieval": evaluate_on_folder(model, tokenizer, args.eval_data_dir or args.train_data_dir,
+                                                      args.image_size, args.caption_column)}
+        else:
+            report = evaluate_clip(model, tokenizer, num_images=args.eval_images)
         weights = os.path.join(args.output_dir, "model.safetensors")
         report["model"] = {
             "num_parameters": num_params,
@@ -263,10 +308,13 @@ def main(args: argparse.Namespace) -> dict:
                               "num_processes": accelerator.num_processes, "history": history}
         with open(os.path.join(args.output_dir, "zero_shot_eval.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
-        zs = report["zero_shot"]
-        for split in ("train_split", "held_out"):
-            print(f"zero-shot {split}: " + ", ".join(f"{k} {v:.3f}" for k, v in zs[split]["caption"].items()))
-        print(f"text linear probe (held-out captions): {report['text_linear_probe']['ridge=0.1']}")
+        if "retrieval" in report:
+            print(f"retrieval: {json.dumps(report['retrieval'])}")
+        else:
+            zs = report["zero_shot"]
+            for split in ("train_split", "held_out"):
+                print(f"zero-shot {split}: " + ", ".join(f"{k} {v:.3f}" for k, v in zs[split]["caption"].items()))
+            print(f"text linear probe (held-out captions): {report['text_linear_probe']['ridge=0.1']}")
         print(f"wall time {report['training']['total_wall_time_s']} s; saved to {args.output_dir}")
     accelerator.end_training()
     return report

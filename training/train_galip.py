@@ -119,6 +119,11 @@ def parse_args(input_args=None):
     parser.add_argument("--max_grad_norm", type=float, default=None, help="Clip G and D gradients (off: official).")
     parser.add_argument("--sim_weight", type=float, default=4.0, help="Weight of the CLIP similarity term in L_G.")
     parser.add_argument("--magp_weight", type=float, default=2.0)
+    parser.add_argument(
+        "--reconstruction_weight", type=float, default=0.0,
+        help="Weight of an L1 term pulling G(0, s), the sample at zero noise, towards the caption's real image "
+        "(not in GALIP; 0 = off). Helps small CPU runs on data with one image per caption, e.g. the emoji set.",
+    )
     parser.add_argument("--magp_power", type=float, default=6.0)
     parser.add_argument(
         "--mismatch", type=str, default="roll", choices=list(MISMATCH_MODES),
@@ -429,7 +434,8 @@ def main(args):
         first_epoch = global_step // num_update_steps_per_epoch
         resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
-    loss_config = GALIPLossConfig(args.sim_weight, args.magp_weight, args.magp_power, mismatch=args.mismatch)
+    loss_config = GALIPLossConfig(args.sim_weight, args.magp_weight, args.magp_power, mismatch=args.mismatch,
+                                  reconstruction_weight=args.reconstruction_weight)
     progress_bar = tqdm(range(args.max_train_steps), initial=global_step, desc="Steps",
                         disable=not accelerator.is_local_main_process)
     loss_log = open(os.path.join(args.output_dir, "losses.jsonl"), "a") if accelerator.is_main_process else None
@@ -614,8 +620,8 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
     args.mixed_precision = accelerator.mixed_precision
     hyperparameters = [(k, getattr(args, k)) for k in (
         "learning_rate_g", "learning_rate_d", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
-        "sim_weight", "magp_weight", "magp_power", "mismatch", "max_grad_norm", "train_batch_size",
-        "gradient_accumulation_steps",
+        "sim_weight", "magp_weight", "magp_power", "mismatch", "reconstruction_weight", "max_grad_norm",
+        "train_batch_size", "gradient_accumulation_steps",
         "mixed_precision", "use_ema", "ema_decay", "resolution", "seed")]
     card = render_model_card(
         "galip_trained", license=license_, tags=["gan", "diffusers-training"],

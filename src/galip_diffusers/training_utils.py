@@ -7,6 +7,7 @@ import contextlib
 import copy
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -167,10 +168,16 @@ class GALIPLossConfig:
     #: batch's most similar different caption: hard negatives, see
     #: :func:`~galip_diffusers.losses.nearest_mismatched_text_embeds`)
     mismatch: str = "roll"
+    #: weight of an L1 "anchor" term in G's loss (not in GALIP; 0 disables it): ``G(0, s)``, the sample at the mean
+    #: noise, is pulled towards the real image of caption ``s``. Only the zero noise is anchored, so the other
+    #: noises stay free for the adversarial loss (diversity across seeds is measured, not assumed).
+    reconstruction_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mismatch not in MISMATCH_MODES:
             raise ValueError(f"`mismatch` must be one of {MISMATCH_MODES}, got {self.mismatch!r}.")
+        if not (self.reconstruction_weight >= 0 and math.isfinite(self.reconstruction_weight)):
+            raise ValueError(f"`reconstruction_weight` must be a finite number >= 0, got {self.reconstruction_weight}")
 
 
 @contextlib.contextmanager
@@ -261,6 +268,13 @@ def galip_train_step(
     with frozen(unwrapped_d), accelerator.autocast():
         g_logits = unwrapped_d(fake_features, text_embeds.detach(), fake if unwrapped_d.has_pixel_path else None)
         g_losses = generator_loss(g_logits, fake_image_embeds, text_embeds.detach(), loss_config.sim_weight)
+        if loss_config.reconstruction_weight > 0:
+            anchor = generator(torch.zeros_like(noise), text_embeds.detach())
+            if anchor.shape != pixel_values.shape:
+                raise ValueError(f"reconstruction needs real images of the generator's size {tuple(anchor.shape[1:])}, "
+                                 f"got {tuple(pixel_values.shape[1:])}: set --resolution to the output size")
+            g_losses["loss_reconstruction"] = (anchor.float() - pixel_values.float()).abs().mean()
+            g_losses["loss"] = g_losses["loss"] + loss_config.reconstruction_weight * g_losses["loss_reconstruction"]
     accelerator.backward(g_losses["loss"])
     if accelerator.sync_gradients:
         logs["grad_norm_g"] = _grad_norm(accelerator, generator, max_grad_norm)
@@ -279,6 +293,8 @@ def galip_train_step(
             "clip_similarity": g_losses["clip_similarity"],
         }
     )
+    if "loss_reconstruction" in g_losses:
+        logs["loss_g_reconstruction"] = g_losses["loss_reconstruction"]
     return {k: v.detach().float() for k, v in logs.items()}
 
 
