@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -20,10 +19,6 @@ import warnings
 import pytest
 import torch
 from huggingface_hub import ModelCard
-
-if importlib.util.find_spec("clip") is None:  # `import clip` itself needs torchvision, so only look it up
-    pytest.skip("the `clip` package (pip install --no-deps clip-anytorch) is not installed", allow_module_level=True)
-pytest.importorskip("ftfy")
 
 import official_fixtures as fx  # noqa: E402
 import reference_galip as ref  # noqa: E402

@@ -1,7 +1,6 @@
-"""The demo's logic without a browser (and without gradio): input checks, the prompt token cap, strip and GIF making,
+"""The demo's logic without a browser: input checks, the prompt token cap, strip and GIF making,
 model loading errors, timed generation, CLIP refinement, interpolation."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -180,7 +179,8 @@ def test_a_missing_default_model_is_a_clear_error(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(galip_lite.pipeline, "packaged_models_dir", lambda: str(tmp_path / "not-installed"))
     with pytest.raises(DemoModelError, match=r"'galip-shapes' is not part of this installation.*Pass --model PATH"):
         load_pipeline("galip-shapes")
-    pytest.importorskip("gradio")  # without gradio, galip-demo says so first (test_the_demo_needs_gradio_only_to_serve)
+    # gradio ([demo], in [dev]) is installed, so galip-demo gets as far as loading the model; without gradio it says
+    # so first (test_the_demo_needs_gradio_only_to_serve).
     assert demo_launch.main([]) == 1  # the default --model is galip-shapes
     err = capsys.readouterr().err.strip()
     assert err.startswith("galip-demo: error: The packaged model 'galip-shapes' is not part of this installation")
@@ -247,12 +247,11 @@ def test_refine_with_clip_when_the_model_has_a_scorer(scorer_model_dir, one_thre
         plain = backend.generate("a red circle", 0, 2, 0, False, 3)
         assert "Refined" not in plain.status
         assert backend.refiner.generator is backend.pipe.generator  # the refiner shares the modules
-        if importlib.util.find_spec("gradio") is not None:  # the page's toggle can be ticked
-            from galip_diffusers.demo import build_demo
+        from galip_diffusers.demo import build_demo  # the page's toggle can be ticked
 
-            blocks = build_demo(backend).blocks.values()
-            refine = next(b for b in blocks if getattr(b, "elem_id", None) == "refine")
-            assert refine.interactive is True and "FuseDream" in refine.info
+        blocks = build_demo(backend).blocks.values()
+        refine = next(b for b in blocks if getattr(b, "elem_id", None) == "refine")
+        assert refine.interactive is True and "FuseDream" in refine.info
     finally:
         backend.close()
 
@@ -279,7 +278,6 @@ def test_old_gifs_are_deleted(backend, monkeypatch):
 
 def test_build_demo_without_a_browser(backend):
     """The page builds (gradio 4 to 6), its queue is on, and refinement is disabled for a model without scorer."""
-    pytest.importorskip("gradio")
     from galip_diffusers.demo import build_demo
 
     demo = build_demo(backend, concurrency_limit=2, max_queue=5)
@@ -293,7 +291,8 @@ def test_build_demo_without_a_browser(backend):
 
 
 def test_event_handlers_turn_errors_into_messages(backend, monkeypatch):
-    gr = pytest.importorskip("gradio")
+    import gradio as gr
+
     from galip_diffusers.demo import build_demo
 
     demo = build_demo(backend)

@@ -14,7 +14,6 @@ from galip_diffusers.evaluation import (
     CLIPScorer,
     clean_resize,
     clip_score_from_cosines,
-    fid_available,
     fid_statistics,
     inception_input,
     load_fid_metric,
@@ -27,7 +26,6 @@ from galip_diffusers.evaluation import (
 from galip_diffusers.models.clip_bridge import CLIP_MEAN, CLIP_STD
 
 FEATURE = 64  # the first Inception pooling features: a much cheaper forward and covariance than 2048 (same code path)
-needs_fid = pytest.mark.skipif(not fid_available(), reason="torchmetrics / torch-fidelity not installed")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +42,6 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inception(tmp_path_factory):
-    if not fid_available():
-        pytest.skip("torchmetrics / torch-fidelity not installed")
     return random_inception_weights(str(tmp_path_factory.mktemp("inception") / "inception.pth"))
 
 
@@ -87,7 +83,6 @@ def test_clip_scores_match_hand_computation(fx):
     assert clip_score_from_cosines(torch.tensor([0.3, -0.2, 0.5])) == pytest.approx(100 * 0.8 / 3)
 
 
-@needs_fid
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
 def test_fid_statistics_roundtrip_and_identity(inception, tmp_path):
     metric = load_fid_metric(inception, feature=FEATURE)
@@ -152,7 +147,6 @@ def test_cli_argument_errors(fx, capsys):
         main(bad_column + ["--debug"])  # --debug re-raises
 
 
-@needs_fid
 def test_cli_fid_against_dataset_and_against_saved_statistics(fx, inception, tmp_path):
     common = ["--dataset", fx["data"], "--num_images", "3", "--batch_size", "3", "--inception_weights", inception,
               "--fid_feature", str(FEATURE), "--cache_dir", fx["cache"]]

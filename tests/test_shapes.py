@@ -229,7 +229,8 @@ def test_score_ground_truth(renders):
 
 
 def test_score_input_formats(renders):
-    torch = pytest.importorskip("torch")
+    import torch
+
     arrays, captions = _stack(renders[:100])
     as_float = S.score_images(arrays.astype(np.float32) / 255.0, captions)
     as_tensor = S.score_images(torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0, captions)

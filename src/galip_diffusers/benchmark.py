@@ -446,8 +446,8 @@ def _run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                               "modulation output layers are perturbed so that no Affine is the identity); speed "
                               "does not depend on weight values",
             "tokenizer": "random-weights rows use OpenAI CLIP's BPE tokenizer when the clip package's vocabulary is "
-                         "installed, else a byte-level CLIPTokenizer (one token per character, see each row's "
-                         "'tokenizer'); LDM uses a byte-level tokenizer. Peers pad prompts to 77 tokens; GALIP's "
+                         "installed, else a byte-level CLIPTokenizer (one token per non-space character, see each "
+                         "row's 'tokenizer'); LDM uses a byte-level tokenizer. Peers pad prompts to 77 tokens; GALIP's "
                          "fast path pads to the prompt's own length, so only its text-encoder cost depends on this",
         },
         "rows": rows,

@@ -173,7 +173,7 @@ def _build_module(cls_name: str, config: dict[str, Any]):
 def clip_tokenizer(real: bool = True):
     """``(tokenizer, description)``: OpenAI CLIP's BPE tokenizer when the ``clip`` package's vocabulary is installed
     (the prompt then has its real token count, which GALIP's fast path depends on), else a byte-level
-    ``CLIPTokenizer`` (one token per character; only the text-encoder cost of GALIP's fast path changes)."""
+    ``CLIPTokenizer`` (one token per non-space character; only the text-encoder cost of GALIP's fast path changes)."""
     from .testing_utils import byte_level_clip_tokenizer
 
     if real:

@@ -178,7 +178,8 @@ def write_report(report: dict[str, Any], out_dir: str, plot: bool = True) -> dic
         try:
             png = write_plot(report, os.path.join(out_dir, "benchmark.png"))
         except ImportError:
-            report["plot_error"] = "matplotlib is not installed (pip install matplotlib): benchmark.png skipped"
+            report["plot_error"] = ("matplotlib is not installed (pip install 'galip-diffusers[benchmark]'): "
+                                    "benchmark.png skipped")
         else:
             if png:
                 paths["png"] = png

@@ -60,8 +60,7 @@ def _import_torch_fidelity_without_torchvision() -> None:
         return
     spec = importlib.util.find_spec("torch_fidelity")
     if spec is None:
-        raise ImportError("FID needs torch-fidelity: pip install torch-fidelity (with --no-deps if torchvision is "
-                          "unavailable) and torchmetrics.")
+        raise ImportError('FID needs torch-fidelity and torchmetrics: pip install "galip-diffusers[eval]".')
     try:
         import torch_fidelity  # noqa: F401
     except ModuleNotFoundError as err:

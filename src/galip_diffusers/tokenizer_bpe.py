@@ -37,8 +37,8 @@ def find_clip_bpe_file() -> str:
             if os.path.isfile(path):
                 return path
     raise FileNotFoundError(
-        f"Cannot find {BPE_FILE_NAME}: install the `clip` package (pip install 'galip-diffusers[convert]', or "
-        f"pip install --no-deps clip-anytorch) or pass the file's path (bpe_path / --bpe)."
+        f"Cannot find {BPE_FILE_NAME}: install the `clip` package (pip install 'galip-diffusers[convert]') or pass "
+        f"the file's path (bpe_path / --bpe)."
     )
 
 
