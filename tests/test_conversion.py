@@ -41,6 +41,7 @@ from galip_diffusers.conversion import (  # noqa: E402
     convert_discriminator,
     convert_generator,
     convert_official_checkpoint,
+    load_official_checkpoint,
     main,
 )
 from galip_diffusers.conversion_utils import KeyRule, map_state_dict, source_name, strip_prefix  # noqa: E402
@@ -405,12 +406,34 @@ def test_shape_mismatch_names_key_and_shapes(tiny_nets):
 def test_pickled_objects_are_refused_unless_unsafe_pickle(tiny_nets, tiny_files, tmp_path):
     checkpoint = {**fx.official_checkpoint(tiny_nets, ddp=False), "args": argparse.Namespace(lr=1e-4)}
     path = _save(checkpoint, tmp_path / "with-args.pth")
-    with pytest.raises(ConversionError, match=r"weights_only=True.*--unsafe-pickle"):
+    with pytest.raises(ConversionError, match=r"is a pickle that torch.load\(weights_only=True\) refuses: it holds "
+                                              r"argparse.Namespace, .*--unsafe-pickle"):
         convert_official_checkpoint(path, tiny_files[1], tmp_path / "a", **TINY_KWARGS)
     assert not (tmp_path / "a").exists()
     with pytest.warns(UserWarning, match="weights_only=False"):
         convert_official_checkpoint(path, tiny_files[1], tmp_path / "b", unsafe_pickle=True, **TINY_KWARGS)
     assert (tmp_path / "b" / "model_index.json").is_file()
+
+
+def test_broken_files_are_not_pytorch_checkpoints_and_get_no_pickle_advice(tiny_nets, tiny_files, tmp_path):
+    whole = open(_save(fx.official_checkpoint(tiny_nets, ddp=False), tmp_path / "whole.pth"), "rb").read()
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"args": argparse.Namespace(lr=1)}, legacy, _use_new_zipfile_serialization=False)
+    broken = {"empty.pth": b"", "truncated.pth": whole[: len(whole) // 2], "text.pth": b"model weights, honest\n",
+              "truncated-legacy.pth": legacy.read_bytes()[:40]}
+    for name, content in broken.items():
+        (tmp_path / name).write_bytes(content)
+        for unsafe in (False, True):  # --unsafe-pickle does not make a broken file loadable either
+            with pytest.raises(ConversionError) as info:
+                convert_official_checkpoint(tmp_path / name, tiny_files[1], tmp_path / "out", unsafe_pickle=unsafe,
+                                            **TINY_KWARGS)
+            message = str(info.value)
+            assert f"{name}' is not a PyTorch checkpoint (" in message and "unsafe" not in message, message
+    with pytest.raises(ConversionError, match=r"empty.pth' is not a PyTorch checkpoint \(it is empty\)"):
+        load_official_checkpoint(tmp_path / "empty.pth")
+    with pytest.raises(ConversionError, match=r"legacy.pth' is a pickle .* it holds argparse.Namespace"):
+        load_official_checkpoint(legacy)  # the pre-zip torch.save format: still a real pickle, named as one
+    assert not (tmp_path / "out").exists()
 
 
 def test_existing_output_dir_needs_overwrite(tiny_files, tmp_path, monkeypatch):
@@ -430,6 +453,70 @@ def test_existing_output_dir_needs_overwrite(tiny_files, tmp_path, monkeypatch):
     empty.mkdir()
     convert_official_checkpoint(*tiny_files, empty, **TINY_KWARGS)  # an empty folder is fine
     assert (empty / "model_index.json").is_file()
+
+
+def test_a_file_written_into_the_output_folder_during_the_conversion_is_never_deleted(tiny_files, tmp_path,
+                                                                                      monkeypatch):
+    from galip_diffusers import conversion_commit
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old-model.txt").write_text("the old model")
+    real_check = conversion.check_pipeline_folder
+
+    def check_and_meddle(folder):  # the last step before the swap: someone saves a file into --output_dir
+        real_check(folder)
+        (out / "written-meanwhile.txt").write_text("not the converter's")
+
+    monkeypatch.setattr(conversion, "check_pipeline_folder", check_and_meddle)
+    with pytest.raises(ConversionError, match=r"changed during the conversion \(new written-meanwhile.txt\); nothing "
+                                              r"was replaced or deleted"):
+        convert_official_checkpoint(*tiny_files, out, overwrite=True, **TINY_KWARGS)
+    assert sorted(os.listdir(out)) == ["old-model.txt", "written-meanwhile.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no hidden folder left, the old model only where it was
+    # a change in the instant between the re-check and the exchange: swapped back, nothing deleted
+    monkeypatch.setattr(conversion, "check_pipeline_folder", real_check)
+    real_snapshot, calls = conversion_commit.snapshot, []
+
+    def late_write(folder):
+        calls.append(folder)
+        if len(calls) == 1:  # the re-check of --output_dir at the swap: the write lands right after it
+            found = real_snapshot(folder)
+            (out / "late.txt").write_text("also not the converter's")
+            return found
+        return real_snapshot(folder)
+
+    monkeypatch.setattr(conversion_commit, "snapshot", late_write)
+    with pytest.raises(ConversionError, match=r"changed during the conversion \(new late.txt\)"):
+        convert_official_checkpoint(*tiny_files, out, overwrite=True, **TINY_KWARGS)
+    assert sorted(os.listdir(out)) == ["late.txt", "old-model.txt", "written-meanwhile.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_leftovers_of_a_killed_conversion_are_cleaned_up_at_the_next_run(tiny_files, tmp_path, caplog):
+    from galip_diffusers.conversion_commit import clean_stale
+
+    out = tmp_path / "model"
+    stale = tmp_path / ".model.tmp-999999999-abc"  # a process id that is not running
+    (stale / "generator").mkdir(parents=True)
+    legacy_tmp = tmp_path / ".model.tmp-xyz"  # written before the process id was part of the name
+    legacy_tmp.mkdir()
+    old = tmp_path / ".model.old-q1"  # killed between moving the old model aside and moving the new one in
+    old.mkdir()
+    (old / "model_index.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        messages = clean_stale(str(out))
+    assert sorted(os.listdir(tmp_path)) == ["model"] and (out / "model_index.json").read_text() == "{}"
+    assert any("Restored" in m and ".model.old-q1" in m for m in messages)
+    assert sum("Removed" in m and "interrupted conversion" in m for m in messages) == 2
+    assert "unfinished folder of an interrupted conversion" in caplog.text
+    live = tmp_path / f".model.tmp-{os.getppid()}-abc"  # a running process's conversion is left alone
+    live.mkdir()
+    assert "still running" in clean_stale(str(out))[0] and live.is_dir()
+    live.rmdir()
+    stale.mkdir()
+    convert_official_checkpoint(*tiny_files, out, overwrite=True, **TINY_KWARGS)  # the converter cleans up first
+    assert sorted(os.listdir(tmp_path)) == ["model"] and (out / "model_index.json").is_file()
 
 
 def test_nothing_is_written_when_a_late_step_fails(tiny_files, tmp_path, monkeypatch):

@@ -252,6 +252,45 @@ def test_bad_inputs_give_clear_errors_before_training(script, fixtures, tmp_path
     assert not any((tmp_path / n / "losses.jsonl").exists() for n in "abde")
 
 
+def test_output_folder_checkpoint_flags_and_resume_are_checked_before_anything_loads(script, fixtures, tmp_path,
+                                                                                   monkeypatch, capsys):
+    fx = fixtures
+    monkeypatch.setattr(script, "load_models", lambda args: pytest.fail("models loaded before the checks"))
+    monkeypatch.setattr(script, "Accelerator", lambda **kw: pytest.fail("accelerator started before the checks"))
+    for flag in ("--checkpointing_steps", "--checkpoints_total_limit", "--validation_steps"):
+        with pytest.raises(SystemExit):
+            script.parse_args(_scratch(fx) + _common(fx, tmp_path / "a", flag, "0"))
+        assert f"argument {flag}: must be an integer >= 1, got 0" in capsys.readouterr().err
+    out = tmp_path / "used"
+    (out / "checkpoint-3000").mkdir(parents=True)
+    with pytest.raises(ValueError, match="is not empty .*: it holds another run"):
+        script.main(script.parse_args(_scratch(fx) + _common(fx, out)))
+    with pytest.raises(FileNotFoundError, match="--resume_from_checkpoint 'checkpoint-7' does not exist"):
+        script.main(script.parse_args(_scratch(fx) + _common(fx, out, "--resume_from_checkpoint", "checkpoint-7")))
+
+
+def test_a_run_in_another_runs_folder_keeps_its_checkpoints_and_a_resume_lists_each_step_once(script, fixtures,
+                                                                                              tmp_path):
+    fx = fixtures
+    out = tmp_path / "shared"
+    foreign = [out / "checkpoint-2", out / "checkpoint-5000"]
+    for path in foreign:
+        path.mkdir(parents=True)
+        (path / "galip_run.json").write_text('{"run_id": "an earlier run"}')
+    script.main(script.parse_args(_scratch(fx) + _common(
+        fx, out, "--max_train_steps", "3", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
+        "--overwrite_output_dir", "--speed_batch_sizes", "")))
+    assert [step for step, _ in list_checkpoints(str(out))] == [2, 3, 5000]  # this run's last two, the earlier 5000
+    assert (out / "checkpoint-5000" / "galip_run.json").is_file()
+    assert (out / "checkpoint-2.other-run" / "galip_run.json").is_file()  # moved aside when this run saved step 2
+    assert resolve_resume_checkpoint("latest", str(out)) == str(out / "checkpoint-3")
+    # resuming from an earlier step cuts the loss log back: no step is listed twice
+    script.main(script.parse_args(_scratch(fx) + _common(
+        fx, out, "--max_train_steps", "3", "--checkpointing_steps", "100", "--resume_from_checkpoint",
+        "checkpoint-2", "--speed_batch_sizes", "")))
+    assert [row["step"] for row in _losses(out)] == [1, 2, 3]
+
+
 def test_corrupt_images_are_skipped_counted_and_logged(script, fixtures, tmp_path):
     fx = fixtures
     data = make_imagefolder(str(tmp_path / "corrupt"), num_images=8, corrupt=(1, 5))

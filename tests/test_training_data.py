@@ -194,3 +194,20 @@ def test_checkpoint_folders_ignore_incomplete_saves(tmp_path):
     assert remove_incomplete_checkpoints(out) == [os.path.join(out, ".incomplete-checkpoint-12")]
     assert not os.path.exists(os.path.join(out, ".incomplete-checkpoint-12"))
     assert sample_rng(1, 2, 3).random() == sample_rng(1, 2, 3).random() != sample_rng(1, 2, 4).random()
+
+
+def test_imagefolder_metadata_problems_name_the_file_line_and_column(tmp_path):
+    empty = make_imagefolder(str(tmp_path / "empty"), num_images=2)
+    open(os.path.join(empty, "metadata.jsonl"), "w").close()
+    with pytest.raises(ValueError, match=r"metadata.jsonl' is empty: an imagefolder's metadata.jsonl needs"):
+        load_image_text_dataset(train_data_dir=empty)
+    mixed = make_imagefolder(str(tmp_path / "mixed"), num_images=2)
+    with open(os.path.join(mixed, "metadata.jsonl"), "a") as f:
+        f.write('{"file_name": "000.png", "text": "a plain string"}\n')
+    with pytest.raises(ValueError, match=r"metadata.jsonl': column 'text' is a list on line 1 but a string on line 3"):
+        load_image_text_dataset(train_data_dir=mixed)
+    broken = make_imagefolder(str(tmp_path / "broken"), num_images=2)
+    with open(os.path.join(broken, "metadata.jsonl"), "a") as f:
+        f.write('{"file_name": "000.png", "text": \n')
+    with pytest.raises(ValueError, match=r"metadata.jsonl' line 3 is not valid JSON"):
+        load_image_text_dataset(train_data_dir=broken)

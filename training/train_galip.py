@@ -59,8 +59,20 @@ from galip_diffusers.training_utils import (
     resolve_resume_checkpoint,
     save_checkpoint,
 )
+from galip_diffusers.training_runs import check_output_dir, open_loss_log, start_run
 
 logger = get_logger(__name__, log_level="INFO")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
 
 
 def parse_args(input_args=None):
@@ -103,7 +115,11 @@ def parse_args(input_args=None):
                              "(x76/64) + random crop; for data whose objects must keep their scale and stay whole.")
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     # training
-    parser.add_argument("--output_dir", type=str, default="galip-model")
+    parser.add_argument("--output_dir", type=str, default="galip-model",
+                        help="Must be empty or new, unless resuming (--resume_from_checkpoint) or --overwrite_output_dir.")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Train a new run into a non-empty --output_dir: its final model is replaced, its "
+                        "checkpoints are kept (never deleted by this run, never picked by 'latest').")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--train_batch_size", type=int, default=16, help="Per device.")
     parser.add_argument("--num_train_epochs", type=int, default=100)
@@ -135,14 +151,15 @@ def parse_args(input_args=None):
     parser.add_argument("--allow_tf32", action="store_true")
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
     # checkpoints, logging, validation
-    parser.add_argument("--checkpointing_steps", type=int, default=500)
-    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
+    parser.add_argument("--checkpointing_steps", type=positive_int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=positive_int, default=None,
+                        help="Keep at most this many of this run's checkpoints (other runs' are never deleted).")
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help='A checkpoint folder or "latest".')
     parser.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all", "none".')
     parser.add_argument("--logging_dir", type=str, default="logs")
     parser.add_argument("--tracker_project_name", type=str, default="galip-train")
     parser.add_argument("--validation_prompts", type=str, default=None, nargs="+")
-    parser.add_argument("--validation_steps", type=int, default=500)
+    parser.add_argument("--validation_steps", type=positive_int, default=500)
     parser.add_argument("--num_validation_images", type=int, default=4)
     parser.add_argument("--eval_num_images", type=int, default=0, help="Evaluate the final model on this many "
                         "training captions (CLIP score; FID too with --eval_inception_weights).")
@@ -286,6 +303,9 @@ class TrainingCounters:
 
 
 def main(args):
+    # before anything loads: the checkpoint to resume from exists, and the output folder is not another run's
+    resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -316,8 +336,10 @@ def main(args):
     set_seed(args.seed)
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
+    accelerator.wait_for_everyone()  # every process has resolved the checkpoint before the run id is written
+    run_id = None
     if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+        run_id = start_run(args.output_dir, resume_path)
         for path in remove_incomplete_checkpoints(args.output_dir):
             logger.info(f"Removed the incomplete checkpoint {path}")
 
@@ -424,7 +446,6 @@ def main(args):
     logger.info(f"  Batch size per device = {args.train_batch_size}, total (parallel, accumulation) = "
                 f"{total_batch_size}, gradient accumulation steps = {args.gradient_accumulation_steps}")
     global_step, first_epoch, resume_batches = 0, 0, 0
-    resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if args.resume_from_checkpoint and resume_path is None:
         accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run.")
     elif resume_path is not None:
@@ -438,7 +459,9 @@ def main(args):
                                   reconstruction_weight=args.reconstruction_weight)
     progress_bar = tqdm(range(args.max_train_steps), initial=global_step, desc="Steps",
                         disable=not accelerator.is_local_main_process)
-    loss_log = open(os.path.join(args.output_dir, "losses.jsonl"), "a") if accelerator.is_main_process else None
+    loss_log = None
+    if accelerator.is_main_process:  # a resumed run's log is cut back to the resumed step: each step listed once
+        loss_log = open_loss_log(args.output_dir, global_step if resume_path else None)
     validation_samples, validated_at, pending, skipped, micro_steps = [], None, {}, 0, 0
     start_step, start_time, seconds_before = global_step, time.perf_counter(), counters.train_seconds
     epochs_run = first_epoch
@@ -488,7 +511,8 @@ def main(args):
                 loss_log.flush()
             if global_step % args.checkpointing_steps == 0:
                 counters.train_seconds = seconds_before + time.perf_counter() - start_time
-                path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit,
+                                       run_id=run_id)
                 logger.info(f"Saved state to {path}")
             if accelerator.is_main_process and args.validation_prompts and global_step % args.validation_steps == 0:
                 with ema_swapped(ema_generator, generator):

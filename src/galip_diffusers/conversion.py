@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from typing import Any
 
 import torch
@@ -32,6 +31,7 @@ from accelerate import init_empty_weights
 
 from .clip_convert import VISION_KEY_MAP, VIT_B_32, CLIPGeometry, CLIPSource, image_encoder_from_openai, load_clip_source
 from .conversion_card import converted_card_fields
+from .conversion_commit import clean_stale, commit, snapshot, temporary_folder
 from .conversion_utils import (
     ConversionError,
     KeyRule,
@@ -194,24 +194,6 @@ def _missing_ancestors(folder: str) -> list[str]:
     return missing
 
 
-def _commit(tmp: str, out: str) -> None:
-    """Move the finished folder into place (replacing an empty or --overwrite'd one)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for root, _, files in os.walk(tmp):  # mkdtemp makes a 0700 folder; some writers make 0600 files
-        os.chmod(root, 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
-    old = None
-    if os.path.isdir(out):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-        os.rmdir(old)
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def convert_official_checkpoint(
     checkpoint_path: str | os.PathLike,
     clip_path: str | os.PathLike,
@@ -246,7 +228,8 @@ def convert_official_checkpoint(
         measure_speed: time the converted pipeline on this machine (CPU, batch 1) for the model card's speed table;
             by default the card shows the package's reference timing of the official architecture.
 
-    Nothing is written unless the whole conversion succeeds: the folder is built next to ``output_dir`` and renamed.
+    Nothing is written unless the whole conversion succeeds: the folder is built next to ``output_dir`` and swapped in
+    (see :mod:`galip_diffusers.conversion_commit`); a file written into ``output_dir`` meanwhile is never deleted.
     """
     if isinstance(dtype, str) and dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
@@ -255,6 +238,8 @@ def convert_official_checkpoint(
         raise ConversionError(f"--clip_preprocess must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
     checkpoint_path, clip_path = os.fspath(checkpoint_path), os.fspath(clip_path)
     out = _check_output_dir(os.fspath(output_dir), overwrite, [checkpoint_path, clip_path])
+    clean_stale(out)
+    checked = snapshot(out)  # the swap at the end replaces exactly this, or nothing
     try:
         template = find_template(CARD_TEMPLATE)
     except FileNotFoundError as err:
@@ -293,7 +278,7 @@ def convert_official_checkpoint(
     parent = os.path.dirname(out)
     created = _missing_ancestors(parent)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    tmp = temporary_folder(out)
     try:
         logger.info("Writing %s", out)
         pipe.save_pretrained(tmp)
@@ -316,7 +301,7 @@ def convert_official_checkpoint(
             **converted_card_fields(checkpoint_path, official_geometry, speed_rows, speed_machine),
         )  # fmt: skip
         check_pipeline_folder(tmp)
-        _commit(tmp, out)
+        commit(tmp, out, checked)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in created:  # deepest first; only the folders this call made, and only if still empty

@@ -177,11 +177,28 @@ def is_torchscript_archive(path: str | os.PathLike) -> bool:
         return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
 
 
+_UNSAFE_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _refused_globals(path: str, err: Exception, is_zip: bool) -> list[str]:
+    """The globals (classes, functions) of a pickle that ``weights_only=True`` refused to construct; ``[]`` when the
+    load failed for another reason (the file is broken, or not a checkpoint at all)."""
+    found = set(_UNSAFE_GLOBAL_RE.findall(str(err)))
+    if found and is_zip:  # the error names only the first one; list them all
+        try:
+            found.update(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # noqa: BLE001  (best effort: the first name is enough for the message)
+            pass
+    return sorted(found)
+
+
 def safe_torch_load(path: str | os.PathLike, what: str, unsafe_pickle: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` (memory-mapped when the file is a zip), with a clear error.
 
-    Pickles can run arbitrary code, so there is no silent fallback: only ``unsafe_pickle=True`` (the CLI's
-    ``--unsafe-pickle``) retries with ``weights_only=False``, with a warning.
+    A file that is not a PyTorch checkpoint (empty, truncated, text, ...) is called that. A real pickle whose objects
+    ``weights_only`` refuses is named with those objects; pickles can run arbitrary code, so there is no silent
+    fallback: only ``unsafe_pickle=True`` (the CLI's ``--unsafe-pickle``) retries it with ``weights_only=False``, with
+    a warning.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -189,12 +206,17 @@ def safe_torch_load(path: str | os.PathLike, what: str, unsafe_pickle: bool = Fa
     mmap = zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # the unpickler raises several types (UnpicklingError, RuntimeError, ...)
-        if not unsafe_pickle:
+    except Exception as err:  # the unpickler raises several types (UnpicklingError, RuntimeError, EOFError, ...)
+        refused = _refused_globals(path, err, mmap)
+        if not refused:
+            size = os.path.getsize(path)
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            detail = "it is empty" if size == 0 else f"{size} bytes, truncated or of another format: {reason}"
+            raise ConversionError(f"{what}: {path!r} is not a PyTorch checkpoint ({detail}).") from err
+        if not unsafe_pickle:
             raise ConversionError(
-                f"{what}: {path!r} cannot be loaded with torch.load(weights_only=True): {reason}. It may hold "
-                "arbitrary Python objects (a pickle can run code) or not be a PyTorch file at all. If you trust its "
+                f"{what}: {path!r} is a pickle that torch.load(weights_only=True) refuses: it holds "
+                f"{', '.join(refused)}, which loading would construct (a pickle can run code). If you trust its "
                 "source, rerun with --unsafe-pickle (unsafe_pickle=True)."
             ) from err
     warnings.warn(

@@ -8,6 +8,7 @@ runs continue bit-exactly.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import os
@@ -41,6 +42,50 @@ def _contains_images(folder: str) -> bool:
         if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in files):
             return True
     return False
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {list: "a list", dict: "an object"}.get(type(value), "a string")
+
+
+def check_imagefolder_metadata(folder: str) -> None:
+    """Check every ``metadata.jsonl`` under an imagefolder before ``datasets`` reads it, whose own errors on these
+    cases are an ``IndexError`` or a pyarrow parse error: raise ``ValueError`` naming the file (and line and column)
+    if one is empty, holds a line that is not a JSON object, or mixes lists and strings in a column."""
+    for root, _, files in os.walk(folder):
+        if "metadata.jsonl" not in files:
+            continue
+        path = os.path.join(root, "metadata.jsonl")
+        kinds: dict[str, tuple[str, int]] = {}  # column -> (list or scalar, first line seen)
+        rows = 0
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as err:
+                    raise ValueError(f"{path!r} line {number} is not valid JSON: {err}.") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path!r} line {number} is not a JSON object: {line.strip()[:80]!r}.")
+                rows += 1
+                for column, value in row.items():
+                    if value is None:  # a missing value fits any column type
+                        continue
+                    kind = _json_kind(value)
+                    first = kinds.setdefault(column, (kind, number))
+                    if first[0] != kind:
+                        raise ValueError(
+                            f"{path!r}: column {column!r} is {first[0]} on line {first[1]} but {kind} on line "
+                            f"{number}; give every row the same type (e.g. a list of strings for several captions)."
+                        )
+        if rows == 0:
+            raise ValueError(f"{path!r} is empty: an imagefolder's metadata.jsonl needs one JSON object per image "
+                             '(e.g. {"file_name": "0.png", "text": "a caption"}).')
 
 
 def load_image_text_dataset(
@@ -78,6 +123,7 @@ def load_image_text_dataset(
         if not _contains_images(train_data_dir):
             raise ValueError(f"The training data set is empty: --train_data_dir {train_data_dir!r} holds no image files "
                              "(expected an imagefolder: images + metadata.jsonl, or a save_to_disk folder).")
+        check_imagefolder_metadata(train_data_dir)
         loaded = datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, streaming=streaming)
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split is None:

@@ -22,6 +22,7 @@ from .losses import MISMATCH_MODES, discriminator_loss, generator_loss, mismatch
 from .models.discriminator import GALIPDiscriminator
 from .models.generator import GALIPGenerator
 from .training_data import check_resolution
+from .training_runs import RUN_FILE, checkpoints_to_delete, own_checkpoints, read_run_id
 
 CHECKPOINT_PREFIX = "checkpoint-"
 INCOMPLETE_PREFIX = ".incomplete-checkpoint-"
@@ -333,12 +334,13 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 
 
 def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str], output_dir: str) -> Optional[str]:
-    """``"latest"`` -> the newest complete checkpoint in ``output_dir`` (or None); a path or a ``checkpoint-N`` name
-    in ``output_dir`` -> that path. Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
+    """``"latest"`` -> the newest complete checkpoint in ``output_dir`` of the run the folder holds (or None; see
+    :func:`~galip_diffusers.training_runs.own_checkpoints`); a path or a ``checkpoint-N`` name in ``output_dir`` -> that
+    path. Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(output_dir)
+        checkpoints = own_checkpoints(list_checkpoints(output_dir), output_dir)
         return checkpoints[-1][1] if checkpoints else None
     for candidate in (resume_from_checkpoint, os.path.join(output_dir, resume_from_checkpoint)):
         if os.path.isdir(candidate):
@@ -369,9 +371,12 @@ def remove_incomplete_checkpoints(output_dir: str) -> list[str]:
     return removed
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: Optional[int] = None) -> str:
-    """``accelerator.save_state`` into a temporary folder, then an atomic rename to ``checkpoint-<step>``; only then
-    are the oldest checkpoints beyond ``total_limit`` deleted. A process killed mid-save leaves the previous
+def save_checkpoint(
+    accelerator, output_dir: str, step: int, total_limit: Optional[int] = None, run_id: Optional[str] = None
+) -> str:
+    """``accelerator.save_state`` into a temporary folder, marked with ``run_id``, then an atomic rename to
+    ``checkpoint-<step>``; only then are the oldest checkpoints of *this run* beyond ``total_limit`` deleted (another
+    run's checkpoints are never deleted, nor any without ``run_id``). A process killed mid-save leaves the previous
     checkpoints intact, and ``list_checkpoints`` never sees the partial folder. Call on every process."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
     temporary = os.path.join(output_dir, f"{INCOMPLETE_PREFIX}{step}")
@@ -381,18 +386,33 @@ def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: Option
     accelerator.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if os.path.isdir(final):  # re-saving the same step (e.g. after a resume): move the old one out of the way
-            stale = f"{temporary}.old"
-            os.replace(final, stale)
-            shutil.rmtree(stale, ignore_errors=True)
+        if run_id is not None:
+            with open(os.path.join(temporary, RUN_FILE), "w", encoding="utf-8") as f:
+                json.dump({"run_id": run_id}, f)
+        if os.path.isdir(final):
+            _move_aside(final, run_id)
         os.replace(temporary, final)
         _fsync_dir(output_dir)
         if total_limit is not None:
-            checkpoints = list_checkpoints(output_dir)
-            for _, path in checkpoints[: max(0, len(checkpoints) - total_limit)]:
+            for path in checkpoints_to_delete(list_checkpoints(output_dir), run_id, total_limit):
                 shutil.rmtree(path, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _move_aside(checkpoint: str, run_id: Optional[str]) -> None:
+    """Make room for a new save of the same step: this run's own older save (after resuming from an earlier step) is
+    deleted; another run's is renamed ``<name>.other-run[-k]``, which no listing picks up, and kept."""
+    if run_id is not None and read_run_id(checkpoint) == run_id:
+        name = os.path.basename(checkpoint)[len(CHECKPOINT_PREFIX):]
+        stale = os.path.join(os.path.dirname(checkpoint), f"{INCOMPLETE_PREFIX}{name}.old")  # cleaned up if killed
+        os.replace(checkpoint, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+        return
+    kept, k = checkpoint + ".other-run", 1
+    while os.path.exists(kept):
+        kept, k = f"{checkpoint}.other-run-{k}", k + 1
+    os.replace(checkpoint, kept)
 
 
 def _fsync_dir(path: str) -> None:
