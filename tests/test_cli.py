@@ -1,6 +1,8 @@
 """The galip-generate command: PNGs and their paths, prompt files, a progress bar, one-line errors with non-zero
 exit codes; the same images as one pipeline call."""
 
+import os
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -25,6 +27,33 @@ def test_generate_writes_pngs_and_prints_paths(model_dir, tmp_path, capsys):
                    "--out", str(tmp_path / "again")])
     again = capsys.readouterr().out.split()
     assert PIL.Image.open(paths[3]).tobytes() == PIL.Image.open(again[3]).tobytes()
+
+
+@pytest.mark.parametrize("engine", ["lite", "diffusers"])
+def test_earlier_images_in_out_are_never_overwritten_unless_asked(model_dir, tmp_path, capsys, engine):
+    out = tmp_path / "out"
+    argv = ["a red circle", "--model", str(model_dir), "--num-images", "2", "--out", str(out), "--engine", engine]
+    assert generate_main(argv) == 0
+    first = capsys.readouterr().out.split()
+    before = {p: open(p, "rb").read() for p in first}
+    assert generate_main(argv[:-2] + ["--seed", "1"]) == 0 and generate_main(argv) == 0  # same names again
+    assert generate_main(argv) == 0
+    second = capsys.readouterr().out.split()
+    assert [os.path.basename(p) for p in second] == ["0000_00_seed1.png", "0000_01_seed1.png", "0000_00_seed0-1.png",
+                                                     "0000_01_seed0-1.png", "0000_00_seed0-2.png", "0000_01_seed0-2.png"]
+    assert all(open(p, "rb").read() == content for p, content in before.items())  # the first run's files untouched
+    # --overwrite reuses the names (different pixels: truncated noise), no new files
+    assert generate_main(argv + ["--overwrite", "--truncation", "0.5"]) == 0
+    assert [os.path.basename(p) for p in capsys.readouterr().out.split()][-2:] == ["0000_00_seed0.png",
+                                                                                    "0000_01_seed0.png"]
+    assert open(first[0], "rb").read() != before[first[0]] and len(os.listdir(out)) == 8
+
+
+def test_help_says_what_happens_to_existing_files(capsys):
+    with pytest.raises(SystemExit):
+        generate_main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Files already in OUT are never overwritten" in help_text and "--overwrite" in help_text
 
 
 def test_prompt_file(model_dir, tmp_path, capsys):
@@ -59,7 +88,11 @@ def test_batches_match_one_pipeline_call_and_show_a_progress_bar(model_dir, tmp_
     [
         (["--num-images", "0"], "--num-images must be >= 1"),
         (["--batch-size", "0"], "--batch-size must be >= 1"),
-        (["--truncation", "-1"], "--truncation must be a positive number"),
+        (["--truncation", "-1"], "--truncation must be a finite number > 0, got -1.0"),
+        (["--truncation", "nan"], "--truncation must be a finite number > 0, got nan"),
+        (["--truncation", "inf"], "--truncation must be a finite number > 0, got inf"),
+        (["--seed", str(2**64)], "--seed must be between -2**63 and 2**64 - 1, got 18446744073709551616"),
+        (["--out", __file__], "is a file; give a folder"),
         (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt-file: '/nonexistent/prompts.txt' does not exist"),
         ([], "no prompt given"),
         (["--model", "/nonexistent/folder"], "error"),
@@ -69,7 +102,9 @@ def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv
     base = ["a red circle"] if argv != [] else []
     if "--model" not in argv:
         argv = argv + ["--model", str(model_dir)]
-    code = generate_main(base + argv + ["--out", str(tmp_path / "x")])
+    if "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path / "x")]
+    code = generate_main(base + argv)
     err = capsys.readouterr().err.strip()
     assert code == 1 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 

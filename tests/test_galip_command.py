@@ -120,6 +120,26 @@ def test_train_run_without_the_script_is_a_clear_error(tmp_path, capsys, monkeyp
     assert "--script: 'missing.py' does not exist" in capsys.readouterr().err
 
 
+def test_train_run_with_bad_training_arguments_is_one_line_before_anything_launches(tmp_path, capsys, monkeypatch):
+    launched = []
+    monkeypatch.setattr(train_launcher.subprocess, "call", lambda command: launched.append(command) or 0)
+    script = train_launcher.source_checkout_script()
+    assert cli.main(["train", "--run", "--script", script, "--output_dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "galip train: error: train_galip.py: Need either a dataset name or a training folder."
+    assert cli.main(["train", "--run", "--script", script, "--train_data_dir", str(tmp_path), "--seed", "x",
+                     "--clip_model_name_or_path", "c"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "argument --seed: invalid int value: 'x'" in err
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "checkpoint-3000").mkdir()
+    assert cli.main(["train", "--run", "--script", script, "--train_data_dir", str(tmp_path), "--output_dir",
+                     str(tmp_path / "used"), "--clip_model_name_or_path", "c", "--generator_config", "g"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not empty (checkpoint-3000): it holds another run" in err
+    assert launched == []
+
+
 def test_source_checkout_script_is_found_in_an_editable_tree():
     found = train_launcher.source_checkout_script()
     assert found is not None and found.endswith(os.path.join("training", "train_galip.py"))

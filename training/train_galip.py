@@ -302,10 +302,17 @@ class TrainingCounters:
         vars(self).update(state)
 
 
-def main(args):
-    # before anything loads: the checkpoint to resume from exists, and the output folder is not another run's
+def preflight(args):
+    """The checks that need no model and no data, run before anything loads (and by ``galip train --run`` before it
+    launches): the checkpoint to resume from exists, and the output folder is not another run's. Returns the
+    checkpoint to resume from, or ``None``."""
     resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
+    return resume_path
+
+
+def main(args):
+    resume_path = preflight(args)
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -673,4 +680,9 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        arguments = parse_args()
+        preflight(arguments)
+    except (ValueError, OSError) as error:  # bad arguments: one line, as the README promises, not a traceback
+        raise SystemExit(f"{os.path.basename(__file__)}: error: {error}") from None
+    main(arguments)

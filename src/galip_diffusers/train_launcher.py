@@ -9,6 +9,9 @@ checkout an editable install points to).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import os
 import shlex
 import shutil
@@ -34,6 +37,34 @@ source checkout (git clone ...), after `pip install -e ".[train]"`.
 
 class TrainScriptNotFound(FileNotFoundError):
     """The training script is not where ``--run`` looked for it."""
+
+
+class TrainArgumentsError(ValueError):
+    """The training script refuses the arguments (checked by ``--run`` before it launches anything)."""
+
+
+def check_training_arguments(script: str, train_args: Sequence[str]) -> None:
+    """Run the script's own argument checks (``parse_args`` and ``preflight``: no model or data is loaded) in this
+    process, so that bad arguments are one line here instead of a traceback from every launched process. Raises
+    :class:`TrainArgumentsError` with the script's message."""
+    if any(a in ("-h", "--help") for a in train_args):
+        return  # the launched script prints its help
+    with open(script, encoding="utf-8") as f:
+        if "\ndef preflight(" not in f.read():
+            return  # not train_galip.py (another --script): it has no checks to run here
+    spec = importlib.util.spec_from_file_location("_galip_train_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            args = module.parse_args(list(train_args))
+        module.preflight(args)
+    except SystemExit as exit_:  # argparse: usage lines, then "prog: error: ..."; keep the error line
+        lines = [line for line in usage.getvalue().splitlines() if line.strip()]
+        raise TrainArgumentsError(lines[-1] if lines else f"the training script exited with {exit_.code}") from None
+    except (ValueError, OSError) as err:
+        raise TrainArgumentsError(f"{os.path.basename(script)}: {err}") from None
 
 
 def build_parser(prog: str = "galip train") -> argparse.ArgumentParser:
@@ -96,7 +127,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    command = launch_command(train_args, args.accelerate_args, find_script(args.script))
+    script = find_script(args.script)
+    check_training_arguments(script, train_args)
+    command = launch_command(train_args, args.accelerate_args, script)
     print(shlex.join(command), file=sys.stderr)
     if shutil.which("accelerate") is None:  # same launcher, through this interpreter
         command = [sys.executable, "-m", "accelerate.commands.launch", *command[2:]]
@@ -105,7 +138,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None, prog: str = "galip train") -> int:
     """Entry point of ``galip train``."""
-    return run_cli(_run, build_parser(prog), argv, pass_unknown=True, plain_errors=(TrainScriptNotFound,))
+    plain = (TrainScriptNotFound, TrainArgumentsError)
+    return run_cli(_run, build_parser(prog), argv, pass_unknown=True, plain_errors=plain)
 
 
 if __name__ == "__main__":

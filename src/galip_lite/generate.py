@@ -13,6 +13,7 @@ prompt file needs little memory and the progress bar moves as images are written
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -34,8 +35,12 @@ EXAMPLES = """examples:
   %(prog)s --prompt-file prompts.txt --num-images 4 --dtype bf16 --batch-size 32
 
 The default model is the packaged galip-shapes. Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their
-paths are printed on stdout, the progress bar goes to stderr.
+paths are printed on stdout, the progress bar goes to stderr. Files already in OUT are never overwritten: a name
+that is taken gets a suffix (PPPP_KK_seedS-1.png, -2, ...), unless --overwrite is given.
 """
+
+#: the seeds torch.Generator.manual_seed accepts
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
@@ -50,10 +55,14 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
     parser.add_argument("--model", default="galip-shapes",
                         help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--truncation", type=float, default=None, help="truncate the noise at +-T (resampling)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed, -2**63 to 2**64 - 1 (default: 0)")
+    parser.add_argument("--truncation", type=float, default=None,
+                        help="truncate the noise at +-T (resampling); a finite number > 0")
     parser.add_argument("--batch-size", type=int, default=64, help="images per generator forward pass (default: 64)")
     parser.add_argument("--out", default="galip-samples", help="output folder (default: galip-samples)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="reuse the names of files already in --out (default: never overwrite; a taken name "
+                             "gets a -1, -2, ... suffix)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
     parser.add_argument("--engine", default="auto", choices=ENGINES,
@@ -112,6 +121,27 @@ def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", 
     return latents, lambda prompts, z: pipe(prompts, latents=z)
 
 
+def save_png(image: "Image.Image", stem: str, overwrite: bool = False) -> str:
+    """Write ``image`` to ``stem.png``, or, unless ``overwrite``, to ``stem-1.png``, ``stem-2.png``, ... when the name
+    is taken (checked and claimed in one step, so two runs writing into the same folder never clash). Returns the
+    path written."""
+    path, k = f"{stem}.png", 0
+    while True:
+        try:
+            with open(path, "wb" if overwrite else "xb") as f:
+                image.save(f, format="PNG")
+            return path
+        except FileExistsError:
+            k += 1
+            path = f"{stem}-{k}.png"
+
+
+def check_out_folder(out: str) -> None:
+    """``--out`` must be a folder (or not exist yet): checked before the model loads."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"--out {out!r} is a file; give a folder (it is created if missing).")
+
+
 def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.Tensor", make_images: MakeImages
                  ) -> None:
     """Make ``args.num_images`` images per prompt, ``args.batch_size`` at a time, and write them as PNG files."""
@@ -126,8 +156,8 @@ def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.T
             images = make_images(flat_prompts[start:stop], latents[start:stop])
             for index, image in zip(range(start, stop), images):
                 prompt_index, k = divmod(index, args.num_images)
-                path = os.path.join(args.out, f"{prompt_index:04d}_{k:02d}_seed{args.seed}.png")
-                image.save(path)
+                path = save_png(image, os.path.join(args.out, f"{prompt_index:04d}_{k:02d}_seed{args.seed}"),
+                                args.overwrite)
                 bar.write(path, file=sys.stdout)
                 bar.update()
 
@@ -138,8 +168,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    if args.truncation is not None and args.truncation <= 0:
-        raise ValueError(f"--truncation must be a positive number, got {args.truncation}.")
+    if args.truncation is not None and not (math.isfinite(args.truncation) and args.truncation > 0):
+        raise ValueError(f"--truncation must be a finite number > 0, got {args.truncation}.")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise ValueError(f"--seed must be between -2**63 and 2**64 - 1, got {args.seed}.")
+    check_out_folder(args.out)
     total = len(prompts) * args.num_images
     engine = choose_engine(args)
     if engine == "lite":
