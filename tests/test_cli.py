@@ -39,8 +39,9 @@ def test_earlier_images_in_out_are_never_overwritten_unless_asked(model_dir, tmp
     assert generate_main(argv[:-2] + ["--seed", "1"]) == 0 and generate_main(argv) == 0  # same names again
     assert generate_main(argv) == 0
     second = capsys.readouterr().out.split()
-    assert [os.path.basename(p) for p in second] == ["0000_00_seed1.png", "0000_01_seed1.png", "0000_00_seed0-1.png",
-                                                     "0000_01_seed0-1.png", "0000_00_seed0-2.png", "0000_01_seed0-2.png"]
+    assert [os.path.basename(p) for p in second] == [
+        "0000_00_seed1.png", "0000_01_seed1.png", "0000_00_seed0-1.png", "0000_01_seed0-1.png", "0000_00_seed0-2.png",
+        "0000_01_seed0-2.png"]
     assert all(open(p, "rb").read() == content for p, content in before.items())  # the first run's files untouched
     # --overwrite reuses the names (different pixels: truncated noise), no new files
     assert generate_main(argv + ["--overwrite", "--truncation", "0.5"]) == 0

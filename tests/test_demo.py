@@ -130,6 +130,19 @@ def test_refinement_steps_and_interpolation_limits(tokenizer):
     assert len(long.warnings) == 1 and long.warnings[0].startswith("Second prompt: The prompt has 102 tokens")
 
 
+def test_refinement_work_per_request_is_capped(tokenizer):
+    with pytest.raises(DemoInputError, match=r"number of images x refinement steps must be at most 320 per request, "
+                                             r"got 16 x 200 = 3200: fewer images or fewer steps \(e.g. 16 x 20\)"):
+        validate_generation("x", 0, 16, 0, True, 200, tokenizer=tokenizer, can_refine=True)
+    assert validate_generation("x", 0, 4, 0, True, 80, tokenizer=tokenizer, can_refine=True).refine_steps == 80
+    with pytest.raises(DemoInputError, match="at most 40 per request, got 4 x 11 = 44"):
+        validate_generation("x", 0, 4, 0, True, 11, tokenizer=tokenizer, can_refine=True, max_refine_work=40)
+    with pytest.raises(SystemExit) as info:
+        demo_launch.main(["--help"])
+    help_text = " ".join(demo_launch.build_parser().format_help().split())
+    assert info.value.code == 0 and "--max-refine-work" in help_text and "images x steps per request" in help_text
+
+
 # ------------------------------------------------------------------------------------------------ strip and GIF
 def _solid(color, size=(4, 3)):
     return PIL.Image.new("RGB", size, color)
@@ -209,6 +222,7 @@ def test_the_demo_needs_gradio_only_to_serve(monkeypatch, capsys, model_dir):
 @pytest.mark.parametrize("argv, message", [
     (["--max-images", "17"], "--max-images must be from 1 to 16"), (["--port", "70000"], "--port must be"),
     (["--concurrency-limit", "0"], "--concurrency-limit must be >= 1"),
+    (["--max-images", "4", "--max-refine-work", "3"], "--max-refine-work must be from --max-images (4) to 800"),
 ])
 def test_bad_demo_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -221,8 +235,10 @@ def test_generate_is_timed_and_reproducible(backend):
     assert not backend.can_refine and "has none" in backend.refine_note
     result = backend.generate("a red circle", 5, 3, 0)
     assert len(result.images) == 3 and result.images[0].size == (256, 256)  # 32 px, shown x8
-    assert 0 < result.seconds < 60 and f"in **{result.seconds:.3f} s**" in result.status
+    assert 0 < result.seconds < 60 and f"in **{result.seconds:.3f} s** (wall time; model " in result.status
     assert "3 image(s) of 32x32 px" in result.status and "ms per image" in result.status
+    model_seconds = float(result.status.split("model ")[1].split(" s,")[0])
+    assert model_seconds <= result.seconds  # the wall time includes the prompt handling and the enlarging
     again = backend.generate("a red circle", 5, 3, 0)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(result.images, again.images))
     expected = backend.pipe("a red circle", num_images_per_prompt=3, generator=torch.Generator().manual_seed(5)).images

@@ -5,7 +5,14 @@ import os
 
 import pytest
 
-from galip_diffusers.training_runs import RUN_FILE, check_output_dir, open_loss_log, read_run_id, start_run, write_run_id
+from galip_diffusers.training_runs import (
+    RUN_FILE,
+    check_output_dir,
+    open_loss_log,
+    read_run_id,
+    start_run,
+    write_run_id,
+)
 from galip_diffusers.training_utils import list_checkpoints, resolve_resume_checkpoint, save_checkpoint
 
 

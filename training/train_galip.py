@@ -116,7 +116,8 @@ def parse_args(input_args=None):
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     # training
     parser.add_argument("--output_dir", type=str, default="galip-model",
-                        help="Must be empty or new, unless resuming (--resume_from_checkpoint) or --overwrite_output_dir.")
+                        help="Must be empty or new, unless resuming (--resume_from_checkpoint) or "
+                        "--overwrite_output_dir.")
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="Train a new run into a non-empty --output_dir: its final model is replaced, its "
                         "checkpoints are kept (never deleted by this run, never picked by 'latest').")

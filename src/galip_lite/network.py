@@ -8,6 +8,7 @@ diffusers/transformers modules (max abs diff ~1e-6 in fp32).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -19,6 +20,13 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
     "gelu": F.gelu,
 }
+
+
+def generator_channels(ngf: int, output_size: int) -> list[int]:
+    """Channel widths from the bottleneck to the last block: ``[ngf * min(2**i, 8) for i in range(log2(S) - 1)]``
+    reversed, with S the power of two at or above ``output_size`` (224 -> 256 -> 512,512,512,512,256,128,64)."""
+    log_size = math.ceil(math.log2(output_size))
+    return [ngf * min(2**i, 8) for i in range(log_size - 1)][::-1]
 
 
 def generator_block_sizes(num_blocks: int, output_size: int) -> list[int]:

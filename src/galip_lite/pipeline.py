@@ -9,15 +9,23 @@ only; everything else goes through ``GALIPPipeline``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import network
+from .finite import check_finite_number, check_finite_output, check_finite_tensor
+from .folder import (
+    FolderError,
+    check_generator_config,
+    check_generator_types,
+    check_tokenizer_files,
+    read_json_object,
+    safetensors_shapes,
+)
 from .text import LiteTokenizer
 
 PACKAGED_MODELS = ("galip-shapes",)
@@ -33,10 +41,10 @@ LITE_COMPONENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 TEXT_CONFIG_KEYS = ("hidden_act", "layer_norm_eps", "num_attention_heads", "num_hidden_layers", "eos_token_id")
-GENERATOR_CONFIG_KEYS = ("z_dim", "output_size", "code_channels", "num_mapping_blocks", "prompt_layers", "bridge_scale",
-                         "vision_config")  # fmt: skip
-VISION_CONFIG_KEYS = ("hidden_act", "layer_norm_eps", "num_attention_heads", "num_hidden_layers", "image_size",
-                      "patch_size")  # fmt: skip
+GENERATOR_CONFIG_KEYS = ("z_dim", "cond_dim", "ngf", "output_size", "code_channels", "mapping_mid_channels",
+                         "num_mapping_blocks", "prompt_layers", "bridge_scale", "vision_config")  # fmt: skip
+VISION_CONFIG_KEYS = ("hidden_act", "hidden_size", "layer_norm_eps", "num_attention_heads", "num_hidden_layers",
+                      "image_size", "patch_size")  # fmt: skip
 
 
 class LiteUnsupportedError(ValueError):
@@ -76,8 +84,7 @@ def lite_support_problem(folder: str | os.PathLike) -> str | None:
     index_path = os.path.join(folder, "model_index.json")
     if not os.path.isfile(index_path):
         return f"{str(folder)!r} is not a local pipeline folder (no model_index.json)"
-    with open(index_path, encoding="utf-8") as f:
-        index = json.load(f)
+    index = read_json_object(index_path)
     for component, (classes, files) in LITE_COMPONENTS.items():
         entry = index.get(component)
         if not (isinstance(entry, list) and len(entry) == 2 and entry[1] in classes):
@@ -88,13 +95,36 @@ def lite_support_problem(folder: str | os.PathLike) -> str | None:
     return None
 
 
-def _load_component(folder: str | os.PathLike, name: str, weights_file: str) -> tuple[dict[str, Any], dict]:
+def _load_weights(path: str) -> dict:
+    """A safetensors file as float32 tensors; an unreadable file is named in the error."""
     from safetensors.torch import load_file
 
-    with open(os.path.join(folder, name, "config.json"), encoding="utf-8") as f:
-        config = json.load(f)
-    weights = {k: v.float() for k, v in load_file(os.path.join(folder, name, weights_file)).items()}
-    return config, weights
+    try:
+        weights = load_file(path)
+    except Exception as err:  # noqa: BLE001  (safetensors raises its own error type)
+        raise FolderError(f"Corrupt safetensors file {path!r}: {err}") from err
+    return {k: v.float() for k, v in weights.items()}
+
+
+def check_lite_folder(folder: str | os.PathLike) -> tuple[dict, dict]:
+    """The text encoder's and the generator's configs, checked before any tensor is allocated: with
+    :mod:`galip_lite.folder`'s checks, the ones ``GALIPPipeline`` runs (same messages), plus the fields this runtime
+    needs (:class:`LiteUnsupportedError` if one is missing)."""
+    folder = os.fspath(folder)
+    check_tokenizer_files(os.path.join(folder, "tokenizer"))
+    text_config = read_json_object(os.path.join(folder, "text_encoder", "config.json"))
+    generator_path = os.path.join(folder, "generator", "config.json")
+    generator_config = read_json_object(generator_path)
+    check_generator_types(generator_config, generator_path)
+    _require(text_config, TEXT_CONFIG_KEYS, "text_encoder/config.json")
+    _require(generator_config, GENERATOR_CONFIG_KEYS, "generator/config.json")
+    _require(generator_config["vision_config"], VISION_CONFIG_KEYS, "generator/config.json's vision_config")
+    weights = os.path.join(folder, "generator", "diffusion_pytorch_model.safetensors")
+    check_generator_config(generator_config, safetensors_shapes(weights), generator_path, weights)
+    safetensors_shapes(os.path.join(folder, "text_encoder", "model.safetensors"))
+    network.activation(text_config["hidden_act"])  # unsupported activations fail here
+    network.activation(generator_config["vision_config"]["hidden_act"])
+    return text_config, generator_config
 
 
 def sample_noise(
@@ -136,6 +166,7 @@ class LitePipeline:
         self.tokenizer = tokenizer
         self.text_config, self.text_weights = text_config, text_weights
         self.generator_config, self.generator_weights = generator_config, generator_weights
+        self.source: str | None = None  # the folder, once loaded: named in errors
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None) -> "LitePipeline":
@@ -145,17 +176,13 @@ class LitePipeline:
         problem = lite_support_problem(folder)
         if problem is not None:
             raise LiteUnsupportedError(f"galip_lite cannot load {str(name_or_path)!r}: {problem}.")
-        text_config, text_weights = _load_component(folder, "text_encoder", "model.safetensors")
-        generator_config, generator_weights = _load_component(
-            folder, "generator", "diffusion_pytorch_model.safetensors"
-        )
-        _require(text_config, TEXT_CONFIG_KEYS, "text_encoder/config.json")
-        _require(generator_config, GENERATOR_CONFIG_KEYS, "generator/config.json")
-        _require(generator_config["vision_config"], VISION_CONFIG_KEYS, "generator/config.json's vision_config")
-        network.activation(text_config["hidden_act"])  # unsupported activations fail here
-        network.activation(generator_config["vision_config"]["hidden_act"])
-        return cls(LiteTokenizer(os.path.join(folder, "tokenizer")), text_config, text_weights, generator_config,
+        text_config, generator_config = check_lite_folder(folder)
+        text_weights = _load_weights(os.path.join(folder, "text_encoder", "model.safetensors"))
+        generator_weights = _load_weights(os.path.join(folder, "generator", "diffusion_pytorch_model.safetensors"))
+        pipe = cls(LiteTokenizer(os.path.join(folder, "tokenizer")), text_config, text_weights, generator_config,
                    generator_weights)  # fmt: skip
+        pipe.source = os.fspath(folder)
+        return pipe
 
     @torch.no_grad()
     def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -167,6 +194,7 @@ class LitePipeline:
         """Noise (num_images, z_dim) drawn exactly as ``GALIPPipeline.prepare_latents`` draws it on CPU."""
         if truncation_mode not in TRUNCATION_MODES:
             raise ValueError(f"`truncation_mode` must be one of {TRUNCATION_MODES}, got {truncation_mode!r}.")
+        check_finite_number("truncation", truncation)
         shape = (num_images, self.generator_config["z_dim"])
         return sample_noise(lambda: torch.randn(shape, generator=generator), truncation, truncation_mode)
 
@@ -185,5 +213,10 @@ class LitePipeline:
                 f"`latents` must have shape ({len(prompts)}, {self.generator_config['z_dim']}), "
                 f"got {tuple(latents.shape)}."
             )
-        text_embeds = self.encode_prompt(prompts)
-        return to_pil(network.generate(self.generator_weights, self.generator_config, latents.float(), text_embeds))
+        check_finite_tensor("latents", latents)
+        text_embeds = check_finite_output(self.encode_prompt(prompts), "text encoder", self._source("text_encoder"))
+        images = network.generate(self.generator_weights, self.generator_config, latents.float(), text_embeds)
+        return to_pil(check_finite_output(images, "generator", self._source("generator")))
+
+    def _source(self, component: str) -> str | None:
+        return os.path.join(self.source, component) if self.source else None

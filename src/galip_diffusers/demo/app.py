@@ -122,10 +122,11 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
                 refine = gr.Checkbox(value=False, label="Refine with CLIP (FuseDream)", interactive=backend.can_refine,
                                      info=backend.refine_note, elem_id="refine")
                 refine_steps = gr.Slider(1, MAX_REFINE_STEPS, value=20, step=1, label="Refinement steps",
-                                         interactive=backend.can_refine, elem_id="refine-steps")
+                                         interactive=backend.can_refine, elem_id="refine-steps",
+                                         info=f"Images × steps at most {backend.max_refine_work} per request.")
             gallery = gr.Gallery(label="Images", elem_id="gallery",
                                  **_kwargs(gr.Gallery, columns=4, format="png", object_fit="contain", height="auto"))
-            status = gr.Markdown("Press **Generate**. The time of every request is shown here.", elem_id="status")
+            status = gr.Markdown("Press **Generate**. The wall time of every request is shown here.", elem_id="status")
             gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
             inputs = [prompt, seed, num_images, truncation, refine, refine_steps]
             run.click(generate, inputs, [gallery, status], api_name="generate", **_kwargs(run.click, **event))

@@ -26,6 +26,8 @@ from ..pretrained import DEFAULT_MODEL, resolve_pretrained
 from ..utils import dtype_kwargs
 from .inputs import (
     MAX_IMAGES,
+    MAX_REFINE_STEPS,
+    MAX_REFINE_WORK,
     DemoInputError,
     GenerationRequest,
     InterpolationRequest,
@@ -124,14 +126,19 @@ class DemoBackend:
         refine_note: why refinement is unavailable, or what it does.
         model_name: shown in the page header.
         max_images: images per request (at most `MAX_IMAGES`).
+        max_refine_work: images x refinement steps per refined request (at least `max_images`: one step each).
     """
 
     def __init__(
         self, pipe: GALIPPipeline, refiner: Optional[GALIPFuseDreamPipeline] = None, refine_note: str = "",
-        model_name: str = "", max_images: int = MAX_IMAGES,
+        model_name: str = "", max_images: int = MAX_IMAGES, max_refine_work: int = MAX_REFINE_WORK,
     ):
         if not 1 <= max_images <= MAX_IMAGES:
             raise ValueError(f"max_images must be from 1 to {MAX_IMAGES}, got {max_images}.")
+        if not max_images <= max_refine_work <= max_images * MAX_REFINE_STEPS:
+            raise ValueError(f"max_refine_work must be from max_images ({max_images}) to "
+                             f"{max_images * MAX_REFINE_STEPS}, got {max_refine_work}.")
+        self.max_refine_work = max_refine_work
         self.pipe, self.refiner, self.refine_note = pipe, refiner, refine_note
         self.model_name = model_name
         self.max_images = max_images
@@ -140,12 +147,12 @@ class DemoBackend:
 
     @classmethod
     def from_model(cls, model: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                   max_images: int = MAX_IMAGES) -> "DemoBackend":
+                   max_images: int = MAX_IMAGES, max_refine_work: int = MAX_REFINE_WORK) -> "DemoBackend":
         """Load ``model`` (see :func:`load_pipeline`) and its refiner, if it has a scorer."""
         pipe = load_pipeline(model, device, dtype)
         path = os.fspath(resolve_pretrained(model))
         refiner, note = make_refiner(pipe, path if os.path.isdir(path) else None)
-        return cls(pipe, refiner, note, model_name=str(model), max_images=max_images)
+        return cls(pipe, refiner, note, model_name=str(model), max_images=max_images, max_refine_work=max_refine_work)
 
     # ---------------------------------------------------------------------------------------------- description
     @property
@@ -170,17 +177,22 @@ class DemoBackend:
     def generate(
         self, prompt: Any, seed: Any, num_images: Any, truncation: Any = 0, refine: Any = False, refine_steps: Any = 0,
     ) -> GenerationResult:
-        """Check the inputs and make ``num_images`` images (refined with CLIP if asked); time the request."""
+        """Check the inputs and make ``num_images`` images (refined with CLIP if asked); time the request: the wall
+        time from the call to the enlarged images (prompt checks and tokenizing included), and the model's part."""
+        start = time.perf_counter()
         request = validate_generation(prompt, seed, num_images, truncation, refine, refine_steps,
                                       tokenizer=self.pipe.tokenizer, can_refine=self.can_refine,
-                                      max_images=self.max_images)
-        start = time.perf_counter()
+                                      max_images=self.max_images, max_refine_work=self.max_refine_work)
+        model_start = time.perf_counter()
         images, refine_text = self._run(request)
+        model_seconds = time.perf_counter() - model_start
+        shown = upscale(images, DISPLAY_SIZE)
         seconds = time.perf_counter() - start
         status = (f"{len(images)} image(s) of {self.image_size}x{self.image_size} px in **{seconds:.3f} s** "
-                  f"({1000 * seconds / len(images):.1f} ms per image) on {self.device.type}, seed {request.seed}"
+                  f"(wall time; model {model_seconds:.3f} s, {1000 * model_seconds / len(images):.1f} ms per image) "
+                  f"on {self.device.type}, seed {request.seed}"
                   f"{', truncation ' + format(request.truncation, 'g') if request.truncation else ''}.{refine_text}")
-        return GenerationResult(upscale(images, DISPLAY_SIZE), seconds, status, request.warnings)
+        return GenerationResult(shown, seconds, status, request.warnings)
 
     def _run(self, request: GenerationRequest) -> tuple[list[PIL.Image.Image], str]:
         generator = torch.Generator().manual_seed(request.seed)
@@ -201,14 +213,17 @@ class DemoBackend:
 
         The first frame is the generation tab's first image for (prompt_a, seed_a), the last frame the one for
         (prompt_b, seed_b): each endpoint's noise comes from its own seed."""
-        request = validate_interpolation(prompt_a, prompt_b, seed_a, seed_b, num_frames, tokenizer=self.pipe.tokenizer)
         start = time.perf_counter()
+        request = validate_interpolation(prompt_a, prompt_b, seed_a, seed_b, num_frames, tokenizer=self.pipe.tokenizer)
+        model_start = time.perf_counter()
         frames = self._interpolate(request)
-        seconds = time.perf_counter() - start
+        model_seconds = time.perf_counter() - model_start
         strip = make_strip(upscale(frames, STRIP_FRAME_SIZE), columns=STRIP_COLUMNS)
         gif_path = make_gif(upscale(frames, DISPLAY_SIZE), self._new_gif_path())
-        status = (f"{len(frames)} frames of {self.image_size}x{self.image_size} px in **{seconds:.3f} s** "
-                  f"({1000 * seconds / len(frames):.1f} ms per frame) on {self.device.type}, seeds "
+        seconds = time.perf_counter() - start
+        status = (f"{len(frames)} frames of {self.image_size}x{self.image_size} px in **{seconds:.3f} s** (wall "
+                  f"time; model {model_seconds:.3f} s, {1000 * model_seconds / len(frames):.1f} ms per frame) on "
+                  f"{self.device.type}, seeds "
                   f"{request.seeds[0]} → {request.seeds[1]}.")
         return InterpolationResult(frames, strip, gif_path, seconds, status, request.warnings)
 

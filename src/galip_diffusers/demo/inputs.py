@@ -20,6 +20,8 @@ MAX_SEED = 2**32 - 1
 MAX_TRUNCATION = 10.0
 MIN_FRAMES, MAX_FRAMES = 2, 32
 MAX_REFINE_STEPS = 200
+#: Refinement work per request, images x steps (16 x 200 held a 2-core CPU server for ~18 min; 320 is ~2 min there).
+MAX_REFINE_WORK = 320
 
 
 class DemoInputError(ValueError):
@@ -138,9 +140,10 @@ class InterpolationRequest:
 
 def validate_generation(
     prompt: Any, seed: Any, num_images: Any, truncation: Any = None, refine: Any = False, refine_steps: Any = 0, *,
-    tokenizer: Any, can_refine: bool = False, max_images: int = MAX_IMAGES,
+    tokenizer: Any, can_refine: bool = False, max_images: int = MAX_IMAGES, max_refine_work: int = MAX_REFINE_WORK,
 ) -> GenerationRequest:
-    """Check the generation tab's fields and cap the prompt; raise :class:`DemoInputError` on the first bad one."""
+    """Check the generation tab's fields and cap the prompt; raise :class:`DemoInputError` on the first bad one.
+    A refined request may do at most ``max_refine_work`` images x steps."""
     capped = cap_prompt(check_prompt(prompt), tokenizer)
     seed = check_int(seed, "seed", 0, MAX_SEED)
     num_images = check_int(num_images, "number of images", 1, max_images)
@@ -151,6 +154,12 @@ def validate_generation(
         if not can_refine:
             raise DemoInputError("CLIP refinement is not available for this model (it has no scorer CLIP).")
         steps = check_int(refine_steps, "refinement steps", 1, MAX_REFINE_STEPS)
+        if num_images * steps > max_refine_work:
+            raise DemoInputError(
+                f"number of images x refinement steps must be at most {max_refine_work} per request, got "
+                f"{num_images} x {steps} = {num_images * steps}: fewer images or fewer steps "
+                f"(e.g. {num_images} x {max(1, max_refine_work // num_images)})."
+            )
     warnings = (capped.warning,) if capped.warning else ()
     return GenerationRequest(capped.text, seed, num_images, truncation, refine, steps, warnings)
 

@@ -11,7 +11,7 @@ from typing import Sequence
 from ..cli import DTYPES, run_cli, torch_dtype
 from ..pretrained import DEFAULT_MODEL
 from .backend import DemoModelError
-from .inputs import MAX_IMAGES
+from .inputs import MAX_IMAGES, MAX_REFINE_STEPS, MAX_REFINE_WORK
 
 EXAMPLES = """examples:
   %(prog)s                                  # the packaged galip-shapes model on http://127.0.0.1:7860
@@ -44,6 +44,9 @@ def build_parser(prog: str = "galip-demo") -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
     parser.add_argument("--max-images", type=int, default=MAX_IMAGES,
                         help=f"most images per request, 1 to {MAX_IMAGES} (default: {MAX_IMAGES})")
+    parser.add_argument("--max-refine-work", type=int, default=MAX_REFINE_WORK,
+                        help=f"most images x steps per request with Refine with CLIP (default: {MAX_REFINE_WORK}, "
+                             "about 2 min on a 2-core CPU); at least --max-images")
     parser.add_argument("--concurrency-limit", type=int, default=1,
                         help="requests that run at the same time; the others wait in the queue (default: 1)")
     parser.add_argument("--max-queue", type=int, default=32, help="most requests waiting in the queue (default: 32)")
@@ -55,6 +58,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--port must be from 0 to 65535, got {args.port}")
     if not 1 <= args.max_images <= MAX_IMAGES:
         parser.error(f"--max-images must be from 1 to {MAX_IMAGES}, got {args.max_images}")
+    if not args.max_images <= args.max_refine_work <= args.max_images * MAX_REFINE_STEPS:
+        parser.error(f"--max-refine-work must be from --max-images ({args.max_images}) to "
+                     f"{args.max_images * MAX_REFINE_STEPS}, got {args.max_refine_work}")
     if args.concurrency_limit < 1:
         parser.error(f"--concurrency-limit must be >= 1, got {args.concurrency_limit}")
     if args.max_queue < 1:
@@ -72,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     from .app import build_demo
     from .backend import DemoBackend
 
-    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype), max_images=args.max_images)
+    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype), max_images=args.max_images,
+                                       max_refine_work=args.max_refine_work)
     demo = build_demo(backend, concurrency_limit=args.concurrency_limit, max_queue=args.max_queue)
     print(f"galip demo: {backend.describe()}", flush=True)
     try:

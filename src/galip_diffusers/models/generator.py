@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -11,18 +10,11 @@ from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin must be
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from galip_lite.network import generator_block_sizes
+from galip_lite.network import generator_block_sizes, generator_channels  # noqa: F401  (part of this module's API)
 
 from .blocks import GeneratorBlock, MappingBlock
 from .clip_bridge import CLIPBridge, normalize_vision_config
 from .fast_inference import FastGeneratorPlan, FastInferenceOptions, fast_generator_forward
-
-
-def generator_channels(ngf: int, output_size: int) -> list[int]:
-    """Channel widths from the bottleneck to the last block: ``[ngf * min(2**i, 8) for i in range(log2(S) - 1)]``
-    reversed, with S the power of two at or above ``output_size`` (224 -> 256 -> 512,512,512,512,256,128,64)."""
-    log_size = math.ceil(math.log2(output_size))
-    return [ngf * min(2**i, 8) for i in range(log_size - 1)][::-1]
 
 
 class GALIPGenerator(ModelMixin, ConfigMixin):

@@ -1,25 +1,24 @@
-"""Checks a saved pipeline folder before loading, so that a missing or corrupt file is named in the error."""
+"""Checks a saved pipeline folder before loading, so that a missing, corrupt or inconsistent file is named in the error
+(the file, the field and what was expected) instead of surfacing as a TypeError, a download attempt or diffusers'
+``ignore_mismatched_sizes`` advice. The generator checks are :mod:`galip_lite.folder`'s, the ones the fast runtime
+runs: both engines refuse the same folders with the same messages."""
 
 from __future__ import annotations
 
-import json
+import inspect
 import os
 
-from safetensors import safe_open
+from galip_lite.folder import (  # noqa: F401  (FolderError: the error type of these checks)
+    FolderError,
+    check_generator_config,
+    check_generator_types,
+    check_tokenizer_files,
+    read_json_object,
+    safetensors_shapes,
+)
 
 #: Files a component folder must hold, by loadable base, in order of preference.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
-
-
-def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Missing file {path!r}.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"Corrupt JSON file {path!r}: {err}") from err
 
 
 def _check_weights(folder: str) -> None:
@@ -31,18 +30,41 @@ def _check_weights(folder: str) -> None:
     for name in weights:
         path = os.path.join(folder, name)
         if name.endswith(".safetensors"):
-            try:
-                with safe_open(path, framework="pt") as f:
-                    f.keys()
-            except Exception as err:  # safetensors raises its own error type for bad headers
-                raise ValueError(f"Corrupt safetensors file {path!r}: {err}") from err
+            safetensors_shapes(path)
         elif name.endswith(".index.json"):
-            _read_json(path)
+            read_json_object(path)
+
+
+def complete_generator_config(config: dict) -> dict:
+    """``config`` with what ``GALIPGenerator`` fills in itself: its defaults, and ViT-B/32's vision fields."""
+    from ..models.clip_bridge import VIT_B_32_VISION_CONFIG
+    from ..models.generator import GALIPGenerator
+
+    defaults = {name: p.default for name, p in inspect.signature(GALIPGenerator.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    complete = {**defaults, **config}
+    if isinstance(complete["prompt_layers"], tuple):  # the signature's default
+        complete["prompt_layers"] = list(complete["prompt_layers"])
+    vision = config.get("vision_config")
+    complete["vision_config"] = {**VIT_B_32_VISION_CONFIG, **vision} if isinstance(vision, dict) else (
+        VIT_B_32_VISION_CONFIG if vision is None else vision)
+    return complete
+
+
+def check_generator_folder(component: str) -> None:
+    """The generator's ``config.json`` (types, ranges) against its safetensors weights' shapes: the check the fast
+    runtime runs too (:func:`galip_lite.folder.check_generator_config`)."""
+    config_path = os.path.join(component, "config.json")
+    config = read_json_object(config_path)
+    check_generator_types(config, config_path)
+    weights = os.path.join(component, "diffusion_pytorch_model.safetensors")
+    if os.path.isfile(weights):
+        check_generator_config(complete_generator_config(config), safetensors_shapes(weights), config_path, weights)
 
 
 def check_pipeline_folder(folder: str) -> None:
     """Raise ``FileNotFoundError``/``ValueError`` naming the file if ``folder`` is not a loadable pipeline folder."""
-    index = _read_json(os.path.join(folder, "model_index.json"))
+    index = read_json_object(os.path.join(folder, "model_index.json"))
     for name, value in index.items():
         if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
             continue
@@ -50,8 +72,10 @@ def check_pipeline_folder(folder: str) -> None:
         if not os.path.isdir(component):
             raise FileNotFoundError(f"model_index.json lists component {name!r} but the folder {component!r} is missing.")
         if "Tokenizer" in str(value[1]):
-            if not any(os.path.isfile(os.path.join(component, f)) for f in _TOKENIZER_FILES):
-                raise FileNotFoundError(f"No tokenizer files ({', '.join(_TOKENIZER_FILES)}) in {component!r}.")
+            check_tokenizer_files(component)
             continue
-        _read_json(os.path.join(component, "config.json"))
+        read_json_object(os.path.join(component, "config.json"))
         _check_weights(component)
+        if value[1] == "GALIPGenerator":
+            check_generator_folder(component)
+

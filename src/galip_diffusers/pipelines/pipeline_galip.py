@@ -13,15 +13,16 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from galip_lite.pipeline import TRUNCATION_MODES, sample_noise
+from galip_lite.finite import check_finite_output
+from galip_lite.pipeline import TRUNCATION_MODES, sample_noise  # noqa: F401  (TRUNCATION_MODES: part of this API)
 
 from ..models.generator import GALIPGenerator
 from ..tokenizer_bpe import clip_text_clean
+from .call_checks import OUTPUT_TYPES, check_call_inputs, check_memory  # noqa: F401  (OUTPUT_TYPES: this API)
 from .folder_checks import check_pipeline_folder
 
 logger = logging.get_logger(__name__)
 
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -210,57 +211,9 @@ class GALIPPipeline(DiffusionPipeline):
         truncation_mode: str = "resample",
         max_batch_size: int | None = None,
     ) -> int:
-        """Validate the call's arguments; returns the number of images to generate."""
-        if prompt is not None and prompt_embeds is not None:
-            raise ValueError(
-                f"Cannot forward both `prompt`: {prompt} and `prompt_embeds` of shape {tuple(prompt_embeds.shape)}. "
-                "Please make sure to only forward one of the two."
-            )
-        if prompt is None and prompt_embeds is None:
-            raise ValueError("Provide either `prompt` or `prompt_embeds`. Cannot leave both undefined.")
-        if prompt is not None:
-            if not isinstance(prompt, (str, list)):
-                raise TypeError(f"`prompt` has to be of type `str` or `list` but is {type(prompt)}.")
-            if isinstance(prompt, list):
-                if len(prompt) == 0:
-                    raise ValueError("`prompt` is an empty list: pass at least one prompt.")
-                bad = [type(p).__name__ for p in prompt if not isinstance(p, str)]
-                if bad:
-                    raise TypeError(f"`prompt` must be a list of `str`, but it contains {sorted(set(bad))}.")
-            batch_size = 1 if isinstance(prompt, str) else len(prompt)
-        else:
-            width = self.generator.config.cond_dim
-            if not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim != 2:
-                raise ValueError(f"`prompt_embeds` must be a 2-D tensor (batch, {width}).")
-            if prompt_embeds.shape[1] != width or prompt_embeds.shape[0] == 0:
-                raise ValueError(
-                    f"`prompt_embeds` must have shape (batch >= 1, {width}), got {tuple(prompt_embeds.shape)}."
-                )
-            batch_size = prompt_embeds.shape[0]
-        if not isinstance(num_images_per_prompt, int) or isinstance(num_images_per_prompt, bool):
-            raise TypeError(f"`num_images_per_prompt` must be an int >= 1, got {num_images_per_prompt!r}.")
-        if num_images_per_prompt < 1:
-            raise ValueError(f"`num_images_per_prompt` must be >= 1, got {num_images_per_prompt}.")
-        total = batch_size * num_images_per_prompt
-        if isinstance(generator, list) and len(generator) != total:
-            raise ValueError(
-                f"You passed a list of {len(generator)} generators, but the call makes {total} images "
-                f"({batch_size} prompt(s) x {num_images_per_prompt}); pass one generator per image or a single one."
-            )
-        if latents is not None:
-            expected = (total, self.generator.config.z_dim)
-            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
-                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-                raise ValueError(f"`latents` must be a tensor of shape {expected}, got {got}.")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        if truncation is not None and not (isinstance(truncation, (int, float)) and truncation > 0):
-            raise ValueError(f"`truncation` must be None or a positive number, got {truncation!r}.")
-        if truncation_mode not in TRUNCATION_MODES:
-            raise ValueError(f"`truncation_mode` must be one of {TRUNCATION_MODES}, got {truncation_mode!r}.")
-        if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
-            raise ValueError(f"`max_batch_size` must be None or an int >= 1, got {max_batch_size!r}.")
-        return total
+        """Validate the call's arguments (see :mod:`.call_checks`); returns the number of images to generate."""
+        return check_call_inputs(self.generator.config, prompt, num_images_per_prompt, generator, latents,
+                                 prompt_embeds, output_type, truncation, truncation_mode, max_batch_size)  # fmt: skip
 
     def encode_prompt(
         self,
@@ -323,6 +276,7 @@ class GALIPPipeline(DiffusionPipeline):
         with self.progress_bar(total=(latents.shape[0] + chunk - 1) // chunk) as progress:
             for start in range(0, latents.shape[0], chunk):
                 images.append(self.generator(latents[start : start + chunk], text_embeds[start : start + chunk]))
+                check_finite_output(images[-1], "generator", getattr(self.generator.config, "_name_or_path", None))
                 progress.update()
         return torch.cat(images).clamp(-1, 1)
 
@@ -374,8 +328,11 @@ class GALIPPipeline(DiffusionPipeline):
             truncation, truncation_mode, max_batch_size,
         )
         device, dtype = self._device_and_dtype()
+        check_memory("num_images_per_prompt", num_images_per_prompt, self.generator.config, total, max_batch_size,
+                     device, dtype.itemsize)  # fmt: skip
         if prompt_embeds is None:
             text_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
+            check_finite_output(text_embeds, "text encoder", getattr(self.text_encoder.config, "_name_or_path", None))
         else:
             text_embeds = prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
         latents = self.prepare_latents(total, dtype, device, generator, latents, truncation, truncation_mode)
@@ -419,6 +376,7 @@ class GALIPPipeline(DiffusionPipeline):
                 raise ValueError("Provide either `prompt` or `prompt_embeds` to `interpolate`.")
             self.check_inputs(prompt, 1, None, None, None, output_type)
             text_points = self.encode_prompt(prompt, device)
+            check_finite_output(text_points, "text encoder", getattr(self.text_encoder.config, "_name_or_path", None))
         else:
             self.check_inputs(None, 1, None, None, prompt_embeds, output_type)
             text_points = prompt_embeds.to(device)
@@ -428,6 +386,8 @@ class GALIPPipeline(DiffusionPipeline):
         if latents is not None and latents.shape[0] == 1:
             latents = latents.expand(num_points, -1)
         self.check_inputs(None, 1, generator, latents, text_points, output_type, truncation)
+        num_frames = (num_points - 1) * (num_steps - 1) + 1
+        check_memory("num_steps", num_steps, self.generator.config, num_frames, max_batch_size, device, dtype.itemsize)
         noise_points = self.prepare_latents(num_points, dtype, device, generator, latents, truncation)
 
         frames_z, frames_t = [], []

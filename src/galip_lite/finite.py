@@ -1,0 +1,40 @@
+"""Non-finite values never become images: inputs (noise, embeddings, truncation) are checked before the generator
+runs, and its output after. A GAN makes an image in one pass, so checking the output costs one reduction; a NaN or
+inf there means the weights are corrupt, and the error says which component made it (diffusers' image processor only
+warns). Used by ``GALIPPipeline`` and the fast runtime alike."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def check_finite_number(name: str, value: Any) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is a finite number > 0 (``None`` is allowed: not set)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be None or a finite number > 0, got {value!r}.")
+
+
+def check_finite_tensor(name: str, tensor: torch.Tensor) -> None:
+    """``ValueError`` naming ``name`` and counting the bad values if ``tensor`` holds NaN or inf."""
+    if tensor.is_floating_point() or tensor.is_complex():
+        bad = ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            count = int(bad.sum())
+            raise ValueError(f"`{name}` holds {count} non-finite value(s) (NaN or inf) out of {tensor.numel()}; "
+                             "they would make black or undefined images.")
+
+
+def check_finite_output(images: torch.Tensor, component: str, source: str | None = None) -> torch.Tensor:
+    """Return ``images`` if finite, else raise ``RuntimeError``: the ``component`` (e.g. ``"generator"``) produced
+    NaN/inf from finite inputs, which means its weights (``source``, if known) are corrupt."""
+    bad = ~torch.isfinite(images)
+    if bool(bad.any()):
+        where = f" ({source})" if source else ""
+        raise RuntimeError(f"The {component}{where} produced {int(bad.sum())} non-finite value(s) (NaN or inf) from "
+                           f"finite inputs: its weights are probably corrupt. No image was made.")
+    return images
