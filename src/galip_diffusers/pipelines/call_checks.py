@@ -93,15 +93,17 @@ def estimate_call_bytes(config: Mapping[str, Any], num_images: int, max_batch_si
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (CUDA: the driver's figure; CPU: the system's available RAM), or ``None``."""
+    """Free memory on ``device`` (CUDA: the driver's figure; CPU: the system's available RAM, from /proc/meminfo),
+    or ``None`` where it is not known."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type == "cpu":
-        try:
-            import psutil
-        except ImportError:
+        try:  # Linux; elsewhere the check is skipped
+            with open("/proc/meminfo", encoding="ascii") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            return int(fields["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
             return None
-        return int(psutil.virtual_memory().available)
     return None
 
 
