@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 from PIL import Image
 
+from .shape_judge import judge_shape
+
 if TYPE_CHECKING:  # datasets is imported lazily at call time
     from datasets import Dataset
 
@@ -353,25 +355,6 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == ids[np.argmax(counts)] if ids.size else mask
 
 
-_SHAPE_PROTOTYPES = {"square": (1.0, 1.0), "circle": (np.pi / 4, 1.0), "triangle": (0.55, 0.3)}
-
-
-def _classify_shape(mask: np.ndarray) -> str:
-    """Nearest prototype on (fill ratio in bbox, top-band / bottom-band width ratio)."""
-    widths = mask.sum(axis=1).astype(np.float32)
-    h = len(widths)
-
-    def band(lo: float, hi: float) -> float:  # mean row width over a band of relative heights
-        start = int(lo * h)
-        return float(widths[start:max(int(hi * h), start + 1)].mean())
-
-    fill = float(mask.mean())
-    taper = band(0.1, 0.35) / max(band(0.65, 0.9), 1.0)
-    dist = {name: ((fill - f) / 0.08) ** 2 + ((taper - t) / 0.25) ** 2
-            for name, (f, t) in _SHAPE_PROTOTYPES.items()}
-    return min(dist, key=dist.get)
-
-
 def _box_blur3(img: np.ndarray) -> np.ndarray:
     """3x3 mean filter with edge padding."""
     p = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
@@ -406,7 +389,7 @@ def _predict_array(img: np.ndarray) -> Dict[str, Any]:
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     side = int(max(y1 - y0, x1 - x0))
     pred.update(color=_nearest(np.median(img[mask], axis=0), COLORS),
-                shape=_classify_shape(mask[y0:y1, x0:x1]),
+                shape=judge_shape(mask)[0],
                 size="small" if side < SIZE_THRESHOLD_PX else "large", size_px=side,
                 center=(float(x0 + x1) / 2.0, float(y0 + y1) / 2.0))
     return pred
