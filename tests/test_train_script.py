@@ -269,6 +269,16 @@ def test_output_folder_checkpoint_flags_and_resume_are_checked_before_anything_l
         script.main(script.parse_args(_scratch(fx) + _common(fx, out, "--resume_from_checkpoint", "checkpoint-7")))
 
 
+def test_the_script_run_directly_reports_bad_arguments_in_one_line(fixtures, tmp_path):
+    used = tmp_path / "used"
+    (used / "checkpoint-5").mkdir(parents=True)
+    done = subprocess.run([sys.executable, SCRIPT, *_scratch(fixtures), *_common(fixtures, used)], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("train_galip.py: error: --output_dir ")
+    assert len([line for line in done.stderr.splitlines() if "error" in line.lower()]) == 1
+
+
 def test_a_run_in_another_runs_folder_keeps_its_checkpoints_and_a_resume_lists_each_step_once(script, fixtures,
                                                                                               tmp_path):
     fx = fixtures
