@@ -1,4 +1,5 @@
-"""An independent reference of the official GALIP forward passes, written from DESIGN.md section 2 only.
+"""An independent reference of the official GALIP forward passes, written only from the published
+facts of the official code (tobran/GALIP ``code/``), restated where they are used below.
 
 Pure ``torch.nn.functional`` code on official state-dict tensors (official key names: ``fc_code.weight``,
 ``mapping.CLIP_ViT.transformer.resblocks.0.attn.in_proj_weight``, ``DBlocks.0.conv_r.0.weight``, ...). It does not
@@ -17,7 +18,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-# ----------------------------------------------------------------------------------------------- shapes (DESIGN §2)
+# ----------------------------------------------------------------------------------------------- shapes (the official NetG/NetD/NetC)
 def vit_shapes(width: int, layers: int, patch: int, grid: int, prefix: str = "") -> dict[str, tuple]:
     """OpenAI ViT tensors without ``ln_post``/``proj`` (what ``mapping.CLIP_ViT`` holds)."""
     shapes = {
@@ -61,7 +62,7 @@ def official_netg_shapes(
     z_dim=100, cond_dim=512, ngf=64, imsize=256, code_ch=64, mid=32, n_mapping=4, width=768, layers=12, patch=32,
     grid=7, n_prompts=8,
 ) -> dict[str, tuple]:
-    """NetG's keys and shapes, from the description in DESIGN §2 (the defaults are the released configuration)."""
+    """NetG's keys and shapes, as the official code builds them (the defaults are the released configuration)."""
     cond = z_dim + cond_dim
     shapes = {"fc_code.weight": (grid * grid * code_ch, z_dim), "fc_code.bias": (grid * grid * code_ch,)}
     for i in range(n_mapping):

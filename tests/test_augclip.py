@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from galip_diffusers import augclip
+from galip_diffusers.fusedream import augclip
 from galip_diffusers.testing_utils import tiny_scorer
 
 SIZE = 32

@@ -9,9 +9,10 @@ import statistics
 import pytest
 import torch
 
-from galip_diffusers import benchmark
-from galip_diffusers.benchmark_peers import PEERS, PROMPT, _build_module, clip_tokenizer, load_config
-from galip_diffusers.benchmark_report import add_speedups
+from galip_cli import benchmark as benchmark_cli
+from galip_diffusers.benchmark import runner as benchmark
+from galip_diffusers.benchmark.peers import PEERS, PROMPT, _build_module, clip_tokenizer, load_config
+from galip_diffusers.benchmark.report import add_speedups
 
 TINY = ["--galip", "tiny", "--peer-scale", "tiny", "--quick", "--repeats", "2", "--peer-repeats", "1",
         "--warmup", "1", "--threads", "1", "--no-progress"]
@@ -25,7 +26,7 @@ ROW_KEYS = {
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = benchmark.main(TINY + ["--batch-sizes", "1,2", "--out", str(out)])
+    code = benchmark_cli.main(TINY + ["--batch-sizes", "1,2", "--out", str(out)])
     with open(out / "benchmark.json") as f:
         return code, json.load(f), out
 
@@ -115,7 +116,7 @@ def test_add_speedups_uses_same_device_and_dtype_only():
 def test_bad_input_rows_report_errors_and_others_still_run(tmp_path, capsys):
     args = TINY + ["--batch-sizes", "1", "--peers", "foo", "--sd", str(tmp_path / "missing"), "--device", "cpu,cuda",
                    "--out", str(tmp_path)]
-    code = benchmark.main(args)
+    code = benchmark_cli.main(args)
     assert code == 1
     rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
     by_key = {(r["model"], r["device"]): r for r in rows}
@@ -137,7 +138,7 @@ def test_unsupported_dtype_is_a_row_error(tmp_path, monkeypatch):
         return real(device, name)
 
     monkeypatch.setattr(benchmark, "check_dtype", check)
-    code = benchmark.main(TINY + ["--batch-sizes", "1", "--peers", "none", "--dtype", "fp32,fp16",
+    code = benchmark_cli.main(TINY + ["--batch-sizes", "1", "--peers", "none", "--dtype", "fp32,fp16",
                                   "--out", str(tmp_path), "--no-plot"])
     rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
     assert code == 1
@@ -152,7 +153,7 @@ def test_unsupported_dtype_is_a_row_error(tmp_path, monkeypatch):
 ])
 def test_invalid_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
-        benchmark.main(argv)
+        benchmark_cli.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -188,7 +189,7 @@ def test_benchmark_tokenizer_counts_real_clip_tokens():
 
 
 def test_cpu_bf16_support_is_read_from_the_cpu_flags(tiny_report):
-    from galip_diffusers.speed_figures import cpu_bf16_support
+    from galip_diffusers.benchmark.speed_figures import cpu_bf16_support
 
     assert cpu_bf16_support("processor : 0\nflags : fpu avx512f avx512_bf16 amx_tile\n") == "native (avx512_bf16)"
     assert cpu_bf16_support("flags : fpu amx_bf16 avx512_bf16\n") == "native (amx_bf16)"
@@ -201,10 +202,10 @@ def test_cpu_bf16_support_is_read_from_the_cpu_flags(tiny_report):
 
 
 def test_cpu_bf16_rows_on_an_emulating_cpu_say_so(tmp_path, monkeypatch):
-    from galip_diffusers import speed_figures
+    from galip_diffusers.benchmark import speed_figures
 
     monkeypatch.setattr(speed_figures, "cpu_bf16_support", lambda: "emulated (no amx_bf16 / avx512_bf16: slow)")
-    assert benchmark.main(TINY + ["--peers", "none", "--dtype", "bf16", "--batch-sizes", "1", "--out", str(tmp_path),
+    assert benchmark_cli.main(TINY + ["--peers", "none", "--dtype", "bf16", "--batch-sizes", "1", "--out", str(tmp_path),
                                   "--no-plot"]) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["notes"]["cpu_bf16"] == "cpu/bf16 rows: this CPU's bf16 support is emulated (no amx_bf16 / avx512_bf16: slow)"

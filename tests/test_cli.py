@@ -6,22 +6,21 @@ import PIL.Image
 import pytest
 import torch
 
-from galip_diffusers.cli import generate_main
-from galip_diffusers.generate import main as generate
+from galip_cli.generate import main as generate
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
 
 
 def test_generate_writes_pngs_and_prints_paths(model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = generate_main(["a red circle", "a blue square", "--model", str(model_dir), "--num-images", "2",
+    code = generate(["a red circle", "a blue square", "--model", str(model_dir), "--num-images", "2",
                           "--seed", "3", "--out", str(out)])
     assert code == 0
     paths = capsys.readouterr().out.split()
     assert len(paths) == 4 and all(p.endswith(".png") for p in paths)
     assert PIL.Image.open(paths[0]).size == (32, 32)
     # Same seed, same pixels.
-    generate_main(["a red circle", "a blue square", "--model", str(model_dir), "--num-images", "2", "--seed", "3",
+    generate(["a red circle", "a blue square", "--model", str(model_dir), "--num-images", "2", "--seed", "3",
                    "--out", str(tmp_path / "again")])
     again = capsys.readouterr().out.split()
     assert PIL.Image.open(paths[3]).tobytes() == PIL.Image.open(again[3]).tobytes()
@@ -30,7 +29,7 @@ def test_generate_writes_pngs_and_prints_paths(model_dir, tmp_path, capsys):
 def test_prompt_file(model_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n\na green triangle\n")
-    assert generate_main(["--prompt-file", str(prompts), "--model", str(model_dir), "--out", str(tmp_path / "o")]) == 0
+    assert generate(["--prompt-file", str(prompts), "--model", str(model_dir), "--out", str(tmp_path / "o")]) == 0
     assert len(capsys.readouterr().out.split()) == 2
 
 
@@ -57,10 +56,10 @@ def test_batches_match_one_pipeline_call_and_show_a_progress_bar(model_dir, tmp_
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--num-images", "0"], "--num-images must be >= 1"),
-        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--num-images", "0"], "--num_images must be >= 1"),
+        (["--batch-size", "0"], "--batch_size must be >= 1"),
         (["--truncation", "-1"], "--truncation must be a positive number"),
-        (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt-file: '/nonexistent/prompts.txt' does not exist"),
+        (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt_file: '/nonexistent/prompts.txt' does not exist"),
         ([], "no prompt given"),
         (["--model", "/nonexistent/folder"], "error"),
     ],
@@ -69,15 +68,17 @@ def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv
     base = ["a red circle"] if argv != [] else []
     if "--model" not in argv:
         argv = argv + ["--model", str(model_dir)]
-    code = generate_main(base + argv + ["--out", str(tmp_path / "x")])
+    code = generate(base + argv + ["--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_cold_start_is_timed_in_fresh_processes(model_dir):
+    import os
     import sys
 
-    from galip_diffusers.shapes_eval import cold_start_seconds
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    from cold_start import cold_start_seconds
 
     timing = cold_start_seconds(str(model_dir), repeats=1, command=[sys.executable, "-m", "galip_diffusers", "generate"])
     assert len(timing["runs_s"]) == 1 and timing["median_s"] > 0

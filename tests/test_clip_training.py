@@ -1,6 +1,5 @@
 """Tests for the small shapes CLIPs: the BPE tokenizer, the multi-positive loss, evaluation and train_clip.py."""
 
-import importlib.util
 import json
 import math
 import os
@@ -14,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from galip_diffusers.clip_training import (
+from galip_diffusers.training.clip import (
     ATTRIBUTE_VALUES,
     ATTRIBUTES,
     jitter_brightness_contrast,
@@ -35,7 +34,7 @@ from galip_diffusers.data.bpe import (
     train_bpe_tokenizer,
 )
 from galip_diffusers.data.shapes import all_captions, generate_shapes, parse_caption, render_shape
-from galip_diffusers.models.clip_bridge import CLIP_MEAN, CLIP_STD
+from galip_core.vit import CLIP_MEAN, CLIP_STD
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTION_WORDS = {w for c in all_captions("all") for w in c.split()}
@@ -178,28 +177,6 @@ def test_images_no_caption_describes_are_negatives_for_every_text():
         multi_positive_contrastive_loss(logits[3:], labels[3:], torch.arange(3))
 
 
-def test_near_miss_fraction_arguments():
-    spec = importlib.util.spec_from_file_location("train_clip", REPO / "training" / "train_clip.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    parse_args = module.parse_args
-
-    assert parse_args(["--output_dir", "x", "--near_miss_fraction", "0.25"]).near_miss_fraction == 0.25
-    with pytest.raises(SystemExit):
-        parse_args(["--output_dir", "x", "--near_miss_fraction", "-0.1"])
-    with pytest.raises(SystemExit):
-        parse_args(["--output_dir", "x", "--near_miss_fraction", "0.25", "--text_negatives", "batch"])
-    assert parse_args(["--output_dir", "x"]).near_miss_kinds == ["rounded_square", "ellipse"]
-    kinds = parse_args(["--output_dir", "x", "--near_miss_kinds", "trapezoid", "ellipse"]).near_miss_kinds
-    assert kinds == ["trapezoid", "ellipse"]
-    with pytest.raises(SystemExit):  # argparse names the allowed kinds
-        parse_args(["--output_dir", "x", "--near_miss_kinds", "hexagon"])
-    assert parse_args(["--output_dir", "x"]).caption_split == "train"
-    assert parse_args(["--output_dir", "x", "--caption_split", "all"]).caption_split == "all"
-    with pytest.raises(SystemExit):
-        parse_args(["--output_dir", "x", "--caption_split", "held_out"])
-
-
 def test_identical_captions_get_equal_gradient_pull():
     # Two images with the same caption and identical text columns: the loss is minimised by matching both.
     text = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=-1)
@@ -284,7 +261,7 @@ def test_zero_shot_evaluation_on_tiny_random_model(tokenizer, tiny_clip):
 
 def test_zero_shot_accuracy_reads_attributes_from_the_best_caption(tokenizer, tiny_clip, monkeypatch):
     # With a model whose similarities are rigged, the evaluation must read the attributes of the argmax caption.
-    import galip_diffusers.clip_training as ct
+    import galip_diffusers.training.clip as ct
 
     pairs = generate_shapes(4, seed=3, split="held_out", as_array=True)
     images, captions = np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
@@ -312,7 +289,7 @@ def test_train_clip_smoke_run(tmp_path):
            "--vision_width", "32", "--vision_layers", "2", "--text_width", "32", "--text_layers", "1",
            "--projection_dim", "16", "--num_train_images", "48", "--train_batch_size", "16",
            "--max_train_steps", "3", "--learning_rate", "1e-3", "--eval_images", "8", "--logging_steps", "1",
-           "--validation_steps", "3", "--near_miss_fraction", "0.25", "--caption_split", "all"]
+           "--validation_steps", "3", "--caption_split", "all"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 

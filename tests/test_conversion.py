@@ -3,7 +3,7 @@
 Inputs are built, not downloaded: official-format GALIP checkpoints with random values and exactly the released
 key/shape layout (``tests/data/*.tsv``), and CLIP models made with the ``clip`` package's own ``clip.model.CLIP``.
 Numerical equivalence is checked against ``reference_galip.py``, an independent functional implementation of the
-official forward passes written from DESIGN.md, and against the ``clip`` package's ``encode_text``/``encode_image``.
+official forward passes written only from the facts of the official code, and against the ``clip`` package's ``encode_text``/``encode_image``.
 """
 
 from __future__ import annotations
@@ -33,23 +33,23 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer  # noqa: E402
 
 import galip_diffusers  # noqa: E402,F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator  # noqa: E402
-from galip_diffusers import conversion  # noqa: E402
-from galip_diffusers.clip_convert import (  # noqa: E402
+from galip_diffusers.conversion import official as conversion  # noqa: E402
+from galip_diffusers.conversion.openai_clip import (  # noqa: E402
     VIT_B_32,
     CLIPGeometry,
     image_encoder_from_openai,
     load_clip_source,
     text_encoder_from_openai,
 )
-from galip_diffusers.conversion import (  # noqa: E402
+from galip_diffusers.conversion.official import (  # noqa: E402
     ConversionError,
     convert_discriminator,
     convert_generator,
     convert_official_checkpoint,
-    main,
 )
-from galip_diffusers.conversion_utils import KeyRule, map_state_dict, source_name, strip_prefix  # noqa: E402
-from galip_diffusers.tokenizer_bpe import build_clip_tokenizer, clip_text_clean  # noqa: E402
+from galip_cli.convert import main  # noqa: E402
+from galip_diffusers.conversion.keys import KeyRule, map_state_dict, source_name, strip_prefix  # noqa: E402
+from galip_diffusers.conversion.tokenizer import build_clip_tokenizer, clip_text_clean  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 ATOL = 1e-4
@@ -410,7 +410,7 @@ def test_shape_mismatch_names_key_and_shapes(tiny_nets):
 def test_pickled_objects_are_refused_unless_unsafe_pickle(tiny_nets, tiny_files, tmp_path):
     checkpoint = {**fx.official_checkpoint(tiny_nets, ddp=False), "args": argparse.Namespace(lr=1e-4)}
     path = _save(checkpoint, tmp_path / "with-args.pth")
-    with pytest.raises(ConversionError, match=r"weights_only=True.*--unsafe-pickle"):
+    with pytest.raises(ConversionError, match=r"weights_only=True.*--unsafe_pickle"):
         convert_official_checkpoint(path, tiny_files[1], tmp_path / "a", **TINY_KWARGS)
     assert not (tmp_path / "a").exists()
     with pytest.warns(UserWarning, match="weights_only=False"):

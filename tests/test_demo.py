@@ -11,7 +11,7 @@ import PIL.Image
 import pytest
 import torch
 
-import galip_lite.pipeline
+import galip_core.runtime
 from galip_diffusers.demo import (
     MAX_IMAGES,
     DemoBackend,
@@ -25,7 +25,7 @@ from galip_diffusers.demo import (
     validate_generation,
     validate_interpolation,
 )
-from galip_diffusers.demo import launch as demo_launch
+from galip_cli import demo as demo_launch
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 from galip_diffusers.testing_utils import byte_level_clip_tokenizer, tiny_components, tiny_pipeline, tiny_scorer
 
@@ -177,7 +177,7 @@ def test_upscale_uses_the_smallest_integer_factor():
 
 # ----------------------------------------------------------------------------------------------- model loading
 def test_a_missing_default_model_is_a_clear_error(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(galip_lite.pipeline, "packaged_models_dir", lambda: str(tmp_path / "not-installed"))
+    monkeypatch.setattr(galip_core.runtime, "packaged_models_dir", lambda: str(tmp_path / "not-installed"))
     with pytest.raises(DemoModelError, match=r"'galip-shapes' is not part of this installation.*Pass --model PATH"):
         load_pipeline("galip-shapes")
     pytest.importorskip("gradio")  # without gradio, galip-demo says so first (test_the_demo_needs_gradio_only_to_serve)
@@ -196,7 +196,7 @@ def test_a_folder_that_is_not_a_pipeline_is_a_clear_error(tmp_path):
 
 def test_the_demo_needs_gradio_only_to_serve(monkeypatch, capsys, model_dir):
     done = subprocess.run(
-        [sys.executable, "-c", "import sys, galip_diffusers.demo, galip_diffusers.cli; "
+        [sys.executable, "-c", "import sys, galip_diffusers.demo, galip_cli.common; "
          "sys.exit('gradio' in sys.modules)"],
         env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}, timeout=120,
     )
@@ -207,8 +207,8 @@ def test_the_demo_needs_gradio_only_to_serve(monkeypatch, capsys, model_dir):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--max-images", "17"], "--max-images must be from 1 to 16"), (["--port", "70000"], "--port must be"),
-    (["--concurrency-limit", "0"], "--concurrency-limit must be >= 1"),
+    (["--max-images", "17"], "--max_images must be from 1 to 16"), (["--port", "70000"], "--port must be"),
+    (["--concurrency-limit", "0"], "--concurrency_limit must be >= 1"),
 ])
 def test_bad_demo_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

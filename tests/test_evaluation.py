@@ -10,21 +10,20 @@ import torch.nn.functional as F
 from PIL import Image
 from training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder
 
-from galip_diffusers.evaluation import (
-    CLIPScorer,
+from galip_cli.eval import main
+from galip_diffusers.evaluation.clip_score import CLIPScorer, clip_score_from_cosines
+from galip_diffusers.evaluation.fid import (
     clean_resize,
-    clip_score_from_cosines,
     fid_available,
     fid_statistics,
     inception_input,
     load_fid_metric,
     load_fid_statistics,
-    main,
     random_inception_weights,
     save_fid_statistics,
     set_real_statistics,
 )
-from galip_diffusers.models.clip_bridge import CLIP_MEAN, CLIP_STD
+from galip_core.vit import CLIP_MEAN, CLIP_STD
 
 FEATURE = 64  # the first Inception pooling features: a much cheaper forward and covariance than 2048 (same code path)
 needs_fid = pytest.mark.skipif(not fid_available(), reason="torchmetrics / torch-fidelity not installed")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from galip_diffusers import augclip
-from galip_diffusers.composition import default_masks, fill_outside, outside_spread, prepare_masks
-from galip_diffusers.latent_search import OverparameterizedLatent, dynamic_barrier_direction, top_k_indices
+from galip_diffusers.fusedream import augclip
+from galip_diffusers.fusedream.masks import default_masks, fill_outside, outside_spread, prepare_masks
+from galip_diffusers.fusedream.latent_search import OverparameterizedLatent, dynamic_barrier_direction, top_k_indices
 from galip_diffusers.pipelines import GALIPFuseDreamPipeline, GALIPPipeline
 from galip_diffusers.testing_utils import tiny_components, tiny_fusedream_pipeline, tiny_scorer
 

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from galip_diffusers import cli, train_launcher
-from galip_diffusers.conversion_utils import ConversionError
+from galip_cli import main as cli
+from galip_cli import train as train_launcher
+from galip_diffusers.conversion.keys import ConversionError
 from galip_diffusers.demo import DemoModelError
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -133,7 +134,7 @@ def test_console_scripts_point_at_the_command_mains():
     config = configparser.ConfigParser()
     config.read(os.path.join(os.path.dirname(SRC), "setup.cfg"))
     scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines())
-    assert scripts["galip"] == "galip_lite.cli:main"  # outside galip_diffusers: no diffusers import to dispatch
+    assert scripts["galip"] == "galip_cli.main:main"  # outside galip_diffusers: no diffusers import to dispatch
     expected = {f"galip-{name}" for name in cli.COMMANDS if name != "train"} | {"galip"}
     assert set(scripts) == expected
     for name, target in scripts.items():
@@ -148,7 +149,7 @@ def test_galip_help_and_lite_generate_do_not_import_diffusers(tmp_path):
     """`galip --help` and `galip generate` (lite engine) never load the HF stack, so they start in seconds."""
     code = (
         "import sys\n"
-        "from galip_lite.cli import main\n"
+        "from galip_cli.main import main\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit as e:\n"

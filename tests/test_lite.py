@@ -1,4 +1,4 @@
-"""galip_lite: the diffusers-free runtime of galip-generate makes the same images as GALIPPipeline, refuses what it
+"""galip_core: the diffusers-free runtime of galip-generate makes the same images as GALIPPipeline, refuses what it
 cannot run with a clear message, and never imports diffusers or transformers."""
 
 import json
@@ -15,10 +15,10 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 from galip_diffusers.testing_utils import byte_level_clip_tokenizer, tiny_generator
-from galip_lite import network
-from galip_lite.generate import main as generate
-from galip_lite.pipeline import LitePipeline, LiteUnsupportedError, lite_support_problem
-from galip_lite.text import LiteTokenizer, clip_text_clean
+from galip_core import runtime
+from galip_cli.generate import main as generate
+from galip_core.runtime import LitePipeline, LiteUnsupportedError, lite_support_problem
+from galip_core.text import LiteTokenizer, clip_text_clean
 
 PROMPTS = ["a red circle", "A  BLUE square &amp; more", "a green triangle on a white background, very very long"]
 
@@ -38,7 +38,8 @@ def test_generator_function_matches_the_module(overrides):
     z, text = torch.randn(3, generator.config.z_dim), torch.randn(3, generator.config.cond_dim)
     with torch.no_grad():
         expected = generator(z, text)
-    got = network.generate(_weights(generator), dict(generator.config), z, text)
+    with torch.no_grad():
+        got = runtime.RuntimeGenerator.from_weights(dict(generator.config), _weights(generator))(z, text)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
 
@@ -55,13 +56,13 @@ def test_text_tower_matches_transformers(eos_token_id, hidden_act):
                                         max_length=20, truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
         expected = model(ids).text_embeds
-    torch.testing.assert_close(network.clip_text_embeds(_weights(model), config.to_dict(), ids), expected,
+    torch.testing.assert_close(runtime.clip_text_embeds(_weights(model), config.to_dict(), ids), expected,
                                atol=2e-6, rtol=1e-5)
 
 
 def test_unsupported_activation_is_named():
     with pytest.raises(ValueError, match="hidden_act 'relu'.*supported: \\['gelu', 'quick_gelu'\\]"):
-        network.activation("relu")
+        runtime.activation("relu")
 
 
 @pytest.mark.parametrize("max_length", [77, 12])  # 12: the long prompt is truncated, still ending with EOT
@@ -134,7 +135,7 @@ def test_cli_engines_write_the_same_pngs(model_dir, tmp_path):
 
 
 def test_cli_engine_choice_and_errors(model_dir, tmp_path, capsys):
-    from galip_lite.generate import build_parser, choose_engine
+    from galip_cli.generate import build_parser, choose_engine
 
     parse = build_parser().parse_args
     assert choose_engine(parse(["x", "--model", str(model_dir)])) == "lite"
@@ -151,11 +152,11 @@ def test_cli_engine_choice_and_errors(model_dir, tmp_path, capsys):
 
 
 def test_lite_generation_imports_neither_diffusers_nor_transformers(tmp_path):
-    """The point of galip_lite: the packaged model's images without importing the HF stack (checked in a fresh
+    """The point of galip_core: the packaged model's images without importing the HF stack (checked in a fresh
     process, which also writes the PNG)."""
     code = (
         "import sys\n"
-        "from galip_lite.generate import main\n"
+        "from galip_cli.generate import main\n"
         f"assert main(['a large red circle on a white background', '--out', {str(tmp_path)!r}, '--no-progress']) == 0\n"
         "heavy = sorted(m for m in ('diffusers', 'transformers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"

@@ -166,10 +166,10 @@ def test_corrupt_config_and_missing_index_are_named(saved, tmp_path):
 
 
 def test_unknown_packaged_name_passes_through_and_missing_packaged_model_is_explained(monkeypatch, tmp_path):
-    import galip_lite.pipeline
+    import galip_core.runtime
     from galip_diffusers import pretrained
 
-    monkeypatch.setattr(galip_lite.pipeline, "PACKAGED_MODELS", ("galip-shapes", "galip-missing"))
+    monkeypatch.setattr(galip_core.runtime, "PACKAGED_MODELS", ("galip-shapes", "galip-missing"))
     with pytest.raises(FileNotFoundError, match="galip-missing.*is not part of this installation"):
         pretrained.resolve_pretrained("galip-missing")
     assert pretrained.resolve_pretrained("some/repo") == "some/repo"

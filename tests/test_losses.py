@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from galip_diffusers.losses import (
+from galip_diffusers.training.losses import (
     clip_similarity,
     discriminator_hinge_loss,
     discriminator_loss,
@@ -20,7 +20,7 @@ from galip_diffusers.testing_utils import (
     tiny_image_encoder,
     tiny_text_encoder,
 )
-from galip_diffusers.training_utils import GALIPLossConfig, frozen, galip_train_step
+from galip_diffusers.training.step import GALIPLossConfig, frozen, galip_train_step
 
 
 def test_hinge_loss_matches_hand_computation():

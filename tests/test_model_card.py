@@ -8,9 +8,9 @@ import pytest
 from card_helpers import section_code
 from huggingface_hub import ModelCard
 
-from galip_diffusers.conversion_card import converted_card_fields
-from galip_diffusers.model_card import find_template, render_model_card, template_variables
-from galip_diffusers.speed_figures import SpeedRow, machine_description, measure_pipeline_speed
+from galip_diffusers.conversion.card import converted_card_fields
+from galip_diffusers.conversion.model_card import find_template, render_model_card, template_variables
+from galip_diffusers.benchmark.speed_figures import SpeedRow, machine_description, measure_pipeline_speed
 from galip_diffusers.testing_utils import tiny_pipeline
 
 REPO_ID = "someone/galip-shapes"

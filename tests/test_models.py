@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator
 from galip_diffusers.models.clip_bridge import preprocess_for_clip
-from galip_diffusers.models.generator import generator_block_sizes, generator_channels
+from galip_core.layers import generator_block_sizes, generator_channels
 from galip_diffusers.testing_utils import (
     TINY_VISION_CONFIG,
     tiny_discriminator,
@@ -111,7 +111,8 @@ def test_bridge_matches_hand_computed_reference():
 
 
 def test_generator_forward_matches_official_data_flow():
-    """Recompute G from its submodules following DESIGN §2 step by step (noise first in the condition)."""
+    """Recompute G from its submodules following the official NetG step by step: fc_code, M-blocks, conv_fuse, the prompted ViT,
+    conv on fuse + 0.1 * ViT output, G-blocks, LeakyReLU + conv to RGB (noise first in the condition)."""
     generator = tiny_generator(seed=1)
     z, s = torch.randn(3, 8), torch.randn(3, 16)
     cond = torch.cat([z, s], 1)
@@ -205,7 +206,8 @@ def test_generator_save_load_roundtrip(tmp_path):
 
 def test_discriminator_can_tap_the_patch_embeddings():
     """feature_layers=-1 is the embedding layer's output (the input of block 0): the most pixel-like CLIP feature."""
-    from galip_diffusers.models.clip_bridge import extract_clip_features, tokens_to_grid
+    from galip_core.vit import tokens_to_grid
+    from galip_diffusers.models.clip_bridge import extract_clip_features
 
     encoder = tiny_image_encoder()
     images = torch.rand(2, 3, 40, 40) * 2 - 1

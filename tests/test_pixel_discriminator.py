@@ -5,7 +5,7 @@ import torch
 from accelerate import Accelerator
 
 from galip_diffusers import GALIPDiscriminator
-from galip_diffusers.losses import discriminator_loss, ma_gp, nearest_mismatched_text_embeds
+from galip_diffusers.training.losses import discriminator_loss, ma_gp, nearest_mismatched_text_embeds
 from galip_diffusers.testing_utils import (
     byte_level_clip_tokenizer,
     tiny_discriminator,
@@ -13,7 +13,7 @@ from galip_diffusers.testing_utils import (
     tiny_image_encoder,
     tiny_text_encoder,
 )
-from galip_diffusers.training_utils import GALIPLossConfig, extend_discriminator, galip_train_step
+from galip_diffusers.training.step import GALIPLossConfig, extend_discriminator, galip_train_step
 
 
 def test_pixel_path_adds_its_conditional_logit_to_the_clip_logit():

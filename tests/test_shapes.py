@@ -132,43 +132,6 @@ def test_shape_geometry():
     assert np.array_equal(tri, tri[:, ::-1])  # isosceles
 
 
-def test_near_misses_are_between_the_shapes_and_deterministic():
-    for size in (14, 33):
-        square, circle = S._shape_mask("square", size), S._shape_mask("circle", size)
-        # the two ends of the families are the grammar's own shapes: a near miss interpolates between them
-        assert np.array_equal(S._near_miss_mask("rounded_square", size, 1.0, False), circle)
-        assert np.array_equal(S._near_miss_mask("rounded_square", size, 0.0, False), square)
-        assert np.array_equal(S._near_miss_mask("ellipse", size, 1.0, True), circle)
-        rounded = S._near_miss_mask("rounded_square", size, 0.7, False)
-        assert circle.sum() < rounded.sum() < square.sum() and not (rounded & ~square).any()
-        triangle = S._shape_mask("triangle", size)  # trapezoids run from the triangle (0) to the square (1)
-        assert np.array_equal(S._near_miss_mask("trapezoid", size, 0.0, False), triangle)
-        assert np.array_equal(S._near_miss_mask("trapezoid", size, 1.0, False), square)
-        trapezoid = S._near_miss_mask("trapezoid", size, 0.5, False)
-        assert triangle.sum() < trapezoid.sum() < square.sum() and not (triangle & ~trapezoid).any()
-        assert trapezoid[0].sum() >= size // 2 - 1 and trapezoid[-1].all()  # a flat top half as wide as the base
-        tall = S._near_miss_mask("ellipse", size, 0.6, True)
-        assert np.array_equal(tall.T, S._near_miss_mask("ellipse", size, 0.6, False))
-        assert tall.sum(axis=0).max() == size and tall.sum(axis=1).max() < 0.7 * size
-    images = S.generate_near_misses(12, seed=3)
-    assert images.shape == (12, 64, 64, 3) and images.dtype == np.uint8
-    assert np.array_equal(images, S.generate_near_misses(12, seed=3))
-    assert not np.array_equal(images, S.generate_near_misses(12, seed=4))
-    palette = {tuple(c) for c in list(S.COLORS.values()) + list(S.BACKGROUNDS.values())}
-    for image in images:  # one flat object on a flat background, in the data set's colours
-        colours = {tuple(c) for c in image.reshape(-1, 3)}
-        assert len(colours) == 2 and colours <= palette
-    with pytest.raises(ValueError, match="num_images"):
-        S.generate_near_misses(-1)
-    with pytest.raises(ValueError, match="kinds"):
-        S.generate_near_misses(2, kinds=["hexagon"])
-    only = S.generate_near_misses(6, seed=3, kinds=["trapezoid"])  # a chosen family only; flat top, wide base
-    for image in only:
-        mask = (image != image[0, 0]).any(-1)
-        rows = np.flatnonzero(mask.any(1))
-        assert 0.25 * mask[rows[-1]].sum() <= mask[rows[0]].sum() <= 0.75 * mask[rows[-1]].sum() + 1
-
-
 def test_render_shape_api():
     image = S.render_shape(20, "blue", "square", "white", center=(10, 54))
     assert isinstance(image, Image.Image)

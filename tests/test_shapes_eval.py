@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from galip_diffusers import shapes_eval
+from galip_diffusers.data import shapes_eval
 from galip_diffusers.testing_utils import tiny_pipeline
 
 

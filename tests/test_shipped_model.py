@@ -12,10 +12,10 @@ from PIL import Image
 
 import galip_diffusers  # noqa: F401  (registers the classes with diffusers)
 from galip_diffusers import GALIPPipeline
-from galip_diffusers.cli import generate_main
+from galip_cli.generate import main as generate_main
 from galip_diffusers.data import shapes
 from galip_diffusers.pretrained import PRETRAINED_MODELS, resolve_pretrained
-from galip_diffusers.shapes_eval import caption_cycle, generate
+from galip_diffusers.data.shapes_eval import caption_cycle, generate
 
 FOLDER = PRETRAINED_MODELS["galip-shapes"]
 #: the targets on seen combinations (issue #6)

@@ -16,7 +16,7 @@ from galip_diffusers.testing_utils import (
     tiny_image_encoder,
     tiny_text_encoder,
 )
-from galip_diffusers.training_data import (
+from galip_diffusers.training.data import (
     GALIPCollator,
     GALIPIterableTrainDataset,
     GALIPTrainDataset,
@@ -28,7 +28,7 @@ from galip_diffusers.training_data import (
     pick_caption,
     sample_rng,
 )
-from galip_diffusers.training_utils import (
+from galip_diffusers.training.step import (
     check_models_compatible,
     checkpoint_step,
     discriminator_config_from_clip,

@@ -21,7 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVision
 
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator
 from galip_diffusers.models.clip_bridge import VIT_B_32_VISION_CONFIG
-from galip_diffusers.training_utils import (
+from galip_diffusers.training.step import (
     GALIPLossConfig,
     discriminator_config_from_clip,
     galip_train_step,

@@ -32,10 +32,10 @@ from transformers import CLIPModel, CLIPTokenizer
 
 import galip_diffusers  # noqa: F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
-from galip_diffusers.losses import MISMATCH_MODES
-from galip_diffusers.model_card import render_model_card
+from galip_diffusers.training.losses import MISMATCH_MODES
+from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.models.clip_bridge import normalize_vision_config
-from galip_diffusers.training_data import (
+from galip_diffusers.training.data import (
     GALIPCollator,
     GALIPIterableTrainDataset,
     GALIPTrainDataset,
@@ -44,7 +44,7 @@ from galip_diffusers.training_data import (
     load_image_text_dataset,
     noise_seed,
 )
-from galip_diffusers.training_utils import (
+from galip_diffusers.training.step import (
     GALIPLossConfig,
     check_config_keys,
     check_models_compatible,
@@ -562,7 +562,7 @@ class ema_swapped:
 
 def run_final_evaluation(args, pipeline, dataset):
     """CLIP score (and FID with --eval_inception_weights) of the final model on training captions (coco30k recipe)."""
-    from galip_diffusers.evaluation import CLIPScorer, evaluate_pipeline
+    from galip_diffusers.evaluation.evaluate import CLIPScorer, evaluate_pipeline
 
     scorer = CLIPScorer.from_pretrained(args.eval_clip_model_name_or_path) if args.eval_clip_model_name_or_path else None
     result = evaluate_pipeline(pipeline, dataset, protocol="coco30k", num_images=args.eval_num_images,
@@ -576,7 +576,7 @@ def run_final_evaluation(args, pipeline, dataset):
 
 def measure_speed(args, pipeline):
     """Inference speed of the final pipeline for the model card: ``(rows, machine)``, or ``None`` when skipped."""
-    from galip_diffusers.speed_figures import machine_description, measure_pipeline_speed
+    from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
 
     batch_sizes = [int(b) for b in args.speed_batch_sizes.split(",") if b.strip()]
     if not batch_sizes:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Affine, FusionBlock, GeneratorBlock, MappingBlock
+from galip_core.layers import Affine, FusionBlock, GeneratorBlock, MappingBlock
 
 UPSAMPLE_CONV_MODES = ("phase", "resize")
 

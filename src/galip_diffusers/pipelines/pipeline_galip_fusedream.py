@@ -17,12 +17,12 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from .. import augclip
-from ..composition import fill_outside, outside_spread
-from ..latent_search import OverparameterizedLatent, dynamic_barrier_direction, gather_rows, top_k_indices
-from ..models.generator import GALIPGenerator
-from .fusedream_composition import FuseDreamCompositionMixin
-from .pipeline_galip import GALIPPipeline
+from galip_diffusers.fusedream import augclip
+from galip_diffusers.fusedream.masks import fill_outside, outside_spread
+from galip_diffusers.fusedream.latent_search import OverparameterizedLatent, dynamic_barrier_direction, gather_rows, top_k_indices
+from galip_diffusers.models.generator import GALIPGenerator
+from galip_diffusers.fusedream.composition import FuseDreamCompositionMixin
+from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
 OPTIMIZE_TARGETS = ("noise", "text", "noise+text")
 
@@ -79,7 +79,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         scorer_tokenizer ([`~transformers.CLIPTokenizer`], *optional*): the scorer's tokenizer; by default the
             pipeline `tokenizer` is used, so a scorer trained with another vocabulary must come with its own.
 
-    `augmentation_config` (an [`~galip_diffusers.augclip.AugmentationConfig`] attribute) sets the AugCLIP policy.
+    `augmentation_config` (an [`~galip_diffusers.fusedream.augclip.AugmentationConfig`] attribute) sets the AugCLIP policy.
     """
 
     model_cpu_offload_seq = "text_encoder->generator->scorer"
