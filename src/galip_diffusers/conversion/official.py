@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from accelerate import init_empty_weights
@@ -261,6 +261,68 @@ def convert_official_checkpoint(
 
     logger.info("Reading %s", checkpoint_path)
     nets = load_official_checkpoint(checkpoint_path, unsafe_pickle)
+    pipe, discriminator, clip = _convert_models(
+        nets, clip_path, include_discriminator=include_discriminator, clip_preprocess=clip_preprocess,
+        unsafe_pickle=unsafe_pickle, bpe_path=bpe_path, clip_geometry=clip_geometry, generator_config=generator_config,
+        discriminator_config=discriminator_config, torch_dtype=torch_dtype,
+    )  # fmt: skip
+    official_geometry = clip_geometry == VIT_B_32 and not generator_config
+    speed_rows, speed_machine = None, None
+    if measure_speed:
+        from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
+
+        logger.info("Timing the converted pipeline")
+        speed_rows = [row.as_card_row() for row in measure_pipeline_speed(pipe, batch_sizes=(1,), repeats=3)]
+        speed_machine = machine_description(pipe.device)
+    card = dict(
+        model_name=f"GALIP ({os.path.splitext(os.path.basename(checkpoint_path))[0]}), diffusers format",
+        converter=f"galip-diffusers {__version__} (galip-convert)",
+        source_checkpoint=os.path.basename(checkpoint_path), source_sha256=_sha256(checkpoint_path),
+        source_notes="Official GALIP weights by Ming Tao, Bing-Kun Bao, Hao Tang and Changsheng Xu "
+                     "(https://github.com/tobran/GALIP).",
+        clip_source=clip.description, clip_sha256=_sha256(clip_path) if os.path.isfile(clip_path) else None,
+        dtype=str(torch_dtype).replace("torch.", ""), clip_preprocess=clip_preprocess,
+        include_discriminator=discriminator is not None, components=_component_notes(discriminator is not None),
+        repo_path=os.path.basename(out), example_prompt="a photo of a red double-decker bus on a city street",
+        license_text=LICENSE_TEXT,
+        base_model=OPENAI_CLIP_HUB_ID if official_geometry else None,
+        **converted_card_fields(checkpoint_path, official_geometry, speed_rows, speed_machine),
+    )  # fmt: skip
+
+    def write(folder: str) -> None:
+        logger.info("Writing %s", out)
+        pipe.save_pretrained(folder)
+        write_vocab_and_merges(pipe.tokenizer, os.path.join(folder, "tokenizer"))
+        if discriminator is not None:
+            discriminator.save_pretrained(os.path.join(folder, "discriminator"))
+        write_model_card(folder, template, **card)
+
+    _write_atomically(out, write)
+    logger.info("Done: %s", out)
+    return out
+
+
+def _component_notes(with_discriminator: bool) -> list[tuple[str, str]]:
+    notes = [
+        ("tokenizer", "`CLIPTokenizer` with OpenAI CLIP's BPE vocabulary (same ids as `clip.tokenize`)."),
+        ("text_encoder", "`CLIPTextModelWithProjection`, CLIP ViT-B/32's text tower; GALIP conditions on its "
+                         "`text_embeds` (not L2-normalised)."),
+        ("generator", "`GALIPGenerator`, the official NetG, with its frozen CLIP ViT (`vision_model`)."),
+        ("image_encoder", "`CLIPVisionModelWithProjection`: the checkpoint's ViT with CLIP's `ln_post`/`proj`; "
+                          "the discriminator's feature extractor."),
+    ]  # fmt: skip
+    if with_discriminator:
+        notes.append(("discriminator", "`GALIPDiscriminator`, the official NetD + NetC (not a pipeline component)."))
+    return notes
+
+
+def _convert_models(
+    nets: dict[str, dict[str, torch.Tensor]], clip_path: str, *, include_discriminator: bool, clip_preprocess: str,
+    unsafe_pickle: bool, bpe_path: str | None, clip_geometry: CLIPGeometry, generator_config: dict[str, Any] | None,
+    discriminator_config: dict[str, Any] | None, torch_dtype: torch.dtype,
+) -> tuple[GALIPPipeline, GALIPDiscriminator | None, CLIPSource]:
+    """The converted ``GALIPPipeline`` in ``torch_dtype``, the discriminator (``None`` unless asked for) and the CLIP
+    source the text tower and the image encoder's head came from."""
     if include_discriminator and not {"netD", "netC"} <= set(nets):
         raise ConversionError(f"--include_discriminator: the checkpoint has no netD/netC (it has {sorted(nets)}).")
     generator = convert_generator(nets["netG"], clip_geometry, generator_config)
@@ -279,64 +341,25 @@ def convert_official_checkpoint(
     models = [clip.text_encoder, generator, image_encoder] + ([discriminator] if discriminator is not None else [])
     for model in models:
         torch.nn.Module.to(model, torch_dtype)  # plain cast (diffusers' .to() warns about fp32-only modules: none here)
-    pipe = GALIPPipeline(tokenizer, clip.text_encoder, generator, image_encoder=image_encoder)
-    official_geometry = clip_geometry == VIT_B_32 and not generator_config
-    speed_rows, speed_machine = None, None
-    if measure_speed:
-        from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
+    return GALIPPipeline(tokenizer, clip.text_encoder, generator, image_encoder=image_encoder), discriminator, clip
 
-        logger.info("Timing the converted pipeline")
-        speed_rows = [row.as_card_row() for row in measure_pipeline_speed(pipe, batch_sizes=(1,), repeats=3)]
-        speed_machine = machine_description(pipe.device)
 
+def _write_atomically(out: str, write: Callable[[str], None]) -> None:
+    """``write(folder)`` into a fresh folder next to ``out``, check it, and rename it to ``out``. On any failure the
+    folder is removed, and so are the parent folders this call created (deepest first, only while empty)."""
     parent = os.path.dirname(out)
     created = _missing_ancestors(parent)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
     try:
-        logger.info("Writing %s", out)
-        pipe.save_pretrained(tmp)
-        write_vocab_and_merges(tokenizer, os.path.join(tmp, "tokenizer"))
-        if discriminator is not None:
-            discriminator.save_pretrained(os.path.join(tmp, "discriminator"))
-        write_model_card(
-            tmp, template,
-            model_name=f"GALIP ({os.path.splitext(os.path.basename(checkpoint_path))[0]}), diffusers format",
-            converter=f"galip-diffusers {__version__} (galip-convert)",
-            source_checkpoint=os.path.basename(checkpoint_path), source_sha256=_sha256(checkpoint_path),
-            source_notes="Official GALIP weights by Ming Tao, Bing-Kun Bao, Hao Tang and Changsheng Xu "
-                         "(https://github.com/tobran/GALIP).",
-            clip_source=clip.description, clip_sha256=_sha256(clip_path) if os.path.isfile(clip_path) else None,
-            dtype=str(torch_dtype).replace("torch.", ""), clip_preprocess=clip_preprocess,
-            include_discriminator=discriminator is not None, components=_component_notes(discriminator is not None),
-            repo_path=os.path.basename(out), example_prompt="a photo of a red double-decker bus on a city street",
-            license_text=LICENSE_TEXT,
-            base_model=OPENAI_CLIP_HUB_ID if official_geometry else None,
-            **converted_card_fields(checkpoint_path, official_geometry, speed_rows, speed_machine),
-        )  # fmt: skip
+        write(tmp)
         check_pipeline_folder(tmp)
         _commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in created:  # deepest first; only the folders this call made, and only if still empty
+        for folder in created:
             try:
                 os.rmdir(folder)
             except OSError:
                 break
         raise
-    logger.info("Done: %s", out)
-    return out
-
-
-def _component_notes(with_discriminator: bool) -> list[tuple[str, str]]:
-    notes = [
-        ("tokenizer", "`CLIPTokenizer` with OpenAI CLIP's BPE vocabulary (same ids as `clip.tokenize`)."),
-        ("text_encoder", "`CLIPTextModelWithProjection`, CLIP ViT-B/32's text tower; GALIP conditions on its "
-                         "`text_embeds` (not L2-normalised)."),
-        ("generator", "`GALIPGenerator`, the official NetG, with its frozen CLIP ViT (`vision_model`)."),
-        ("image_encoder", "`CLIPVisionModelWithProjection`: the checkpoint's ViT with CLIP's `ln_post`/`proj`; "
-                          "the discriminator's feature extractor."),
-    ]  # fmt: skip
-    if with_discriminator:
-        notes.append(("discriminator", "`GALIPDiscriminator`, the official NetD + NetC (not a pipeline component)."))
-    return notes

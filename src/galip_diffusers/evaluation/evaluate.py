@@ -182,37 +182,42 @@ def evaluate_pipeline(
         "images_per_s": round(generated / elapsed, 3) if elapsed > 0 else None,
     }
     if metric is not None:
-        result.update(
-            {
-                "fid": float(metric.compute()),
-                "fid_reference": fid_stats if fid_stats is not None else f"{int(metric.real_features_num_samples)} "
-                "data set images (centre crop at %d px)" % resolution,
-                "fid_resize": RESIZE_DESCRIPTIONS["clean" if protocol == "coco30k" else "bilinear"],
-                "fid_generated_images": "quantised to uint8" + (
-                    f", clean-resized to {COCO_RESOLUTION} px if needed" if protocol == "coco30k" else ""
-                ),
-                "inception_weights": inception_weights,
-                "fid_feature": fid_feature,
-                "unreadable_reference_images": missing_real,
-            }
-        )
+        result.update(_fid_fields(metric, protocol, fid_stats, resolution, inception_weights, fid_feature, missing_real))
     if scorer is not None:
-        std = torch.cat(standard)
-        off = torch.cat(official)
-        result.update(
-            {
-                "clip_score": clip_score_from_cosines(std),
-                "clip_score_convention": STANDARD_CLIP_NOTE,
-                "clip_cosine_official": float(off.mean()),
-                "clip_cosine_official_preprocessing": OFFICIAL_CLIP_NOTE,
-                "clip_cosine_official_quirk": True,
-                "clip_model": scorer.source,
-            }
-        )
+        result.update(_clip_fields(scorer, torch.cat(standard), torch.cat(official)))
     result["headline"] = (
         ["fid", "clip_cosine_official"] if protocol == "official" else ["fid", "clip_score"]
     )
     return result
+
+
+def _fid_fields(metric, protocol: str, fid_stats: Optional[str], resolution: int, inception_weights: Optional[str],
+                fid_feature: int, missing_real: int) -> dict[str, Any]:  # fmt: skip
+    """The FID entries of :func:`evaluate_pipeline`'s result: the value and how it was measured."""
+    return {
+        "fid": float(metric.compute()),
+        "fid_reference": fid_stats if fid_stats is not None else f"{int(metric.real_features_num_samples)} "
+        "data set images (centre crop at %d px)" % resolution,
+        "fid_resize": RESIZE_DESCRIPTIONS["clean" if protocol == "coco30k" else "bilinear"],
+        "fid_generated_images": "quantised to uint8" + (
+            f", clean-resized to {COCO_RESOLUTION} px if needed" if protocol == "coco30k" else ""
+        ),
+        "inception_weights": inception_weights,
+        "fid_feature": fid_feature,
+        "unreadable_reference_images": missing_real,
+    }
+
+
+def _clip_fields(scorer: CLIPScorer, standard: torch.Tensor, official: torch.Tensor) -> dict[str, Any]:
+    """The CLIP-score entries of :func:`evaluate_pipeline`'s result, from the per-image cosines of both variants."""
+    return {
+        "clip_score": clip_score_from_cosines(standard),
+        "clip_score_convention": STANDARD_CLIP_NOTE,
+        "clip_cosine_official": float(official.mean()),
+        "clip_cosine_official_preprocessing": OFFICIAL_CLIP_NOTE,
+        "clip_cosine_official_quirk": True,
+        "clip_model": scorer.source,
+    }
 
 
 def dataset_fid_statistics(

@@ -22,7 +22,7 @@ dynamic-barrier gradient descent (``constraint="barrier"``: every step also decr
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -30,7 +30,12 @@ from galip_diffusers.fusedream import augclip
 from galip_diffusers.fusedream.masks import (
     CLOSENESS_MODES, CONSTRAINTS, DECODE_CONDITIONS, default_masks, feature_distance, prepare_masks, resize_masks,
 )
+from galip_diffusers.fusedream.options import SearchOptions
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent
+
+
+#: compose's own defaults of the search settings (the others are :class:`SearchOptions`' defaults)
+COMPOSE_DEFAULTS = {"num_candidates": 256, "num_steps": 100}
 
 
 class FuseDreamCompositionMixin:
@@ -72,25 +77,15 @@ class FuseDreamCompositionMixin:
         constraint: str = "barrier",
         barrier_alpha: float = 0.5,
         closeness_weight: float = 1.0,
-        num_candidates: int = 256,
-        top_k: int = 5,
-        num_steps: int = 100,
-        num_augmentations: int = 32,
-        lr: float = 5e-3,
-        optimize: str = "noise+text",
-        latent_noise: float = 0.01,
-        noise_clamp: float | None = 2.0,
-        candidate_text_noise: float = 0.05,
         containment_weight: float = 1.0,
         object_weight: float = 0.0,
-        num_measure_augmentations: int = 64,
-        truncation: float | None = None,
-        max_batch_size: int = 64,
+        search: SearchOptions | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        **search_kwargs: Any,
     ):
         r"""Compose J >= 2 objects into one image (see the module docstring for the method).
 
@@ -114,21 +109,22 @@ class FuseDreamCompositionMixin:
                 `object_weight` times the mean over objects of each object prompt's AugCLIP on its own region. 0 is
                 the joint prompt alone, as in FuseDream; a scorer trained on single-object captions reads the object
                 prompts far better than a joint one.
-            Other arguments: as in `__call__`.
+            search and the other search settings (`num_candidates`, ...): as in `__call__` (defaults: `SearchOptions`,
+                with `COMPOSE_DEFAULTS`).
 
         Returns:
             [`GALIPFuseDreamPipelineOutput`]: `latents` (B, J, z_dim), `text_embeds` (B, J, cond_dim), `masks`
             (B, J, H, W) at output resolution; the scores are the joint prompt's AugCLIP.
         """
+        o = SearchOptions.resolve(search, COMPOSE_DEFAULTS, **search_kwargs)
         prompt = " and ".join(prompts) if prompt is None and isinstance(prompts, (list, tuple)) else prompt
         layer = self.generator.num_blocks // 2 if layer is None else layer
         self.check_scorer()
         self.check_compose_inputs(prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha,
                                   containment_weight, object_weight)
-        self.check_search_inputs(num_candidates, top_k, num_steps, num_augmentations, lr, optimize, latent_noise,
-                                 num_measure_augmentations, generator, list(callback_on_step_end_tensor_inputs))
-        self.check_inputs(list(prompts), num_images_per_prompt, None, None, None, output_type, truncation, "resample",
-                          max_batch_size)
+        self.check_search_inputs(o, generator, list(callback_on_step_end_tensor_inputs))
+        self.check_inputs(list(prompts), num_images_per_prompt, None, None, None, output_type, o.truncation, "resample",
+                          o.max_batch_size)
         device, batch, num_objects = self._execution_device, num_images_per_prompt, len(prompts)
         size = self.generator.config.output_size
         if masks is None:
@@ -145,18 +141,18 @@ class FuseDreamCompositionMixin:
         z_latents, t_latents = [], []
         for j in range(num_objects):
             z_basis, t_basis, _, _ = self.select_candidates(
-                object_embeds[j], object_text[j], num_candidates, top_k, generator, candidate_text_noise, truncation,
-                max_batch_size, region=weights_img[:, j : j + 1], containment_weight=containment_weight,
+                object_embeds[j], object_text[j], o.num_candidates, o.top_k, generator, o.candidate_text_noise,
+                o.truncation, o.max_batch_size, region=weights_img[:, j : j + 1], containment_weight=containment_weight,
             )
-            z_latents.append(OverparameterizedLatent(z_basis, clamp=noise_clamp, trainable="noise" in optimize))
-            t_latents.append(OverparameterizedLatent(t_basis, trainable="text" in optimize))
+            z_latents.append(OverparameterizedLatent(z_basis, clamp=o.noise_clamp, trainable="noise" in o.optimize))
+            t_latents.append(OverparameterizedLatent(t_basis, trainable="text" in o.optimize))
 
         def conditions(noisy: bool) -> tuple[torch.Tensor, torch.Tensor]:
             z = torch.cat([m() for m in z_latents])  # object-major: row j * B + b
             t = torch.cat([m() for m in t_latents])
             if noisy:
-                z = self._perturb(z, latent_noise if "noise" in optimize else 0.0, generator, relative=False)
-                t = self._perturb(t, latent_noise if "text" in optimize else 0.0, generator, relative=True)
+                z = self._perturb(z, o.latent_noise if "noise" in o.optimize else 0.0, generator, relative=False)
+                t = self._perturb(t, o.latent_noise if "text" in o.optimize else 0.0, generator, relative=True)
             return z, t
 
         def render(noisy: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,11 +191,11 @@ class FuseDreamCompositionMixin:
 
         seed = self._measure_seed(generator)
         measure = lambda x: augclip.measure_augclip(  # noqa: E731
-            self.scorer, x, joint_text, num_measure_augmentations, seed, self.augmentation_config, max_batch_size)
+            self.scorer, x, joint_text, o.num_measure_augmentations, seed, self.augmentation_config, o.max_batch_size)
         scores_before = measure(images0)
-        joint_objective = self._augclip_objective(joint_text, num_augmentations, generator)
+        joint_objective = self._augclip_objective(joint_text, o.num_augmentations, generator)
         object_objectives = [  # each object prompt on its own region (only when weighted)
-            self._augclip_objective(object_text[j], num_augmentations, generator, region=weights_img[:, j : j + 1])
+            self._augclip_objective(object_text[j], o.num_augmentations, generator, region=weights_img[:, j : j + 1])
             for j in range(num_objects)
             if object_weight > 0
         ]
@@ -211,7 +207,7 @@ class FuseDreamCompositionMixin:
             return score
 
         history = self._search(
-            z_latents + t_latents, render, objective, num_steps, lr, distance, constraint, barrier_alpha,
+            z_latents + t_latents, render, objective, o.num_steps, o.lr, distance, constraint, barrier_alpha,
             closeness_weight, callback_on_step_end, tuple(callback_on_step_end_tensor_inputs), current,
         )
         with torch.no_grad():

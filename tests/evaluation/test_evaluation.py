@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder
+from helpers.training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder
 
 from galip_cli.eval import main
 from galip_diffusers.evaluation.clip_score import CLIPScorer, clip_score_from_cosines

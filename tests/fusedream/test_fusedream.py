@@ -245,7 +245,7 @@ def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
     from collections import Counter
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "training" / "eval_fusedream.py"
+    script = Path(__file__).resolve().parents[2] / "training" / "eval_fusedream.py"
     spec = importlib.util.spec_from_file_location("eval_fusedream", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.testing_utils import tiny_components, tiny_discriminator, tiny_scorer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _script():

@@ -77,7 +77,7 @@ def test_cold_start_is_timed_in_fresh_processes(model_dir):
     import os
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts"))
     from cold_start import cold_start_seconds
 
     timing = cold_start_seconds(str(model_dir), repeats=1, command=[sys.executable, "-m", "galip_diffusers", "generate"])

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-import reference_galip as ref
+from helpers import reference_galip as ref
 
 
 def clip_package_dir() -> str | None:

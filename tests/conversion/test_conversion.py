@@ -1,7 +1,7 @@
 """Tests of the official-checkpoint converter (``galip-convert``).
 
 Inputs are built, not downloaded: official-format GALIP checkpoints with random values and exactly the released
-key/shape layout (``tests/data/*.tsv``), and CLIP models made with the ``clip`` package's own ``clip.model.CLIP``.
+key/shape layout (``tests/fixtures/*.tsv``), and CLIP models made with the ``clip`` package's own ``clip.model.CLIP``.
 Numerical equivalence is checked against ``reference_galip.py``, an independent functional implementation of the
 official forward passes written only from the facts of the official code, and against the ``clip`` package's ``encode_text``/``encode_image``.
 """
@@ -25,8 +25,8 @@ if importlib.util.find_spec("clip") is None:  # `import clip` itself needs torch
     pytest.skip("the `clip` package (pip install --no-deps clip-anytorch) is not installed", allow_module_level=True)
 pytest.importorskip("ftfy")
 
-import official_fixtures as fx  # noqa: E402
-import reference_galip as ref  # noqa: E402
+from helpers import official_fixtures as fx  # noqa: E402
+from helpers import reference_galip as ref  # noqa: E402
 from diffusers import DiffusionPipeline  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer  # noqa: E402
@@ -51,7 +51,7 @@ from galip_cli.convert import main  # noqa: E402
 from galip_diffusers.conversion.keys import KeyRule, map_state_dict, source_name, strip_prefix  # noqa: E402
 from galip_diffusers.conversion.tokenizer import build_clip_tokenizer, clip_text_clean  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 ATOL = 1e-4
 TINY_GEOMETRY = CLIPGeometry(**fx.TINY.geometry)
 TINY_KWARGS = dict(clip_geometry=TINY_GEOMETRY, generator_config=fx.TINY.generator_config,

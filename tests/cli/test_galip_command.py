@@ -13,7 +13,7 @@ from galip_cli import train as train_launcher
 from galip_diffusers.conversion.keys import ConversionError
 from galip_diffusers.demo import DemoModelError
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
 
 
 

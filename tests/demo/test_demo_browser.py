@@ -22,7 +22,7 @@ import pytest
 
 from galip_diffusers.testing_utils import tiny_pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCREENSHOTS = os.path.join(ROOT, "results", "browser")
 CHROMIUM = os.environ.get("GALIP_CHROMIUM") or next(
     (path for path in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if path), None

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from card_helpers import section_code
+from helpers.card_helpers import section_code
 from PIL import Image
 
 import galip_diffusers  # noqa: F401  (registers the classes with diffusers)

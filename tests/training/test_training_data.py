@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import make_imagefolder
+from helpers.training_helpers import make_imagefolder
 
 from galip_diffusers.testing_utils import (
     byte_level_clip_tokenizer,

@@ -5,7 +5,7 @@ import os
 import re
 
 import pytest
-from card_helpers import section_code
+from helpers.card_helpers import section_code
 from huggingface_hub import ModelCard
 
 from galip_diffusers.conversion.card import converted_card_fields

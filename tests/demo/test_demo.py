@@ -29,7 +29,7 @@ from galip_cli import demo as demo_launch
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 from galip_diffusers.testing_utils import byte_level_clip_tokenizer, tiny_components, tiny_pipeline, tiny_scorer
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
 
 
 @pytest.fixture(scope="module")

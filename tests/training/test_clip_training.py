@@ -36,7 +36,7 @@ from galip_diffusers.data.bpe import (
 from galip_diffusers.data.shapes import all_captions, generate_shapes, parse_caption, render_shape
 from galip_core.vit import CLIP_MEAN, CLIP_STD
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAPTION_WORDS = {w for c in all_captions("all") for w in c.split()}
 
 
