@@ -24,7 +24,8 @@ from transformers import CLIPModel, CLIPTokenizer
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.data import shapes
 from galip_diffusers.data.shapes_eval import caption_cycle, generate
-from galip_diffusers.training.step import clip_towers, list_checkpoints, load_checkpoint_generator
+from galip_diffusers.training.checkpoints import list_checkpoints, load_checkpoint_generator
+from galip_diffusers.training.setup import clip_towers
 
 LOSS_KEYS = ("loss_d", "loss_g", "loss_g_adversarial", "clip_similarity", "loss_d_magp")
 

@@ -39,7 +39,8 @@ from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
 from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
-from galip_diffusers.training.step import clip_towers, list_checkpoints, load_checkpoint_generator
+from galip_diffusers.training.checkpoints import list_checkpoints, load_checkpoint_generator
+from galip_diffusers.training.setup import clip_towers
 
 import sys  # noqa: E402
 

@@ -44,21 +44,22 @@ from galip_diffusers.training.data import (
     load_image_text_dataset,
     noise_seed,
 )
-from galip_diffusers.training.step import (
-    GALIPLossConfig,
-    check_config_keys,
-    check_models_compatible,
+from galip_diffusers.training.checkpoints import (
     checkpoint_step,
-    clip_towers,
-    discriminator_config_from_clip,
-    extend_discriminator,
-    galip_train_step,
-    load_json_config,
-    load_vision_weights_into_generator,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
 )
+from galip_diffusers.training.setup import (
+    check_config_keys,
+    check_models_compatible,
+    clip_towers,
+    discriminator_config_from_clip,
+    extend_discriminator,
+    load_json_config,
+    load_vision_weights_into_generator,
+)
+from galip_diffusers.training.step import GALIPLossConfig, galip_train_step
 
 logger = get_logger(__name__, log_level="INFO")
 

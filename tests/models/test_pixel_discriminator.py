@@ -13,7 +13,8 @@ from galip_diffusers.testing_utils import (
     tiny_image_encoder,
     tiny_text_encoder,
 )
-from galip_diffusers.training.step import GALIPLossConfig, extend_discriminator, galip_train_step
+from galip_diffusers.training.setup import extend_discriminator
+from galip_diffusers.training.step import GALIPLossConfig, galip_train_step
 
 
 def test_pixel_path_adds_its_conditional_logit_to_the_clip_logit():

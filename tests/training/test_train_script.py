@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from helpers.training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder, write_generator_config
 
-from galip_diffusers.training.step import list_checkpoints, resolve_resume_checkpoint
+from galip_diffusers.training.checkpoints import list_checkpoints, resolve_resume_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "training", "train_galip.py")

@@ -28,14 +28,13 @@ from galip_diffusers.training.data import (
     pick_caption,
     sample_rng,
 )
-from galip_diffusers.training.step import (
-    check_models_compatible,
+from galip_diffusers.training.checkpoints import (
     checkpoint_step,
-    discriminator_config_from_clip,
     list_checkpoints,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
 )
+from galip_diffusers.training.setup import check_models_compatible, discriminator_config_from_clip
 
 
 @pytest.fixture(scope="module")

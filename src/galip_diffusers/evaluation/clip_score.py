@@ -57,7 +57,7 @@ class CLIPScorer:
         """From a transformers ``CLIPModel`` folder with its tokenizer."""
         from transformers import CLIPModel, CLIPTokenizer
 
-        from galip_diffusers.training.step import clip_towers
+        from galip_diffusers.training.setup import clip_towers
 
         if not os.path.isdir(path):
             raise FileNotFoundError(f"--clip_model {path!r} is not a folder (a transformers CLIPModel + tokenizer).")
@@ -98,7 +98,7 @@ def pipeline_clip_scorer(pipe) -> Optional[CLIPScorer]:
     official GALIP evaluation does (biased: the generator was trained against this CLIP)."""
     device = pipe._execution_device if hasattr(pipe, "_execution_device") else "cpu"
     if getattr(pipe, "scorer", None) is not None:
-        from galip_diffusers.training.step import clip_towers
+        from galip_diffusers.training.setup import clip_towers
 
         text_encoder, image_encoder = clip_towers(pipe.scorer)
         return CLIPScorer(text_encoder, image_encoder, pipe.tokenizer, "pipeline scorer", device)
