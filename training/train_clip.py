@@ -124,6 +124,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Train the CLIP, evaluate it and save it with its tokenizer and image processor; returns the evaluation report.
+
+    One function, like the training loops of diffusers' example scripts: the loop shares the run's state (accelerator,
+    model, optimiser, data, history). The pieces are library functions of :mod:`galip_diffusers.training.clip`.
+    """
     start_time = time.time()
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)

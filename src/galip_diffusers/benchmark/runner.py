@@ -296,7 +296,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every (device, dtype, model) row and return the report dictionary (see :mod:`benchmark_report`)."""
+    """Run every (device, dtype, model) row and return the report dictionary (see :mod:`galip_diffusers.benchmark.report`)."""
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
