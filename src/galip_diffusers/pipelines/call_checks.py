@@ -9,9 +9,9 @@ from typing import Any, Mapping
 
 import torch
 
-from galip_lite.finite import check_finite_number, check_finite_tensor
-from galip_lite.network import generator_channels
-from galip_lite.pipeline import TRUNCATION_MODES
+from galip_core.finite import check_finite_number, check_finite_tensor
+from galip_core.layers import generator_channels
+from galip_core.noise import check_truncation_mode
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -69,8 +69,7 @@ def check_call_inputs(
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
     check_finite_number("truncation", truncation)
-    if truncation_mode not in TRUNCATION_MODES:
-        raise ValueError(f"`truncation_mode` must be one of {TRUNCATION_MODES}, got {truncation_mode!r}.")
+    check_truncation_mode(truncation_mode)
     if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
         raise ValueError(f"`max_batch_size` must be None or an int >= 1, got {max_batch_size!r}.")
     return total

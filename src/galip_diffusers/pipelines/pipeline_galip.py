@@ -13,13 +13,13 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from galip_lite.finite import check_finite_output
-from galip_lite.pipeline import TRUNCATION_MODES, sample_noise  # noqa: F401  (TRUNCATION_MODES: part of this API)
+from galip_core.finite import check_finite_output
+from galip_core.noise import sample_noise
 
-from ..models.generator import GALIPGenerator
-from ..tokenizer_bpe import clip_text_clean
-from .call_checks import OUTPUT_TYPES, check_call_inputs, check_memory  # noqa: F401  (OUTPUT_TYPES: this API)
-from .folder_checks import check_pipeline_folder
+from galip_diffusers.conversion.tokenizer import clip_text_clean
+from galip_diffusers.models.generator import GALIPGenerator
+from galip_diffusers.pipelines.call_checks import OUTPUT_TYPES, check_call_inputs, check_memory  # noqa: F401
+from galip_diffusers.pipelines.loading import check_pipeline_folder
 
 logger = logging.get_logger(__name__)
 
@@ -102,7 +102,7 @@ class GALIPPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs):
         """Like [`DiffusionPipeline.from_pretrained`], plus packaged short names (``"galip-shapes"``) and a check of
         local folders that names the missing or corrupt file."""
-        from ..pretrained import resolve_pretrained
+        from galip_diffusers.pretrained import resolve_pretrained
 
         path = resolve_pretrained(pretrained_model_name_or_path)
         if os.path.isdir(path):

@@ -1,0 +1,81 @@
+"""Checks a saved pipeline folder before loading, so that a missing, corrupt or inconsistent file is named in the error
+(the file, the field and what was expected) instead of surfacing as a TypeError, a download attempt or diffusers'
+``ignore_mismatched_sizes`` advice. The generator checks are :mod:`galip_core.folder`'s, the ones the fast runtime
+runs: both engines refuse the same folders with the same messages."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+from galip_core.folder import (  # noqa: F401  (FolderError: the error type of these checks)
+    FolderError,
+    check_generator_config,
+    check_generator_types,
+    check_tokenizer_files,
+    read_json_object,
+    safetensors_shapes,
+)
+
+#: Files a component folder must hold, by loadable base, in order of preference.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def _check_weights(folder: str) -> None:
+    weights = sorted(f for f in os.listdir(folder) if f.endswith(_WEIGHT_SUFFIXES))
+    if not weights:
+        raise FileNotFoundError(
+            f"No weights file ({' or '.join('*' + s for s in _WEIGHT_SUFFIXES)}) in component folder {folder!r}."
+        )
+    for name in weights:
+        path = os.path.join(folder, name)
+        if name.endswith(".safetensors"):
+            safetensors_shapes(path)
+        elif name.endswith(".index.json"):
+            read_json_object(path)
+
+
+def complete_generator_config(config: dict) -> dict:
+    """``config`` with what ``GALIPGenerator`` fills in itself: its defaults, and ViT-B/32's vision fields."""
+    from ..models.clip_bridge import VIT_B_32_VISION_CONFIG
+    from ..models.generator import GALIPGenerator
+
+    defaults = {name: p.default for name, p in inspect.signature(GALIPGenerator.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    complete = {**defaults, **config}
+    if isinstance(complete["prompt_layers"], tuple):  # the signature's default
+        complete["prompt_layers"] = list(complete["prompt_layers"])
+    vision = config.get("vision_config")
+    complete["vision_config"] = {**VIT_B_32_VISION_CONFIG, **vision} if isinstance(vision, dict) else (
+        VIT_B_32_VISION_CONFIG if vision is None else vision)
+    return complete
+
+
+def check_generator_folder(component: str) -> None:
+    """The generator's ``config.json`` (types, ranges) against its safetensors weights' shapes: the check the fast
+    runtime runs too (:func:`galip_core.folder.check_generator_config`)."""
+    config_path = os.path.join(component, "config.json")
+    config = read_json_object(config_path)
+    check_generator_types(config, config_path)
+    weights = os.path.join(component, "diffusion_pytorch_model.safetensors")
+    if os.path.isfile(weights):
+        check_generator_config(complete_generator_config(config), safetensors_shapes(weights), config_path, weights)
+
+
+def check_pipeline_folder(folder: str) -> None:
+    """Raise ``FileNotFoundError``/``ValueError`` naming the file if ``folder`` is not a loadable pipeline folder."""
+    index = read_json_object(os.path.join(folder, "model_index.json"))
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
+            continue
+        component = os.path.join(folder, name)
+        if not os.path.isdir(component):
+            raise FileNotFoundError(f"model_index.json lists component {name!r} but the folder {component!r} is missing.")
+        if "Tokenizer" in str(value[1]):
+            check_tokenizer_files(component)
+            continue
+        read_json_object(os.path.join(component, "config.json"))
+        _check_weights(component)
+        if value[1] == "GALIPGenerator":
+            check_generator_folder(component)
+
