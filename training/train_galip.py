@@ -50,7 +50,7 @@ from galip_diffusers.training.checkpoints import (
     resolve_resume_checkpoint,
     save_checkpoint,
 )
-from galip_diffusers.training.runs import check_output_dir, open_loss_log, start_run
+from galip_diffusers.training.ownership import check_output_dir, open_loss_log, start_run
 from galip_diffusers.training.setup import (
     check_config_keys,
     check_models_compatible,
@@ -316,7 +316,7 @@ def preflight(args):
 def setup_accelerator(args, resume_path: str | None) -> tuple[Accelerator, str | None]:
     """The run's ``Accelerator`` (trackers, mixed precision, seedable sampler), logging levels, the seed (one random
     seed for all processes when ``--seed`` is not given), and the output folder without incomplete checkpoints. Also
-    the run id (main process; :func:`galip_diffusers.training.runs.start_run`), ``None`` on the other processes."""
+    the run id (main process; :func:`galip_diffusers.training.ownership.start_run`), ``None`` on the other processes."""
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,

@@ -12,7 +12,7 @@ from typing import Optional
 
 from galip_diffusers.models.generator import GALIPGenerator
 
-from .runs import RUN_FILE, checkpoints_to_delete, own_checkpoints, read_run_id
+from .ownership import RUN_FILE, checkpoints_to_delete, own_checkpoints, read_run_id
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -52,7 +52,7 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 
 def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str], output_dir: str) -> Optional[str]:
     """``"latest"`` -> the newest complete checkpoint in ``output_dir`` of the run the folder holds (or None; see
-    :func:`~galip_diffusers.training.runs.own_checkpoints`); a path or a ``checkpoint-N`` name in ``output_dir`` -> that
+    :func:`~galip_diffusers.training.ownership.own_checkpoints`); a path or a ``checkpoint-N`` name in ``output_dir`` -> that
     path. Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
     if resume_from_checkpoint is None:
         return None

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from galip_diffusers.training.runs import (
+from galip_diffusers.training.ownership import (
     RUN_FILE,
     check_output_dir,
     open_loss_log,
