@@ -11,6 +11,8 @@ evaluate the packaged folder and write its model card.
    generated images per split, positional diversity, scorer-CLIP score, Fréchet distance in the scorer's feature
    space, an interpolation strip, generation speed (1 and 2 threads, default and fast path) and the cold start of
    ``galip-generate``. Figures go to ``--results_dir`` (JSON, Markdown, PNG) and into the model card.
+4. The recommended settings (``galip_settings.json``, ``--settings_file``; by default the shipped folder's own,
+   measured in the README's FuseDream section) travel with the folder and are the pipelines' defaults.
 
     python training/package_shapes_model.py --run_dir /work/artifacts/galip-shapes-run --checkpoint latest \\
         --clip_model_name_or_path /work/artifacts/clip-bridge --scorer_model_name_or_path /work/artifacts/clip-scorer
@@ -40,6 +42,7 @@ from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.shapes_eval import cold_start_seconds, evaluate_shapes_pipeline, interpolation_strip
 from galip_diffusers.speed_figures import machine_description, measure_pipeline_speed
 from galip_diffusers.training_utils import clip_towers, list_checkpoints, load_checkpoint_generator
+from galip_lite.settings import SETTINGS_NAME, GALIPSettings
 
 STRIPS = {
     "red_to_blue": ["a large red circle on a white background", "a large blue circle on a white background"],
@@ -80,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_images", type=int, default=1000, help="generated images per split for the evaluation")
     parser.add_argument("--results_dir", default=os.path.join("results", "shapes_model"))
     parser.add_argument("--skip_speed", action="store_true", help="skip the timing figures")
+    parser.add_argument("--settings_file", default=os.path.join(PRETRAINED_MODELS["galip-shapes"], SETTINGS_NAME),
+                        help="the recommended settings (galip_settings.json) to ship with the folder; default: those "
+                             "of the packaged galip-shapes, read before the folder is replaced")
     args = parser.parse_args(argv)
     if (args.components_from is None) == (args.clip_model_name_or_path is None or args.scorer_model_name_or_path is None):
         parser.error("give either --components_from, or both --clip_model_name_or_path and --scorer_model_name_or_path")
@@ -239,6 +245,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     os.makedirs(args.results_dir, exist_ok=True)
     pipe, discriminator, source = load_run(args)
+    pipe.settings = GALIPSettings.from_file(args.settings_file)  # read before the folder is replaced
     save_half_precision(pipe, discriminator, args.output_dir)
     del pipe
 

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 
+from galip_lite.settings import starting_settings
+
 from .clip_convert import VISION_KEY_MAP, VIT_B_32, CLIPGeometry, CLIPSource, image_encoder_from_openai, load_clip_source
 from .conversion_card import converted_card_fields
 from .conversion_utils import (
@@ -42,6 +44,7 @@ from .conversion_utils import (
     safe_torch_load,
     strip_prefix,
 )
+from .hub import push_folder_to_hub, save_half_precision_variant
 from .model_card import find_template, render_model_card
 from .models.clip_bridge import CLIP_PREPROCESS_MODES
 from .models.discriminator import GALIPDiscriminator
@@ -235,7 +238,8 @@ def convert_official_checkpoint(
         clip_path: OpenAI CLIP ViT-B/32 (``ViT-B-32.pt`` TorchScript archive, a plain state dict or safetensors) or a
             transformers ``CLIPModel`` folder.
         output_dir: the pipeline folder to create; it must not exist or be empty unless ``overwrite``.
-        dtype: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"`` (or a ``torch.dtype``) for the saved weights.
+        dtype: ``"fp32"`` (default): float32 weights only; ``"fp16"`` or ``"bf16"``: the float32 weights plus that
+            half-precision copy as a diffusers variant (``*.fp16.safetensors``, loaded with ``variant="fp16"``).
         include_discriminator: also save NetD + NetC as ``GALIPDiscriminator`` in ``discriminator/``.
         clip_preprocess: the discriminator's CLIP preprocessing, ``"official"`` (the released checkpoints' double
             shift) or ``"standard"``; recorded in the model card.
@@ -251,6 +255,7 @@ def convert_official_checkpoint(
     if isinstance(dtype, str) and dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    variant = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(torch_dtype)
     if clip_preprocess not in CLIP_PREPROCESS_MODES:
         raise ConversionError(f"--clip_preprocess must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
     checkpoint_path, clip_path = os.fspath(checkpoint_path), os.fspath(clip_path)
@@ -277,10 +282,8 @@ def convert_official_checkpoint(
         tokenizer = build_clip_tokenizer(bpe_path, model_max_length=clip_geometry.context_length)
     except FileNotFoundError as err:
         raise ConversionError(str(err)) from err
-    models = [clip.text_encoder, generator, image_encoder] + ([discriminator] if discriminator is not None else [])
-    for model in models:
-        torch.nn.Module.to(model, torch_dtype)  # plain cast (diffusers' .to() warns about fp32-only modules: none here)
     pipe = GALIPPipeline(tokenizer, clip.text_encoder, generator, image_encoder=image_encoder)
+    pipe.settings = starting_settings(None, "galip convert")
     official_geometry = clip_geometry == VIT_B_32 and not generator_config
     speed_rows, speed_machine = None, None
     if measure_speed:
@@ -300,6 +303,9 @@ def convert_official_checkpoint(
         write_vocab_and_merges(tokenizer, os.path.join(tmp, "tokenizer"))
         if discriminator is not None:
             discriminator.save_pretrained(os.path.join(tmp, "discriminator"))
+        if variant is not None:  # beside the fp32 weights, not instead of them
+            extra = {"discriminator": discriminator} if discriminator is not None else None
+            save_half_precision_variant(pipe, tmp, variant, extra)
         write_model_card(
             tmp, template,
             model_name=f"GALIP ({os.path.splitext(os.path.basename(checkpoint_path))[0]}), diffusers format",
@@ -308,7 +314,8 @@ def convert_official_checkpoint(
             source_notes="Official GALIP weights by Ming Tao, Bing-Kun Bao, Hao Tang and Changsheng Xu "
                          "(https://github.com/tobran/GALIP).",
             clip_source=clip.description, clip_sha256=_sha256(clip_path) if os.path.isfile(clip_path) else None,
-            dtype=str(torch_dtype).replace("torch.", ""), clip_preprocess=clip_preprocess,
+            dtype="float32" + (f", plus a {variant} variant" if variant else ""),
+            clip_preprocess=clip_preprocess,
             include_discriminator=discriminator is not None, components=_component_notes(discriminator is not None),
             repo_path=os.path.basename(out), example_prompt="a photo of a red double-decker bus on a city street",
             license_text=LICENSE_TEXT,
@@ -358,13 +365,23 @@ def build_parser(prog: str = "galip-convert") -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  %(prog)s --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco\n"
         "  %(prog)s --checkpoint pre_cc12m.pth --clip ./clip-vit-base-patch32 --output_dir galip-cc12m \\\n"
-        "      --dtype fp16 --include_discriminator\n\n"
+        "      --dtype fp16 --include_discriminator\n"
+        "  %(prog)s --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco --push_to_hub \\\n"
+        "      --hub_model_id me/galip-coco --private\n\n"
         "The official GALIP weights are licensed CC BY-NC-SA 4.0 (non-commercial); so is the converted folder.",
     )
     parser.add_argument("--checkpoint", required=True, help="official GALIP .pth: {'model': {'netG','netD','netC'}}")
     parser.add_argument("--clip", required=True, help="OpenAI ViT-B-32.pt (or a state dict) or a transformers CLIPModel folder")
     parser.add_argument("--output_dir", "--output-dir", required=True, help="pipeline folder to create")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the saved weights (default: fp32)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="fp32 (default): float32 weights; fp16 / bf16: float32 weights plus a half-precision "
+                             "diffusers variant beside them (from_pretrained(..., variant='fp16'))")
+    parser.add_argument("--push_to_hub", "--push-to-hub", action="store_true",
+                        help="upload the converted folder (weights, card, galip_settings.json) to the Hub")
+    parser.add_argument("--hub_model_id", "--hub-model-id", default=None,
+                        help="repository to push to (default: the output folder's name)")
+    parser.add_argument("--private", action="store_true", help="with --push_to_hub: create a private repository")
+    parser.add_argument("--hub_token", "--hub-token", default=None, help="Hub token (default: the logged-in one)")
     parser.add_argument("--include_discriminator", "--include-discriminator", action="store_true",
                         help="also convert netD/netC to GALIPDiscriminator in <output_dir>/discriminator")
     parser.add_argument("--clip_preprocess", "--clip-preprocess", choices=CLIP_PREPROCESS_MODES, default="official",
@@ -393,6 +410,12 @@ def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
         include_discriminator=args.include_discriminator, clip_preprocess=args.clip_preprocess,
         overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe, measure_speed=args.measure_speed,
     )  # fmt: skip
+    if args.push_to_hub:
+        repo_id = push_folder_to_hub(out, args.hub_model_id or os.path.basename(os.path.abspath(out)),
+                                     private=args.private or None, token=args.hub_token,
+                                     commit_message="Convert an official GALIP checkpoint (galip convert)")
+        if not args.quiet:
+            print(f"https://huggingface.co/{repo_id}")
     if not args.quiet:
         print(out)
     return 0

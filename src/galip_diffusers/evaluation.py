@@ -7,7 +7,9 @@
   because the Inception takes uint8 (torchmetrics' own resize is then the identity).
 * CLIP score, two variants, with any CLIP given by path:
   ``clip_score`` = mean over images of ``100 * max(cos, 0)`` with standard CLIP preprocessing (PIL bicubic resize of the
-  shorter side + centre crop; the torchmetrics convention), and ``clip_cosine_official`` = mean raw cosine with the
+  shorter side + centre crop): Hessel et al. 2021's CLIP-S, clamped per image, with w = 100 instead of 2.5 (torchmetrics'
+  ``CLIPScore`` clamps the mean instead, ``max(mean(100 * cos), 0)``; the two agree when no cosine is negative), and
+  ``clip_cosine_official`` = mean raw cosine with the
   official GALIP preprocessing (nearest resize and the *double shift*: the ViT sees pixels in [0.5, 1]); compare the
   latter with the paper's 0.3338.
 
@@ -48,7 +50,8 @@ OFFICIAL_CLIP_NOTE = (
     "official GALIP CLIP preprocessing: nearest resize of x*0.5+0.5 and then (x+1)*0.5 once more before the CLIP "
     "normalisation (the 'double shift' quirk: the ViT sees pixels in [0.5, 1]); raw cosine, not x100"
 )
-STANDARD_CLIP_NOTE = "standard CLIP preprocessing (PIL bicubic, shorter side, centre crop); mean of 100*max(cos, 0)"
+STANDARD_CLIP_NOTE = ("standard CLIP preprocessing (PIL bicubic, shorter side, centre crop); mean of 100*max(cos, 0) "
+                      "per image (Hessel et al. 2021's CLIP-S with w = 100)")
 
 
 # -------------------------------------------------------------------------------------------------------- FID backend
@@ -270,7 +273,11 @@ class CLIPScorer:
 
 
 def clip_score_from_cosines(cosines: torch.Tensor) -> float:
-    """torchmetrics' CLIP score convention: mean of ``100 * max(cos, 0)``."""
+    """Hessel et al. (2021), "CLIPScore": ``CLIP-S(c, v) = w * max(cos(c, v), 0)`` per image, averaged over images,
+    with ``w = 100`` (the scale torchmetrics uses) instead of the paper's 2.5: ``mean(100 * max(cos, 0))``.
+
+    torchmetrics' ``CLIPScore`` clamps after averaging, ``max(mean(100 * cos), 0)``: the same number when no cosine
+    is negative, a larger one otherwise (``tests/test_evaluation.py`` checks both on the same embeddings)."""
     return float((100 * cosines.clamp_min(0)).mean())
 
 

@@ -18,9 +18,10 @@ def diffusers_engine(args: argparse.Namespace, total: int):
     from .pipelines.pipeline_galip import GALIPPipeline
     from .utils import dtype_kwargs
 
-    dtype = torch_dtype(args.dtype)
+    dtype = torch_dtype(args.dtype, args.device, warn=False)  # resolved (and warned about) by the command
     pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(dtype)).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(args.seed)
-    latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=args.truncation)
+    truncation = pipe.settings.resolve("sampling", truncation=args.truncation)["truncation"]
+    latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=truncation)
     return latents, lambda prompts, z: pipe(prompts, latents=z).images

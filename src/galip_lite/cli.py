@@ -18,7 +18,8 @@ from typing import Callable, Optional, Sequence
 
 from . import __version__
 
-DTYPES = ("fp32", "fp16", "bf16")
+#: ``--dtype`` choices; ``auto`` is bf16 where the device computes it natively, else fp32 (:mod:`galip_lite.machine`)
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 #: ``check(parser, args)``: validation after parsing; it calls ``parser.error`` (exit code 2) on bad arguments.
 ArgsCheck = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
@@ -64,12 +65,25 @@ def run_cli(
         return 1
 
 
-def torch_dtype(name: str):
-    """``"fp32" | "fp16" | "bf16"`` -> the ``torch.dtype``."""
-    import torch
+def resolve_dtype_name(name: str, device: str = "cpu", warn: bool = True) -> str:
+    """``--dtype`` as ``"fp32" | "fp16" | "bf16"``: ``auto`` becomes bf16 where ``device`` has it natively, else
+    fp32; bf16 asked for on a CPU that emulates it is kept, with a warning that says what to use instead."""
+    from .machine import auto_dtype_name, warn_if_emulated_bf16
 
     if name not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {name!r}.")
+    if name == "auto":
+        return auto_dtype_name(device)
+    if warn:
+        warn_if_emulated_bf16(name, device)
+    return name
+
+
+def torch_dtype(name: str, device: str = "cpu", warn: bool = True):
+    """``"auto" | "fp32" | "fp16" | "bf16"`` -> the ``torch.dtype`` (``auto``: see :func:`resolve_dtype_name`)."""
+    import torch
+
+    name = resolve_dtype_name(name, device, warn)
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
@@ -90,6 +104,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("galip_diffusers.evaluation", "FID and CLIP score of a pipeline (or FID statistics of a data set)"),
     "benchmark": Command("galip_diffusers.benchmark", "speed of GALIP vs SD-1.5, LDM-256 and SD-Turbo"),
     "demo": Command("galip_diffusers.demo", "Gradio web demo: generation, CLIP refinement, interpolation"),
+    "env": Command("galip_lite.env", "print versions, device, CPU flags and thread counts (for bug reports)"),
 }  # fmt: skip
 
 GALIP_EXAMPLES = """examples:
@@ -99,9 +114,10 @@ GALIP_EXAMPLES = """examples:
   galip eval --model galip-coco --dataset data/coco_val --no_fid --num_images 1000
   galip benchmark --galip default-config --quick
   galip demo --model galip-coco --port 7860
+  galip env
 
 `galip COMMAND --help` shows a command's options and examples. Every command is also installed as galip-COMMAND
-(galip-generate, galip-convert, galip-eval, galip-benchmark, galip-demo). Errors: one line on stderr and a non-zero
+(galip-generate, galip-convert, galip-eval, galip-benchmark, galip-demo, galip-env). Errors: one line on stderr and a non-zero
 exit code; add --debug to a command to see the traceback.
 """
 

@@ -31,7 +31,7 @@ MakeImages = Callable[[list[str], "torch.Tensor"], list["Image.Image"]]
 EXAMPLES = """examples:
   %(prog)s "a large red circle on a white background"
   %(prog)s "a small bird with a red head" --model ./galip-coco --num-images 8 --seed 1 --out samples/
-  %(prog)s --prompt-file prompts.txt --num-images 4 --dtype bf16 --batch-size 32
+  %(prog)s --prompt-file prompts.txt --num-images 4 --device cuda --dtype bf16 --batch-size 32
 
 The default model is the packaged galip-shapes. Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their
 paths are printed on stdout, the progress bar goes to stderr.
@@ -51,11 +51,15 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
                         help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
     parser.add_argument("--num-images", type=int, default=1, help="images per prompt (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--truncation", type=float, default=None, help="truncate the noise at +-T (resampling)")
+    parser.add_argument("--truncation", type=float, default=None,
+                        help="truncate the noise at +-T (resampling); default: the model's galip_settings.json "
+                             "(sampling.truncation), else none; 0 turns a recommended truncation off")
     parser.add_argument("--batch-size", type=int, default=64, help="images per generator forward pass (default: 64)")
     parser.add_argument("--out", default="galip-samples", help="output folder (default: galip-samples)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="weights dtype; auto (default): bf16 where the device computes it natively (GPUs, CPUs "
+                             "with AMX/AVX512-BF16), else fp32. bf16 on a CPU without it is emulated and far slower")
     parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="lite: torch only, fast start (local folders, CPU, fp32); diffusers: GALIPPipeline; "
                              "auto: lite when it can run the model, else diffusers (default: auto)")
@@ -82,8 +86,11 @@ def lite_problem(args: argparse.Namespace) -> str | None:
 
     if args.device != "cpu":
         return f"it runs on cpu only (--device {args.device})"
-    if args.dtype != "fp32":
-        return f"it runs in fp32 only (--dtype {args.dtype})"
+    from .cli import resolve_dtype_name
+
+    dtype = resolve_dtype_name(args.dtype, args.device, warn=False)  # --dtype auto: fp32 on CPUs without native bf16
+    if dtype != "fp32":
+        return f"it runs in fp32 only (--dtype {args.dtype}: {dtype})"
     folder = resolve_pretrained(args.model)
     if not os.path.isdir(folder):
         return f"--model {args.model!r} is not a local folder or packaged model"
@@ -105,10 +112,13 @@ def choose_engine(args: argparse.Namespace) -> str:
 def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", MakeImages]:
     import torch
 
-    from .pipeline import LitePipeline
+    from .pipeline import LitePipeline, resolve_pretrained
+
+    from .settings import load_settings
 
     pipe = LitePipeline.from_pretrained(args.model)
-    latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=args.truncation)
+    truncation = load_settings(resolve_pretrained(args.model)).resolve("sampling", truncation=args.truncation)
+    latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=truncation["truncation"])
     return latents, lambda prompts, z: pipe(prompts, latents=z)
 
 
@@ -133,13 +143,16 @@ def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.T
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .cli import resolve_dtype_name
+
     prompts = read_prompts(args.prompt, args.prompt_file)
+    args.dtype = resolve_dtype_name(args.dtype, args.device)  # auto -> fp32 / bf16; warns about emulated bf16
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
-    if args.truncation is not None and args.truncation <= 0:
-        raise ValueError(f"--truncation must be a positive number, got {args.truncation}.")
+    if args.truncation is not None and args.truncation < 0:
+        raise ValueError(f"--truncation must be a positive number (or 0: off), got {args.truncation}.")
     total = len(prompts) * args.num_images
     engine = choose_engine(args)
     if engine == "lite":

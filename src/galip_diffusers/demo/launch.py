@@ -41,7 +41,8 @@ def build_parser(prog: str = "galip-demo") -> argparse.ArgumentParser:
                         "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="weights dtype; auto (default): bf16 where the device computes it natively, else fp32")
     parser.add_argument("--max-images", type=int, default=MAX_IMAGES,
                         help=f"most images per request, 1 to {MAX_IMAGES} (default: {MAX_IMAGES})")
     parser.add_argument("--concurrency-limit", type=int, default=1,
@@ -72,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     from .app import build_demo
     from .backend import DemoBackend
 
-    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype), max_images=args.max_images)
+    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype, args.device), max_images=args.max_images)
     demo = build_demo(backend, concurrency_limit=args.concurrency_limit, max_queue=args.max_queue)
     print(f"galip demo: {backend.describe()}", flush=True)
     try:

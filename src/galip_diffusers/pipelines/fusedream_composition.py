@@ -72,16 +72,16 @@ class FuseDreamCompositionMixin:
         constraint: str = "barrier",
         barrier_alpha: float = 0.5,
         closeness_weight: float = 1.0,
-        num_candidates: int = 256,
-        top_k: int = 5,
-        num_steps: int = 100,
+        num_candidates: int | None = None,
+        top_k: int | None = None,
+        num_steps: int | None = None,
         num_augmentations: int = 32,
         lr: float = 5e-3,
         optimize: str = "noise+text",
         latent_noise: float = 0.01,
         noise_clamp: float | None = 2.0,
         candidate_text_noise: float = 0.05,
-        containment_weight: float = 1.0,
+        containment_weight: float | None = None,
         object_weight: float = 0.0,
         num_measure_augmentations: int = 64,
         truncation: float | None = None,
@@ -93,6 +93,10 @@ class FuseDreamCompositionMixin:
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
     ):
         r"""Compose J >= 2 objects into one image (see the module docstring for the method).
+
+        `num_candidates`, `top_k`, `num_steps`, `truncation`, `layer` and `containment_weight` left at `None` take the
+        model's recommended values (`self.settings`, from the folder's `galip_settings.json`), else 256, 5, 100, no
+        truncation, `num_blocks // 2` and 1.0; `truncation=0` turns a recommended truncation off.
 
         Args:
             prompts (`list[str]`): one prompt per object (each a prompt the generator knows).
@@ -121,6 +125,12 @@ class FuseDreamCompositionMixin:
             (B, J, H, W) at output resolution; the scores are the joint prompt's AugCLIP.
         """
         prompt = " and ".join(prompts) if prompt is None and isinstance(prompts, (list, tuple)) else prompt
+        recommended = self.settings.resolve(
+            "composition", num_candidates=num_candidates, top_k=top_k, num_steps=num_steps, truncation=truncation,
+            layer=layer, containment_weight=containment_weight,
+        )
+        num_candidates, top_k, num_steps, truncation, layer, containment_weight = (recommended[k] for k in (
+            "num_candidates", "top_k", "num_steps", "truncation", "layer", "containment_weight"))
         layer = self.generator.num_blocks // 2 if layer is None else layer
         self.check_scorer()
         self.check_compose_inputs(prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha,

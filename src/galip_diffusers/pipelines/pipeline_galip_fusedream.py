@@ -279,9 +279,9 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         self,
         prompt: str | list[str],
         num_images_per_prompt: int = 1,
-        num_candidates: int = 1000,
-        top_k: int = 5,
-        num_steps: int = 200,
+        num_candidates: int | None = None,
+        top_k: int | None = None,
+        num_steps: int | None = None,
         num_augmentations: int = 32,
         lr: float = 5e-3,
         optimize: str = "noise+text",
@@ -308,6 +308,9 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
            or `"noise+text"`), maximising AugCLIP over `num_augmentations` random views, with Gaussian `latent_noise`
            (std, relative to the RMS for the embedding) added to the optimised vectors at every step.
 
+        `num_candidates`, `top_k`, `num_steps` and `truncation` left at `None` take the model's recommended values
+        (`self.settings`, from the folder's `galip_settings.json`), else 1000, 5, 200 and no truncation.
+
         Args:
             prompt (`str` or `list[str]`): the prompt(s); scored by the scorer CLIP and encoded by `text_encoder`.
             num_images_per_prompt (`int`): images per prompt, each searched independently (batched together).
@@ -323,6 +326,10 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         Returns:
             [`GALIPFuseDreamPipelineOutput`] (or a tuple in its field order).
         """
+        recommended = self.settings.resolve("refinement", num_candidates=num_candidates, top_k=top_k,
+                                            num_steps=num_steps, truncation=truncation)
+        num_candidates, top_k, num_steps, truncation = (recommended[k] for k in ("num_candidates", "top_k",
+                                                                                 "num_steps", "truncation"))
         self.check_scorer()
         self.check_search_inputs(num_candidates, top_k, num_steps, num_augmentations, lr, optimize, latent_noise,
                                  num_measure_augmentations, generator, list(callback_on_step_end_tensor_inputs))
