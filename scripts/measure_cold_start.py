@@ -25,13 +25,13 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
 
-from galip_diffusers.shapes_eval import cold_start_seconds, run_timed, runs_summary  # noqa: E402
-from galip_diffusers.speed_figures import machine_description  # noqa: E402
+from cold_start import cold_start_seconds, run_timed, runs_summary  # noqa: E402  (scripts/, this script's folder)
+from galip_diffusers.benchmark.speed_figures import machine_description  # noqa: E402
 
 IMPORTS = {
     "python -c pass": "pass",
     "import torch": "import torch",
-    "galip_lite runtime": "import galip_lite.generate, galip_lite.pipeline",
+    "galip_core runtime": "import galip_cli.generate, galip_core.runtime",
     "from diffusers import DiffusionPipeline": "from diffusers import DiffusionPipeline",
     "transformers CLIP models": "from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer",
     "import galip_diffusers": "import galip_diffusers",

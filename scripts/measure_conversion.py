@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     ckpt, clip_file = build_inputs(args.workdir)
     out = os.path.join(args.workdir, f"converted-{args.dtype}")
-    command = [sys.executable, "-c", "import sys; from galip_diffusers.conversion import main; sys.exit(main())",
+    command = [sys.executable, "-c", "import sys; from galip_diffusers.conversion.official import main; sys.exit(main())",
                "--checkpoint", ckpt, "--clip", clip_file, "--output_dir", out, "--overwrite", "--quiet",
                "--include_discriminator", "--dtype", args.dtype]  # fmt: skip
     start = time.perf_counter()

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from galip_diffusers.benchmark_peers import build_galip_pipeline, galip_spec
-from galip_lite.machine import environment
+from galip_diffusers.benchmark.peers import build_galip_pipeline, galip_spec
+from galip_core.machine import environment
 
 
 def timed(pipe, batch: int) -> tuple[float, object]:

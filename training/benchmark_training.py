@@ -21,12 +21,8 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVision
 
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator
 from galip_diffusers.models.clip_bridge import VIT_B_32_VISION_CONFIG
-from galip_diffusers.training_utils import (
-    GALIPLossConfig,
-    discriminator_config_from_clip,
-    galip_train_step,
-    load_vision_weights_into_generator,
-)
+from galip_diffusers.training.setup import discriminator_config_from_clip, load_vision_weights_into_generator
+from galip_diffusers.training.step import GALIPLossConfig, galip_train_step
 
 #: "full": the official GALIP (NetG default config, CLIP ViT-B/32 text and vision towers, 256 px real images).
 #: "small": a 64 px model of the size one would train on the captioned-shapes data set.

@@ -3,8 +3,8 @@
 ``losses.jsonl``, including the generator's CLIP-similarity term) and, for every saved ``checkpoint-N``, the
 pixel-level attribute accuracy of ``score_images`` on generated images (seen and held-out caption combinations).
 
-    python training/learning_curve.py --run_dir /work/artifacts/galip-shapes-run \
-        --clip_model_name_or_path /work/artifacts/clip-bridge --num_images 256 --use_ema
+    python training/learning_curve.py --run_dir $RUNS/galip-shapes-run \
+        --clip_model_name_or_path $RUNS/clip-bridge --num_images 256 --use_ema
 
 Writes ``learning_curve.json``, ``learning_curve.md`` and ``learning_curve.png`` under ``--results_dir``
 (default ``results/learning_curve``, git-ignored).
@@ -23,8 +23,9 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.data import shapes
-from galip_diffusers.shapes_eval import caption_cycle, generate
-from galip_diffusers.training_utils import clip_towers, list_checkpoints, load_checkpoint_generator
+from galip_diffusers.data.shapes_eval import caption_cycle, generate
+from galip_diffusers.training.checkpoints import list_checkpoints, load_checkpoint_generator
+from galip_diffusers.training.setup import clip_towers
 
 LOSS_KEYS = ("loss_d", "loss_g", "loss_g_adversarial", "clip_similarity", "loss_d_magp")
 

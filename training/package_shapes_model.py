@@ -7,17 +7,17 @@ evaluate the packaged folder and write its model card.
    ``discriminator/`` (so that fine-tuning can continue from the folder).
 2. Weights are stored in float16 (half the size); every component's config says float32, so the folder loads in
    float32 by default, as diffusers models do, and ``torch_dtype=`` still picks another dtype.
-3. Evaluation of the *saved* folder (``galip_diffusers.shapes_eval``): ``score_images`` accuracy on ``--num_images``
+3. Evaluation of the *saved* folder (``galip_diffusers.data.shapes_eval``): ``score_images`` accuracy on ``--num_images``
    generated images per split, positional diversity, scorer-CLIP score, Fréchet distance in the scorer's feature
    space, an interpolation strip, generation speed (1 and 2 threads, default and fast path) and the cold start of
    ``galip-generate``. Figures go to ``--results_dir`` (JSON, Markdown, PNG) and into the model card.
 4. The recommended settings (``galip_settings.json``, ``--settings_file``; by default the shipped folder's own,
    measured in the README's FuseDream section) travel with the folder and are the pipelines' defaults.
 
-    python training/package_shapes_model.py --run_dir /work/artifacts/galip-shapes-run --checkpoint latest \\
-        --clip_model_name_or_path /work/artifacts/clip-bridge --scorer_model_name_or_path /work/artifacts/clip-scorer
+    python training/package_shapes_model.py --run_dir $RUNS/galip-shapes-run --checkpoint latest \\
+        --clip_model_name_or_path $RUNS/clip-bridge --scorer_model_name_or_path $RUNS/clip-scorer
     # a run fine-tuned from the shipped folder: take the CLIPs and the scorer from it
-    python training/package_shapes_model.py --run_dir /work/artifacts/runB --checkpoint latest \\
+    python training/package_shapes_model.py --run_dir $RUNS/runB --checkpoint latest \\
         --components_from galip-shapes --history "4,000 steps from scratch." "N more steps from the shipped folder."
 """
 
@@ -37,12 +37,18 @@ from PIL import Image
 from transformers import CLIPModel, CLIPTokenizer
 
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
-from galip_diffusers.model_card import render_model_card
+from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
-from galip_diffusers.shapes_eval import cold_start_seconds, evaluate_shapes_pipeline, interpolation_strip
-from galip_diffusers.speed_figures import machine_description, measure_pipeline_speed
-from galip_diffusers.training_utils import clip_towers, list_checkpoints, load_checkpoint_generator
-from galip_lite.settings import SETTINGS_NAME, GALIPSettings
+from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
+from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
+from galip_diffusers.training.checkpoints import list_checkpoints, load_checkpoint_generator
+from galip_diffusers.training.setup import clip_towers
+from galip_core.settings import SETTINGS_NAME, GALIPSettings
+
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+from cold_start import cold_start_seconds  # noqa: E402  (scripts/cold_start.py, the cold-start harness)
 
 STRIPS = {
     "red_to_blue": ["a large red circle on a white background", "a large blue circle on a white background"],

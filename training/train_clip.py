@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 from transformers import CLIPModel
 
-from galip_diffusers.clip_training import (
+from galip_diffusers.training.clip import (
     build_clip_config,
     clamp_logit_scale,
     evaluate_clip,
@@ -44,12 +44,10 @@ from galip_diffusers.clip_training import (
     pixel_values_from_uint8,
     save_image_processor,
 )
-from galip_diffusers.clip_dataset_training import evaluate_on_folder, load_caption_pool, sample_batch_captions
-from galip_diffusers.training_utils import remove_incomplete_checkpoints, resolve_resume_checkpoint, save_checkpoint
+from galip_diffusers.training.checkpoints import remove_incomplete_checkpoints, resolve_resume_checkpoint, save_checkpoint
+from galip_diffusers.training.clip_data import evaluate_on_folder, load_caption_pool, sample_batch_captions
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
-from galip_diffusers.data.shapes import (
-    DEFAULT_NEAR_MISS_KINDS, NEAR_MISS_KINDS, all_captions, generate_near_misses, generate_shapes,
-)
+from galip_diffusers.data.shapes import all_captions, generate_shapes
 
 logger = get_logger(__name__)
 
@@ -106,13 +104,6 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
                         help="Disable the random per-image brightness/contrast (same for all channels, so hues are "
                         "kept), which helps the held-out colour/shape pairs.")
     parser.add_argument("--no_hflip", action="store_true", help="Disable random horizontal flips (caption-safe).")
-    parser.add_argument("--near_miss_fraction", type=float, default=0.0,
-                        help="Add this many near-miss shapes per training image to every batch (shapes from "
-                             "shapes.generate_near_misses, which no caption describes) as negatives for every "
-                             "caption; 0 disables them.")
-    parser.add_argument("--near_miss_kinds", nargs="+", default=list(DEFAULT_NEAR_MISS_KINDS), choices=NEAR_MISS_KINDS,
-                        help="Near-miss families, drawn uniformly (trapezoids sit between triangles and squares)")
-    # optimisation
     parser.add_argument("--train_batch_size", type=int, default=32)
     parser.add_argument("--max_train_steps", type=int, default=1600)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -146,17 +137,11 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     if args.train_data_dir is not None:
         if not os.path.isdir(args.train_data_dir):
             parser.error(f"--train_data_dir {args.train_data_dir} is not a folder")
-        if args.near_miss_fraction > 0:
-            parser.error("--near_miss_fraction works with the generated shapes only, not with --train_data_dir")
         args.text_negatives = "batch"
     if args.train_batch_size < 2:
         parser.error("--train_batch_size must be at least 2")
     if args.num_train_images < args.train_batch_size:
         parser.error("--num_train_images must be at least --train_batch_size")
-    if args.near_miss_fraction < 0:
-        parser.error(f"--near_miss_fraction must be >= 0, got {args.near_miss_fraction}")
-    if args.near_miss_fraction > 0 and args.text_negatives != "all":
-        parser.error("--near_miss_fraction needs --text_negatives all (near misses are negatives for every caption)")
     return args
 
 
@@ -185,6 +170,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> dict:
+    """Train the CLIP, evaluate it and save it with its tokenizer and image processor; returns the evaluation report.
+
+    One function, like the training loops of diffusers' example scripts: the loop shares the run's state (accelerator,
+    model, optimiser, data, history). The pieces are library functions of :mod:`galip_diffusers.training.clip`.
+    """
     start_time = time.time()
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
@@ -245,12 +235,6 @@ def main(args: argparse.Namespace) -> dict:
         whiten_patch_embedding(model, pixel_values_from_uint8(images[:2048]))
     dataloader = DataLoader(TensorDataset(images, labels), batch_size=args.train_batch_size, shuffle=True,
                             drop_last=True)
-    num_near_misses = int(round(args.near_miss_fraction * args.train_batch_size))
-    if num_near_misses:  # a pool as large as the training set, labelled -1: no caption describes them
-        near_misses = torch.from_numpy(generate_near_misses(args.num_train_images, seed=args.seed + 1,
-                                                            kinds=args.near_miss_kinds))
-        near_misses = near_misses.permute(0, 3, 1, 2).contiguous()
-        near_miss_generator = torch.Generator().manual_seed(args.seed)
 
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -275,10 +259,6 @@ def main(args: argparse.Namespace) -> dict:
     model.train()
     while step < args.max_train_steps:
         for batch_images, batch_labels in dataloader:
-            if num_near_misses:
-                pick = torch.randint(len(near_misses), (num_near_misses,), generator=near_miss_generator)
-                batch_images = torch.cat([batch_images, near_misses[pick].to(batch_images.device)])
-                batch_labels = torch.cat([batch_labels, batch_labels.new_full((num_near_misses,), -1)])
             if not args.no_hflip:
                 flip = torch.rand(batch_images.shape[0], device=batch_images.device) < 0.5
                 batch_images = torch.where(flip[:, None, None, None], batch_images.flip(-1), batch_images)

@@ -33,7 +33,34 @@ from transformers import CLIPModel, CLIPTokenizer
 import galip_diffusers  # noqa: F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
 from galip_diffusers.hub import push_folder_to_hub
-from galip_diffusers.training_options import (
+from galip_diffusers.training.losses import MISMATCH_MODES
+from galip_diffusers.conversion.model_card import render_model_card
+from galip_diffusers.models.clip_bridge import normalize_vision_config
+from galip_diffusers.training.data import (
+    GALIPCollator,
+    GALIPIterableTrainDataset,
+    GALIPTrainDataset,
+    check_columns,
+    default_resolution,
+    load_image_text_dataset,
+    noise_seed,
+)
+from galip_diffusers.training.checkpoints import (
+    checkpoint_step,
+    remove_incomplete_checkpoints,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+)
+from galip_diffusers.training.setup import (
+    check_config_keys,
+    check_models_compatible,
+    clip_towers,
+    discriminator_config_from_clip,
+    extend_discriminator,
+    load_json_config,
+    load_vision_weights_into_generator,
+)
+from galip_diffusers.training.options import (
     adam_class,
     add_training_flags,
     check_training_flags,
@@ -45,34 +72,8 @@ from galip_diffusers.training_options import (
     scale_learning_rates,
     validation_due,
 )
-from galip_diffusers.losses import MISMATCH_MODES
-from galip_diffusers.model_card import render_model_card
-from galip_diffusers.models.clip_bridge import normalize_vision_config
-from galip_diffusers.training_data import (
-    GALIPCollator,
-    GALIPIterableTrainDataset,
-    GALIPTrainDataset,
-    check_columns,
-    default_resolution,
-    load_image_text_dataset,
-    noise_seed,
-)
-from galip_diffusers.training_utils import (
-    GALIPLossConfig,
-    check_config_keys,
-    check_models_compatible,
-    checkpoint_step,
-    clip_towers,
-    discriminator_config_from_clip,
-    extend_discriminator,
-    galip_train_step,
-    load_json_config,
-    load_vision_weights_into_generator,
-    remove_incomplete_checkpoints,
-    resolve_resume_checkpoint,
-    save_checkpoint,
-)
-from galip_lite.settings import starting_settings
+from galip_diffusers.training.step import GALIPLossConfig, galip_train_step
+from galip_core.settings import starting_settings
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -299,7 +300,9 @@ class TrainingCounters:
         vars(self).update(state)
 
 
-def main(args):
+def setup_accelerator(args) -> Accelerator:
+    """The run's ``Accelerator`` (trackers, mixed precision, seedable sampler), logging levels, the seed (one random
+    seed for all processes when ``--seed`` is not given), and the output folder without incomplete checkpoints."""
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -334,16 +337,12 @@ def main(args):
         os.makedirs(args.output_dir, exist_ok=True)
         for path in remove_incomplete_checkpoints(args.output_dir):
             logger.info(f"Removed the incomplete checkpoint {path}")
+    return accelerator
 
-    # ------------------------------------------------------------------------------------------------ models
-    tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
-    resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
-    check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
-    if args.gradient_checkpointing:
-        generator.enable_gradient_checkpointing()
-    generator.train()
-    discriminator.train()
-    ema_generator = make_ema(args, generator, GALIPGenerator)
+
+def register_checkpoint_hooks(accelerator: Accelerator, ema_generator: EMAModel | None) -> None:
+    """Save and load checkpoints as diffusers folders (``generator/``, ``discriminator/``, ``generator_ema/``) instead
+    of pickled weights."""
 
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
@@ -371,16 +370,11 @@ def main(args):
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
-    counters = TrainingCounters()
-    accelerator.register_for_checkpointing(counters)
 
-    # ------------------------------------------------------------------------------------------------ optimisers
-    scale_learning_rates(args, accelerator.num_processes, ("learning_rate_g", "learning_rate_d"))
-    adam = dict(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
-    optimizer_g = adam_class(args.use_8bit_adam)(generator.learnable_parameters(), lr=args.learning_rate_g, **adam)
-    optimizer_d = adam_class(args.use_8bit_adam)(discriminator.parameters(), lr=args.learning_rate_d, **adam)
 
-    # ------------------------------------------------------------------------------------------------ data
+def build_train_dataloader(args, tokenizer, resolution: int, accelerator: Accelerator):
+    """``(dataset, train_dataset, train_dataloader)`` for the training arguments: a map-style data set (checked to
+    hold at least one batch, and one readable image) or a shuffled stream."""
     dataset = load_image_text_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
                                       args.dataset_split, args.streaming, args.cache_dir)
     check_columns(dataset, args.image_column, args.caption_column)
@@ -407,6 +401,41 @@ def main(args):
         train_dataset, shuffle=not args.streaming, collate_fn=GALIPCollator(tokenizer), drop_last=True,
         batch_size=args.train_batch_size, num_workers=args.dataloader_num_workers,
     )
+    return dataset, train_dataset, train_dataloader
+
+
+def main(args):
+    """Train (or fine-tune) GALIP and save the pipeline folder, its discriminator, a model card and a summary.
+
+    Long on purpose, like the training loops of diffusers' example scripts: the loop shares the run's state (the
+    accelerator, the models and their EMA, the counters and logs) from setup to saving. The setup lives in
+    :func:`setup_accelerator`, :func:`load_models`, :func:`register_checkpoint_hooks` and
+    :func:`build_train_dataloader`; one step is :func:`galip_diffusers.training.step.galip_train_step`.
+    """
+    accelerator = setup_accelerator(args)
+
+    # ------------------------------------------------------------------------------------------------ models
+    tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
+    resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
+    check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
+    if args.gradient_checkpointing:
+        generator.enable_gradient_checkpointing()
+    generator.train()
+    discriminator.train()
+    ema_generator = make_ema(args, generator, GALIPGenerator)
+
+    register_checkpoint_hooks(accelerator, ema_generator)
+    counters = TrainingCounters()
+    accelerator.register_for_checkpointing(counters)
+
+    # ------------------------------------------------------------------------------------------------ optimisers
+    scale_learning_rates(args, accelerator.num_processes, ("learning_rate_g", "learning_rate_d"))
+    adam = dict(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
+    optimizer_g = adam_class(args.use_8bit_adam)(generator.learnable_parameters(), lr=args.learning_rate_g, **adam)
+    optimizer_d = adam_class(args.use_8bit_adam)(discriminator.parameters(), lr=args.learning_rate_d, **adam)
+
+    # ------------------------------------------------------------------------------------------------ data
+    dataset, train_dataset, train_dataloader = build_train_dataloader(args, tokenizer, resolution, accelerator)
 
     generator, discriminator, optimizer_g, optimizer_d, train_dataloader = accelerator.prepare(
         generator, discriminator, optimizer_g, optimizer_d, train_dataloader
@@ -586,7 +615,7 @@ class ema_swapped:
 
 def run_final_evaluation(args, pipeline, dataset):
     """CLIP score (and FID with --eval_inception_weights) of the final model on training captions (coco30k recipe)."""
-    from galip_diffusers.evaluation import CLIPScorer, evaluate_pipeline
+    from galip_diffusers.evaluation.evaluate import CLIPScorer, evaluate_pipeline
 
     scorer = CLIPScorer.from_pretrained(args.eval_clip_model_name_or_path) if args.eval_clip_model_name_or_path else None
     result = evaluate_pipeline(pipeline, dataset, protocol="coco30k", num_images=args.eval_num_images,
@@ -600,7 +629,7 @@ def run_final_evaluation(args, pipeline, dataset):
 
 def measure_speed(args, pipeline):
     """Inference speed of the final pipeline for the model card: ``(rows, machine)``, or ``None`` when skipped."""
-    from galip_diffusers.speed_figures import machine_description, measure_pipeline_speed
+    from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
 
     batch_sizes = [int(b) for b in args.speed_batch_sizes.split(",") if b.strip()]
     if not batch_sizes:

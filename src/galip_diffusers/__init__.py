@@ -9,10 +9,10 @@ are also registered in ``diffusers.pipelines`` and the models in ``diffusers.mod
 import diffusers as _diffusers
 from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin  # noqa: F401  (base-class names, see above)
 
-from galip_lite import __version__  # one version for both packages
+from galip_core import __version__  # one version for both packages
 
-from .models import GALIPDiscriminator, GALIPGenerator
-from .pipelines import GALIPFuseDreamPipeline, GALIPFuseDreamPipelineOutput, GALIPPipeline
+from galip_diffusers.models import GALIPDiscriminator, GALIPGenerator
+from galip_diffusers.pipelines import GALIPFuseDreamPipeline, GALIPFuseDreamPipelineOutput, GALIPPipeline
 
 _REGISTERED = (GALIPGenerator, GALIPDiscriminator, GALIPPipeline, GALIPFuseDreamPipeline)
 for _cls in _REGISTERED:

@@ -1,7 +1,10 @@
-"""``python -m galip_diffusers COMMAND ...`` is ``galip COMMAND ...``."""
+"""``python -m galip_diffusers COMMAND ...`` is ``galip COMMAND ...``.
 
+This is the ``-m`` entry point, not a library import: the command line (:mod:`galip_cli`) sits above galip_diffusers,
+so it is looked up by name when this file runs as a script.
+"""
+
+import importlib
 import sys
 
-from .cli import main
-
-sys.exit(main())
+sys.exit(importlib.import_module("galip_cli.main").main())

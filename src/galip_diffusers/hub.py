@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from diffusers.utils import logging
 
-from galip_lite.settings import SETTINGS_NAME, GALIPSettings
+from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
 logger = logging.get_logger(__name__)
 

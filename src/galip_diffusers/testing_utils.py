@@ -15,10 +15,10 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from .models.discriminator import GALIPDiscriminator
-from .models.generator import GALIPGenerator
-from .pipelines.pipeline_galip import GALIPPipeline
-from .pipelines.pipeline_galip_fusedream import GALIPFuseDreamPipeline
+from galip_diffusers.models.discriminator import GALIPDiscriminator
+from galip_diffusers.models.generator import GALIPGenerator
+from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
+from galip_diffusers.pipelines.pipeline_galip_fusedream import GALIPFuseDreamPipeline
 
 TINY_VISION_CONFIG: dict[str, Any] = {
     "hidden_size": 32,

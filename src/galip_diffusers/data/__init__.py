@@ -1,6 +1,6 @@
 """Data sets for galip-diffusers (currently the procedural captioned-shapes set)."""
 
-from .shapes import (
+from galip_diffusers.data.shapes import (
     all_captions,
     generate_shapes,
     is_held_out,

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:  # datasets is imported at call time

@@ -59,6 +59,7 @@ class EmojiJudge:
     concept: np.ndarray
     style: np.ndarray
     tone: np.ndarray
+    label: np.ndarray
 
     @classmethod
     def from_records(cls, records: Sequence[Mapping[str, Any]], images: ImageBatch) -> "EmojiJudge":
@@ -66,7 +67,7 @@ class EmojiJudge:
         if len(records) != len(images):
             raise ValueError(f"got {len(records)} records for {len(images)} images")
         column = lambda name: np.array([r[name] for r in records])  # noqa: E731
-        return cls(to_judge_pixels(images), column("unified"), column("concept"), column("style"), column("tone"))
+        return cls(to_judge_pixels(images), *(column(name) for name in ("unified", "concept", "style", "tone", "label")))
 
     @classmethod
     def from_dataset(cls, dataset) -> "EmojiJudge":
@@ -145,9 +146,13 @@ def summarize(verdicts: Iterable[Mapping[str, Any]]) -> Dict[str, float]:
 def mean_distance_between(groups: Sequence[ImageBatch]) -> float:
     """Mean RMS pixel distance (32x32, [0, 1]) between the images of each group, averaged over groups: e.g. one
     prompt's images across seeds, or the two real styles of one emoji."""
+    return mean_pairwise_rms([to_judge_pixels(group) for group in groups])
+
+
+def mean_pairwise_rms(groups: Sequence[np.ndarray]) -> float:
+    """Mean RMS distance between the rows of each ``(n, D)`` array (judge pixels), averaged over all pairs."""
     values = []
-    for group in groups:
-        x = to_judge_pixels(group)
+    for x in groups:
         for i in range(len(x)):
             for j in range(i + 1, len(x)):
                 values.append(float(np.sqrt(((x[i] - x[j]) ** 2).mean())))

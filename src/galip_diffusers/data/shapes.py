@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 from PIL import Image
 
+from .shape_judge import judge_shape
+
 if TYPE_CHECKING:  # datasets is imported lazily at call time
     from datasets import Dataset
 
@@ -197,58 +199,6 @@ def generate_shapes(num_images: int, seed: int = 0, split: str = "train", as_arr
     return out
 
 
-NEAR_MISS_KINDS: Tuple[str, ...] = ("rounded_square", "ellipse", "trapezoid")
-DEFAULT_NEAR_MISS_KINDS: Tuple[str, ...] = ("rounded_square", "ellipse")
-
-
-def _near_miss_mask(kind: str, size_px: int, amount: float, vertical: bool) -> np.ndarray:
-    """``rounded_square``: a square whose corners are quarter circles of radius ``amount * size_px / 2``;
-    ``ellipse``: a disc whose height (or width, when ``vertical``: a tall ellipse) is squeezed to ``amount``;
-    ``trapezoid``: an upright isosceles trapezoid whose top edge is ``amount`` of its base (0: the triangle, 1: the
-    square)."""
-    dy, dx = _box_offsets(size_px)
-    half = size_px / 2.0
-    if kind == "trapezoid":
-        rows = np.arange(size_px)[:, None]
-        return np.abs(dx) <= half * (amount + (1.0 - amount) * (rows + 1) / size_px)
-    if kind == "rounded_square":
-        r = amount * half
-        cy, cx = np.maximum(np.abs(dy) - (half - r), 0.0), np.maximum(np.abs(dx) - (half - r), 0.0)
-        return cx**2 + cy**2 <= r**2
-    ry, rx = (half, half * amount) if vertical else (half * amount, half)
-    return (dx / rx) ** 2 + (dy / ry) ** 2 <= 1.0
-
-
-def generate_near_misses(num_images: int, seed: int = 0, rounding: Tuple[float, float] = (0.5, 0.9),
-                         squeeze: Tuple[float, float] = (0.55, 0.8), top_width: Tuple[float, float] = (0.3, 0.7),
-                         kinds: Sequence[str] = DEFAULT_NEAR_MISS_KINDS) -> np.ndarray:
-    """``(num_images, 64, 64, 3)`` uint8 *near-miss* shapes that match no caption of the grammar, of the ``kinds``
-    (drawn uniformly, a subset of ``NEAR_MISS_KINDS``): squares with rounded corners (corner radius ``rounding`` x half
-    the side: neither square nor circle), ellipses (squeezed to ``squeeze`` of the width or height: not circles) and
-    trapezoids (top edge ``top_width`` of the base: neither triangle nor square), in the data set's colours, sizes,
-    backgrounds and positions.
-
-    Contrastive training can use them as negatives for every caption (see ``training/train_clip.py
-    --near_miss_fraction``), so that a CLIP reads "square" from corners rather than from blob-like cues.
-    Deterministic by ``seed``.
-    """
-    if not isinstance(num_images, (int, np.integer)) or num_images < 0:
-        raise ValueError(f"invalid num_images={num_images!r}; must be a non-negative integer")
-    kinds = tuple(kinds)
-    if not kinds or any(k not in NEAR_MISS_KINDS for k in kinds):
-        raise ValueError(f"invalid kinds={kinds!r}; must be a non-empty subset of {NEAR_MISS_KINDS}")
-    ranges = {"rounded_square": rounding, "ellipse": squeeze, "trapezoid": top_width}
-    rng = np.random.Generator(np.random.PCG64(seed))
-    out = np.empty((int(num_images), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    for i in range(int(num_images)):
-        meta = sample_attributes(rng, "all")
-        kind = kinds[int(rng.integers(len(kinds)))]
-        amount = float(rng.uniform(*ranges[kind]))
-        mask = _near_miss_mask(kind, meta["size_px"], amount, bool(rng.integers(2)))
-        out[i] = _paint(mask, meta["color"], meta["background"], meta["center"])
-    return out
-
-
 def make_dataset(num_images: int, seed: int = 0, split: str = "train") -> "Dataset":
     """Build a ``datasets.Dataset`` with columns ``image`` (``datasets.Image``) and ``text``."""
     from datasets import Dataset, Features, Value  # noqa: F811
@@ -353,25 +303,6 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == ids[np.argmax(counts)] if ids.size else mask
 
 
-_SHAPE_PROTOTYPES = {"square": (1.0, 1.0), "circle": (np.pi / 4, 1.0), "triangle": (0.55, 0.3)}
-
-
-def _classify_shape(mask: np.ndarray) -> str:
-    """Nearest prototype on (fill ratio in bbox, top-band / bottom-band width ratio)."""
-    widths = mask.sum(axis=1).astype(np.float32)
-    h = len(widths)
-
-    def band(lo: float, hi: float) -> float:  # mean row width over a band of relative heights
-        start = int(lo * h)
-        return float(widths[start:max(int(hi * h), start + 1)].mean())
-
-    fill = float(mask.mean())
-    taper = band(0.1, 0.35) / max(band(0.65, 0.9), 1.0)
-    dist = {name: ((fill - f) / 0.08) ** 2 + ((taper - t) / 0.25) ** 2
-            for name, (f, t) in _SHAPE_PROTOTYPES.items()}
-    return min(dist, key=dist.get)
-
-
 def _box_blur3(img: np.ndarray) -> np.ndarray:
     """3x3 mean filter with edge padding."""
     p = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
@@ -406,7 +337,7 @@ def _predict_array(img: np.ndarray) -> Dict[str, Any]:
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     side = int(max(y1 - y0, x1 - x0))
     pred.update(color=_nearest(np.median(img[mask], axis=0), COLORS),
-                shape=_classify_shape(mask[y0:y1, x0:x1]),
+                shape=judge_shape(mask)[0],
                 size="small" if side < SIZE_THRESHOLD_PX else "large", size_px=side,
                 center=(float(x0 + x1) / 2.0, float(y0 + y1) / 2.0))
     return pred

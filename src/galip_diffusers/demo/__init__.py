@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import DemoBackend, DemoModelError, GenerationResult, InterpolationResult, load_pipeline, make_refiner
-from .inputs import (
+from galip_diffusers.demo.backend import DemoBackend, DemoModelError, GenerationResult, InterpolationResult, load_pipeline, make_refiner
+from galip_diffusers.demo.inputs import (
     MAX_IMAGES,
     MAX_PROMPT_TOKENS,
     DemoInputError,
@@ -22,19 +22,18 @@ from .inputs import (
     validate_generation,
     validate_interpolation,
 )
-from .launch import build_parser, main
-from .media import make_gif, make_strip, upscale
+from galip_diffusers.demo.media import make_gif, make_strip, upscale
 
 
 def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int = 32) -> Any:
     """The ``gr.Blocks`` page over ``backend`` (imports gradio); see :func:`galip_diffusers.demo.app.build_demo`."""
-    from .app import build_demo as _build_demo
+    from galip_diffusers.demo.app import build_demo as _build_demo
 
     return _build_demo(backend, concurrency_limit=concurrency_limit, max_queue=max_queue)
 
 
 __all__ = [
     "MAX_IMAGES", "MAX_PROMPT_TOKENS", "DemoBackend", "DemoInputError", "DemoModelError", "GenerationResult",
-    "InterpolationResult", "build_demo", "build_parser", "cap_prompt", "load_pipeline", "main", "make_gif",
+    "InterpolationResult", "build_demo", "cap_prompt", "load_pipeline", "make_gif",
     "make_refiner", "make_strip", "upscale", "validate_generation", "validate_interpolation",
 ]  # fmt: skip

@@ -10,8 +10,8 @@ import inspect
 import logging
 from typing import Any, Callable
 
-from .backend import DemoBackend, DemoModelError
-from .inputs import MAX_FRAMES, MAX_REFINE_STEPS, MAX_SEED, MIN_FRAMES, DemoInputError
+from galip_diffusers.demo.backend import DemoBackend, DemoModelError
+from galip_diffusers.demo.inputs import MAX_FRAMES, MAX_REFINE_STEPS, MAX_SEED, MIN_FRAMES, DemoInputError
 
 logger = logging.getLogger(__name__)
 

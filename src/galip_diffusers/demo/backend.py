@@ -19,12 +19,12 @@ from typing import Any, Optional
 import PIL.Image
 import torch
 
-from ..model_card import hub_ids
-from ..pipelines.pipeline_galip import GALIPPipeline
-from ..pipelines.pipeline_galip_fusedream import GALIPFuseDreamPipeline
-from ..pretrained import DEFAULT_MODEL, resolve_pretrained
-from ..utils import dtype_kwargs
-from .inputs import (
+from galip_diffusers.conversion.model_card import hub_ids
+from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
+from galip_diffusers.pipelines.pipeline_galip_fusedream import GALIPFuseDreamPipeline
+from galip_diffusers.pretrained import DEFAULT_MODEL, resolve_pretrained
+from galip_diffusers.utils import dtype_kwargs
+from galip_diffusers.demo.inputs import (
     MAX_IMAGES,
     DemoInputError,
     GenerationRequest,
@@ -32,7 +32,7 @@ from .inputs import (
     validate_generation,
     validate_interpolation,
 )
-from .media import make_gif, make_strip, upscale
+from galip_diffusers.demo.media import make_gif, make_strip, upscale
 
 #: FuseDream settings of the demo's "refine with CLIP" (small, so that a request takes seconds on a CPU).
 REFINE_SETTINGS: dict[str, Any] = {

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..tokenizer_bpe import clip_text_clean
+from galip_diffusers.conversion.tokenizer import clip_text_clean
 
 #: CLIP's context length: start token + 75 prompt tokens + end token.
 MAX_PROMPT_TOKENS = 77

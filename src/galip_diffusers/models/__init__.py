@@ -1,4 +1,4 @@
-from .discriminator import GALIPDiscriminator
-from .generator import GALIPGenerator
+from galip_diffusers.models.discriminator import GALIPDiscriminator
+from galip_diffusers.models.generator import GALIPGenerator
 
 __all__ = ["GALIPDiscriminator", "GALIPGenerator"]

@@ -1,10 +1,5 @@
-"""Building blocks shared by the GALIP generator and discriminator.
-
-The names follow the paper: an *Affine* modulation predicts per-channel scale and shift from the condition vector
-``cond = cat([z, text_embeds])``; a *fusion block* (DFBLK in the paper) stacks two modulations; the *mapping block*
-(M_Block) builds the "bridge feature" that is fed to the frozen CLIP-ViT; the *generator block* (G_Block) upsamples;
-the *discriminator block* (D_Block) refines CLIP features in Mate-D; the *pixel down block* builds the optional pixel
-path of the discriminator.
+"""The discriminator's building blocks: the *discriminator block* (D_Block) refines CLIP features in Mate-D; the
+*pixel down block* builds the optional pixel path. (The generator's blocks are in :mod:`galip_core.layers`.)
 """
 
 from __future__ import annotations
@@ -12,89 +7,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-class AffineMLP(nn.Module):
-    """``Linear(cond -> C) -> ReLU -> Linear(C -> C)``: predicts one modulation vector from the condition."""
-
-    def __init__(self, cond_dim: int, num_features: int, bias_init: float):
-        super().__init__()
-        self.linear1 = nn.Linear(cond_dim, num_features)
-        self.linear2 = nn.Linear(num_features, num_features)
-        nn.init.zeros_(self.linear2.weight)
-        nn.init.constant_(self.linear2.bias, bias_init)
-
-    def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        return self.linear2(F.relu(self.linear1(cond)))
-
-
-class Affine(nn.Module):
-    """Text-conditioned affine transformation ``gamma(cond) * x + beta(cond)``, per channel.
-
-    ``gamma`` starts as the identity (last layer weight 0, bias 1) and ``beta`` as zero, so a freshly initialised
-    block passes its input through unchanged.
-    """
-
-    def __init__(self, cond_dim: int, num_features: int):
-        super().__init__()
-        self.fc_gamma = AffineMLP(cond_dim, num_features, bias_init=1.0)
-        self.fc_beta = AffineMLP(cond_dim, num_features, bias_init=0.0)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        gamma = self.fc_gamma(cond)[:, :, None, None]
-        beta = self.fc_beta(cond)[:, :, None, None]
-        return gamma * x + beta
-
-
-class FusionBlock(nn.Module):
-    """Deep text-image fusion block (DFBLK): ``affine0 -> LeakyReLU -> affine1 -> LeakyReLU``."""
-
-    def __init__(self, cond_dim: int, channels: int):
-        super().__init__()
-        self.affine0 = Affine(cond_dim, channels)
-        self.affine1 = Affine(cond_dim, channels)
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.affine0(x, cond), 0.2)
-        return F.leaky_relu(self.affine1(x, cond), 0.2)
-
-
-class MappingBlock(nn.Module):
-    """M_Block of the CLIP adapter: ``conv3x3 -> fuse -> conv3x3 -> fuse`` plus a (1x1 if needed) shortcut."""
-
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, cond_dim: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, mid_channels, 3, 1, 1)
-        self.fuse1 = FusionBlock(cond_dim, mid_channels)
-        self.conv2 = nn.Conv2d(mid_channels, out_channels, 3, 1, 1)
-        self.fuse2 = FusionBlock(cond_dim, out_channels)
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.fuse1(self.conv1(x), cond)
-        h = self.fuse2(self.conv2(h), cond)
-        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        return shortcut + h
-
-
-class GeneratorBlock(nn.Module):
-    """G_Block: nearest-neighbour resize to ``out_size``, then ``fuse -> conv3x3 -> fuse -> conv3x3`` + shortcut."""
-
-    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, out_size: int):
-        super().__init__()
-        self.out_size = out_size
-        self.fuse1 = FusionBlock(cond_dim, in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.fuse2 = FusionBlock(cond_dim, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=(self.out_size, self.out_size))
-        h = self.conv1(self.fuse1(x, cond))
-        h = self.conv2(self.fuse2(h, cond))
-        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        return shortcut + h
 
 
 class DiscriminatorBlock(nn.Module):

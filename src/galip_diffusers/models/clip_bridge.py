@@ -18,8 +18,8 @@ from torch import nn
 from transformers import CLIPVisionConfig
 from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPVisionEmbeddings
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from galip_core.vit import CLIP_MEAN, CLIP_STD, prompted_vit, tokens_to_grid
+
 CLIP_PREPROCESS_MODES = ("official", "standard")
 
 #: The geometry of OpenAI's CLIP ViT-B/32 vision tower, the one the official GALIP uses.
@@ -61,15 +61,6 @@ def build_vision_config(vision_config: dict[str, Any], attn_implementation: str 
     return config
 
 
-def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, N, C) patch tokens -> (B, C, g, g) with g = sqrt(N)."""
-    batch, num_tokens, channels = tokens.shape
-    grid = int(round(num_tokens**0.5))
-    if grid * grid != num_tokens:
-        raise ValueError(f"Cannot reshape {num_tokens} tokens into a square grid.")
-    return tokens.transpose(1, 2).reshape(batch, channels, grid, grid)
-
-
 class CLIPBridge(nn.Module):
     """The frozen ViT of Mate-G, run on the bridge feature with prompt tokens injected.
 
@@ -95,19 +86,9 @@ class CLIPBridge(nn.Module):
         """Map ``bridge_feature`` (B, C, g, g) through the ViT, appending ``prompts[:, k]`` (B, P, C) as the last
         token of the sequence while block ``prompt_layers[k]`` runs (and dropping it after). Returns the patch tokens
         after the last block, CLS dropped and no ``post_layernorm``, as a (B, C, g, g) map."""
-        batch = bridge_feature.shape[0]
-        tokens = bridge_feature.flatten(2).transpose(1, 2)
-        cls = self.embeddings.class_embedding.to(tokens.dtype).expand(batch, 1, -1)
-        hidden = torch.cat([cls, tokens], dim=1) + self.embeddings.position_embedding.weight.to(tokens.dtype)
-        hidden = self.pre_layrnorm(hidden)
-        prompt_index = {layer: k for k, layer in enumerate(prompt_layers)}
-        for i, layer in enumerate(self.encoder.layers):
-            k = prompt_index.get(i)
-            if k is None:
-                hidden = layer(hidden, None)
-            else:
-                hidden = layer(torch.cat([hidden, prompts[:, k : k + 1]], dim=1), None)[:, :-1]
-        return tokens_to_grid(hidden[:, 1:])
+        layers = [lambda hidden, layer=layer: layer(hidden, None) for layer in self.encoder.layers]
+        return prompted_vit(bridge_feature, prompts, prompt_layers, self.embeddings.class_embedding,
+                            self.embeddings.position_embedding.weight, self.pre_layrnorm, layers)  # fmt: skip
 
 
 def preprocess_for_clip(images: torch.Tensor, image_size: int, mode: str = "official") -> torch.Tensor:

@@ -10,8 +10,8 @@ from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin must be
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from .blocks import DiscriminatorBlock, PixelDownBlock
-from .clip_bridge import CLIP_PREPROCESS_MODES, extract_clip_features
+from galip_diffusers.models.blocks import DiscriminatorBlock, PixelDownBlock
+from galip_diffusers.models.clip_bridge import CLIP_PREPROCESS_MODES, extract_clip_features
 
 
 class GALIPDiscriminator(ModelMixin, ConfigMixin):
@@ -142,7 +142,7 @@ class GALIPDiscriminator(ModelMixin, ConfigMixin):
 
         ``per_head=True`` returns the heads' logits apart, shape (B, heads): column 0 the CLIP head, column 1 the pixel
         path (training gives every head its own hinge loss, see
-        :func:`~galip_diffusers.losses.discriminator_hinge_loss`)."""
+        :func:`~galip_diffusers.training.losses.discriminator_hinge_loss`)."""
         logits = [self.head_logits(self.forward_features(clip_features), text_embeds)]
         if self.has_pixel_path:
             if pixel_values is None:

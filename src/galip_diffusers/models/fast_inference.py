@@ -1,7 +1,7 @@
 """An inference-only execution plan for :class:`GALIPGenerator` that computes the same function with less work.
 
 Every rewrite here is exact algebra; results differ from the default ``forward`` only by float rounding (measured:
-max abs diff ~1e-6 in fp32, see ``tests/test_fast_inference.py`` and the benchmark's ``fast_inference_max_abs_diff``):
+max abs diff ~1e-6 in fp32, see ``tests/models/test_fast_inference.py`` and the benchmark's ``fast_inference_max_abs_diff``):
 
 * **Fused Affine projections.** Every Affine MLP of the generator reads the same condition vector
   ``cond = cat([z, text_embeds])``. All first layers (``linear1``) run as one matmul, and the second layers
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Affine, FusionBlock, GeneratorBlock, MappingBlock
+from galip_core.layers import Affine, FusionBlock, GeneratorBlock, MappingBlock
 
 UPSAMPLE_CONV_MODES = ("phase", "resize")
 

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin must be an attribute here, see loading docs)
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from galip_lite.network import generator_block_sizes
-
-from .blocks import GeneratorBlock, MappingBlock
-from .clip_bridge import CLIPBridge, normalize_vision_config
-from .fast_inference import FastGeneratorPlan, FastInferenceOptions, fast_generator_forward
+from galip_core.layers import GeneratorLayers
+from galip_diffusers.models.clip_bridge import CLIPBridge, normalize_vision_config
+from galip_diffusers.models.fast_inference import FastGeneratorPlan, FastInferenceOptions, fast_generator_forward
 
 
-def generator_channels(ngf: int, output_size: int) -> list[int]:
-    """Channel widths from the bottleneck to the last block: ``[ngf * min(2**i, 8) for i in range(log2(S) - 1)]``
-    reversed, with S the power of two at or above ``output_size`` (224 -> 256 -> 512,512,512,512,256,128,64)."""
-    log_size = math.ceil(math.log2(output_size))
-    return [ngf * min(2**i, 8) for i in range(log_size - 1)][::-1]
-
-
-class GALIPGenerator(ModelMixin, ConfigMixin):
-    r"""GALIP generator (NetG of Tao et al., CVPR 2023), built from its config.
+class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
+    r"""GALIP generator (NetG of Tao et al., CVPR 2023), built from its config. The layers and their forward pass are
+    :class:`galip_core.layers.GeneratorLayers` (shared with the fast runtime); this class adds the diffusers config,
+    the transformers ViT (:class:`CLIPBridge`), gradient checkpointing and the fast-inference plan.
 
     Data flow for noise ``z`` (B, z_dim) and sentence embeddings ``text_embeds`` (B, cond_dim), with
     ``cond = cat([z, text_embeds])`` (noise first):
@@ -81,32 +72,14 @@ class GALIPGenerator(ModelMixin, ConfigMixin):
             )
         if output_size < 8:
             raise ValueError(f"`output_size` must be at least 8, got {output_size}.")
-        hidden = vision_config["hidden_size"]
-        self.grid_size = vision_config["image_size"] // vision_config["patch_size"]
-        cond_total = z_dim + cond_dim
-        channels = generator_channels(ngf, output_size)
-
-        self.fc_code = nn.Linear(z_dim, code_channels * self.grid_size**2)
-        self.mapping_blocks = nn.ModuleList(
-            [
-                MappingBlock(code_channels, mapping_mid_channels, code_channels, cond_total)
-                for _ in range(num_mapping_blocks)
-            ]
-        )
-        self.conv_fuse = nn.Conv2d(code_channels, hidden, 5, 1, 2)
-        self.fc_prompt = nn.Linear(cond_total, len(prompt_layers) * hidden)
-        self.vision_model = CLIPBridge(vision_config)
-        self.vision_model.requires_grad_(False)
-        self.conv_bridge_out = nn.Conv2d(hidden, channels[0], 5, 1, 2)
-
-        sizes = generator_block_sizes(len(channels) - 1, output_size)
-        self.blocks = nn.ModuleList(
-            [
-                GeneratorBlock(c_in, c_out, cond_total, size)
-                for c_in, c_out, size in zip(channels[:-1], channels[1:], sizes)
-            ]
-        )
-        self.conv_out = nn.Conv2d(channels[-1], 3, 3, 1, 1)
+        vision_model = CLIPBridge(vision_config)
+        vision_model.requires_grad_(False)
+        self._build_generator_layers(
+            z_dim=z_dim, cond_dim=cond_dim, ngf=ngf, output_size=output_size, code_channels=code_channels,
+            mapping_mid_channels=mapping_mid_channels, num_mapping_blocks=num_mapping_blocks,
+            prompt_layers=prompt_layers, bridge_scale=bridge_scale, hidden_size=vision_config["hidden_size"],
+            grid_size=vision_config["image_size"] // vision_config["patch_size"], vision_model=vision_model,
+        )  # fmt: skip
         self.gradient_checkpointing = False
         self._fast_plan: FastGeneratorPlan | None = None
 
@@ -114,28 +87,6 @@ class GALIPGenerator(ModelMixin, ConfigMixin):
     def num_blocks(self) -> int:
         """Number of G-blocks; ``forward_features(upto=l)`` accepts ``0 <= l <= num_blocks``."""
         return len(self.blocks)
-
-    def condition(self, z: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """The condition vector fed to every modulated layer: ``cat([z, text_embeds], dim=1)``."""
-        if z.ndim != 2 or z.shape[1] != self.config.z_dim:
-            raise ValueError(f"`z` must have shape (batch, {self.config.z_dim}), got {tuple(z.shape)}.")
-        if text_embeds.ndim != 2 or text_embeds.shape[1] != self.config.cond_dim:
-            raise ValueError(
-                f"`text_embeds` must have shape (batch, {self.config.cond_dim}), got {tuple(text_embeds.shape)}."
-            )
-        if z.shape[0] != text_embeds.shape[0]:
-            raise ValueError(f"`z` has batch {z.shape[0]} but `text_embeds` has batch {text_embeds.shape[0]}.")
-        return torch.cat([z, text_embeds.to(z.dtype)], dim=1)
-
-    def bridge(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The CLIP adapter: noise code -> bridge feature -> frozen ViT with prompts -> (B, 8*ngf, g, g)."""
-        h = self.fc_code(z).view(z.shape[0], self.config.code_channels, self.grid_size, self.grid_size)
-        for block in self.mapping_blocks:
-            h = block(h, cond)
-        bridge_feature = self.conv_fuse(h)
-        prompts = self.fc_prompt(cond).view(z.shape[0], len(self.config.prompt_layers), -1)
-        vit_out = self.vision_model(bridge_feature, prompts, self.config.prompt_layers)
-        return self.conv_bridge_out(bridge_feature + self.config.bridge_scale * vit_out)
 
     def _run_blocks(self, h: torch.Tensor, cond: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         for block in self.blocks[start:stop]:
@@ -159,8 +110,7 @@ class GALIPGenerator(ModelMixin, ConfigMixin):
         """Continue from features ``h`` produced by ``forward_features(..., upto=start)`` to the RGB output."""
         self._check_block_index("start", start)
         cond = self.condition(z, text_embeds)
-        h = self._run_blocks(h, cond, start, self.num_blocks)
-        return self.conv_out(F.leaky_relu(h, 0.2))
+        return self.to_rgb(self._run_blocks(h, cond, start, self.num_blocks))
 
     def forward(self, z: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """Generate images (B, 3, output_size, output_size), roughly in [-1, 1] (not clamped).
@@ -172,9 +122,7 @@ class GALIPGenerator(ModelMixin, ConfigMixin):
                 return fast_generator_forward(self, z, text_embeds)
             with torch.autocast(z.device.type, dtype=dtype):
                 return fast_generator_forward(self, z, text_embeds)
-        cond = self.condition(z, text_embeds)
-        h = self._run_blocks(self.bridge(z, cond), cond, 0, self.num_blocks)
-        return self.conv_out(F.leaky_relu(h, 0.2))
+        return self.generate_images(z, text_embeds)
 
     def enable_fast_inference(
         self,

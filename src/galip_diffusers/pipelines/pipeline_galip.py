@@ -11,13 +11,13 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from galip_lite.pipeline import TRUNCATION_MODES, sample_noise
-from galip_lite.machine import warn_if_emulated_bf16
-from galip_lite.settings import GALIPSettings
+from galip_core.machine import warn_if_emulated_bf16
+from galip_core.noise import check_truncation_mode, sample_noise
+from galip_core.settings import GALIPSettings
 
-from ..models.generator import GALIPGenerator
-from ..tokenizer_bpe import clip_text_clean
-from .folder_checks import REMOTE_CODE_SHIM, check_pipeline_folder, finish_saved_folder  # noqa: F401
+from galip_diffusers.models.generator import GALIPGenerator
+from galip_diffusers.conversion.tokenizer import clip_text_clean
+from galip_diffusers.pipelines.loading import REMOTE_CODE_SHIM, check_pipeline_folder, finish_saved_folder  # noqa: F401
 
 logger = logging.get_logger(__name__)
 
@@ -97,8 +97,8 @@ class GALIPPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs):
         """Like [`DiffusionPipeline.from_pretrained`], plus packaged short names (``"galip-shapes"``) and a check of
         local folders that names the missing or corrupt file."""
-        from ..hub import load_pipeline_settings
-        from ..pretrained import resolve_pretrained
+        from galip_diffusers.hub import load_pipeline_settings
+        from galip_diffusers.pretrained import resolve_pretrained
 
         path = resolve_pretrained(pretrained_model_name_or_path)
         if os.path.isdir(path):
@@ -123,7 +123,7 @@ class GALIPPipeline(DiffusionPipeline):
         super().save_pretrained(save_directory, *args, **kwargs)
         finish_saved_folder(save_directory, self.settings)
         if push_to_hub:
-            from ..hub import push_folder_to_hub
+            from galip_diffusers.hub import push_folder_to_hub
 
             repo_id = hub.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
             push_folder_to_hub(save_directory, repo_id, **hub)
@@ -261,8 +261,7 @@ class GALIPPipeline(DiffusionPipeline):
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         if truncation is not None and not (isinstance(truncation, (int, float)) and truncation > 0):
             raise ValueError(f"`truncation` must be None or a positive number, got {truncation!r}.")
-        if truncation_mode not in TRUNCATION_MODES:
-            raise ValueError(f"`truncation_mode` must be one of {TRUNCATION_MODES}, got {truncation_mode!r}.")
+        check_truncation_mode(truncation_mode)
         if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
             raise ValueError(f"`max_batch_size` must be None or an int >= 1, got {max_batch_size!r}.")
         return total

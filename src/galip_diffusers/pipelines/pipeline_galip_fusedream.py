@@ -7,7 +7,7 @@ the noise and/or on the sentence-embedding part of the condition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -17,14 +17,14 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from .. import augclip
-from ..composition import fill_outside, outside_spread
-from ..latent_search import OverparameterizedLatent, dynamic_barrier_direction, gather_rows, top_k_indices
-from ..models.generator import GALIPGenerator
-from .fusedream_composition import FuseDreamCompositionMixin
-from .pipeline_galip import GALIPPipeline
+from galip_diffusers.fusedream import augclip
+from galip_diffusers.fusedream.masks import fill_outside, outside_spread
+from galip_diffusers.fusedream.latent_search import OverparameterizedLatent, dynamic_barrier_direction, gather_rows, top_k_indices
+from galip_diffusers.models.generator import GALIPGenerator
+from galip_diffusers.fusedream.composition import FuseDreamCompositionMixin
+from galip_diffusers.fusedream.options import SearchOptions
+from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
-OPTIMIZE_TARGETS = ("noise", "text", "noise+text")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -79,7 +79,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         scorer_tokenizer ([`~transformers.CLIPTokenizer`], *optional*): the scorer's tokenizer; by default the
             pipeline `tokenizer` is used, so a scorer trained with another vocabulary must come with its own.
 
-    `augmentation_config` (an [`~galip_diffusers.augclip.AugmentationConfig`] attribute) sets the AugCLIP policy.
+    `augmentation_config` (an [`~galip_diffusers.fusedream.augclip.AugmentationConfig`] attribute) sets the AugCLIP policy.
     """
 
     model_cpu_offload_seq = "text_encoder->generator->scorer"
@@ -119,29 +119,24 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
                 "CLIP to score images. Pass a different CLIPModel as `scorer`."
             )
 
-    def check_search_inputs(
-        self, num_candidates: int, top_k: int, num_steps: int, num_augmentations: int, lr: float, optimize: str,
-        latent_noise: float, num_measure_augmentations: int, generator: Any, callback_inputs: list[str],
-    ) -> None:
-        """Validate the search arguments shared by `__call__` and `compose`."""
-        for name, value, low in (("num_candidates", num_candidates, 1), ("top_k", top_k, 1), ("num_steps", num_steps, 0),
-                                 ("num_augmentations", num_augmentations, 1),
-                                 ("num_measure_augmentations", num_measure_augmentations, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
-        if top_k > num_candidates:
-            raise ValueError(f"`top_k` ({top_k}) cannot exceed `num_candidates` ({num_candidates}).")
-        if not lr > 0:
-            raise ValueError(f"`lr` must be positive, got {lr!r}.")
-        if optimize not in OPTIMIZE_TARGETS:
-            raise ValueError(f"`optimize` must be one of {OPTIMIZE_TARGETS}, got {optimize!r}.")
-        if latent_noise < 0:
-            raise ValueError(f"`latent_noise` must be >= 0, got {latent_noise!r}.")
+    def check_search_inputs(self, options: SearchOptions, generator: Any, callback_inputs: list[str]) -> None:
+        """Validate the search settings shared by `__call__` and `compose`."""
+        options.check()
         if isinstance(generator, list):
             raise ValueError("The search takes a single `torch.Generator` (or None), not a list of generators.")
         bad = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
         if bad:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {bad}.")
+
+    def resolve_search_options(self, section: str, search: SearchOptions | None, overrides: dict[str, Any],
+                               base: dict[str, Any] | None = None) -> SearchOptions:  # fmt: skip
+        """The search settings of a call: `search` if given, else `SearchOptions`' defaults updated with `base` (the
+        call's own defaults) and the model's recommended `section` settings (``galip_settings.json``); keyword
+        `overrides` on top. ``truncation=0`` turns a recommended truncation off."""
+        names = {f.name for f in fields(SearchOptions)}
+        recommended = {k: v for k, v in self.settings.sections.get(section, {}).items() if k in names}
+        options = SearchOptions.resolve(search, {**(base or {}), **recommended}, **overrides)
+        return replace(options, truncation=None) if options.truncation == 0 else options
 
     # ------------------------------------------------------------------ building blocks
     def encode_scorer_text(self, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
@@ -279,23 +274,13 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         self,
         prompt: str | list[str],
         num_images_per_prompt: int = 1,
-        num_candidates: int | None = None,
-        top_k: int | None = None,
-        num_steps: int | None = None,
-        num_augmentations: int = 32,
-        lr: float = 5e-3,
-        optimize: str = "noise+text",
-        latent_noise: float = 0.01,
-        noise_clamp: float | None = 2.0,
-        candidate_text_noise: float = 0.05,
-        num_measure_augmentations: int = 64,
-        truncation: float | None = None,
-        max_batch_size: int = 64,
+        search: SearchOptions | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        **search_kwargs: Any,
     ) -> GALIPFuseDreamPipelineOutput | tuple:
         r"""Generate images that follow the prompt better, by CLIP-guided search in GALIP's condition space.
 
@@ -308,11 +293,14 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
            or `"noise+text"`), maximising AugCLIP over `num_augmentations` random views, with Gaussian `latent_noise`
            (std, relative to the RMS for the embedding) added to the optimised vectors at every step.
 
-        `num_candidates`, `top_k`, `num_steps` and `truncation` left at `None` take the model's recommended values
-        (`self.settings`, from the folder's `galip_settings.json`), else 1000, 5, 200 and no truncation.
+        Search settings not given (neither `search` nor a keyword) take the model's recommended values
+        (`self.settings["refinement"]`, from the folder's `galip_settings.json`), else `SearchOptions`' defaults.
 
         Args:
             prompt (`str` or `list[str]`): the prompt(s); scored by the scorer CLIP and encoded by `text_encoder`.
+            search ([`~galip_diffusers.fusedream.options.SearchOptions`], *optional*): the search settings as one
+                object; each of them can also be given as a keyword argument (`num_candidates=256`, ...), which
+                overrides it. Those described above are settings of `SearchOptions`.
             num_images_per_prompt (`int`): images per prompt, each searched independently (batched together).
             num_measure_augmentations (`int`): views of the reporting AugCLIP (`scores_before`/`scores_after`).
             truncation (`float`, *optional*): truncate candidate noise (see [`GALIPPipeline.__call__`]).
@@ -326,41 +314,38 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         Returns:
             [`GALIPFuseDreamPipelineOutput`] (or a tuple in its field order).
         """
-        recommended = self.settings.resolve("refinement", num_candidates=num_candidates, top_k=top_k,
-                                            num_steps=num_steps, truncation=truncation)
-        num_candidates, top_k, num_steps, truncation = (recommended[k] for k in ("num_candidates", "top_k",
-                                                                                 "num_steps", "truncation"))
+        o = self.resolve_search_options("refinement", search, search_kwargs)
         self.check_scorer()
-        self.check_search_inputs(num_candidates, top_k, num_steps, num_augmentations, lr, optimize, latent_noise,
-                                 num_measure_augmentations, generator, list(callback_on_step_end_tensor_inputs))
-        self.check_inputs(prompt, num_images_per_prompt, None, None, None, output_type, truncation, "resample",
-                          max_batch_size)
+        self.check_search_inputs(o, generator, list(callback_on_step_end_tensor_inputs))
+        self.check_inputs(prompt, num_images_per_prompt, None, None, None, output_type, o.truncation, "resample",
+                          o.max_batch_size)
         device = self._execution_device
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         with torch.no_grad():
             text_embeds = self.encode_prompt(prompts, device, num_images_per_prompt).float()
             score_text = self.encode_scorer_text(prompts, device).repeat_interleave(num_images_per_prompt, dim=0)
         z_basis, t_basis, _, _ = self.select_candidates(
-            text_embeds, score_text, num_candidates, top_k, generator, candidate_text_noise, truncation, max_batch_size
+            text_embeds, score_text, o.num_candidates, o.top_k, generator, o.candidate_text_noise, o.truncation,
+            o.max_batch_size,
         )
-        z_latent = OverparameterizedLatent(z_basis, clamp=noise_clamp, trainable="noise" in optimize)
-        t_latent = OverparameterizedLatent(t_basis, trainable="text" in optimize)
+        z_latent = OverparameterizedLatent(z_basis, clamp=o.noise_clamp, trainable="noise" in o.optimize)
+        t_latent = OverparameterizedLatent(t_basis, trainable="text" in o.optimize)
 
         def render(noisy: bool) -> tuple[torch.Tensor, None]:
             z, t = z_latent(), t_latent()
             if noisy:
-                z = self._perturb(z, latent_noise if "noise" in optimize else 0.0, generator, relative=False)
-                t = self._perturb(t, latent_noise if "text" in optimize else 0.0, generator, relative=True)
+                z = self._perturb(z, o.latent_noise if "noise" in o.optimize else 0.0, generator, relative=False)
+                t = self._perturb(t, o.latent_noise if "text" in o.optimize else 0.0, generator, relative=True)
             return self._render(z, t), None
 
         seed = self._measure_seed(generator)
         measure = lambda x: augclip.measure_augclip(  # noqa: E731
-            self.scorer, x, score_text, num_measure_augmentations, seed, self.augmentation_config, max_batch_size)
+            self.scorer, x, score_text, o.num_measure_augmentations, seed, self.augmentation_config, o.max_batch_size)
         with torch.no_grad():
             scores_before = measure(render(False)[0])
-        objective = self._augclip_objective(score_text, num_augmentations, generator)
+        objective = self._augclip_objective(score_text, o.num_augmentations, generator)
         history = self._search(
-            [z_latent, t_latent], render, objective, num_steps, lr, callback=callback_on_step_end,
+            [z_latent, t_latent], render, objective, o.num_steps, o.lr, callback=callback_on_step_end,
             callback_inputs=tuple(callback_on_step_end_tensor_inputs),
             current=lambda: (z_latent().detach(), t_latent().detach()),
         )

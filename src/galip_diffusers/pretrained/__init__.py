@@ -1,13 +1,13 @@
 """Models shipped inside the package, resolvable by short name (e.g. ``GALIPPipeline.from_pretrained("galip-shapes")``).
 
-The name lookup lives in :mod:`galip_lite.pipeline` (``galip-generate`` resolves names without importing diffusers).
+The name lookup lives in :mod:`galip_core.runtime` (``galip-generate`` resolves names without importing diffusers).
 """
 
 from __future__ import annotations
 
 import os
 
-from galip_lite.pipeline import DEFAULT_MODEL, PACKAGED_MODELS, resolve_pretrained
+from galip_core.runtime import DEFAULT_MODEL, PACKAGED_MODELS, resolve_pretrained
 
 PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
 PRETRAINED_MODELS = {name: os.path.join(PRETRAINED_DIR, name) for name in PACKAGED_MODELS}

@@ -1,0 +1,134 @@
+"""``galip benchmark`` / ``galip-benchmark``: the command line of :mod:`galip_diffusers.benchmark.runner`.
+
+Exit status: 0 when every row ran, 1 when at least one row failed (the others still run and are written) or on an
+error, 2 for invalid command-line arguments (nothing runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from galip_cli.common import CommandParser, run_cli
+from galip_diffusers.benchmark.peers import GALIP_VARIANTS, PEERS, SCALES
+from galip_diffusers.benchmark.runner import run_benchmark
+from galip_diffusers.benchmark.timing import DEVICES, DTYPES
+
+
+def _int_list(name: str) -> Callable[[str], list[int]]:
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be comma-separated integers, got {text!r}") from None
+        if not values or any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{name} must be positive integers, got {text!r}")
+        return values
+
+    return parse
+
+
+def _choice_list(name: str, allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in allowed]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(f"{name}: {bad or text!r} not in {', '.join(allowed)}")
+        return values
+
+    return parse
+
+
+BENCHMARK_EXAMPLES = """examples:
+  %(prog)s --galip default-config --dtype fp32,bf16 --batch_sizes 1,8 --quick --out results/
+  %(prog)s --galip path/to/galip-folder --peers none --batch_sizes 1,8,32        # GALIP alone
+  %(prog)s --galip path/to/galip-folder --sd path/to/sd15 --ldm path/to/ldm-256 --sd_turbo path/to/sd-turbo \\
+      --device cuda --dtype fp16
+
+Without a local folder, a peer is built from its published config with random weights (speed does not depend on
+weight values). Exit status: 0 all rows ran; 1 some rows failed (reported, others still ran); 2 bad arguments.
+"""
+
+
+def build_parser(prog: str = "galip-benchmark") -> argparse.ArgumentParser:
+    p = CommandParser(
+        prog=prog,
+        description="Side-by-side speed benchmark: GALIP (one forward pass) vs SD-1.5, LDM-256 and SD-Turbo.",
+        epilog=BENCHMARK_EXAMPLES,
+    )
+    p.add_argument("--galip", default="default-config",
+                   help="'default-config' (official size, random weights), 'tiny', a packaged name or a folder")
+    p.add_argument("--galip_variants", default=["fast"], type=_choice_list("--galip_variants", GALIP_VARIANTS),
+                   help="GALIP rows: fast (enable_fast_inference), default (plain pipeline), compiled (fast + "
+                        "torch.compile); comma-separated (default: fast)")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help=f"comma-separated peers from {', '.join(PEERS)} (or 'none'); default: all")
+    p.add_argument("--sd", metavar="PATH", help="a local StableDiffusionPipeline folder (SD-1.5)")
+    p.add_argument("--ldm", metavar="PATH", help="a local LDMTextToImagePipeline folder (ldm-text2im-large-256)")
+    p.add_argument("--sd_turbo", metavar="PATH", help="a local SD-Turbo folder (AutoPipelineForText2Image)")
+    p.add_argument("--peer_scale", choices=SCALES, default="full",
+                   help="'tiny' builds tiny peers (same block types) for tests; default: full published configs")
+    p.add_argument("--device", default=["cpu"], type=_choice_list("--device", DEVICES),
+                   help="cpu, cuda or both (comma-separated); default: cpu")
+    p.add_argument("--dtype", default=["fp32"], type=_choice_list("--dtype", tuple(DTYPES)),
+                   help="fp32, fp16, bf16, comma-separated (each model runs in each); default: fp32")
+    p.add_argument("--batch_sizes", default=[1, 8, 32], type=_int_list("--batch_sizes"),
+                   help="GALIP batch sizes (default: 1,8,32)")
+    p.add_argument("--peer_batch_sizes", default=[1], type=_int_list("--peer_batch_sizes"),
+                   help="peer batch sizes (default: 1; a 50-step peer at batch 32 takes hours on a CPU)")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps of SD-1.5 and LDM (SD-Turbo: 1)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per GALIP batch size (default: 5)")
+    p.add_argument("--peer_repeats", type=int, default=2, help="timed calls per peer batch size (default: 2)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed GALIP calls per batch size (default: 2); peers get one 1-step warm-up call")
+    p.add_argument("--quick", action="store_true",
+                   help="time --quick_steps denoising steps and extrapolate to --steps (stated in the output)")
+    p.add_argument("--quick_steps", type=int, default=3, help="steps timed in --quick mode (>= 2; default 3)")
+    p.add_argument("--no_channels_last", action="store_true",
+                   help="do not put peers' UNet/VAE in channels_last (default: they are, as GALIP's fast path)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--out", default="results", help="output folder for benchmark.json/.md/.png")
+    p.add_argument("--no_plot", action="store_true", help="skip benchmark.png (needs matplotlib)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="print tracebacks")
+    return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Range checks; ``parser.error`` (exit code 2) on a bad value."""
+    for name, low in (("steps", 1), ("repeats", 1), ("peer_repeats", 1), ("warmup", 0), ("quick_steps", 2)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    return args
+
+
+def _run(args: argparse.Namespace, prog: str = "galip-benchmark") -> int:
+    from galip_diffusers.benchmark.report import print_summary, write_report
+
+    report = run_benchmark(args)
+    paths = write_report(report, args.out, plot=not args.no_plot)
+    print_summary(report, paths)
+    failed = [row for row in report["rows"] if row["status"] != "ok"]
+    for row in failed:
+        print(f"{prog}: error: row {row['name']} [{row['device']}/{row['dtype']}] failed: {row['error']}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None, prog: str = "galip-benchmark") -> int:
+    """``galip-benchmark`` / ``galip benchmark`` (exit status: see the module docstring)."""
+    return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, check=check_args)
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""``galip-demo`` / ``galip demo``: load the model, build the Gradio page and serve it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from typing import Sequence
+
+from galip_cli.common import DTYPES, CommandParser, run_cli, torch_dtype
+from galip_diffusers.pretrained import DEFAULT_MODEL
+from galip_diffusers.demo.backend import DemoModelError
+from galip_diffusers.demo.inputs import MAX_IMAGES
+
+EXAMPLES = """examples:
+  %(prog)s                                  # the packaged galip-shapes model on http://127.0.0.1:7860
+  %(prog)s --model ./galip-coco --port 7861
+  %(prog)s --model ./galip-coco --host 0.0.0.0 --device cuda --dtype fp16 --concurrency_limit 2
+
+Needs gradio: pip install "galip-diffusers[demo]". "Refine with CLIP" is enabled when the model folder has a scorer
+CLIP (FuseDream); the page shows the time of every request.
+"""
+
+
+class MissingDependency(ImportError):
+    """An optional dependency of the demo is not installed."""
+
+
+def build_parser(prog: str = "galip-demo") -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog=prog,
+        description="Serve a Gradio web demo of a GALIP pipeline: prompt -> images (timed), optional CLIP "
+        "refinement, interpolation strip + animated GIF.",
+        epilog=EXAMPLES,
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"pipeline folder, Hub id or packaged name (default: {DEFAULT_MODEL})")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                        "only; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="weights dtype; auto (default): bf16 where the device computes it natively, else fp32")
+    parser.add_argument("--max_images", type=int, default=MAX_IMAGES,
+                        help=f"most images per request, 1 to {MAX_IMAGES} (default: {MAX_IMAGES})")
+    parser.add_argument("--concurrency_limit", type=int, default=1,
+                        help="requests that run at the same time; the others wait in the queue (default: 1)")
+    parser.add_argument("--max_queue", type=int, default=32, help="most requests waiting in the queue (default: 32)")
+    return parser  # fmt: skip
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be from 0 to 65535, got {args.port}")
+    if not 1 <= args.max_images <= MAX_IMAGES:
+        parser.error(f"--max_images must be from 1 to {MAX_IMAGES}, got {args.max_images}")
+    if args.concurrency_limit < 1:
+        parser.error(f"--concurrency_limit must be >= 1, got {args.concurrency_limit}")
+    if args.max_queue < 1:
+        parser.error(f"--max_queue must be >= 1, got {args.max_queue}")
+
+
+def require_gradio() -> None:
+    if importlib.util.find_spec("gradio") is None:
+        raise MissingDependency('the demo needs gradio: pip install "galip-diffusers[demo]" (or "gradio>=4.0").')
+
+
+def _run(args: argparse.Namespace) -> int:
+    require_gradio()
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
+    from galip_diffusers.demo.app import build_demo
+    from galip_diffusers.demo.backend import DemoBackend
+
+    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype, args.device), max_images=args.max_images)
+    demo = build_demo(backend, concurrency_limit=args.concurrency_limit, max_queue=args.max_queue)
+    print(f"galip demo: {backend.describe()}", flush=True)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_error=False)
+    finally:
+        backend.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "galip-demo") -> int:
+    """Entry point of ``galip-demo`` and ``galip demo``."""
+    return run_cli(_run, build_parser(prog), argv, check=check_args, plain_errors=(DemoModelError, MissingDependency))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

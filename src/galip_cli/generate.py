@@ -1,0 +1,190 @@
+"""``galip-generate`` / ``galip generate``: prompts (arguments and/or a prompt file) -> PNG files, with a progress bar.
+
+Two engines make the same images: ``lite`` (:class:`galip_core.LitePipeline`: torch + safetensors + tokenizers, a
+cold start of ~3 s on a 2-core CPU) and ``diffusers`` (``GALIPPipeline``: any device, dtype or Hub id, ~9 s to import
+diffusers and transformers). ``--engine auto`` (the default) takes ``lite`` for local folders and packaged models on
+CPU in fp32, ``diffusers`` otherwise.
+
+All the noise is drawn up front from one seeded generator (exactly as one ``pipe(prompts, num_images_per_prompt=N,
+generator=...)`` call would draw it); the images are then made and written ``--batch_size`` at a time, so a long
+prompt file needs little memory and the progress bar moves as images are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from galip_cli.common import DTYPES, CommandParser, resolve_dtype_name, run_cli, torch_dtype
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+ENGINES = ("auto", "lite", "diffusers")
+
+#: ``make_images(prompts, latents)`` -> PIL images, one per prompt
+MakeImages = Callable[[list[str], "torch.Tensor"], list["Image.Image"]]
+
+EXAMPLES = """examples:
+  %(prog)s "a large red circle on a white background"
+  %(prog)s "a small bird with a red head" --model ./galip-coco --num_images 8 --seed 1 --out samples/
+  %(prog)s --prompt_file prompts.txt --num_images 4 --device cuda --dtype bf16 --batch_size 32
+
+The default model is the packaged galip-shapes. Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their
+paths are printed on stdout, the progress bar goes to stderr.
+"""
+
+
+def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog=prog,
+        description="Generate images with a GALIP pipeline (one forward pass) and write them as PNG files.",
+        epilog=EXAMPLES,
+    )
+    parser.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
+    parser.add_argument("--prompt_file", help="a text file with one prompt per line (blank lines are skipped)")
+    parser.add_argument("--model", default="galip-shapes",
+                        help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
+    parser.add_argument("--num_images", type=int, default=1, help="images per prompt (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--truncation", type=float, default=None,
+                        help="truncate the noise at +-T (resampling); default: the model's galip_settings.json "
+                             "(sampling.truncation), else none; 0 turns a recommended truncation off")
+    parser.add_argument("--batch_size", type=int, default=64, help="images per generator forward pass (default: 64)")
+    parser.add_argument("--out", default="galip-samples", help="output folder (default: galip-samples)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="weights dtype; auto (default): bf16 where the device computes it natively (GPUs, CPUs "
+                             "with AMX/AVX512-BF16), else fp32. bf16 on a CPU without it is emulated and far slower")
+    parser.add_argument("--engine", default="auto", choices=ENGINES,
+                        help="lite: torch only, fast start (local folders, CPU, fp32); diffusers: GALIPPipeline; "
+                             "auto: lite when it can run the model, else diffusers (default: auto)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser  # fmt: skip
+
+
+def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
+    """The prompts given as arguments, then those of ``prompt_file`` (one per line, blank lines skipped)."""
+    prompts = [p for p in prompts]
+    if prompt_file:
+        if not os.path.isfile(prompt_file):
+            raise FileNotFoundError(f"--prompt_file: {prompt_file!r} does not exist.")
+        with open(prompt_file, encoding="utf-8") as f:
+            prompts += [line.strip() for line in f if line.strip()]
+    if not prompts:
+        raise ValueError("no prompt given: pass prompts as arguments or with --prompt_file.")
+    return prompts
+
+
+def lite_problem(args: argparse.Namespace) -> str | None:
+    """Why the lite engine cannot run these arguments (a message), or ``None`` when it can."""
+    from galip_core.runtime import lite_support_problem, resolve_pretrained
+
+    if args.device != "cpu":
+        return f"it runs on cpu only (--device {args.device})"
+    dtype = resolve_dtype_name(args.dtype, args.device, warn=False)  # --dtype auto: fp32 on CPUs without native bf16
+    if dtype != "fp32":
+        return f"it runs in fp32 only (--dtype {args.dtype}: {dtype})"
+    folder = resolve_pretrained(args.model)
+    if not os.path.isdir(folder):
+        return f"--model {args.model!r} is not a local folder or packaged model"
+    return lite_support_problem(folder)
+
+
+def choose_engine(args: argparse.Namespace) -> str:
+    """``lite`` or ``diffusers`` for ``args.engine`` (``auto`` picks ``lite`` whenever it can run the model)."""
+    if args.engine == "diffusers":
+        return "diffusers"
+    problem = lite_problem(args)
+    if problem is None:
+        return "lite"
+    if args.engine == "lite":
+        raise ValueError(f"--engine lite cannot be used: {problem}. Use --engine diffusers (or auto).")
+    return "diffusers"
+
+
+def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", MakeImages]:
+    import torch
+
+    from galip_core.runtime import LitePipeline, resolve_pretrained
+    from galip_core.settings import load_settings
+
+    pipe = LitePipeline.from_pretrained(args.model)
+    truncation = load_settings(resolve_pretrained(args.model)).resolve("sampling", truncation=args.truncation)
+    latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=truncation["truncation"])
+    return latents, lambda prompts, z: pipe(prompts, latents=z)
+
+
+def _diffusers_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", MakeImages]:
+    """``(latents, make_images)`` from a ``GALIPPipeline`` (any folder, Hub id, device or dtype): the noise of all
+    ``total`` images drawn up front from ``--seed``, as one pipeline call would draw it."""
+    import torch
+
+    from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
+    from galip_diffusers.utils import dtype_kwargs
+
+    dtype = torch_dtype(args.dtype, args.device, warn=False)  # resolved (and warned about) by _run
+    pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(dtype)).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    truncation = pipe.settings.resolve("sampling", truncation=args.truncation)["truncation"]
+    latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=truncation)
+    return latents, lambda prompts, z: pipe(prompts, latents=z).images
+
+
+def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.Tensor", make_images: MakeImages
+                 ) -> None:
+    """Make ``args.num_images`` images per prompt, ``args.batch_size`` at a time, and write them as PNG files."""
+    from tqdm.auto import tqdm
+
+    total = len(prompts) * args.num_images
+    flat_prompts = [p for p in prompts for _ in range(args.num_images)]
+    os.makedirs(args.out, exist_ok=True)
+    with tqdm(total=total, unit="image", desc=f"{args.model}", disable=args.no_progress, file=sys.stderr) as bar:
+        for start in range(0, total, args.batch_size):
+            stop = min(start + args.batch_size, total)
+            images = make_images(flat_prompts[start:stop], latents[start:stop])
+            for index, image in zip(range(start, stop), images):
+                prompt_index, k = divmod(index, args.num_images)
+                path = os.path.join(args.out, f"{prompt_index:04d}_{k:02d}_seed{args.seed}.png")
+                image.save(path)
+                bar.write(path, file=sys.stdout)
+                bar.update()
+
+
+def _run(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args.prompt, args.prompt_file)
+    args.dtype = resolve_dtype_name(args.dtype, args.device)  # auto -> fp32 / bf16; warns about emulated bf16
+    if args.num_images < 1:
+        raise ValueError(f"--num_images must be >= 1, got {args.num_images}.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}.")
+    if args.truncation is not None and args.truncation < 0:
+        raise ValueError(f"--truncation must be a positive number (or 0: off), got {args.truncation}.")
+    total = len(prompts) * args.num_images
+    engine = choose_engine(args)
+    if engine == "lite":
+        from galip_core.runtime import LiteUnsupportedError
+
+        try:
+            latents, make_images = _lite_engine(args, total)
+        except LiteUnsupportedError:
+            if args.engine == "lite":
+                raise
+            engine = "diffusers"  # auto: a config the lite runtime cannot read goes to GALIPPipeline
+    if engine == "diffusers":
+        latents, make_images = _diffusers_engine(args, total)
+    write_images(args, prompts, latents, make_images)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "galip-generate") -> int:
+    """Entry point of ``galip-generate`` and ``galip generate``."""
+    return run_cli(_run, build_parser(prog), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

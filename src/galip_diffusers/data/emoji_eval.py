@@ -1,0 +1,91 @@
+"""Evaluation of a GALIP pipeline on the emoji data set with the pixel nearest-neighbour judge.
+
+Prompts are ``"{label}, {style} style"``, one per target image, in three sets:
+
+* ``seen``: ``num_seen`` image-caption pairs drawn (seeded) from the pairs a model may train on;
+* ``held_out_noto``: the 159 emoji whose Noto image is held out (their Twemoji image is seen);
+* ``held_out_tones``: the 316 held-out skin-tone variants, in both styles (632 prompts).
+
+Each prompt gets one image (seed ``seed + i``) judged by :class:`~galip_diffusers.data.emoji_judge.EmojiJudge`.
+Diversity is the mean RMS pixel distance (32x32) between images of one prompt across seeds, next to the same figure
+between the two real styles of the same emoji.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .emoji import captions, load_held_out
+from .emoji_judge import EmojiJudge, mean_distance_between, mean_pairwise_rms, summarize
+
+Prompt = Tuple[str, int]  # (caption, index of the target real image in the judge)
+
+
+def evaluation_prompts(judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
+                       held_out_path: Optional[str] = None) -> Dict[str, List[Prompt]]:
+    """The three prompt sets of the module docstring (``num_seen`` capped at the number of seen pairs)."""
+    held_out = load_held_out(held_out_path)
+    sets: Dict[str, List[Prompt]] = {"seen": [], "held_out_noto": [], "held_out_tones": []}
+    seen = []
+    for index in range(len(judge)):
+        key = (str(judge.unified[index]), str(judge.style[index]))
+        caption = captions(str(judge.label[index]), key[1])[-1]
+        if key not in held_out:
+            seen.append((caption, index))
+        elif len(held_out[key]["styles"]) == 1:
+            sets["held_out_noto"].append((caption, index))
+        else:
+            sets["held_out_tones"].append((caption, index))
+    picks = np.random.default_rng(seed).permutation(len(seen))[: min(num_seen, len(seen))]
+    sets["seen"] = [seen[i] for i in sorted(picks)]
+    return sets
+
+
+def generate_uint8(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int = 128, **kwargs: Any) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 images, image ``i`` from ``torch.Generator().manual_seed(seed + i)``."""
+    import torch
+
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        part = list(prompts[start : start + batch_size])
+        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(part))]
+        images = pipe(part, generator=generators, output_type="np", **kwargs).images
+        chunks.append(np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def seed_diversity(pipe, judge: EmojiJudge, prompts: Sequence[Prompt], num_seeds: int = 8, seed: int = 50_000,
+                   **kwargs: Any) -> Dict[str, float]:
+    """Mean distance between one prompt's images across ``num_seeds`` seeds, and between the two real styles of
+    the same emoji (the scale of a visible difference)."""
+    groups = [generate_uint8(pipe, [caption] * num_seeds, seed=seed + 1000 * k, **kwargs)
+              for k, (caption, _) in enumerate(prompts)]
+    pairs = []
+    for _, target in prompts:
+        other = "noto" if judge.style[target] == "twemoji" else "twemoji"
+        try:
+            twin = judge.index_of(str(judge.unified[target]), other)
+        except KeyError:
+            continue
+        pairs.append(judge.pixels[[target, twin]])
+    return {"between_seeds": mean_distance_between(groups), "between_real_styles": mean_pairwise_rms(pairs),
+            "num_prompts": len(prompts), "num_seeds": num_seeds}
+
+
+def evaluate_emoji_pipeline(pipe, judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
+                            diversity_prompts: int = 24, held_out_path: Optional[str] = None,
+                            **kwargs: Any) -> Dict[str, Any]:
+    """Judge one image per prompt of every set; report each set's summary, the diversity and a few verdicts.
+
+    ``kwargs`` go to the pipeline call (e.g. ``truncation``)."""
+    sets = evaluation_prompts(judge, num_seen=num_seen, seed=seed, held_out_path=held_out_path)
+    report: Dict[str, Any] = {"seed": seed, "judge": "nearest real image, 32x32 RMS pixels, 7,572 references"}
+    for name, prompts in sets.items():
+        images = generate_uint8(pipe, [c for c, _ in prompts], seed=seed, **kwargs)
+        verdicts = judge.judge(images, [t for _, t in prompts])
+        report[name] = summarize(verdicts)
+        report[name + "_examples"] = [{"prompt": c, **v} for (c, _), v in list(zip(prompts, verdicts))[:8]]
+    report["diversity"] = seed_diversity(pipe, judge, sets["seen"][:diversity_prompts], **kwargs)
+    return report

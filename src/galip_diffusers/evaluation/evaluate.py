@@ -1,0 +1,264 @@
+"""FID and CLIP score for GALIP pipelines (``galip-eval``).
+
+* FID: torchmetrics' ``FrechetInceptionDistance`` with torch-fidelity's TF-ported InceptionV3, loaded from a local
+  weights file (``--inception_weights``; nothing is downloaded). Images reach Inception at 299 px through a stated
+  resize: ``"clean"`` (PIL bicubic on float32, per channel, as clean-fid does) or ``"bilinear"`` (``F.interpolate``
+  bilinear on float, as pytorch-fid and therefore the official GALIP evaluation do); the result is rounded to uint8
+  because the Inception takes uint8 (torchmetrics' own resize is then the identity).
+* CLIP score, two variants, with any CLIP given by path:
+  ``clip_score`` = mean over images of ``100 * max(cos, 0)`` with standard CLIP preprocessing (PIL bicubic resize of the
+  shorter side + centre crop): Hessel et al. 2021's CLIP-S, clamped per image, with w = 100 instead of 2.5 (torchmetrics'
+  ``CLIPScore`` clamps the mean instead, ``max(mean(100 * cos), 0)``; the two agree when no cosine is negative), and
+  ``clip_cosine_official`` = mean raw cosine with the
+  official GALIP preprocessing (nearest resize and the *double shift*: the ViT sees pixels in [0.5, 1]); compare the
+  latter with the paper's 0.3338.
+
+Protocols: ``official`` (GALIP's own evaluation: FID against an ``.npz`` of (mu, sigma) with the bilinear resize; the
+headline CLIP number is the official raw cosine) and ``coco30k`` (the standard: 30k captions, 256 px centre crop,
+clean resize, CLIP score x100).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from galip_diffusers.evaluation.clip_score import (
+    OFFICIAL_CLIP_NOTE,
+    STANDARD_CLIP_NOTE,
+    CLIPScorer,
+    center_crop_resize,
+    clip_score_from_cosines,
+    pipeline_clip_scorer,
+)
+from galip_diffusers.evaluation.fid import (
+    RESIZE_DESCRIPTIONS,
+    clean_resize,
+    fid_statistics,
+    inception_input,
+    load_fid_metric,
+    load_fid_statistics,
+    set_real_statistics,
+    to_uint8,
+)
+
+PROTOCOLS = ("official", "coco30k")
+COCO_RESOLUTION = 256
+
+
+def evaluation_examples(dataset, image_column: str, caption_column: str, num_images: Optional[int], seed: int):
+    """Yield (PIL image or None, caption) for ``num_images`` examples: a seeded random subset of the data set (cycled
+    if ``num_images`` exceeds it); one caption per example, picked at random when there are several."""
+    from galip_diffusers.training.data import decode_image, lazy_image_column, pick_caption, sample_rng
+
+    dataset = lazy_image_column(dataset, image_column)  # decode here, so that a corrupt file is skipped, not fatal
+    length = len(dataset) if hasattr(dataset, "__len__") else None
+    if length == 0:
+        raise ValueError("The evaluation data set is empty.")
+    if length is None:  # streaming: in order
+        for i, example in enumerate(dataset):
+            if num_images is not None and i >= num_images:
+                return
+            yield _decode_or_none(decode_image, example.get(image_column)), pick_caption(
+                example[caption_column], sample_rng(seed, 0, i)
+            )
+        return
+    order = np.random.default_rng(seed).permutation(length)
+    total = length if num_images is None else num_images
+    for i in range(total):
+        example = dataset[int(order[i % length])]
+        yield _decode_or_none(decode_image, example.get(image_column)), pick_caption(
+            example[caption_column], sample_rng(seed, 0, i)
+        )
+
+
+def _decode_or_none(decode, value):
+    if value is None:
+        return None
+    try:
+        return decode(value)
+    except Exception:
+        return None
+
+
+def _batched(iterable: Iterable, size: int):
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# -------------------------------------------------------------------------------------------------------- evaluate
+def reference_images_to_fid(metric, images: Sequence[Image.Image], protocol: str, resolution: int) -> None:
+    """Add real images to the metric: centre crop at ``resolution``, then the protocol's resize to 299."""
+    arrays = np.stack([center_crop_resize(image, resolution) for image in images])
+    metric.update(inception_input(arrays, "clean" if protocol == "coco30k" else "bilinear"), real=True)
+
+
+def generated_images_to_fid(metric, images: torch.Tensor, protocol: str) -> None:
+    """Add generated images (N,3,H,W) in [0, 1]: quantised to uint8 as a PNG would be; ``coco30k`` resizes them to
+    256 first (clean resize) if they are another size."""
+    arrays = to_uint8(images.permute(0, 2, 3, 1).cpu().numpy() * 255)
+    if protocol == "coco30k" and arrays.shape[1:3] != (COCO_RESOLUTION, COCO_RESOLUTION):
+        arrays = to_uint8(clean_resize(arrays, COCO_RESOLUTION))
+    metric.update(inception_input(arrays, "clean" if protocol == "coco30k" else "bilinear"), real=False)
+
+
+def evaluate_pipeline(
+    pipe,
+    dataset,
+    *,
+    protocol: str = "coco30k",
+    num_images: Optional[int] = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    image_column: str = "image",
+    caption_column: str = "text",
+    inception_weights: Optional[str] = None,
+    fid_stats: Optional[str] = None,
+    fid_feature: int = 2048,
+    clip_scorer: Optional[CLIPScorer] = None,
+    resolution: int = COCO_RESOLUTION,
+    compute_fid: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate one image per evaluation caption (image ``i`` uses seed ``seed + i``) and compute FID and CLIP scores.
+
+    FID is skipped if ``compute_fid`` is false; its reference is ``fid_stats`` (an ``.npz``) or else the data set's
+    images for the same captions. Returns the result dict that ``galip-eval`` writes as JSON."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    if num_images is None and protocol == "coco30k":
+        num_images = 30_000
+    metric = load_fid_metric(inception_weights, fid_feature) if compute_fid else None
+    if metric is not None and fid_stats is not None:
+        set_real_statistics(metric, *load_fid_statistics(fid_stats))
+    scorer = clip_scorer or pipeline_clip_scorer(pipe)
+    device = pipe._execution_device if hasattr(pipe, "_execution_device") else torch.device("cpu")
+
+    standard, official, generated, missing_real = [], [], 0, 0
+    start = time.perf_counter()
+    examples = evaluation_examples(dataset, image_column, caption_column, num_images, seed)
+    total_batches = None if num_images is None else -(-num_images // batch_size)
+    iterator = _batched(examples, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=total_batches, desc="galip-eval", unit="batch")
+    for batch in iterator:
+        captions = [caption for _, caption in batch]
+        generators = [torch.Generator("cpu").manual_seed(seed + generated + i) for i in range(len(batch))]
+        latents = torch.stack(
+            [torch.randn(pipe.generator.config.z_dim, generator=g) for g in generators]
+        ).to(device)
+        with torch.no_grad():
+            images = pipe(captions, latents=latents, output_type="pt").images.float().cpu()
+        generated += len(batch)
+        if metric is not None:
+            generated_images_to_fid(metric, images, protocol)
+            if fid_stats is None:
+                real = [image for image, _ in batch if image is not None]
+                missing_real += len(batch) - len(real)
+                if real:
+                    reference_images_to_fid(metric, real, protocol, resolution)
+        if scorer is not None:
+            standard.append(scorer.standard_cosine(images, captions))
+            official.append(scorer.official_cosine(images, captions))
+    elapsed = time.perf_counter() - start
+
+    result: dict[str, Any] = {
+        "protocol": protocol,
+        "num_images": generated,
+        "seed": seed,
+        "batch_size": batch_size,
+        "elapsed_s": round(elapsed, 3),
+        "images_per_s": round(generated / elapsed, 3) if elapsed > 0 else None,
+    }
+    if metric is not None:
+        result.update(_fid_fields(metric, protocol, fid_stats, resolution, inception_weights, fid_feature, missing_real))
+    if scorer is not None:
+        result.update(_clip_fields(scorer, torch.cat(standard), torch.cat(official)))
+    result["headline"] = (
+        ["fid", "clip_cosine_official"] if protocol == "official" else ["fid", "clip_score"]
+    )
+    return result
+
+
+def _fid_fields(metric, protocol: str, fid_stats: Optional[str], resolution: int, inception_weights: Optional[str],
+                fid_feature: int, missing_real: int) -> dict[str, Any]:  # fmt: skip
+    """The FID entries of :func:`evaluate_pipeline`'s result: the value and how it was measured."""
+    return {
+        "fid": float(metric.compute()),
+        "fid_reference": fid_stats if fid_stats is not None else f"{int(metric.real_features_num_samples)} "
+        "data set images (centre crop at %d px)" % resolution,
+        "fid_resize": RESIZE_DESCRIPTIONS["clean" if protocol == "coco30k" else "bilinear"],
+        "fid_generated_images": "quantised to uint8" + (
+            f", clean-resized to {COCO_RESOLUTION} px if needed" if protocol == "coco30k" else ""
+        ),
+        "inception_weights": inception_weights,
+        "fid_feature": fid_feature,
+        "unreadable_reference_images": missing_real,
+    }
+
+
+def _clip_fields(scorer: CLIPScorer, standard: torch.Tensor, official: torch.Tensor) -> dict[str, Any]:
+    """The CLIP-score entries of :func:`evaluate_pipeline`'s result, from the per-image cosines of both variants."""
+    return {
+        "clip_score": clip_score_from_cosines(standard),
+        "clip_score_convention": STANDARD_CLIP_NOTE,
+        "clip_cosine_official": float(official.mean()),
+        "clip_cosine_official_preprocessing": OFFICIAL_CLIP_NOTE,
+        "clip_cosine_official_quirk": True,
+        "clip_model": scorer.source,
+    }
+
+
+def dataset_fid_statistics(
+    dataset,
+    inception_weights: str,
+    *,
+    protocol: str = "coco30k",
+    image_column: str = "image",
+    num_images: Optional[int] = None,
+    batch_size: int = 32,
+    resolution: int = COCO_RESOLUTION,
+    seed: int = 0,
+    fid_feature: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
+    """FID statistics (mu, sigma) of a data set's images, processed as in :func:`evaluate_pipeline`."""
+    from galip_diffusers.training.data import decode_image, lazy_image_column
+
+    metric = load_fid_metric(inception_weights, fid_feature)
+    dataset = lazy_image_column(dataset, image_column)
+    unreadable = 0
+    length = len(dataset) if hasattr(dataset, "__len__") else None
+    if length is not None:
+        order = np.random.default_rng(seed).permutation(length)[: num_images or length]
+        values = (dataset[int(i)][image_column] for i in order)
+    else:
+        values = (example[image_column] for i, example in enumerate(dataset) if num_images is None or i < num_images)
+    for batch in _batched(values, batch_size):
+        images = [_decode_or_none(decode_image, v) for v in batch]
+        readable = [image for image in images if image is not None]
+        unreadable += len(images) - len(readable)
+        if readable:
+            reference_images_to_fid(metric, readable, protocol, resolution)
+    mu, sigma, n = fid_statistics(metric, real=True)
+    meta = {
+        "protocol": protocol,
+        "resolution": resolution,
+        "resize": RESIZE_DESCRIPTIONS["clean" if protocol == "coco30k" else "bilinear"],
+        "inception_weights": os.path.basename(inception_weights),
+        "fid_feature": fid_feature,
+        "unreadable_images": unreadable,
+    }
+    return mu, sigma, n, meta

@@ -1,0 +1,175 @@
+"""FID backend: torch-fidelity's InceptionV3 from a local weights file (nothing is downloaded), FID statistics,
+and the stated resizes to Inception's 299 px (``"clean"``: PIL bicubic per channel, as clean-fid; ``"bilinear"``:
+``F.interpolate``, as pytorch-fid and the official GALIP evaluation)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import types
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+RESIZE_MODES = ("clean", "bilinear")
+INCEPTION_SIZE = 299
+RESIZE_DESCRIPTIONS = {
+    "clean": "clean resize (clean-fid style): PIL bicubic on float32, per channel, to 299 px; then rounded to uint8",
+    "bilinear": "bilinear F.interpolate on float (align_corners=False, no antialias; pytorch-fid style, as the official "
+    "GALIP evaluation) to 299 px; then rounded to uint8",
+}
+
+def _import_torch_fidelity_without_torchvision() -> None:
+    """torch-fidelity's package ``__init__`` imports torchvision (for feature extractors we do not use), while its
+    InceptionV3 module does not. If torchvision is missing, register the package without running its ``__init__``, so
+    that ``torch_fidelity.feature_extractor_inceptionv3`` (and torchmetrics' FID, which imports it) can load."""
+    if "torch_fidelity" in sys.modules and hasattr(sys.modules["torch_fidelity"], "__path__"):
+        return
+    spec = importlib.util.find_spec("torch_fidelity")
+    if spec is None:
+        raise ImportError('FID needs torch-fidelity and torchmetrics: pip install "galip-diffusers[eval]".')
+    try:
+        import torch_fidelity  # noqa: F401
+    except ModuleNotFoundError as err:
+        if err.name != "torchvision":
+            raise
+        for name in [n for n in sys.modules if n == "torch_fidelity" or n.startswith("torch_fidelity.")]:
+            del sys.modules[name]
+        package = types.ModuleType("torch_fidelity")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["torch_fidelity"] = package
+
+
+def fid_available() -> bool:
+    """Whether torchmetrics and torch-fidelity are importable (the CLIP score works without them)."""
+    if importlib.util.find_spec("torchmetrics") is None or importlib.util.find_spec("torch_fidelity") is None:
+        return False
+    try:
+        _import_torch_fidelity_without_torchvision()
+        from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def load_fid_metric(inception_weights: str, feature: int = 2048):
+    """torchmetrics ``FrechetInceptionDistance`` with the InceptionV3 weights from a local file (torch-fidelity's
+    ``weights-inception-2015-12-05-6726825d.pth`` format)."""
+    if not inception_weights or not os.path.isfile(inception_weights):
+        raise FileNotFoundError(
+            f"--inception_weights {inception_weights!r} is not a file. FID needs torch-fidelity's InceptionV3 weights "
+            "(weights-inception-2015-12-05-6726825d.pth) as a local file; nothing is downloaded."
+        )
+    _import_torch_fidelity_without_torchvision()
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    return FrechetInceptionDistance(
+        feature=feature, feature_extractor_weights_path=inception_weights, reset_real_features=False
+    )
+
+
+def random_inception_weights(path: str, seed: int = 0) -> str:
+    """Write a random-weight InceptionV3 state dict (torch-fidelity layout) to ``path``: for tests and smoke runs
+    only, where the real weights cannot be downloaded. Convolutions get Kaiming-normal weights, so that the features
+    keep a useful scale through the depth of the network (the default init makes them vanish)."""
+    _import_torch_fidelity_without_torchvision()
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _RandomInception(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict, strict=True, assign=False):  # keep the random init
+            return None
+
+    empty = f"{path}.empty"
+    torch.save({}, empty)
+    try:
+        torch.manual_seed(seed)
+        model = _RandomInception("inception-v3-compat", ["2048"], feature_extractor_weights_path=empty)
+    finally:
+        os.remove(empty)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def fid_statistics(metric, real: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mu, sigma, n) of the real (or fake) features accumulated in a torchmetrics FID metric (float64)."""
+    prefix = "real" if real else "fake"
+    n = int(getattr(metric, f"{prefix}_features_num_samples"))
+    if n < 2:
+        raise ValueError(f"FID statistics need at least 2 images, got {n}.")
+    total = getattr(metric, f"{prefix}_features_sum").double()
+    cov_sum = getattr(metric, f"{prefix}_features_cov_sum").double()
+    mu = total / n
+    sigma = (cov_sum - n * torch.outer(mu, mu)) / (n - 1)
+    return mu.cpu().numpy(), sigma.cpu().numpy(), n
+
+
+def set_real_statistics(metric, mu: np.ndarray, sigma: np.ndarray, n: int = 50_000) -> None:
+    """Load reference statistics into the metric's real-feature state (exact inverse of :func:`fid_statistics`)."""
+    dim = metric.real_features_sum.shape[0]
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        raise ValueError(f"FID statistics have shapes {mu.shape}, {sigma.shape}; this Inception feature has {dim}.")
+    mu_t = torch.as_tensor(mu, dtype=torch.float64)
+    sigma_t = torch.as_tensor(sigma, dtype=torch.float64)
+    metric.real_features_sum = mu_t * n
+    metric.real_features_cov_sum = sigma_t * (n - 1) + n * torch.outer(mu_t, mu_t)
+    metric.real_features_num_samples = torch.tensor(n)
+    if not hasattr(metric, "orig_dtype"):  # torchmetrics sets it in update(); compute() casts the result to it
+        metric.orig_dtype = torch.float32
+
+
+def save_fid_statistics(path: str, mu: np.ndarray, sigma: np.ndarray, num_images: int, **meta: Any) -> None:
+    """Write pytorch-fid style statistics (``mu``, ``sigma``) plus ``num_images`` and a JSON ``meta`` string."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez(path, mu=mu, sigma=sigma, num_images=np.int64(num_images), meta=json.dumps(meta))
+
+
+def load_fid_statistics(path: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mu, sigma, num_images) from an ``.npz`` with ``mu`` and ``sigma`` (num_images defaults to 50,000)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--fid_stats {path!r} is not a file.")
+    with np.load(path) as data:
+        if "mu" not in data or "sigma" not in data:
+            raise ValueError(f"{path!r} must hold arrays 'mu' and 'sigma'; it has {sorted(data.keys())}.")
+        n = int(data["num_images"]) if "num_images" in data else 50_000
+        return data["mu"].astype(np.float64), data["sigma"].astype(np.float64), n
+
+
+# ------------------------------------------------------------------------------------------------------- resizing
+def clean_resize(images: np.ndarray, size: int) -> np.ndarray:
+    """clean-fid's resize: each channel as a float32 PIL image, bicubic to ``size`` x ``size``. (N,H,W,3) uint8 ->
+    (N,size,size,3) float32 in [0, 255]."""
+    out = np.empty((images.shape[0], size, size, 3), dtype=np.float32)
+    for i, image in enumerate(images):
+        for c in range(3):
+            channel = Image.fromarray(image[:, :, c].astype(np.float32), mode="F")
+            out[i, :, :, c] = np.asarray(channel.resize((size, size), resample=Image.BICUBIC), dtype=np.float32)
+    return out.clip(0, 255)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(images, 0, 255)).astype(np.uint8)
+
+
+def inception_input(images: np.ndarray, resize: str) -> torch.Tensor:
+    """(N,H,W,3) uint8 -> (N,3,299,299) uint8 for the Inception, through the named resize."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}.")
+    if images.shape[1:3] == (INCEPTION_SIZE, INCEPTION_SIZE):
+        resized = images.astype(np.float32)
+    elif resize == "clean":
+        resized = clean_resize(images, INCEPTION_SIZE)
+    else:
+        x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
+        x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
+        resized = x.permute(0, 2, 3, 1).numpy()
+    return torch.from_numpy(to_uint8(resized)).permute(0, 3, 1, 2).contiguous()

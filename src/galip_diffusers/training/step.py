@@ -1,0 +1,159 @@
+"""One GALIP training step (D update, then G update, as in the official training loop) and its loss settings."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+from galip_diffusers.models.discriminator import GALIPDiscriminator
+from galip_diffusers.training.losses import MISMATCH_MODES, discriminator_loss, generator_loss, mismatched_pairs
+
+# ------------------------------------------------------------------------------------------------------ train step
+@dataclass
+class GALIPLossConfig:
+    """GALIP's loss weights (the official defaults: MA-GP weight 2.0 and power 6, CLIP-similarity weight 4.0)."""
+
+    sim_weight: float = 4.0
+    magp_weight: float = 2.0
+    magp_power: float = 6.0
+    mismatch_shift: int = 1
+    #: how D's mismatched captions are chosen: "roll" (GALIP's ``roll(s, mismatch_shift)``) or "nearest" (the
+    #: batch's most similar different caption: hard negatives, see
+    #: :func:`~galip_diffusers.training.losses.nearest_mismatched_text_embeds`)
+    mismatch: str = "roll"
+    #: weight of an L1 "anchor" term in G's loss (not in GALIP; 0 disables it): ``G(0, s)``, the sample at the mean
+    #: noise, is pulled towards the real image of caption ``s``. Only the zero noise is anchored, so the other
+    #: noises stay free for the adversarial loss (diversity across seeds is measured, not assumed).
+    reconstruction_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mismatch not in MISMATCH_MODES:
+            raise ValueError(f"`mismatch` must be one of {MISMATCH_MODES}, got {self.mismatch!r}.")
+        if not (self.reconstruction_weight >= 0 and math.isfinite(self.reconstruction_weight)):
+            raise ValueError(f"`reconstruction_weight` must be a finite number >= 0, got {self.reconstruction_weight}")
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on a module's trainable parameters (restored on exit)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def galip_train_step(
+    accelerator,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    image_encoder: CLIPVisionModelWithProjection,
+    text_encoder: CLIPTextModelWithProjection,
+    optimizer_g: torch.optim.Optimizer,
+    optimizer_d: torch.optim.Optimizer,
+    pixel_values: torch.Tensor,
+    input_ids: torch.Tensor,
+    noise: torch.Tensor,
+    loss_config: GALIPLossConfig = GALIPLossConfig(),
+    max_grad_norm: Optional[float] = None,
+) -> dict[str, torch.Tensor]:
+    """One GALIP step (D update, then G update), as in the official training loop.
+
+    1. ``s = text_encoder(input_ids).text_embeds`` (frozen); real CLIP features (frozen image encoder).
+    2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update.
+    3. D: one (wrapped) discriminator call on ``[real; real; fake.detach()]`` with ``[s; s_mis; s]`` (features, and
+       the images themselves for a D with a pixel path; ``s_mis`` per ``loss_config.mismatch``), then
+       ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (hinge terms per head, MA-GP on the summed real logits,
+       unscaled from the GradScaler's scale under fp16), backward, ``optimizer_d.step()``.
+    4. G: the updated D (parameters temporarily frozen, so D's gradients and its DDP reducer are untouched) on the fake
+       features, ``L_G = -mean(C(D(f_fake), s)) - sim_weight * mean(cos(img_emb(fake), s))``, backward through the
+       frozen ViTs, ``optimizer_g.step()``.
+
+    Call it inside ``accelerator.accumulate(generator, discriminator)``. ``generator``/``discriminator`` may be wrapped
+    by ``accelerator.prepare``. Returns detached losses and, on optimisation steps, the gradient norms.
+    """
+    unwrapped_d: GALIPDiscriminator = accelerator.unwrap_model(discriminator)
+    batch = pixel_values.shape[0]
+    logs: dict[str, torch.Tensor] = {}
+    with accelerator.autocast():
+        with torch.no_grad():
+            text_embeds = text_encoder(input_ids).text_embeds.float()
+            real_features, _ = unwrapped_d.extract_features(image_encoder, pixel_values)
+        real_features = real_features.float().requires_grad_(True)
+        text_embeds.requires_grad_(True)
+        mismatched = mismatched_pairs(text_embeds, loss_config.mismatch, loss_config.mismatch_shift)
+
+        fake = generator(noise, text_embeds.detach())
+        fake_features, fake_image_embeds = unwrapped_d.extract_features(image_encoder, fake)
+
+        # ---- discriminator (the pixel path, if any, reads [real; real; fake] too, and its real pixels join MA-GP)
+        real_pixels = pixel_values.detach().float().requires_grad_(True) if unwrapped_d.has_pixel_path else None
+        logits = discriminator(
+            torch.cat([real_features, real_features, fake_features.detach().float()]),
+            torch.cat([text_embeds, mismatched, text_embeds.detach()]),
+            None if real_pixels is None else torch.cat([real_pixels, real_pixels, fake.detach().float()]),
+            per_head=True,
+        )
+        real_logits, mismatch_logits, fake_logits = logits.float().split(batch)
+        scaler = accelerator.scaler
+        grad_scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
+        d_losses = discriminator_loss(
+            real_logits, fake_logits, mismatch_logits, real_features, text_embeds, magp_weight=loss_config.magp_weight,
+            magp_power=loss_config.magp_power, grad_scale=grad_scale, pixel_values=real_pixels,
+        )  # fmt: skip
+    _update(accelerator, discriminator, optimizer_d, d_losses["loss"], max_grad_norm, logs, "grad_norm_d")
+
+    # ---- generator (through the updated D)
+    with frozen(unwrapped_d), accelerator.autocast():
+        g_logits = unwrapped_d(fake_features, text_embeds.detach(), fake if unwrapped_d.has_pixel_path else None)
+        g_losses = generator_loss(g_logits, fake_image_embeds, text_embeds.detach(), loss_config.sim_weight)
+        if loss_config.reconstruction_weight > 0:
+            g_losses["loss_reconstruction"] = _reconstruction_l1(generator, noise, text_embeds.detach(), pixel_values)
+            g_losses["loss"] = g_losses["loss"] + loss_config.reconstruction_weight * g_losses["loss_reconstruction"]
+    _update(accelerator, generator, optimizer_g, g_losses["loss"], max_grad_norm, logs, "grad_norm_g")
+
+    names = {"loss_d": "loss", "loss_d_real": "loss_real", "loss_d_fake": "loss_fake", "loss_d_mismatch": "loss_mismatch",
+             "loss_d_magp": "loss_magp"}  # fmt: skip
+    logs.update({key: d_losses[name] for key, name in names.items()})
+    logs.update(loss_g=g_losses["loss"], loss_g_adversarial=g_losses["loss_adversarial"],
+                clip_similarity=g_losses["clip_similarity"])  # fmt: skip
+    if "loss_reconstruction" in g_losses:
+        logs["loss_g_reconstruction"] = g_losses["loss_reconstruction"]
+    return {k: v.detach().float() for k, v in logs.items()}
+
+
+def _reconstruction_l1(generator: nn.Module, noise: torch.Tensor, text_embeds: torch.Tensor,
+                       pixel_values: torch.Tensor) -> torch.Tensor:
+    """``mean|G(0, s) - x|``: the zero-noise sample against the caption's real image (``reconstruction_weight``)."""
+    anchor = generator(torch.zeros_like(noise), text_embeds)
+    if anchor.shape != pixel_values.shape:
+        raise ValueError(f"reconstruction needs real images of the generator's size {tuple(anchor.shape[1:])}, "
+                         f"got {tuple(pixel_values.shape[1:])}: set --resolution to the output size")
+    return (anchor.float() - pixel_values.float()).abs().mean()
+
+
+def _update(accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+            max_grad_norm: Optional[float], logs: dict[str, torch.Tensor], norm_key: str) -> None:  # fmt: skip
+    """Backward ``loss``, record the gradient norm of ``model`` under ``logs[norm_key]`` on optimisation steps (clipped
+    to ``max_grad_norm``), then step and zero ``optimizer``."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        logs[norm_key] = _grad_norm(accelerator, model, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _grad_norm(accelerator, model: nn.Module, max_norm: Optional[float]) -> torch.Tensor:
+    """Total gradient norm of a model's trainable parameters (clipped to ``max_norm`` if given; unscaled under fp16)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    norm = accelerator.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
+    return torch.as_tensor(norm).detach()

@@ -1,0 +1,87 @@
+"""The galip-generate command: PNGs and their paths, prompt files, a progress bar, one-line errors with non-zero
+exit codes; the same images as one pipeline call."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from galip_cli.generate import main as generate
+from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
+
+
+
+def test_generate_writes_pngs_and_prints_paths(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = generate(["a red circle", "a blue square", "--model", str(model_dir), "--num-images", "2",
+                          "--seed", "3", "--out", str(out)])
+    assert code == 0
+    paths = capsys.readouterr().out.split()
+    assert len(paths) == 4 and all(p.endswith(".png") for p in paths)
+    assert PIL.Image.open(paths[0]).size == (32, 32)
+    # Same seed, same pixels.
+    generate(["a red circle", "a blue square", "--model", str(model_dir), "--num-images", "2", "--seed", "3",
+                   "--out", str(tmp_path / "again")])
+    again = capsys.readouterr().out.split()
+    assert PIL.Image.open(paths[3]).tobytes() == PIL.Image.open(again[3]).tobytes()
+
+
+def test_prompt_file(model_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\na green triangle\n")
+    assert generate(["--prompt-file", str(prompts), "--model", str(model_dir), "--out", str(tmp_path / "o")]) == 0
+    assert len(capsys.readouterr().out.split()) == 2
+
+
+def test_batches_match_one_pipeline_call_and_show_a_progress_bar(model_dir, tmp_path, capsys):
+    """Written --batch-size images at a time (5 images, batches of 2), with truncation: the same pixels as one call."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    argv = ["a green triangle", "--prompt-file", str(prompts), "--model", str(model_dir), "--num-images", "2",
+            "--seed", "7", "--truncation", "1.5", "--batch-size", "4", "--out", str(tmp_path / "b")]
+    assert generate(argv) == 0
+    captured = capsys.readouterr()
+    paths = captured.out.split()
+    assert len(paths) == 6 and paths[-1].endswith("0002_01_seed7.png")
+    assert "6/6" in captured.err  # the progress bar (stderr), over images
+    pipe = GALIPPipeline.from_pretrained(str(model_dir))
+    expected = pipe(["a green triangle", "a red circle", "a blue square"], num_images_per_prompt=2, truncation=1.5,
+                    generator=torch.Generator().manual_seed(7), output_type="np").images
+    written = np.stack([np.asarray(PIL.Image.open(p), dtype=np.float32) / 255 for p in paths])
+    assert np.abs(written - expected).max() <= 1 / 255 + 1e-6
+    assert generate(argv[:-2] + ["--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert "6/6" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--num-images", "0"], "--num_images must be >= 1"),
+        (["--batch-size", "0"], "--batch_size must be >= 1"),
+        (["--truncation", "-1"], "--truncation must be a positive number"),
+        (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt_file: '/nonexistent/prompts.txt' does not exist"),
+        ([], "no prompt given"),
+        (["--model", "/nonexistent/folder"], "error"),
+    ],
+)
+def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv, message):
+    base = ["a red circle"] if argv != [] else []
+    if "--model" not in argv:
+        argv = argv + ["--model", str(model_dir)]
+    code = generate(base + argv + ["--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cold_start_is_timed_in_fresh_processes(model_dir):
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts"))
+    from cold_start import cold_start_seconds
+
+    timing = cold_start_seconds(str(model_dir), repeats=1, command=[sys.executable, "-m", "galip_diffusers", "generate"])
+    assert len(timing["runs_s"]) == 1 and timing["median_s"] > 0
+    with pytest.raises(RuntimeError, match="galip-generate failed"):
+        cold_start_seconds(str(model_dir / "missing"), repeats=1,
+                           command=[sys.executable, "-m", "galip_diffusers", "generate"])

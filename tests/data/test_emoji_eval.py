@@ -1,0 +1,64 @@
+"""evaluate_emoji_pipeline on fixture emoji, with pipelines whose answers are known."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from galip_diffusers.data import emoji
+from galip_diffusers.data.emoji_eval import evaluate_emoji_pipeline, evaluation_prompts
+from galip_diffusers.data.emoji_judge import EmojiJudge
+from helpers.emoji_fixtures import make_fixture
+
+
+@pytest.fixture(scope="module")
+def fixture_judge(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("emoji")
+    paths, packages, held_out = make_fixture(tmp)
+    records, images = emoji.read_emoji_images(paths, packages)
+    return EmojiJudge.from_records(records, images), {r["unified"] + "/" + r["style"]: np.asarray(i)
+                                                      for r, i in zip(records, images)}, str(held_out)
+
+
+class ReplayPipeline:
+    """Answers each prompt with a real image: the prompt's own (``oracle``) or its other style's (``swap``)."""
+
+    def __init__(self, judge, images, mode):
+        self.judge, self.images, self.mode = judge, images, mode
+
+    def __call__(self, prompts, generator=None, output_type="np"):
+        out = []
+        for prompt in prompts:
+            label, style = prompt.rsplit(", ", 1)[0], prompt.rsplit(" ", 2)[-2]
+            row = int(np.flatnonzero((self.judge.label == label) & (self.judge.style == style))[0])
+            unified = str(self.judge.unified[row])
+            other = "noto" if style == "twemoji" else "twemoji"
+            key = f"{unified}/{other}" if self.mode == "swap" and f"{unified}/{other}" in self.images else (
+                f"{unified}/{style}")
+            out.append(self.images[key].astype(np.float32) / 255.0)
+        return SimpleNamespace(images=np.stack(out))
+
+
+def test_prompt_sets_follow_the_held_out_list(fixture_judge):
+    judge, _, held_out = fixture_judge
+    sets = evaluation_prompts(judge, num_seen=100, held_out_path=held_out)
+    assert [c for c, _ in sets["held_out_noto"]] == ["dog face, noto style"]
+    assert sorted(c for c, _ in sets["held_out_tones"]) == [
+        "waving hand: dark skin tone, noto style", "waving hand: dark skin tone, twemoji style"]
+    assert len(sets["seen"]) == 6 and "dog face, twemoji style" in [c for c, _ in sets["seen"]]
+
+
+def test_an_oracle_scores_full_marks_and_a_style_swap_does_not(fixture_judge):
+    judge, images, held_out = fixture_judge
+    oracle = evaluate_emoji_pipeline(ReplayPipeline(judge, images, "oracle"), judge, diversity_prompts=3,
+                                     held_out_path=held_out)
+    for name in ("seen", "held_out_noto", "held_out_tones"):
+        assert oracle[name]["emoji_top1"] == 1.0 and oracle[name]["style_top1"] == 1.0
+    assert oracle["held_out_tones"]["tone_among_variants"] == 1.0
+    assert oracle["diversity"]["between_seeds"] == 0.0 and oracle["diversity"]["between_real_styles"] > 0.05
+    swapped = evaluate_emoji_pipeline(ReplayPipeline(judge, images, "swap"), judge, diversity_prompts=3,
+                                      held_out_path=held_out)
+    assert swapped["held_out_noto"]["style_top1"] == 0.0 and swapped["held_out_tones"]["style_top1"] == 0.0
+    assert swapped["seen"]["style_top1"] < 0.5
