@@ -67,9 +67,10 @@ def _imported_modules() -> dict[str, str]:
 
 
 def _is_local(module: str) -> bool:
-    """A module of this repository: top-level in src/ or training/, or a helper beside the tests (pytest puts each
+    """A module of this repository: top-level in src/, training/ or scripts/, or a helper beside the tests (pytest puts each
     test folder on ``sys.path``)."""
-    folders = [ROOT / "src", ROOT / "training", ROOT / "tests", *(p for p in (ROOT / "tests").rglob("*") if p.is_dir())]
+    folders = [ROOT / "src", ROOT / "training", ROOT / "scripts", ROOT / "tests",
+               *(p for p in (ROOT / "tests").rglob("*") if p.is_dir())]
     return any((f / f"{module}.py").is_file() or (f / module / "__init__.py").is_file() for f in folders)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -14,11 +15,12 @@ from galip_cli.common import CommandParser, run_cli
 def build_parser(prog: str = "galip-env") -> argparse.ArgumentParser:
     parser = CommandParser(
         prog=prog, description="Print the versions, device, CPU flags and thread counts (for bug reports).",
-        epilog="examples:\n  %(prog)s\n  %(prog)s --json > environment.json\n\n"
+        epilog="examples:\n  %(prog)s\n  %(prog)s --json --output_file environment.json\n\n"
                "bf16 on CPU says whether this CPU computes bf16 natively (AMX / AVX512-BF16) or emulates it (slow: "
                "use fp32 there);\n--dtype auto picks shows what `galip generate` and `galip demo` choose by default.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the list")
+    parser.add_argument("--output_file", default=None, help="also write the report to this file")
     return parser
 
 
@@ -46,7 +48,14 @@ def _run(args: argparse.Namespace) -> int:
     from galip_core.machine import environment
 
     env = environment()
-    print(json.dumps(env, indent=2) if args.json else format_environment(env))
+    text = json.dumps(env, indent=2) if args.json else format_environment(env)
+    if args.output_file:
+        folder = os.path.dirname(os.path.abspath(args.output_file))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--output_file: the folder {folder!r} does not exist.")
+        with open(args.output_file, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print(text)
     return 0
 
 
