@@ -360,10 +360,12 @@ def test_fp16_conversion_saves_a_variant_beside_the_fp32_weights(tiny_files, tmp
 
 
 def test_cli_push_to_hub_uploads_weights_variant_card_and_settings(tiny_files, tmp_path, monkeypatch, hub, capsys):
+    import galip_cli.convert
     from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
-    original = conversion.convert_official_checkpoint
-    monkeypatch.setattr(conversion, "convert_official_checkpoint", lambda *a, **k: original(*a, **k, **TINY_KWARGS))
+    original = conversion.convert_official_checkpoint  # the command's, with the tiny test geometry added
+    monkeypatch.setattr(galip_cli.convert, "convert_official_checkpoint",
+                        lambda *a, **k: original(*a, **k, **TINY_KWARGS))
     out = tmp_path / "converted"
     assert main(["--checkpoint", tiny_files[0], "--clip", tiny_files[1], "--output_dir", str(out), "--dtype", "fp16",
                  "--push_to_hub", "--hub_model_id", "me/galip-tiny", "--private", "--quiet"]) == 0

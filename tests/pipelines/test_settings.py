@@ -146,3 +146,19 @@ def test_builtin_defaults_are_the_pipelines_own():
             expected = {"layer": None, "containment_weight": 1.0}[key]
         assert value == expected, key
     assert inspect.signature(GALIPPipeline.__call__).parameters["truncation"].default is None
+
+
+def test_the_shipped_settings_are_the_model_cards_recommended_calls():
+    """The card's FuseDream snippet spells the recommended calls out; the settings file must say the same, so that the
+    README's call with defaults is the card's call."""
+    import ast
+    import re
+
+    with open(os.path.join(PRETRAINED_MODELS["galip-shapes"], "README.md"), encoding="utf-8") as f:
+        card = f.read()
+    settings = GALIPSettings.from_folder(PRETRAINED_MODELS["galip-shapes"])
+    for call, section in (("pipe(", "refinement"), ("pipe.compose(", "composition")):
+        match = re.search(re.escape(call) + r".*?\)\n", card, flags=re.S)
+        keywords = {kw.arg: ast.literal_eval(kw.value) for kw in ast.parse(match.group(0).strip()).body[0].value.keywords
+                    if kw.arg in BUILTIN_DEFAULTS[section]}
+        assert keywords and keywords == {k: settings.defaults(section)[k] for k in keywords}, (section, keywords)
