@@ -34,15 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import CLIPModel, CLIPTokenizer
 
-from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
+from galip_diffusers import GALIPDiscriminator, GALIPPipeline
 from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
 from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
-from galip_diffusers.training.checkpoints import list_checkpoints, load_checkpoint_generator
-from galip_diffusers.training.setup import clip_towers
+from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
 import sys  # noqa: E402
@@ -100,18 +98,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def checkpoint_path(run_dir: str, checkpoint: str) -> str:
-    checkpoints = list_checkpoints(run_dir)
-    if checkpoint == "latest":
-        if not checkpoints:
-            raise FileNotFoundError(f"--checkpoint latest: no checkpoint-N folder in {run_dir!r}.")
-        return checkpoints[-1][1]
-    path = os.path.join(run_dir, checkpoint)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--checkpoint {checkpoint!r}: {path!r} does not exist; have {[p for _, p in checkpoints]}.")
-    return path
-
-
 def load_components(args) -> dict[str, Any]:
     """Tokenizer, text encoder, image encoder and scorer: from ``--components_from`` or the two CLIP folders."""
     if args.components_from is not None:
@@ -119,25 +105,7 @@ def load_components(args) -> dict[str, Any]:
         if base.image_encoder is None or base.scorer is None:
             raise ValueError(f"--components_from {args.components_from!r} must have an image_encoder and a scorer.")
         return {k: getattr(base, k) for k in ("tokenizer", "text_encoder", "image_encoder", "scorer")}
-    text_encoder, image_encoder = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
-    return {"tokenizer": CLIPTokenizer.from_pretrained(args.clip_model_name_or_path), "text_encoder": text_encoder,
-            "image_encoder": image_encoder, "scorer": CLIPModel.from_pretrained(args.scorer_model_name_or_path)}
-
-
-def load_run(args) -> tuple[GALIPPipeline, GALIPDiscriminator, str]:
-    """The pipeline to ship (with its scorer), its discriminator, and where the generator came from."""
-    components = load_components(args)
-    if args.checkpoint is None:
-        generator = GALIPGenerator.from_pretrained(args.run_dir, subfolder="generator")
-        source = f"the final weights of `{os.path.basename(args.run_dir)}`"
-        discriminator = GALIPDiscriminator.from_pretrained(args.run_dir, subfolder="discriminator")
-    else:
-        path = checkpoint_path(args.run_dir, args.checkpoint)
-        generator, used_ema = load_checkpoint_generator(path)
-        source = f"`{os.path.basename(path)}`" + (" (EMA weights)" if used_ema else "")
-        discriminator = GALIPDiscriminator.from_pretrained(path, subfolder="discriminator")
-    pipe = GALIPPipeline(generator=generator.eval(), **components)
-    return pipe, discriminator, source
+    return clip_components(args.clip_model_name_or_path, args.scorer_model_name_or_path)
 
 
 def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str) -> None:
@@ -250,7 +218,7 @@ def write_card(args, report: dict[str, Any], source: str, summary: dict[str, Any
 def main(argv=None) -> None:
     args = parse_args(argv)
     os.makedirs(args.results_dir, exist_ok=True)
-    pipe, discriminator, source = load_run(args)
+    pipe, discriminator, source = run_pipeline(args.run_dir, args.checkpoint, load_components(args))
     pipe.settings = GALIPSettings.from_file(args.settings_file)  # read before the folder is replaced
     save_half_precision(pipe, discriminator, args.output_dir)
     del pipe

@@ -62,3 +62,18 @@ def test_an_oracle_scores_full_marks_and_a_style_swap_does_not(fixture_judge):
                                       held_out_path=held_out)
     assert swapped["held_out_noto"]["style_top1"] == 0.0 and swapped["held_out_tones"]["style_top1"] == 0.0
     assert swapped["seen"]["style_top1"] < 0.5
+
+
+def test_prompt_grid_lays_out_images_with_their_prompts():
+    from galip_diffusers.data.emoji_eval import prompt_grid
+
+    images = np.zeros((10, 64, 64, 3), np.uint8)
+    images[3] = 255
+    grid = prompt_grid(images, [f"prompt {i}, twemoji style" for i in range(10)], columns=4)
+    assert grid.size == (4 * 150, 3 * (128 + 36))
+    pixels = np.asarray(grid)
+    assert (pixels[:128, 450 + 11 : 450 + 139] == 255).all()  # image 3, 2x, centred in its 150-px cell
+    assert (pixels[:128, 11:139] == 0).all()
+    assert (pixels[128:164, :150] < 128).any()  # its caption is drawn below
+    with pytest.raises(ValueError, match="got 10 images for 9 prompts"):
+        prompt_grid(images, ["p"] * 9)

@@ -89,3 +89,22 @@ def evaluate_emoji_pipeline(pipe, judge: EmojiJudge, num_seen: int = 1000, seed:
         report[name + "_examples"] = [{"prompt": c, **v} for (c, _), v in list(zip(prompts, verdicts))[:8]]
     report["diversity"] = seed_diversity(pipe, judge, sets["seen"][:diversity_prompts], **kwargs)
     return report
+
+
+def prompt_grid(images: np.ndarray, prompts: Sequence[str], columns: int = 8, scale: int = 2):
+    """A PIL grid of uint8 ``(N, H, W, 3)`` images, each enlarged ``scale`` times (nearest) above its prompt."""
+    from PIL import Image, ImageDraw
+
+    if len(images) != len(prompts):
+        raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
+    height, width = images.shape[1] * scale, images.shape[2] * scale
+    cell_w, text_h, chars = max(width, 150), 36, 26
+    rows = (len(images) + columns - 1) // columns
+    grid = Image.new("RGB", (columns * cell_w, rows * (height + text_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i, (image, prompt) in enumerate(zip(images, prompts)):
+        x, y = (i % columns) * cell_w, (i // columns) * (height + text_h)
+        grid.paste(Image.fromarray(image).resize((width, height), Image.NEAREST), (x + (cell_w - width) // 2, y))
+        lines = [prompt[j : j + chars] for j in range(0, min(len(prompt), 3 * chars), chars)]
+        draw.multiline_text((x + 2, y + height + 1), "\n".join(lines), fill=(0, 0, 0), spacing=0)
+    return grid

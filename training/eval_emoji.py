@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Judge a GALIP model on the emoji data set: nearest real images at 32x32 (``galip_diffusers.data.emoji_judge``).
+
+Scores one image per prompt for ``--num_seen`` seen pairs, the 159 held-out Noto prompts and the 632 held-out tone
+prompts, plus diversity across seeds, and writes ``eval.json``, ``eval.md`` and ``grid.png`` (64 generated emoji with
+their prompts: 32 seen, 16 held-out Noto, 16 held-out tones) under ``--results_dir``.
+
+    python training/eval_emoji.py --run_dir $RUNS/galip-emoji --checkpoint latest --clip_model_name_or_path $RUNS/clip-bridge
+    python training/eval_emoji.py --model path/to/galip-emoji-folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+from galip_diffusers import GALIPPipeline
+from galip_diffusers.data.emoji_eval import evaluate_emoji_pipeline, evaluation_prompts, generate_uint8, prompt_grid
+from galip_diffusers.data.emoji_judge import EmojiJudge
+from galip_diffusers.training.runs import clip_components, run_pipeline
+
+SETS = ("seen", "held_out_noto", "held_out_tones")
+TARGETS = {  # issue #24: the share of images each check must reach
+    "seen": {"emoji_top1": 0.60, "emoji_top5": 0.80, "style_top1": 0.90},
+    "held_out_noto": {"style_top1": 0.70, "emoji_top5": 0.40},
+    "held_out_tones": {"tone_among_variants": 0.60, "emoji_top5": 0.60},
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a GALIP pipeline folder")
+    source.add_argument("--run_dir", help="--output_dir of train_galip.py (with --clip_model_name_or_path)")
+    parser.add_argument("--checkpoint", default=None, help='"latest" or checkpoint-N (EMA generator if saved)')
+    parser.add_argument("--clip_model_name_or_path", help="the bridge CLIP of the run")
+    parser.add_argument("--num_seen", type=int, default=1000, help="seen image-caption pairs to judge")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--truncation", type=float, default=None, help="truncate the noise to [-t, t]")
+    parser.add_argument("--results_dir", default="results/emoji_eval")
+    parser.add_argument("--cache_dir", default=None, help="where the npm tarballs are (fetched with npm if missing)")
+    args = parser.parse_args(argv)
+    if args.run_dir is not None and args.clip_model_name_or_path is None:
+        parser.error("--run_dir needs --clip_model_name_or_path (the bridge CLIP the run was trained on)")
+    if args.num_seen < 1:
+        parser.error(f"--num_seen must be at least 1, got {args.num_seen}")
+    return args
+
+
+def markdown(report: dict, source: str) -> str:
+    lines = [f"# Emoji judge: {source}", "", "| set | n | check | value | target |", "| --- | --- | --- | --- | --- |"]
+    for name in SETS:
+        for check, value in report[name].items():
+            if check != "n":
+                target = TARGETS[name].get(check)
+                lines.append(f"| {name} | {report[name]['n']} | {check} | {value:.3f} | "
+                             f"{'' if target is None else f'{target:.2f}'} |")
+    d = report["diversity"]
+    lines += ["", f"Diversity: {d['between_seeds']:.3f} RMS between seeds of one prompt ({d['num_prompts']} prompts x "
+              f"{d['num_seeds']} seeds), {d['between_real_styles']:.3f} between the two real styles of one emoji."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.model is not None:
+        pipe, source = GALIPPipeline.from_pretrained(args.model), args.model
+    else:
+        pipe, _, source = run_pipeline(args.run_dir, args.checkpoint, clip_components(args.clip_model_name_or_path))
+    pipe.set_progress_bar_config(disable=True)
+    judge = EmojiJudge.from_tarballs(cache_dir=args.cache_dir)
+    kwargs = {} if args.truncation is None else {"truncation": args.truncation}
+    report = evaluate_emoji_pipeline(pipe, judge, num_seen=args.num_seen, seed=args.seed, **kwargs)
+    report["source"], report["targets"] = source, TARGETS
+    os.makedirs(args.results_dir, exist_ok=True)
+    with open(os.path.join(args.results_dir, "eval.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(args.results_dir, "eval.md"), "w") as f:
+        f.write(markdown(report, source))
+    sets = evaluation_prompts(judge, num_seen=args.num_seen, seed=args.seed)
+    picks = sets["seen"][:32] + sets["held_out_noto"][:16] + sets["held_out_tones"][::40][:16]
+    prompts = [caption for caption, _ in picks]
+    prompt_grid(generate_uint8(pipe, prompts, seed=args.seed, **kwargs), prompts).save(
+        os.path.join(args.results_dir, "grid.png"))
+    print(markdown(report, source))
+    return report
+
+
+if __name__ == "__main__":
+    main()
