@@ -156,9 +156,15 @@ def test_the_shipped_settings_are_the_model_cards_recommended_calls():
 
     with open(os.path.join(PRETRAINED_MODELS["galip-shapes"], "README.md"), encoding="utf-8") as f:
         card = f.read()
+    code = re.search(r"## CLIP-guided refinement and composition.*?```python\n(.*?)```", card, flags=re.S).group(1)
     settings = GALIPSettings.from_folder(PRETRAINED_MODELS["galip-shapes"])
-    for call, section in (("pipe(", "refinement"), ("pipe.compose(", "composition")):
-        match = re.search(re.escape(call) + r".*?\)\n", card, flags=re.S)
-        keywords = {kw.arg: ast.literal_eval(kw.value) for kw in ast.parse(match.group(0).strip()).body[0].value.keywords
-                    if kw.arg in BUILTIN_DEFAULTS[section]}
-        assert keywords and keywords == {k: settings.defaults(section)[k] for k in keywords}, (section, keywords)
+    calls = {}
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("pipe", "pipe.compose"):
+            section = "refinement" if ast.unparse(node.func) == "pipe" else "composition"
+            calls[section] = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords
+                              if kw.arg in BUILTIN_DEFAULTS[section]}
+    assert set(calls) == {"refinement", "composition"}
+    for section, keywords in calls.items():
+        assert keywords == {k: settings.defaults(section)[k] for k in keywords}, section
+    assert set(calls["composition"]) == set(BUILTIN_DEFAULTS["composition"])  # the card sets every one of them
