@@ -168,3 +168,23 @@ def test_the_shipped_settings_are_the_model_cards_recommended_calls():
     for section, keywords in calls.items():
         assert keywords == {k: settings.defaults(section)[k] for k in keywords}, section
     assert set(calls["composition"]) == set(BUILTIN_DEFAULTS["composition"])  # the card sets every one of them
+
+
+def test_eval_fusedream_takes_unset_flags_from_the_settings():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "training" / "eval_fusedream.py"
+    spec = importlib.util.spec_from_file_location("eval_fusedream", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pipe = tiny_fusedream_pipeline()
+    pipe.settings = GALIPSettings({"refinement": {"num_steps": 5}, "composition": {"truncation": 0.5, "layer": 1,
+                                                                                    "top_k": 1, "num_steps": 0}})
+    resolved = module.resolve_settings(pipe, module.parse_args(["--model", "m"]))
+    assert resolved["refinement"] == {"num_candidates": 1000, "top_k": 5, "num_steps": 5, "truncation": None}
+    assert resolved["composition"] == {"num_candidates": 256, "top_k": 1, "num_steps": 0, "truncation": 0.5, "layer": 1,
+                                       "containment_weight": 1.0}
+    explicit = module.resolve_settings(pipe, module.parse_args(["--model", "m", "--top_k", "3", "--truncation", "0"]))
+    assert explicit["composition"]["top_k"] == 3 and explicit["composition"]["truncation"] is None
+    assert module.search_options(module.parse_args(["--model", "m"]), explicit["composition"])["truncation"] == 0
