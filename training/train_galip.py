@@ -68,6 +68,7 @@ from galip_diffusers.training.options import (
     log_validation_images,
     make_ema,
     make_lr_schedulers,
+    restore_lr_schedulers,
     place_ema,
     scale_learning_rates,
     validation_due,
@@ -292,6 +293,7 @@ class TrainingCounters:
         self.skipped_images = 0
         self.images_seen = 0
         self.train_seconds = 0.0  # wall time of the training loop, over every resumed segment up to the checkpoint
+        self.lr_schedulers: list[dict] = []  # the LR schedules' states (absent from older checkpoints)
 
     def state_dict(self):
         return dict(vars(self))
@@ -452,9 +454,9 @@ def main(args):
         if args.max_train_steps is None:
             args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
         args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
-    # one schedule per optimiser, on the raw optimisers; accelerate steps them only when gradients are synchronised
-    lr_schedulers = [accelerator.prepare_scheduler(s) for s in make_lr_schedulers(
-        args, [optimizer_g.optimizer, optimizer_d.optimizer], accelerator.num_processes)]
+    # one schedule per optimiser, stepped once per optimisation step; its state is saved with the counters (so that
+    # checkpoints written before schedules existed still resume: restore_lr_schedulers fast-forwards them)
+    lr_schedulers = make_lr_schedulers(args, [optimizer_g.optimizer, optimizer_d.optimizer])
     if accelerator.is_main_process:
         tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()
                           if k != "validation_prompts"}
@@ -475,6 +477,7 @@ def main(args):
         accelerator.print(f"Resuming from checkpoint {resume_path}")
         accelerator.load_state(resume_path)
         global_step = checkpoint_step(resume_path)
+        restore_lr_schedulers(lr_schedulers, counters.lr_schedulers, global_step)
         first_epoch = global_step // num_update_steps_per_epoch
         resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
@@ -508,14 +511,14 @@ def main(args):
                 logs = galip_train_step(accelerator, generator, discriminator, image_encoder, text_encoder,
                                         optimizer_g, optimizer_d, pixel_values, batch["input_ids"],
                                         noise.to(accelerator.device), loss_config, args.max_grad_norm)
-                for lr_scheduler in lr_schedulers:
-                    lr_scheduler.step()
             for key, value in logs.items():
                 pending[key] = pending.get(key, 0.0) + value
             skipped += int(batch["num_skipped"].sum())
             micro_steps += 1
             if not accelerator.sync_gradients:
                 continue
+            for lr_scheduler in lr_schedulers:
+                lr_scheduler.step()
             ema_step(ema_generator, args, generator.parameters(), accelerator.device)
             # average over accumulation micro-steps and processes (one gather per optimisation step)
             keys = sorted(pending)
@@ -539,6 +542,7 @@ def main(args):
                 loss_log.flush()
             if global_step % args.checkpointing_steps == 0:
                 counters.train_seconds = seconds_before + time.perf_counter() - start_time
+                counters.lr_schedulers = [lr_scheduler.state_dict() for lr_scheduler in lr_schedulers]
                 path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
                 logger.info(f"Saved state to {path}")
             if accelerator.is_main_process and validation_due(args, global_step, False, epoch):

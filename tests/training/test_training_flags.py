@@ -36,7 +36,7 @@ def test_one_schedule_per_optimiser_as_diffusers_get_scheduler():
     opt_d = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=4e-4)
     reference = get_scheduler("cosine", torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
                               num_warmup_steps=2, num_training_steps=10)
-    sched_g, sched_d = opts.make_lr_schedulers(args, [opt_g, opt_d], num_processes=1)
+    sched_g, sched_d = opts.make_lr_schedulers(args, [opt_g, opt_d])
     seen = []
     for _ in range(10):
         seen.append((opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"], reference.get_last_lr()[0]))
@@ -48,8 +48,11 @@ def test_one_schedule_per_optimiser_as_diffusers_get_scheduler():
     for lr_g, lr_d, factor in seen:
         assert lr_g == pytest.approx(1e-4 * factor) and lr_d == pytest.approx(4e-4 * factor)
     assert seen[-1][0] < seen[3][0]  # cosine decay after the warm-up
-    twice = opts.make_lr_schedulers(args, [torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)], 2)[0]
-    assert twice.lr_lambdas[0](2) == pytest.approx(0.5)  # steps counted per process, as accelerate steps them
+    # resuming: from the saved state, or (a checkpoint older than the schedules) fast-forwarded to the step
+    for states in ([sched_g.state_dict()], []):
+        fresh = opts.make_lr_schedulers(args, [torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)])
+        opts.restore_lr_schedulers(fresh, states, global_step=10)
+        assert fresh[0].get_last_lr() == pytest.approx(sched_g.get_last_lr()) and fresh[0].last_epoch == 10
 
 
 def test_scale_lr_multiplies_by_the_total_batch_size():

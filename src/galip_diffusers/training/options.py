@@ -83,19 +83,32 @@ def adam_class(use_8bit: bool) -> type:
     return bnb.optim.Adam8bit
 
 
-def make_lr_schedulers(args: argparse.Namespace, optimizers: Sequence[torch.optim.Optimizer],
-                       num_processes: int) -> list[Any]:  # fmt: skip
+def make_lr_schedulers(args: argparse.Namespace, optimizers: Sequence[torch.optim.Optimizer]) -> list[Any]:
     """One diffusers ``get_scheduler`` per optimiser (G's and D's step together, so they share the schedule's
-    shape). Steps are counted as accelerate counts them (``scheduler.step()`` runs on every process: warm-up and
-    total steps are multiplied by the number of processes, as in diffusers' examples)."""
+    shape), counted in optimisation steps: step them once per synchronised step, on every process."""
     from diffusers.optimization import get_scheduler
 
     return [
-        get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * num_processes,
-                      num_training_steps=args.max_train_steps * num_processes, num_cycles=args.lr_num_cycles,
-                      power=args.lr_power)
+        get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                      num_training_steps=args.max_train_steps, num_cycles=args.lr_num_cycles, power=args.lr_power)
         for optimizer in optimizers
     ]  # fmt: skip
+
+
+def restore_lr_schedulers(schedulers: Sequence[Any], states: Sequence[dict], global_step: int) -> None:
+    """Resume the schedules: from their saved ``states`` (kept with the run's counters in a checkpoint), or, for a
+    checkpoint written before schedules were saved, by stepping them ``global_step`` times from the start."""
+    import warnings
+
+    if states:
+        for scheduler, state in zip(schedulers, states):
+            scheduler.load_state_dict(state)
+        return
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": expected while fast-forwarding
+        warnings.simplefilter("ignore", UserWarning)
+        for scheduler in schedulers:
+            for _ in range(global_step):
+                scheduler.step()
 
 
 def make_ema(args: argparse.Namespace, model: torch.nn.Module, model_cls: type) -> Any:
