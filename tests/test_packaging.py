@@ -18,6 +18,8 @@ PROJECT = "galip-diffusers"
 SCANNED = ("src", "tests", "training")
 #: Packages that the tests need without any file importing them.
 USED_INDIRECTLY = {"tensorboard": "accelerate's tracker, for train_galip.py --report_to tensorboard"}
+#: Packages imported only behind a clear "pip install X" error, deliberately in no extra (CUDA-only tools).
+OPTIONAL = {"bitsandbytes": "train_galip.py --use_8bit_adam (8-bit Adam, CUDA GPUs)"}
 
 
 def _name(requirement: str) -> str:
@@ -65,9 +67,10 @@ def _imported_modules() -> dict[str, str]:
 
 
 def _is_local(module: str) -> bool:
-    """A module of this repository: top-level in src/ or training/, or a helper beside the tests (pytest puts each
+    """A module of this repository: top-level in src/, training/ or scripts/, or a helper beside the tests (pytest puts each
     test folder on ``sys.path``)."""
-    folders = [ROOT / "src", ROOT / "training", ROOT / "tests", *(p for p in (ROOT / "tests").rglob("*") if p.is_dir())]
+    folders = [ROOT / "src", ROOT / "training", ROOT / "scripts", ROOT / "tests",
+               *(p for p in (ROOT / "tests").rglob("*") if p.is_dir())]
     return any((f / f"{module}.py").is_file() or (f / module / "__init__.py").is_file() for f in folders)
 
 
@@ -77,7 +80,7 @@ def test_the_dev_extra_declares_every_package_that_the_code_and_tests_use():
     distributions = importlib.metadata.packages_distributions()
     problems = []
     for module, where in sorted(_imported_modules().items()):
-        if module in sys.stdlib_module_names or _is_local(module):
+        if module in sys.stdlib_module_names or _is_local(module) or module in OPTIONAL:
             continue
         names = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions.get(module, [])}
         if not names:

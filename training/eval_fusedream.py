@@ -51,9 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="caption splits of the text-following comparison (none: composition only)")
     parser.add_argument("--num_prompts", type=int, default=8, help="prompts per split (seen and held-out)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--num_candidates", type=int, default=256)
-    parser.add_argument("--top_k", type=int, default=5)
-    parser.add_argument("--num_steps", type=int, default=100)
+    # None: the model's galip_settings.json (refinement / composition sections), else the pipeline's built-in default
+    parser.add_argument("--num_candidates", type=int, default=None)
+    parser.add_argument("--top_k", type=int, default=None)
+    parser.add_argument("--num_steps", type=int, default=None)
     parser.add_argument("--num_augmentations", type=int, default=32)
     parser.add_argument("--num_measure_augmentations", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-3)
@@ -61,19 +62,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latent_noise", type=float, default=0.01)
     parser.add_argument("--compose_pairs", type=int, default=len(COMPOSE_PAIRS), help="0 skips composition")
     parser.add_argument("--compose_seeds", type=int, nargs="+", default=None, help="defaults to --seeds")
-    parser.add_argument("--compose_steps", type=int, default=None, help="defaults to --num_steps")
+    parser.add_argument("--compose_steps", type=int, default=None,
+                        help="defaults to --num_steps if given, else the model's composition.num_steps")
     parser.add_argument("--compose_top_k", type=int, default=None,
-                        help="candidates kept per object in the composition (defaults to --top_k)")
-    parser.add_argument("--layer", type=int, default=None, help="G-block of the blend (default num_blocks // 2)")
+                        help="candidates kept per object in the composition (defaults to --top_k if given, else the "
+                             "model's composition.top_k)")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="G-block of the blend (default: the model's composition.layer, else num_blocks // 2)")
     parser.add_argument("--decode_condition", default="mix", choices=["mix", "joint"])
     parser.add_argument("--closeness", default="scorer", choices=["scorer", "generator"])
     parser.add_argument("--constraint", default="barrier", choices=["barrier", "penalty"])
-    parser.add_argument("--containment_weight", type=float, default=1.0,
-                        help="composition: weight of the spill-over penalty when choosing each object's candidates")
+    parser.add_argument("--containment_weight", type=float, default=None,
+                        help="composition: weight of the spill-over penalty when choosing each object's candidates "
+                             "(default: the model's composition.containment_weight, else 1)")
     parser.add_argument("--object_weight", type=float, default=0.0,
                         help="composition: weight of the object prompts' AugCLIP on their regions (0: joint only)")
     parser.add_argument("--truncation", type=float, default=None,
-                        help="truncate every noise to +-T (resampled), in one step, the search and composition alike")
+                        help="truncate every noise to +-T (resampled), in one step, the search and composition alike "
+                             "(default: the model's refinement / composition truncation; 0: none)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--output_dir", default="results")
     return parser.parse_args(argv)
@@ -112,20 +118,39 @@ def paired_gain(new: np.ndarray, old: np.ndarray) -> dict[str, float]:
     return {"gain": float(diff.mean()), "stderr": se, "n": int(len(diff))}
 
 
-def search_options(args: argparse.Namespace, top_k: int) -> dict[str, Any]:
+def first_given(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def resolve_settings(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The refinement and composition settings of this evaluation: the flags given, else the model's recommended
+    ones (``galip_settings.json``), else the pipeline's built-in defaults."""
+    shared = dict(num_candidates=args.num_candidates, truncation=args.truncation)
+    return {
+        "refinement": pipe.settings.resolve("refinement", top_k=args.top_k, num_steps=args.num_steps, **shared),
+        "composition": pipe.settings.resolve(
+            "composition", top_k=first_given(args.compose_top_k, args.top_k), layer=args.layer,
+            num_steps=first_given(args.compose_steps, args.num_steps), containment_weight=args.containment_weight,
+            **shared),
+    }  # fmt: skip
+
+
+def search_options(args: argparse.Namespace, resolved: dict[str, Any]) -> dict[str, Any]:
     """The search arguments that refinement (`pipe(...)`) and composition (`pipe.compose(...)`) share."""
-    return dict(num_candidates=args.num_candidates, top_k=top_k, num_augmentations=args.num_augmentations,
-                num_measure_augmentations=args.num_measure_augmentations, lr=args.lr, optimize=args.optimize,
-                latent_noise=args.latent_noise, truncation=args.truncation, output_type="np")
+    return dict(num_candidates=resolved["num_candidates"], top_k=resolved["top_k"],
+                num_augmentations=args.num_augmentations, num_measure_augmentations=args.num_measure_augmentations,
+                lr=args.lr, optimize=args.optimize, latent_noise=args.latent_noise,
+                truncation=resolved["truncation"] or 0, output_type="np")
 
 
-def one_step(pipe: GALIPFuseDreamPipeline, prompt: str, generator: torch.Generator, args: argparse.Namespace):
+def one_step(pipe: GALIPFuseDreamPipeline, prompt: str, generator: torch.Generator, truncation: float | None):
     """Plain GALIP sampling (no search) of the same seed, with the evaluation's truncation."""
-    return GALIPPipeline.__call__(pipe, prompt, generator=generator, truncation=args.truncation, output_type="np")
+    return GALIPPipeline.__call__(pipe, prompt, generator=generator, truncation=truncation or 0, output_type="np")
 
 
 def run_text_following(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> dict[str, Any]:
-    search = search_options(args, args.top_k)
+    refine = args.resolved["refinement"]
+    search = search_options(args, refine)
     report: dict[str, Any] = {}
     for split in args.splits:
         captions, images, seconds, scores = [], {"one_step": [], "selection": [], "refined": []}, {}, []
@@ -133,9 +158,9 @@ def run_text_following(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -
             for seed in args.seeds:
                 captions.append(prompt)
                 for method, call in (
-                    ("one_step", lambda g: one_step(pipe, prompt, g, args)),
+                    ("one_step", lambda g: one_step(pipe, prompt, g, refine["truncation"])),
                     ("selection", lambda g: pipe(prompt, generator=g, num_steps=0, **search)),
-                    ("refined", lambda g: pipe(prompt, generator=g, num_steps=args.num_steps, **search)),
+                    ("refined", lambda g: pipe(prompt, generator=g, num_steps=refine["num_steps"], **search)),
                 ):
                     start = time.perf_counter()
                     out = call(torch.Generator().manual_seed(seed))
@@ -182,18 +207,19 @@ def two_object_check(image: np.ndarray, left: tuple[str, str], right: tuple[str,
 
 def run_composition(pipe: GALIPFuseDreamPipeline, args: argparse.Namespace) -> dict[str, Any]:
     seeds = args.compose_seeds or args.seeds
-    top_k = args.top_k if args.compose_top_k is None else args.compose_top_k
-    options = dict(search_options(args, top_k), layer=args.layer, decode_condition=args.decode_condition,
+    compose = args.resolved["composition"]
+    top_k = compose["top_k"]
+    options = dict(search_options(args, compose), layer=compose["layer"], decode_condition=args.decode_condition,
                    closeness=args.closeness, constraint=args.constraint,
-                   containment_weight=args.containment_weight, object_weight=args.object_weight)
-    steps = args.num_steps if args.compose_steps is None else args.compose_steps
+                   containment_weight=compose["containment_weight"], object_weight=args.object_weight)
+    steps = compose["num_steps"]
     checks: dict[str, list[dict[str, bool]]] = {"one_step_joint": [], "composed_init": [], "composed": []}
     seconds, rows = 0.0, []
     for left, right, background in COMPOSE_PAIRS[: args.compose_pairs]:
         objects = [f"a small {c} {s} on a {background} background" for c, s in (left, right)]
         joint = f"a small {left[0]} {left[1]} and a small {right[0]} {right[1]} on a {background} background"
         for seed in seeds:
-            plain = one_step(pipe, joint, torch.Generator().manual_seed(seed), args)
+            plain = one_step(pipe, joint, torch.Generator().manual_seed(seed), compose["truncation"])
             start = time.perf_counter()
             init = pipe.compose(objects, prompt=joint, num_steps=0, generator=torch.Generator().manual_seed(seed), **options)
             if steps == 0:  # the composition at initialisation is the result
@@ -247,8 +273,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     extra = {"scorer": CLIPModel.from_pretrained(args.scorer)} if args.scorer else {}
     pipe = GALIPFuseDreamPipeline.from_pretrained(args.model, **extra)
     pipe.set_progress_bar_config(disable=True)
-    settings = {k: getattr(args, k) for k in ("num_candidates", "top_k", "num_steps", "num_augmentations", "lr",
-                                               "optimize", "latent_noise", "truncation")}
+    args.resolved = resolve_settings(pipe, args)
+    settings = {**{k: v for k, v in args.resolved["refinement"].items()},
+                **{k: getattr(args, k) for k in ("num_augmentations", "lr", "optimize", "latent_noise")},
+                "composition": args.resolved["composition"]}
     report: dict[str, Any] = {"model": args.model, "scorer": args.scorer or "the model's own", "seeds": args.seeds,
                               "settings": settings, "threads": torch.get_num_threads(),
                               "text_following": run_text_following(pipe, args)}

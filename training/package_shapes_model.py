@@ -11,6 +11,8 @@ evaluate the packaged folder and write its model card.
    generated images per split, positional diversity, scorer-CLIP score, Fréchet distance in the scorer's feature
    space, an interpolation strip, generation speed (1 and 2 threads, default and fast path) and the cold start of
    ``galip-generate``. Figures go to ``--results_dir`` (JSON, Markdown, PNG) and into the model card.
+4. The recommended settings (``galip_settings.json``, ``--settings_file``; by default the shipped folder's own,
+   measured in the README's FuseDream section) travel with the folder and are the pipelines' defaults.
 
     python training/package_shapes_model.py --run_dir $RUNS/galip-shapes-run --checkpoint latest \\
         --clip_model_name_or_path $RUNS/clip-bridge --scorer_model_name_or_path $RUNS/clip-scorer
@@ -39,6 +41,7 @@ from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
 from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
+from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
 import sys  # noqa: E402
 
@@ -84,6 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_images", type=int, default=1000, help="generated images per split for the evaluation")
     parser.add_argument("--results_dir", default=os.path.join("results", "shapes_model"))
     parser.add_argument("--skip_speed", action="store_true", help="skip the timing figures")
+    parser.add_argument("--settings_file", default=os.path.join(PRETRAINED_MODELS["galip-shapes"], SETTINGS_NAME),
+                        help="the recommended settings (galip_settings.json) to ship with the folder; default: those "
+                             "of the packaged galip-shapes, read before the folder is replaced")
     args = parser.parse_args(argv)
     if (args.components_from is None) == (args.clip_model_name_or_path is None or args.scorer_model_name_or_path is None):
         parser.error("give either --components_from, or both --clip_model_name_or_path and --scorer_model_name_or_path")
@@ -213,6 +219,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     os.makedirs(args.results_dir, exist_ok=True)
     pipe, discriminator, source = run_pipeline(args.run_dir, args.checkpoint, load_components(args))
+    pipe.settings = GALIPSettings.from_file(args.settings_file)  # read before the folder is replaced
     save_half_precision(pipe, discriminator, args.output_dir)
     del pipe
 

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
+from diffusers.utils import is_tensorboard_available
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 from transformers import CLIPModel
@@ -43,6 +44,7 @@ from galip_diffusers.training.clip import (
     pixel_values_from_uint8,
     save_image_processor,
 )
+from galip_diffusers.training.checkpoints import remove_incomplete_checkpoints, resolve_resume_checkpoint, save_checkpoint
 from galip_diffusers.training.clip_data import evaluate_on_folder, load_caption_pool, sample_batch_captions
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
 from galip_diffusers.data.shapes import all_captions, generate_shapes
@@ -118,7 +120,20 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
                         help="Images per split (train captions / held-out captions) for the final evaluation.")
     parser.add_argument("--validation_steps", type=int, default=0,
                         help="Also evaluate on 256 images per split every N steps (0: only at the end).")
+    # trackers and checkpoints (as train_galip.py and diffusers' example scripts)
+    parser.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "all", "none"],
+                        help="where the loss, learning rate, temperature and validation accuracies are logged")
+    parser.add_argument("--logging_dir", type=str, default="logs", help="tracker folder, inside --output_dir")
+    parser.add_argument("--tracker_project_name", type=str, default="galip-clip")
+    parser.add_argument("--checkpointing_steps", type=int, default=500,
+                        help="save the training state (model, optimiser, LR schedule, RNG) every N steps")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most N checkpoints")
+    parser.add_argument("--resume_from_checkpoint", type=str, default=None,
+                        help='a checkpoint folder or "latest": continue from its step (the data order after it '
+                             "differs from an uninterrupted run)")
     args = parser.parse_args(input_args)
+    if args.checkpointing_steps < 1:
+        parser.error(f"--checkpointing_steps must be >= 1, got {args.checkpointing_steps}")
     if args.train_data_dir is not None:
         if not os.path.isdir(args.train_data_dir):
             parser.error(f"--train_data_dir {args.train_data_dir} is not a folder")
@@ -128,6 +143,19 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     if args.num_train_images < args.train_batch_size:
         parser.error("--num_train_images must be at least --train_batch_size")
     return args
+
+
+class TrainingProgress:
+    """The step and the logged history, saved in checkpoints (``accelerator.register_for_checkpointing``)."""
+
+    def __init__(self):
+        self.step, self.history = 0, []
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.history = int(state["step"]), list(state["history"])
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -150,10 +178,19 @@ def main(args: argparse.Namespace) -> dict:
     start_time = time.time()
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision, log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir,
+                                            logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+    )
+    if args.report_to in ("tensorboard", "all") and not is_tensorboard_available():
+        raise ImportError("--report_to tensorboard needs the tensorboard package (pip install 'galip-diffusers[train]')"
+                          ", or pass --report_to none.")
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+        for path in remove_incomplete_checkpoints(args.output_dir):
+            logger.info(f"Removed the incomplete checkpoint {path}")
 
     # Tokenizer (BPE learned on the training captions, whatever --caption_split is) and model.
     if args.train_data_dir is not None:
@@ -203,12 +240,22 @@ def main(args: argparse.Namespace) -> dict:
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=args.max_train_steps * accelerator.num_processes)
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+    progress_state = TrainingProgress()
+    accelerator.register_for_checkpointing(progress_state)
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                               for k, v in vars(args).items()})
+    resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if resume_path is not None:
+        accelerator.load_state(resume_path)
+        logger.info(f"Resumed from {resume_path} (step {progress_state.step})")
 
     logger.info(f"Training {args.max_train_steps} steps of batch {args.train_batch_size} "
                 f"on {args.num_train_images} images", main_process_only=True)
     progress = tqdm(range(args.max_train_steps), disable=not accelerator.is_local_main_process, desc="steps",
                     mininterval=10)
-    history, step, running = [], 0, []
+    history, step, running = progress_state.history, progress_state.step, []
+    progress.update(step)
     model.train()
     while step < args.max_train_steps:
         for batch_images, batch_labels in dataloader:
@@ -244,7 +291,7 @@ def main(args: argparse.Namespace) -> dict:
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             clamp_logit_scale(accelerator.unwrap_model(model))
-            step += 1
+            step = progress_state.step = step + 1
             progress.update(1)
             running.append(loss.detach().float().item())
             if step % args.logging_steps == 0 or step == args.max_train_steps:
@@ -257,8 +304,13 @@ def main(args: argparse.Namespace) -> dict:
                     report = evaluate_clip(accelerator.unwrap_model(model), tokenizer, num_images=256)
                     record["val"] = {k: v["caption"] for k, v in report["zero_shot"].items() if isinstance(v, dict)}
                 history.append(record)
+                accelerator.log({k: v for k, v in record.items() if k not in ("step", "val")}
+                                | {f"val/{k}": v for k, v in record.get("val", {}).items()}, step=step)
                 logger.info(json.dumps(record), main_process_only=True)
                 progress.set_postfix(loss=record["loss"], scale=round(scale, 1))
+            if step % args.checkpointing_steps == 0:
+                path = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+                logger.info(f"Saved state to {path}")
             if step >= args.max_train_steps:
                 break
 

@@ -32,6 +32,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 import galip_diffusers  # noqa: F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
+from galip_diffusers.hub import push_folder_to_hub
 from galip_diffusers.training.losses import MISMATCH_MODES
 from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.models.clip_bridge import normalize_vision_config
@@ -60,7 +61,21 @@ from galip_diffusers.training.setup import (
     load_json_config,
     load_vision_weights_into_generator,
 )
+from galip_diffusers.training.options import (
+    adam_class,
+    add_training_flags,
+    check_training_flags,
+    ema_step,
+    log_validation_images,
+    make_ema,
+    make_lr_schedulers,
+    restore_lr_schedulers,
+    place_ema,
+    scale_learning_rates,
+    validation_due,
+)
 from galip_diffusers.training.step import GALIPLossConfig, galip_train_step
+from galip_core.settings import starting_settings
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -175,8 +190,10 @@ def parse_args(input_args=None):
     parser.add_argument("--hub_token", type=str, default=None)
     parser.add_argument("--hub_model_id", type=str, default=None)
     parser.add_argument("--local_rank", type=int, default=-1)
+    add_training_flags(parser)
 
     args = parser.parse_args(input_args)
+    check_training_flags(args)
     env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
     if env_local_rank != -1 and env_local_rank != args.local_rank:
         args.local_rank = env_local_rank
@@ -282,9 +299,7 @@ def log_validation(generator, text_encoder, tokenizer, args, accelerator, step):
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"step_{step:07d}.png")
     Image.fromarray((grid * 255).round().astype("uint8")).save(path)
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_images("validation", np.concatenate(rows), step, dataformats="NHWC")
+    log_validation_images(accelerator, rows, args.validation_prompts, step)  # every tracker: TensorBoard, wandb, ...
     logger.info(f"Saved validation samples to {path}")
     return [{"prompt": p, "path": os.path.relpath(path, args.output_dir)} for p in args.validation_prompts]
 
@@ -296,6 +311,7 @@ class TrainingCounters:
         self.skipped_images = 0
         self.images_seen = 0
         self.train_seconds = 0.0  # wall time of the training loop, over every resumed segment up to the checkpoint
+        self.lr_schedulers: list[dict] = []  # the LR schedules' states (absent from older checkpoints)
 
     def state_dict(self):
         return dict(vars(self))
@@ -395,7 +411,8 @@ def build_train_dataloader(args, tokenizer, resolution: int, accelerator: Accele
                                       args.dataset_split, args.streaming, args.cache_dir)
     check_columns(dataset, args.image_column, args.caption_column)
     data_kwargs = dict(image_column=args.image_column, caption_column=args.caption_column, resolution=resolution,
-                       seed=args.seed, random_flip=args.random_flip, center_crop=args.center_crop)
+                       seed=args.seed, random_flip=args.random_flip, center_crop=args.center_crop,
+                       interpolation=args.image_interpolation_mode)
     if args.streaming:
         dataset = dataset.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
         if args.max_train_samples is not None:
@@ -438,19 +455,17 @@ def main(args):
         generator.enable_gradient_checkpointing()
     generator.train()
     discriminator.train()
-    ema_generator = None
-    if args.use_ema:
-        ema_generator = EMAModel(generator.parameters(), decay=args.ema_decay, model_cls=GALIPGenerator,
-                                 model_config=generator.config)
+    ema_generator = make_ema(args, generator, GALIPGenerator)
 
     register_checkpoint_hooks(accelerator, ema_generator)
     counters = TrainingCounters()
     accelerator.register_for_checkpointing(counters)
 
     # ------------------------------------------------------------------------------------------------ optimisers
+    scale_learning_rates(args, accelerator.num_processes, ("learning_rate_g", "learning_rate_d"))
     adam = dict(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
-    optimizer_g = torch.optim.Adam(generator.learnable_parameters(), lr=args.learning_rate_g, **adam)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate_d, **adam)
+    optimizer_g = adam_class(args.use_8bit_adam)(generator.learnable_parameters(), lr=args.learning_rate_g, **adam)
+    optimizer_d = adam_class(args.use_8bit_adam)(discriminator.parameters(), lr=args.learning_rate_d, **adam)
 
     # ------------------------------------------------------------------------------------------------ data
     dataset, train_dataset, train_dataloader = build_train_dataloader(args, tokenizer, resolution, accelerator)
@@ -460,8 +475,7 @@ def main(args):
     )
     text_encoder.to(accelerator.device)  # frozen encoders stay fp32 (autocast runs them in mixed precision)
     image_encoder.to(accelerator.device)
-    if ema_generator is not None:
-        ema_generator.to(accelerator.device)
+    place_ema(ema_generator, args, accelerator.device)
 
     if args.streaming:  # unknown length: an epoch is one pass over the stream, as many as --max_train_steps needs
         num_update_steps_per_epoch = args.max_train_steps
@@ -471,6 +485,9 @@ def main(args):
         if args.max_train_steps is None:
             args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
         args.num_train_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+    # one schedule per optimiser, stepped once per optimisation step; its state is saved with the counters (so that
+    # checkpoints written before schedules existed still resume: restore_lr_schedulers fast-forwards them)
+    lr_schedulers = make_lr_schedulers(args, [optimizer_g.optimizer, optimizer_d.optimizer])
     if accelerator.is_main_process:
         tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()
                           if k != "validation_prompts"}
@@ -490,6 +507,7 @@ def main(args):
         accelerator.print(f"Resuming from checkpoint {resume_path}")
         accelerator.load_state(resume_path)
         global_step = checkpoint_step(resume_path)
+        restore_lr_schedulers(lr_schedulers, counters.lr_schedulers, global_step)
         first_epoch = global_step // num_update_steps_per_epoch
         resume_batches = (global_step % num_update_steps_per_epoch) * args.gradient_accumulation_steps
 
@@ -503,6 +521,11 @@ def main(args):
     validation_samples, validated_at, pending, skipped, micro_steps = [], None, {}, 0, 0
     start_step, start_time, seconds_before = global_step, time.perf_counter(), counters.train_seconds
     epochs_run = first_epoch
+
+    def validate(step: int) -> list[dict]:
+        with ema_swapped(ema_generator, generator):
+            return log_validation(accelerator.unwrap_model(generator), text_encoder, tokenizer, args, accelerator, step)
+
     for epoch in range(first_epoch, args.num_train_epochs):
         epochs_run = epoch + 1
         train_dataset.set_epoch(epoch)
@@ -526,8 +549,9 @@ def main(args):
             micro_steps += 1
             if not accelerator.sync_gradients:
                 continue
-            if ema_generator is not None:
-                ema_generator.step(generator.parameters())
+            for lr_scheduler in lr_schedulers:
+                lr_scheduler.step()
+            ema_step(ema_generator, args, generator.parameters(), accelerator.device)
             # average over accumulation micro-steps and processes (one gather per optimisation step)
             keys = sorted(pending)
             local = torch.stack([pending[k] / (micro_steps if not k.startswith("grad_norm") else 1) for k in keys])
@@ -543,22 +567,23 @@ def main(args):
                                f"({counters.skipped_images} in total).")
             progress_bar.update(1)
             progress_bar.set_postfix(loss_d=f"{step_logs['loss_d']:.3f}", loss_g=f"{step_logs['loss_g']:.3f}")
-            accelerator.log(step_logs, step=global_step)
+            accelerator.log({**step_logs, "lr_g": lr_schedulers[0].get_last_lr()[0],
+                             "lr_d": lr_schedulers[1].get_last_lr()[0]}, step=global_step)
             if loss_log is not None:
                 loss_log.write(json.dumps({"step": global_step, **step_logs}) + "\n")
                 loss_log.flush()
             if global_step % args.checkpointing_steps == 0:
                 counters.train_seconds = seconds_before + time.perf_counter() - start_time
+                counters.lr_schedulers = [lr_scheduler.state_dict() for lr_scheduler in lr_schedulers]
                 path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit,
                                        run_id=run_id)
                 logger.info(f"Saved state to {path}")
-            if accelerator.is_main_process and args.validation_prompts and global_step % args.validation_steps == 0:
-                with ema_swapped(ema_generator, generator):
-                    validation_samples = log_validation(accelerator.unwrap_model(generator), text_encoder,
-                                                        tokenizer, args, accelerator, global_step)
-                validated_at = global_step
+            if accelerator.is_main_process and validation_due(args, global_step, False, epoch):
+                validation_samples, validated_at = validate(global_step), global_step
             if global_step >= args.max_train_steps:
                 break
+        if accelerator.is_main_process and validated_at != global_step and validation_due(args, global_step, True, epoch):
+            validation_samples, validated_at = validate(global_step), global_step  # --validation_epochs
         if global_step >= args.max_train_steps:
             break
     elapsed = time.perf_counter() - start_time
@@ -574,6 +599,7 @@ def main(args):
             ema_generator.copy_to(generator.parameters())
         pipeline = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator,
                                  image_encoder=image_encoder, scorer=scorer)
+        pipeline.settings = starting_settings(args.pretrained_model_name_or_path, "train_galip.py")
         pipeline.save_pretrained(args.output_dir)
         accelerator.unwrap_model(discriminator).save_pretrained(os.path.join(args.output_dir, "discriminator"))
         if args.validation_prompts and validated_at != global_step:
@@ -588,13 +614,9 @@ def main(args):
         save_model_card(args, init_description, summary, len(dataset) if not args.streaming else "streaming",
                         generator.config.output_size, resolution, accelerator, validation_samples, eval_results,
                         speed, max_prompt_tokens=min(77, tokenizer.model_max_length))
-        if args.push_to_hub:
-            from huggingface_hub import create_repo, upload_folder
-
-            repo_id = create_repo(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-                                  exist_ok=True, token=args.hub_token).repo_id
-            upload_folder(repo_id=repo_id, folder_path=args.output_dir, commit_message="End of training",
-                          ignore_patterns=["checkpoint-*", ".incomplete-checkpoint-*", "logs/*"], token=args.hub_token)
+        if args.push_to_hub:  # the pipeline, its model card and galip_settings.json; no checkpoints or logs
+            push_folder_to_hub(args.output_dir, args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+                               token=args.hub_token, commit_message="End of training")
     accelerator.wait_for_everyone()  # the other processes wait for the main one's saving before the group goes away
     del generator, discriminator, optimizer_g, optimizer_d, train_dataloader
     accelerator.end_training()

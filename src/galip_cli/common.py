@@ -1,4 +1,4 @@
-"""The ``galip`` command (``galip generate | convert | train | eval | benchmark | demo``) and the error handling shared
+"""The ``galip`` command (``galip generate | convert | train | eval | benchmark | demo | env``) and the error handling shared
 by every ``galip-*`` command (all re-exported by :mod:`galip_cli.common`).
 
 Each subcommand lives in its own module, which exposes ``build_parser(prog)`` and ``main(argv, prog)``; ``galip NAME
@@ -15,7 +15,8 @@ import sys
 from typing import Any, Callable, Optional, Sequence
 
 
-DTYPES = ("fp32", "fp16", "bf16")
+#: ``--dtype`` choices; ``auto`` is bf16 where the device computes it natively, else fp32 (:mod:`galip_core.machine`)
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 #: ``check(parser, args)``: validation after parsing; it calls ``parser.error`` (exit code 2) on bad arguments.
 ArgsCheck = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
@@ -61,12 +62,25 @@ def run_cli(
         return 1
 
 
-def torch_dtype(name: str):
-    """``"fp32" | "fp16" | "bf16"`` -> the ``torch.dtype``."""
-    import torch
+def resolve_dtype_name(name: str, device: str = "cpu", warn: bool = True) -> str:
+    """``--dtype`` as ``"fp32" | "fp16" | "bf16"``: ``auto`` becomes bf16 where ``device`` has it natively, else
+    fp32; bf16 asked for on a CPU that emulates it is kept, with a warning that says what to use instead."""
+    from galip_core.machine import auto_dtype_name, warn_if_emulated_bf16
 
     if name not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {name!r}.")
+    if name == "auto":
+        return auto_dtype_name(device)
+    if warn:
+        warn_if_emulated_bf16(name, device)
+    return name
+
+
+def torch_dtype(name: str, device: str = "cpu", warn: bool = True):
+    """``"auto" | "fp32" | "fp16" | "bf16"`` -> the ``torch.dtype`` (``auto``: see :func:`resolve_dtype_name`)."""
+    import torch
+
+    name = resolve_dtype_name(name, device, warn)
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from galip_cli.common import CommandParser, run_cli
@@ -20,13 +21,22 @@ def build_parser(prog: str = "galip-convert") -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  %(prog)s --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco\n"
         "  %(prog)s --checkpoint pre_cc12m.pth --clip ./clip-vit-base-patch32 --output_dir galip-cc12m \\\n"
-        "      --dtype fp16 --include_discriminator\n\n"
+        "      --dtype fp16 --include_discriminator\n"
+        "  %(prog)s --checkpoint pre_coco.pth --clip ViT-B-32.pt --output_dir galip-coco --push_to_hub \\\n"
+        "      --hub_model_id me/galip-coco --private\n\n"
         "The official GALIP weights are licensed CC BY-NC-SA 4.0 (non-commercial); so is the converted folder.",
     )
     parser.add_argument("--checkpoint", required=True, help="official GALIP .pth: {'model': {'netG','netD','netC'}}")
     parser.add_argument("--clip", required=True, help="OpenAI ViT-B-32.pt (or a state dict) or a transformers CLIPModel folder")
     parser.add_argument("--output_dir", required=True, help="pipeline folder to create")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the saved weights (default: fp32)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="fp32 (default): float32 weights; fp16 / bf16: float32 weights plus a half-precision "
+                             "diffusers variant beside them (from_pretrained(..., variant='fp16'))")
+    parser.add_argument("--push_to_hub", action="store_true",
+                        help="upload the converted folder (weights, card, galip_settings.json) to the Hub")
+    parser.add_argument("--hub_model_id", default=None, help="repository to push to (default: the output folder's name)")
+    parser.add_argument("--private", action="store_true", help="with --push_to_hub: create a private repository")
+    parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in one)")
     parser.add_argument("--include_discriminator", action="store_true",
                         help="also convert netD/netC to GALIPDiscriminator in <output_dir>/discriminator")
     parser.add_argument("--clip_preprocess", choices=CLIP_PREPROCESS_MODES, default="official",
@@ -55,6 +65,14 @@ def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
         include_discriminator=args.include_discriminator, clip_preprocess=args.clip_preprocess,
         overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe, measure_speed=args.measure_speed,
     )  # fmt: skip
+    if args.push_to_hub:
+        from galip_diffusers.hub import push_folder_to_hub
+
+        repo_id = push_folder_to_hub(out, args.hub_model_id or os.path.basename(os.path.abspath(out)),
+                                     private=args.private or None, token=args.hub_token,
+                                     commit_message="Convert an official GALIP checkpoint (galip convert)")
+        if not args.quiet:
+            print(f"https://huggingface.co/{repo_id}")
     if not args.quiet:
         print(out)
     return 0

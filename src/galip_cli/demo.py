@@ -40,7 +40,8 @@ def build_parser(prog: str = "galip-demo") -> argparse.ArgumentParser:
                         "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="weights dtype; auto (default): bf16 where the device computes it natively, else fp32")
     parser.add_argument("--max_images", type=int, default=MAX_IMAGES,
                         help=f"most images per request, 1 to {MAX_IMAGES} (default: {MAX_IMAGES})")
     parser.add_argument("--max_refine_work", type=int, default=MAX_REFINE_WORK,
@@ -77,8 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     from galip_diffusers.demo.app import build_demo
     from galip_diffusers.demo.backend import DemoBackend
 
-    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype), max_images=args.max_images,
-                                       max_refine_work=args.max_refine_work)
+    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype, args.device),
+                                       max_images=args.max_images, max_refine_work=args.max_refine_work)
     demo = build_demo(backend, concurrency_limit=args.concurrency_limit, max_queue=args.max_queue)
     print(f"galip demo: {backend.describe()}", flush=True)
     try:

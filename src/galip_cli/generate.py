@@ -18,7 +18,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from galip_cli.common import DTYPES, CommandParser, run_cli, torch_dtype
+from galip_cli.common import DTYPES, CommandParser, resolve_dtype_name, run_cli, torch_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +32,7 @@ MakeImages = Callable[[list[str], "torch.Tensor"], list["Image.Image"]]
 EXAMPLES = """examples:
   %(prog)s "a large red circle on a white background"
   %(prog)s "a small bird with a red head" --model ./galip-coco --num_images 8 --seed 1 --out samples/
-  %(prog)s --prompt_file prompts.txt --num_images 4 --dtype bf16 --batch_size 32
+  %(prog)s --prompt_file prompts.txt --num_images 4 --device cuda --dtype bf16 --batch_size 32
 
 The default model is the packaged galip-shapes. Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their
 paths are printed on stdout, the progress bar goes to stderr. Files already in OUT are never overwritten: a name
@@ -56,14 +56,17 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
     parser.add_argument("--num_images", type=int, default=1, help="images per prompt (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, -2**63 to 2**64 - 1 (default: 0)")
     parser.add_argument("--truncation", type=float, default=None,
-                        help="truncate the noise at +-T (resampling); a finite number > 0")
+                        help="truncate the noise at +-T (resampling), a finite number >= 0; default: the model's "
+                             "galip_settings.json (sampling.truncation), else none; 0 turns a recommended truncation off")
     parser.add_argument("--batch_size", type=int, default=64, help="images per generator forward pass (default: 64)")
     parser.add_argument("--out", default="galip-samples", help="output folder (default: galip-samples)")
     parser.add_argument("--overwrite", action="store_true",
                         help="reuse the names of files already in --out (default: never overwrite; a taken name "
                              "gets a -1, -2, ... suffix)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=DTYPES, help="weights dtype (default: fp32)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
+                        help="weights dtype; auto (default): bf16 where the device computes it natively (GPUs, CPUs "
+                             "with AMX/AVX512-BF16), else fp32. bf16 on a CPU without it is emulated and far slower")
     parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="lite: torch only, fast start (local folders, CPU, fp32); diffusers: GALIPPipeline; "
                              "auto: lite when it can run the model, else diffusers (default: auto)")
@@ -90,8 +93,9 @@ def lite_problem(args: argparse.Namespace) -> str | None:
 
     if args.device != "cpu":
         return f"it runs on cpu only (--device {args.device})"
-    if args.dtype != "fp32":
-        return f"it runs in fp32 only (--dtype {args.dtype})"
+    dtype = resolve_dtype_name(args.dtype, args.device, warn=False)  # --dtype auto: fp32 on CPUs without native bf16
+    if dtype != "fp32":
+        return f"it runs in fp32 only (--dtype {args.dtype}: {dtype})"
     folder = resolve_pretrained(args.model)
     if not os.path.isdir(folder):
         return f"--model {args.model!r} is not a local folder or packaged model"
@@ -113,10 +117,12 @@ def choose_engine(args: argparse.Namespace) -> str:
 def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", MakeImages]:
     import torch
 
-    from galip_core.runtime import LitePipeline
+    from galip_core.runtime import LitePipeline, resolve_pretrained
+    from galip_core.settings import load_settings
 
     pipe = LitePipeline.from_pretrained(args.model)
-    latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=args.truncation)
+    truncation = load_settings(resolve_pretrained(args.model)).resolve("sampling", truncation=args.truncation)
+    latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=truncation["truncation"])
     return latents, lambda prompts, z: pipe(prompts, latents=z)
 
 
@@ -149,10 +155,12 @@ def _diffusers_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tens
     from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
     from galip_diffusers.utils import dtype_kwargs
 
-    pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(torch_dtype(args.dtype))).to(args.device)
+    dtype = torch_dtype(args.dtype, args.device, warn=False)  # resolved (and warned about) by _run
+    pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(dtype)).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(args.seed)
-    latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=args.truncation)
+    truncation = pipe.settings.resolve("sampling", truncation=args.truncation)["truncation"]
+    latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=truncation)
     return latents, lambda prompts, z: pipe(prompts, latents=z).images
 
 
@@ -178,12 +186,13 @@ def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.T
 
 def _run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompt, args.prompt_file)
+    args.dtype = resolve_dtype_name(args.dtype, args.device)  # auto -> fp32 / bf16; warns about emulated bf16
     if args.num_images < 1:
         raise ValueError(f"--num_images must be >= 1, got {args.num_images}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}.")
-    if args.truncation is not None and not (math.isfinite(args.truncation) and args.truncation > 0):
-        raise ValueError(f"--truncation must be a finite number > 0, got {args.truncation}.")
+    if args.truncation is not None and not (math.isfinite(args.truncation) and args.truncation >= 0):
+        raise ValueError(f"--truncation must be a finite number >= 0 (0: off), got {args.truncation}.")
     if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
         raise ValueError(f"--seed must be between -2**63 and 2**64 - 1, got {args.seed}.")
     check_out_folder(args.out)

@@ -1,4 +1,4 @@
-"""The ``galip`` command: ``galip generate | convert | train | eval | benchmark | demo``.
+"""The ``galip`` command: ``galip generate | convert | train | eval | benchmark | demo | env``.
 
 Each command lives in its own module of :mod:`galip_cli`, which exposes ``build_parser(prog)`` and ``main(argv,
 prog)``; ``galip NAME ARGS`` calls ``main(ARGS, prog="galip NAME")``, and the ``galip-NAME`` console scripts call the
@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("galip_cli.eval", "FID and CLIP score of a pipeline (or FID statistics of a data set)"),
     "benchmark": Command("galip_cli.benchmark", "speed of GALIP vs SD-1.5, LDM-256 and SD-Turbo"),
     "demo": Command("galip_cli.demo", "Gradio web demo: generation, CLIP refinement, interpolation"),
+    "env": Command("galip_cli.env", "print versions, device, CPU flags and thread counts (for bug reports)"),
 }  # fmt: skip
 
 GALIP_EXAMPLES = """examples:
@@ -44,9 +45,10 @@ GALIP_EXAMPLES = """examples:
   galip eval --model galip-coco --dataset data/coco_val --no_fid --num_images 1000
   galip benchmark --galip default-config --quick
   galip demo --model galip-coco --port 7860
+  galip env
 
 `galip COMMAND --help` shows a command's options and examples. Every command is also installed as galip-COMMAND
-(galip-generate, galip-convert, galip-eval, galip-benchmark, galip-demo). Errors: one line on stderr and a non-zero
+(galip-generate, galip-convert, galip-eval, galip-benchmark, galip-demo, galip-env). Errors: one line on stderr and a non-zero
 exit code; add --debug to a command to see the traceback.
 """
 

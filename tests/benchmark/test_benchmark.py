@@ -207,10 +207,11 @@ def test_cpu_bf16_support_is_read_from_the_cpu_flags(tiny_report):
 
 
 def test_cpu_bf16_rows_on_an_emulating_cpu_say_so(tmp_path, monkeypatch):
-    from galip_diffusers.benchmark import speed_figures
+    from galip_core import machine
 
-    monkeypatch.setattr(speed_figures, "cpu_bf16_support", lambda: "emulated (no amx_bf16 / avx512_bf16: slow)")
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: "model name\t: AMD EPYC\nflags\t\t: sse4_2 avx avx2 fma\n")
     assert benchmark_cli.main(TINY + ["--peers", "none", "--dtype", "bf16", "--batch-sizes", "1", "--out", str(tmp_path),
                                   "--no-plot"]) == 0
     report = json.loads((tmp_path / "benchmark.json").read_text())
-    assert report["notes"]["cpu_bf16"] == "cpu/bf16 rows: this CPU's bf16 support is emulated (no amx_bf16 / avx512_bf16: slow)"
+    assert report["notes"]["cpu_bf16"] == f"cpu/bf16 rows: this CPU's bf16 support is {machine.cpu_bf16_support()}"
+    assert machine.cpu_bf16_support().startswith("emulated (no amx_bf16 / avx512_bf16")

@@ -23,6 +23,7 @@ ALIASES = {
     "benchmark": (["--batch-sizes", "1,2", "--no-plot", "--peer-scale", "tiny"],
                   ["--batch_sizes", "1,2", "--no_plot", "--peer_scale", "tiny"]),
     "demo": (["--max-images", "3", "--concurrency-limit", "2"], ["--max_images", "3", "--concurrency_limit", "2"]),
+    "env": (["--json", "--output-file", "env.json"], ["--json", "--output_file", "env.json"]),
 }  # fmt: skip
 
 
@@ -41,6 +42,7 @@ def _bad_argv(name: str, tmp_path) -> list[str]:
         "benchmark": ["--galip", missing, "--peers", "none", "--out", str(tmp_path / "out"), "--no_plot",
                       "--no_progress", "--batch_sizes", "1", "--repeats", "1", "--warmup", "0"],
         "demo": ["--model", missing],
+        "env": ["--output_file", str(tmp_path / "missing" / "env.json")],
     }[name]
 
 

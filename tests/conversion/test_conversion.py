@@ -22,6 +22,7 @@ from huggingface_hub import ModelCard
 
 from helpers import official_fixtures as fx  # noqa: E402
 from helpers import reference_galip as ref  # noqa: E402
+from helpers.hub_helpers import hub  # noqa: E402,F401  (the fixture)
 from diffusers import DiffusionPipeline  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer  # noqa: E402
@@ -343,14 +344,39 @@ def test_model_card_speed_measured_at_conversion_and_published_figures(tiny_file
     assert card.data.base_model is None  # tiny geometry: not OpenAI's ViT-B/32
 
 
-def test_fp16_conversion_without_discriminator(tiny_files, tmp_path):
+def test_fp16_conversion_saves_a_variant_beside_the_fp32_weights(tiny_files, tmp_path):
     out = convert_official_checkpoint(*tiny_files, tmp_path / "fp16", dtype="fp16", **TINY_KWARGS)
     assert not os.path.exists(os.path.join(out, "discriminator"))
     for component, name in [("generator", "diffusion_pytorch_model"), ("text_encoder", "model"), ("image_encoder", "model")]:
-        with safe_open(os.path.join(out, component, f"{name}.safetensors"), framework="pt") as f:
-            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, component
-    pipe = DiffusionPipeline.from_pretrained(out, dtype=torch.float16)
-    assert pipe.generator.dtype == torch.float16 and "`float16`" in open(os.path.join(out, "README.md")).read()
+        for suffix, dtype in ((".safetensors", "F32"), (".fp16.safetensors", "F16")):
+            with safe_open(os.path.join(out, component, name + suffix), framework="pt") as f:
+                assert {f.get_slice(k).get_dtype() for k in f.keys()} == {dtype}, (component, suffix)
+    half = DiffusionPipeline.from_pretrained(out, variant="fp16", torch_dtype=torch.float16)
+    full = DiffusionPipeline.from_pretrained(out)
+    assert half.generator.dtype == torch.float16 and full.generator.dtype == torch.float32
+    for a, b in zip(half.generator.parameters(), full.generator.parameters()):
+        torch.testing.assert_close(a, b.half())
+    assert "float32, plus a fp16 variant" in open(os.path.join(out, "README.md")).read()
+    assert DiffusionPipeline.from_pretrained(out, torch_dtype=torch.bfloat16).generator.dtype == torch.bfloat16
+
+
+def test_cli_push_to_hub_uploads_weights_variant_card_and_settings(tiny_files, tmp_path, monkeypatch, hub, capsys):
+    import galip_cli.convert
+    from galip_core.settings import SETTINGS_NAME, GALIPSettings
+
+    original = conversion.convert_official_checkpoint  # the command's, with the tiny test geometry added
+    monkeypatch.setattr(galip_cli.convert, "convert_official_checkpoint",
+                        lambda *a, **k: original(*a, **k, **TINY_KWARGS))
+    out = tmp_path / "converted"
+    assert main(["--checkpoint", tiny_files[0], "--clip", tiny_files[1], "--output_dir", str(out), "--dtype", "fp16",
+                 "--push_to_hub", "--hub_model_id", "me/galip-tiny", "--private", "--quiet"]) == 0
+    assert {"README.md", SETTINGS_NAME, "model_index.json", "generator/diffusion_pytorch_model.safetensors",
+            "generator/diffusion_pytorch_model.fp16.safetensors"} <= set(hub.files("me/galip-tiny"))
+    assert hub.repos["me/galip-tiny"]["private"] is True
+    pipe = DiffusionPipeline.from_pretrained(os.path.join(hub.root, "me/galip-tiny"), variant="fp16",
+                                             torch_dtype=torch.float16)
+    assert pipe.generator.dtype == torch.float16
+    assert "built-in defaults" in GALIPSettings.from_folder(str(out)).notes["_comment"]
 
 
 # -------------------------------------------------------------------------------------------- errors and safety

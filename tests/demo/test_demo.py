@@ -330,3 +330,28 @@ def test_event_handlers_turn_errors_into_messages(backend, monkeypatch):
     monkeypatch.setattr(backend, "_interpolate", lambda request: 1 / 0)
     with pytest.raises(gr.Error, match="Interpolation failed: ZeroDivisionError: division by zero"):
         interpolate("a", "b", 0, 1, 3)
+
+
+def test_the_sliders_start_from_the_models_settings_and_zero_turns_truncation_off(tmp_path, one_thread):
+    from galip_core.settings import GALIPSettings
+    from galip_diffusers.demo.backend import DISPLAY_SIZE
+
+    pipe = tiny_pipeline()
+    pipe.settings = GALIPSettings({"sampling": {"truncation": 0.3}, "refinement": {"num_steps": 5}})
+    pipe.save_pretrained(tmp_path / "with-settings")
+    backend = DemoBackend.from_model(str(tmp_path / "with-settings"))
+    try:
+        assert backend.default_truncation == 0.3 and backend.default_refine_steps(40) == 5
+        off = backend.generate("a red circle", 0, 1, truncation=0).images[0]
+        cut = backend.generate("a red circle", 0, 1, truncation=0.3).images[0]
+        plain = tiny_pipeline()("a red circle", generator=torch.Generator().manual_seed(0)).images[0]
+        assert np.array_equal(np.asarray(off), np.asarray(upscale([plain], DISPLAY_SIZE)[0]))  # the slider 0 wins
+        assert not np.array_equal(np.asarray(off), np.asarray(cut))
+    finally:
+        backend.close()
+    plain_backend = DemoBackend.from_model(str(tmp_path / "with-settings"))
+    plain_backend.pipe.settings = GALIPSettings()
+    try:
+        assert plain_backend.default_truncation == 0.0 and plain_backend.default_refine_steps(40) == 20
+    finally:
+        plain_backend.close()

@@ -161,3 +161,49 @@ def test_cli_fid_against_dataset_and_against_saved_statistics(fx, inception, tmp
     assert a["fid"] > 0 and b["fid"] == pytest.approx(a["fid"], rel=1e-5)
     assert "clean resize" in a["fid_resize"] and a["inception_weights"] == inception
     assert b["fid_reference"] == str(stats) and os.path.isfile(stats)
+
+
+class _FixedEmbeddingCLIP(torch.nn.Module):
+    """A stand-in CLIP for torchmetrics' ``CLIPScore``: image i and caption i get the given embeddings, so both
+    formulas see exactly the same vectors."""
+
+    def __init__(self, image_embeds, text_embeds):
+        super().__init__()
+        self.image_embeds, self.text_embeds = image_embeds, text_embeds
+        self.config = type("Config", (), {})()
+
+    def get_image_features(self, pixel_values):
+        return self.image_embeds[pixel_values[:, 0, 0, 0].long()]
+
+    def get_text_features(self, input_ids, attention_mask=None):
+        return self.text_embeds[input_ids[:, 0]]
+
+
+def _fixed_processor(images=None, text=None, **_):
+    if images is not None:  # image i is a constant tensor of value i
+        return {"pixel_values": torch.stack([torch.as_tensor(i, dtype=torch.float32) for i in images])}
+    ids = torch.tensor([[int(t)] for t in text])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@pytest.mark.parametrize("with_negative", [False, True])
+def test_clip_score_is_hessels_per_image_clamp_and_torchmetrics_clamps_the_mean(with_negative):
+    from torchmetrics.multimodal.clip_score import CLIPScore
+
+    gen = torch.Generator().manual_seed(0)
+    text = torch.randn(6, 8, generator=gen)
+    image = text + 0.8 * torch.randn(6, 8, generator=gen)  # positively correlated: every cosine > 0
+    if with_negative:
+        image[:2] = -text[:2] + 0.1 * torch.randn(2, 8, generator=gen)  # two images far from their captions
+    cosines = F.cosine_similarity(image, text, dim=-1)
+    assert (cosines < 0).any() == with_negative
+    metric = CLIPScore(model_name_or_path=lambda: (_FixedEmbeddingCLIP(image, text), _fixed_processor))
+    metric.update([torch.full((3, 2, 2), float(i)) for i in range(6)], [str(i) for i in range(6)])
+    theirs = float(metric.compute())
+    assert theirs == pytest.approx(max(float((100 * cosines).mean()), 0.0), abs=1e-4)
+    ours = clip_score_from_cosines(cosines)
+    assert ours == pytest.approx(float((100 * cosines.clamp_min(0)).mean()), abs=1e-5)
+    if with_negative:
+        assert ours > theirs + 1.0  # the negative cosines count as 0 per image in Hessel et al.'s CLIP-S
+    else:
+        assert ours == pytest.approx(theirs, abs=1e-4)

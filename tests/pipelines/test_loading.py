@@ -173,3 +173,22 @@ def test_unknown_packaged_name_passes_through_and_missing_packaged_model_is_expl
     with pytest.raises(FileNotFoundError, match="galip-missing.*is not part of this installation"):
         pretrained.resolve_pretrained("galip-missing")
     assert pretrained.resolve_pretrained("some/repo") == "some/repo"
+
+
+@pytest.mark.parametrize("name", ["GALIPPipeline", "GALIPFuseDreamPipeline", "GALIPGenerator", "GALIPDiscriminator"])
+def test_classes_are_registered_where_diffusers_tooling_looks(name):
+    """``diffusers.<name>`` for loading, and the subpackage diffusers' own tooling reads: its ``ReturnNameVisitor``
+    (used by the generic ``test_encode_prompt_works_in_isolation``) looks pipelines up in ``diffusers.pipelines`` and
+    models in ``diffusers.models``."""
+    import diffusers
+    from diffusers.utils.source_code_parsing_utils import ReturnNameVisitor
+
+    import galip_diffusers
+
+    cls = getattr(galip_diffusers, name)
+    assert getattr(diffusers, name) is cls
+    assert getattr(diffusers.pipelines if "Pipeline" in name else diffusers.models, name) is cls
+    if "Pipeline" in name:
+        visitor = ReturnNameVisitor()
+        visitor.visit(visitor.get_ast_tree(cls))
+        assert visitor.return_names == ["embeds.repeat_interleave(num_images_per_prompt, dim=0)"]

@@ -321,3 +321,27 @@ def test_train_clip_smoke_run(tmp_path):
     assert report["training"]["args"]["max_train_steps"] == 3 and len(report["training"]["history"]) == 3
     assert report["model"]["num_parameters"] == sum(p.numel() for p in model.parameters())
     assert 0.0 <= report["zero_shot"]["held_out"]["caption"]["shape"] <= 1.0
+
+
+def test_train_clip_trackers_checkpoints_and_resume(tmp_path):
+    out = tmp_path / "clip"
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, str(REPO / "training" / "train_clip.py"), "--output_dir", str(out), "--seed", "1",
+            "--vision_width", "32", "--vision_layers", "1", "--text_width", "32", "--text_layers", "1",
+            "--projection_dim", "16", "--num_train_images", "32", "--train_batch_size", "16", "--eval_images", "4",
+            "--logging_steps", "1", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2"]
+    first = subprocess.run(base + ["--max_train_steps", "5"], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
+    events = [f for _, _, files in os.walk(out / "logs") for f in files if f.startswith("events.out")]
+    assert events  # TensorBoard is the default tracker, as in train_galip.py
+    full = json.loads((out / "zero_shot_eval.json").read_text())["training"]["history"]
+    resumed = subprocess.run(base + ["--max_train_steps", "5", "--resume_from_checkpoint", "latest", "--report_to",
+                                     "none"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed from" in resumed.stderr and "checkpoint-4 (step 4)" in resumed.stderr
+    history = json.loads((out / "zero_shot_eval.json").read_text())["training"]["history"]
+    assert [r["step"] for r in history] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in history[:4]] == [r["loss"] for r in full[:4]]  # restored from the checkpoint
+    assert history[4]["lr"] == full[4]["lr"]  # the LR schedule resumed at its step

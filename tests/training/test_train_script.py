@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from helpers.hub_helpers import hub  # noqa: F401  (the fixture)
 from helpers.training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder, write_generator_config
 
 from galip_diffusers.training.checkpoints import INCOMPLETE_PREFIX, list_checkpoints, resolve_resume_checkpoint
@@ -362,3 +363,45 @@ def test_discriminator_overrides_extend_the_folders_discriminator(script, fixtur
         script.parse_args(base + ["--discriminator_overrides", "{}", "--discriminator_config", "{}"])
     with pytest.raises(ValueError, match="--discriminator_overrides: unknown"):
         script.load_models(script.parse_args(base + ["--discriminator_overrides", '{"pixel_chanels": [4]}']))
+
+
+def test_push_to_hub_uploads_the_pipeline_card_and_settings_but_no_checkpoints(script, fixtures, tmp_path, hub):
+    out = tmp_path / "pushed"
+    script.main(script.parse_args(["--pretrained_model_name_or_path", fixtures["pipe"]] + _common(
+        fixtures, out, "--max_train_steps", "1", "--checkpointing_steps", "1", "--push_to_hub",
+        "--hub_model_id", "me/galip-ft")))
+    files = hub.files("me/galip-ft")
+    assert {"README.md", "galip_settings.json", "model_index.json", "generator/diffusion_pytorch_model.safetensors",
+            "discriminator/diffusion_pytorch_model.safetensors"} <= set(files)
+    assert os.path.isdir(out / "checkpoint-1") and not [f for f in files if f.startswith("checkpoint-")]
+    assert hub.commits == ["End of training"]
+    settings = json.loads((out / "galip_settings.json").read_text())
+    assert "train_galip.py" in settings["_comment"] and settings["refinement"]["num_steps"] == 200
+
+
+def test_diffusers_style_flags_end_to_end(script, fixtures, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "flags"
+    script.main(script.parse_args(_scratch(fixtures) + _common(
+        fixtures, out, "--max_train_steps", "5", "--checkpointing_steps", "100", "--lr_scheduler", "cosine",
+        "--lr_warmup_steps", "1", "--scale_lr", "--use_ema", "--foreach_ema", "--offload_ema",
+        "--image_interpolation_mode", "bicubic", "--validation_prompts", "a red picture", "--validation_steps", "100",
+        "--validation_epochs", "1", "--num_validation_images", "1", "--report_to", "tensorboard")))
+    # 16 images, batch 4: epoch 1 ends at step 4 (--validation_epochs 1), the final sample is at step 5
+    assert sorted(os.listdir(out / "validation")) == ["step_0000004.png", "step_0000005.png"]
+    events = EventAccumulator(str(out / "logs")).Reload()
+    runs = [os.path.join(d, "") for d, _, files in os.walk(out / "logs") if any(f.startswith("events") for f in files)]
+    scalars = {}
+    for run in runs:
+        acc = EventAccumulator(run).Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = {e.step: e.value for e in acc.Scalars(tag)}
+        if "validation" in acc.Tags().get("images", []):
+            scalars["images"] = [e.step for e in acc.Images("validation")]
+    del events
+    # --scale_lr: x (batch 4 x accumulation 1 x 1 process); cosine after one warm-up step, per optimiser
+    assert scalars["lr_g"][1] == pytest.approx(4e-4) and scalars["lr_d"][1] == pytest.approx(1.6e-3)
+    assert scalars["lr_g"][3] == pytest.approx(2e-4) and scalars["lr_g"][5] == pytest.approx(0.0, abs=1e-12)
+    assert scalars["images"] == [4, 5]  # the validation images reached TensorBoard
+    assert all(np.isfinite(r["loss_d"]) for r in _losses(out))

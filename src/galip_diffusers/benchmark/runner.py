@@ -272,27 +272,10 @@ def _quiet_libraries():
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    import os
-    import platform
+    """The machine of the run (see :func:`galip_core.machine.environment`, which ``galip env`` prints too)."""
+    from galip_core.machine import environment as machine_environment
 
-    import diffusers
-    import transformers
-
-    from galip_diffusers.benchmark.speed_figures import cpu_bf16_support, cpu_name
-
-    cpu = cpu_name()
-    env = {
-        "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__, "platform": platform.platform(), "cpu": cpu,
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_bf16_support(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        env["load_average"] = list(os.getloadavg())
-    except OSError:
-        env["load_average"] = None
-    return env
+    return machine_environment()
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:

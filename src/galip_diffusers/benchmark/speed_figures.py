@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
+from galip_core.machine import CPU_BF16_FLAGS, cpu_bf16_support, cpu_name  # noqa: F401  (re-exported)
+
 SPEED_PROMPT = "a large red circle on a white background"
 
 
@@ -35,43 +37,6 @@ class SpeedRow:
         row["seconds_per_image"] = f"{self.seconds_per_image:.4g}"
         row["images_per_second"] = f"{self.images_per_second:.4g}"
         return row
-
-
-def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-#: /proc/cpuinfo flags of native bf16 matrix instructions (without them, CPU bf16 matmuls are emulated and slower than fp32)
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def cpu_bf16_support(cpuinfo: str | None = None) -> str:
-    """``"native (amx_bf16)"``, ``"native (avx512_bf16)"``, ``"emulated (...)"`` or ``"unknown"``: whether this CPU
-    has bf16 matrix instructions, from the flags of ``/proc/cpuinfo`` (Linux; elsewhere ``"unknown"``)."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return "unknown"
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    if not flags:
-        return "unknown"
-    native = [flag for flag in CPU_BF16_FLAGS if flag in flags]
-    if native:
-        return f"native ({native[0]})"
-    return "emulated (no " + " / ".join(CPU_BF16_FLAGS) + ": bf16 matmuls run slower than fp32 on this CPU)"
 
 
 def machine_description(device: torch.device | str = "cpu") -> str:

@@ -28,6 +28,7 @@ import torch
 from accelerate import init_empty_weights
 
 from galip_core import __version__
+from galip_core.settings import starting_settings
 from galip_diffusers.conversion.openai_clip import VISION_KEY_MAP, VIT_B_32, CLIPGeometry, CLIPSource, image_encoder_from_openai, load_clip_source
 from galip_diffusers.conversion.card import converted_card_fields
 from galip_diffusers.conversion.commit import Snapshot, clean_stale, commit, snapshot, temporary_folder
@@ -42,6 +43,7 @@ from galip_diffusers.conversion.keys import (
     strip_prefix,
 )
 from galip_diffusers.conversion.model_card import find_template, render_model_card
+from galip_diffusers.hub import save_half_precision_variant
 from galip_diffusers.models.clip_bridge import CLIP_PREPROCESS_MODES
 from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.models.generator import GALIPGenerator
@@ -216,7 +218,8 @@ def convert_official_checkpoint(
         clip_path: OpenAI CLIP ViT-B/32 (``ViT-B-32.pt`` TorchScript archive, a plain state dict or safetensors) or a
             transformers ``CLIPModel`` folder.
         output_dir: the pipeline folder to create; it must not exist or be empty unless ``overwrite``.
-        dtype: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"`` (or a ``torch.dtype``) for the saved weights.
+        dtype: ``"fp32"`` (default): float32 weights only; ``"fp16"`` or ``"bf16"``: the float32 weights plus that
+            half-precision copy as a diffusers variant (``*.fp16.safetensors``, loaded with ``variant="fp16"``).
         include_discriminator: also save NetD + NetC as ``GALIPDiscriminator`` in ``discriminator/``.
         clip_preprocess: the discriminator's CLIP preprocessing, ``"official"`` (the released checkpoints' double
             shift) or ``"standard"``; recorded in the model card.
@@ -233,6 +236,7 @@ def convert_official_checkpoint(
     if isinstance(dtype, str) and dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    variant = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(torch_dtype)
     if clip_preprocess not in CLIP_PREPROCESS_MODES:
         raise ConversionError(f"--clip_preprocess must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
     checkpoint_path, clip_path = os.fspath(checkpoint_path), os.fspath(clip_path)
@@ -249,8 +253,9 @@ def convert_official_checkpoint(
     pipe, discriminator, clip = _convert_models(
         nets, clip_path, include_discriminator=include_discriminator, clip_preprocess=clip_preprocess,
         unsafe_pickle=unsafe_pickle, bpe_path=bpe_path, clip_geometry=clip_geometry, generator_config=generator_config,
-        discriminator_config=discriminator_config, torch_dtype=torch_dtype,
+        discriminator_config=discriminator_config, torch_dtype=torch.float32,
     )  # fmt: skip
+    pipe.settings = starting_settings(None, "galip convert")
     official_geometry = clip_geometry == VIT_B_32 and not generator_config
     speed_rows, speed_machine = None, None
     if measure_speed:
@@ -266,7 +271,7 @@ def convert_official_checkpoint(
         source_notes="Official GALIP weights by Ming Tao, Bing-Kun Bao, Hao Tang and Changsheng Xu "
                      "(https://github.com/tobran/GALIP).",
         clip_source=clip.description, clip_sha256=_sha256(clip_path) if os.path.isfile(clip_path) else None,
-        dtype=str(torch_dtype).replace("torch.", ""), clip_preprocess=clip_preprocess,
+        dtype="float32" + (f", plus a {variant} variant" if variant else ""), clip_preprocess=clip_preprocess,
         include_discriminator=discriminator is not None, components=_component_notes(discriminator is not None),
         repo_path=os.path.basename(out), example_prompt="a photo of a red double-decker bus on a city street",
         license_text=LICENSE_TEXT,
@@ -280,6 +285,9 @@ def convert_official_checkpoint(
         write_vocab_and_merges(pipe.tokenizer, os.path.join(folder, "tokenizer"))
         if discriminator is not None:
             discriminator.save_pretrained(os.path.join(folder, "discriminator"))
+        if variant is not None:  # beside the fp32 weights, not instead of them
+            save_half_precision_variant(pipe, folder, variant,
+                                        {"discriminator": discriminator} if discriminator is not None else None)
         write_model_card(folder, template, **card)
 
     _write_atomically(out, write, checked)

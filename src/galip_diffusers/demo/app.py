@@ -115,14 +115,15 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
                                  **_kwargs(gr.Number, minimum=0, maximum=MAX_SEED))
                 num_images = gr.Slider(1, backend.max_images, value=4, step=1, label="Number of images",
                                        elem_id="num-images")
-                truncation = gr.Slider(0.0, UI_MAX_TRUNCATION, value=0.0, step=0.05, label="Truncation (0 = off)",
+                truncation = gr.Slider(0.0, UI_MAX_TRUNCATION, value=backend.default_truncation, step=0.05, label="Truncation (0 = off)",
                                        elem_id="truncation",
                                        info="Noise beyond ±t is redrawn: smaller t, more typical, less varied.")
             with gr.Row():
                 refine = gr.Checkbox(value=False, label="Refine with CLIP (FuseDream)", interactive=backend.can_refine,
                                      info=backend.refine_note, elem_id="refine")
-                refine_steps = gr.Slider(1, MAX_REFINE_STEPS, value=20, step=1, label="Refinement steps",
-                                         interactive=backend.can_refine, elem_id="refine-steps",
+                refine_steps = gr.Slider(1, MAX_REFINE_STEPS, value=backend.default_refine_steps(MAX_REFINE_STEPS),
+                                         step=1, label="Refinement steps", interactive=backend.can_refine,
+                                         elem_id="refine-steps",
                                          info=f"Images × steps at most {backend.max_refine_work} per request.")
             gallery = gr.Gallery(label="Images", elem_id="gallery",
                                  **_kwargs(gr.Gallery, columns=4, format="png", object_fit="contain", height="auto"))

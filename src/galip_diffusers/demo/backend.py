@@ -160,6 +160,17 @@ class DemoBackend:
         return self.refiner is not None
 
     @property
+    def default_truncation(self) -> float:
+        """The truncation slider's start: the model's recommended ``sampling.truncation`` (0, off, without one)."""
+        return float(self.pipe.settings.defaults("sampling")["truncation"] or 0.0)
+
+    def default_refine_steps(self, upper: int) -> int:
+        """The refinement-steps slider's start: the model's recommended ``refinement.num_steps`` if it has one (in
+        [1, ``upper``]), else 20."""
+        steps = self.pipe.settings.sections.get("refinement", {}).get("num_steps", 20)
+        return int(min(max(steps, 1), upper))
+
+    @property
     def image_size(self) -> int:
         return int(self.pipe.generator.config.output_size)
 
@@ -198,10 +209,10 @@ class DemoBackend:
         generator = torch.Generator().manual_seed(request.seed)
         if not request.refine:
             out = self.pipe(request.prompt, num_images_per_prompt=request.num_images, generator=generator,
-                            truncation=request.truncation)
+                            truncation=request.truncation or 0)  # 0: the slider's "off" wins over the model's setting
             return out.images, ""
         out = self.refiner(request.prompt, num_images_per_prompt=request.num_images, num_steps=request.refine_steps,
-                           truncation=request.truncation, generator=generator, **REFINE_SETTINGS)
+                           truncation=request.truncation or 0, generator=generator, **REFINE_SETTINGS)
         before, after = out.scores_before.mean().item(), out.scores_after.mean().item()
         return out.images, (f" Refined with CLIP ({request.refine_steps} steps): mean scorer AugCLIP {before:.3f} → "
                             f"{after:.3f}.")

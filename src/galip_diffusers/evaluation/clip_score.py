@@ -18,7 +18,8 @@ OFFICIAL_CLIP_NOTE = (
     "official GALIP CLIP preprocessing: nearest resize of x*0.5+0.5 and then (x+1)*0.5 once more before the CLIP "
     "normalisation (the 'double shift' quirk: the ViT sees pixels in [0.5, 1]); raw cosine, not x100"
 )
-STANDARD_CLIP_NOTE = "standard CLIP preprocessing (PIL bicubic, shorter side, centre crop); mean of 100*max(cos, 0)"
+STANDARD_CLIP_NOTE = ("standard CLIP preprocessing (PIL bicubic, shorter side, centre crop); mean of 100*max(cos, 0) "
+                      "per image (Hessel et al. 2021's CLIP-S with w = 100)")
 
 
 def center_crop_resize(image: Image.Image, resolution: int) -> np.ndarray:
@@ -88,7 +89,11 @@ class CLIPScorer:
 
 
 def clip_score_from_cosines(cosines: torch.Tensor) -> float:
-    """torchmetrics' CLIP score convention: mean of ``100 * max(cos, 0)``."""
+    """Hessel et al. (2021), "CLIPScore": ``CLIP-S(c, v) = w * max(cos(c, v), 0)`` per image, averaged over images,
+    with ``w = 100`` (the scale torchmetrics uses) instead of the paper's 2.5: ``mean(100 * max(cos, 0))``.
+
+    torchmetrics' ``CLIPScore`` clamps after averaging, ``max(mean(100 * cos), 0)``: the same number when no cosine
+    is negative, a larger one otherwise (``tests/evaluation/test_evaluation.py`` checks both on the same embeddings)."""
     return float((100 * cosines.clamp_min(0)).mean())
 
 

@@ -7,7 +7,9 @@
   because the Inception takes uint8 (torchmetrics' own resize is then the identity).
 * CLIP score, two variants, with any CLIP given by path:
   ``clip_score`` = mean over images of ``100 * max(cos, 0)`` with standard CLIP preprocessing (PIL bicubic resize of the
-  shorter side + centre crop; the torchmetrics convention), and ``clip_cosine_official`` = mean raw cosine with the
+  shorter side + centre crop): Hessel et al. 2021's CLIP-S, clamped per image, with w = 100 instead of 2.5 (torchmetrics'
+  ``CLIPScore`` clamps the mean instead, ``max(mean(100 * cos), 0)``; the two agree when no cosine is negative), and
+  ``clip_cosine_official`` = mean raw cosine with the
   official GALIP preprocessing (nearest resize and the *double shift*: the ViT sees pixels in [0.5, 1]); compare the
   latter with the paper's 0.3338.
 

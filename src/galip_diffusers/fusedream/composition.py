@@ -77,7 +77,7 @@ class FuseDreamCompositionMixin:
         constraint: str = "barrier",
         barrier_alpha: float = 0.5,
         closeness_weight: float = 1.0,
-        containment_weight: float = 1.0,
+        containment_weight: float | None = None,
         object_weight: float = 0.0,
         search: SearchOptions | None = None,
         generator: torch.Generator | None = None,
@@ -88,6 +88,10 @@ class FuseDreamCompositionMixin:
         **search_kwargs: Any,
     ):
         r"""Compose J >= 2 objects into one image (see the module docstring for the method).
+
+        `layer`, `containment_weight` and the search settings not given take the model's recommended values
+        (`self.settings["composition"]`, from the folder's `galip_settings.json`), else `num_blocks // 2`, 1.0 and
+        `SearchOptions`' defaults with `COMPOSE_DEFAULTS`; `truncation=0` turns a recommended truncation off.
 
         Args:
             prompts (`list[str]`): one prompt per object (each a prompt the generator knows).
@@ -116,8 +120,10 @@ class FuseDreamCompositionMixin:
             [`GALIPFuseDreamPipelineOutput`]: `latents` (B, J, z_dim), `text_embeds` (B, J, cond_dim), `masks`
             (B, J, H, W) at output resolution; the scores are the joint prompt's AugCLIP.
         """
-        o = SearchOptions.resolve(search, COMPOSE_DEFAULTS, **search_kwargs)
+        o = self.resolve_search_options("composition", search, search_kwargs, COMPOSE_DEFAULTS)
         prompt = " and ".join(prompts) if prompt is None and isinstance(prompts, (list, tuple)) else prompt
+        recommended = self.settings.resolve("composition", layer=layer, containment_weight=containment_weight)
+        layer, containment_weight = recommended["layer"], recommended["containment_weight"]
         layer = self.generator.num_blocks // 2 if layer is None else layer
         self.check_scorer()
         self.check_compose_inputs(prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha,

@@ -1,11 +1,13 @@
 """Checks a saved pipeline folder before loading, so that a missing, corrupt or inconsistent file is named in the error
 (the file, the field and what was expected) instead of surfacing as a TypeError, a download attempt or diffusers'
 ``ignore_mismatched_sizes`` advice. The generator checks are :mod:`galip_core.folder`'s, the ones the fast runtime
-runs: both engines refuse the same folders with the same messages."""
+runs: both engines refuse the same folders with the same messages. Also the files
+:meth:`GALIPPipeline.save_pretrained` adds to diffusers' (:func:`finish_saved_folder`)."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 
 from galip_core.folder import (  # noqa: F401  (FolderError: the error type of these checks)
@@ -16,6 +18,13 @@ from galip_core.folder import (  # noqa: F401  (FolderError: the error type of t
     read_json_object,
     safetensors_shapes,
 )
+
+from galip_core.settings import SETTINGS_NAME, GALIPSettings
+
+#: Written next to model_index.json so that ``custom_pipeline="pipeline_galip", trust_remote_code=True`` loads a saved
+#: folder without importing galip_diffusers first (it still has to be installed).
+REMOTE_CODE_SHIM = '"""Loads GALIP pipelines through diffusers\' custom-pipeline mechanism."""\n' \
+    "from galip_diffusers import GALIPPipeline  # noqa: F401\n"
 
 #: Files a component folder must hold, by loadable base, in order of preference.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -79,3 +88,24 @@ def check_pipeline_folder(folder: str) -> None:
         if value[1] == "GALIPGenerator":
             check_generator_folder(component)
 
+
+
+def finish_saved_folder(save_directory: str | os.PathLike, settings: GALIPSettings) -> None:
+    """After diffusers' ``save_pretrained``: record our component classes under the ``diffusers`` library name (they
+    are registered there on ``import galip_diffusers``, and diffusers' Hub download step accepts it), write the
+    remote-code shim, and the model's recommended ``settings`` (``galip_settings.json``; none when they are empty)."""
+    index_path = os.path.join(save_directory, "model_index.json")
+    index = read_json_object(index_path)
+    for key, value in index.items():
+        if isinstance(value, list) and len(value) == 2 and str(value[0]).startswith("galip_diffusers"):
+            index[key] = ["diffusers", value[1]]
+    with open(index_path, "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+        f.write("\n")
+    with open(os.path.join(save_directory, "pipeline_galip.py"), "w", encoding="utf-8") as f:
+        f.write(REMOTE_CODE_SHIM)
+    settings_path = os.path.join(save_directory, SETTINGS_NAME)
+    if not settings.is_empty():
+        settings.save(save_directory)
+    elif os.path.isfile(settings_path):
+        os.remove(settings_path)  # a stale file of another model

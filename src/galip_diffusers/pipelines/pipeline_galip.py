@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
@@ -14,12 +12,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from galip_core.finite import check_finite_output
+from galip_core.machine import warn_if_emulated_bf16
 from galip_core.noise import sample_noise
+from galip_core.settings import GALIPSettings
 
 from galip_diffusers.conversion.tokenizer import clip_text_clean
 from galip_diffusers.models.generator import GALIPGenerator
 from galip_diffusers.pipelines.call_checks import OUTPUT_TYPES, check_call_inputs, check_memory  # noqa: F401
-from galip_diffusers.pipelines.loading import check_pipeline_folder
+from galip_diffusers.pipelines.loading import REMOTE_CODE_SHIM, check_pipeline_folder, finish_saved_folder  # noqa: F401
 
 logger = logging.get_logger(__name__)
 
@@ -39,12 +39,6 @@ EXAMPLE_DOC_STRING = """
         ... ).images
         ```
 """
-
-#: Written next to model_index.json so that ``custom_pipeline="pipeline_galip", trust_remote_code=True`` loads a saved
-#: folder without importing galip_diffusers first (it still has to be installed).
-REMOTE_CODE_SHIM = '"""Loads GALIP pipelines through diffusers\' custom-pipeline mechanism."""\n' \
-    "from galip_diffusers import GALIPPipeline  # noqa: F401\n"
-
 
 def slerp(v0: torch.Tensor, v1: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation between rows of ``v0`` and ``v1`` (falls back to lerp when they are parallel)."""
@@ -96,34 +90,44 @@ class GALIPPipeline(DiffusionPipeline):
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
         self._trim_text_padding = False
         self._device_lookup_cache: tuple | None = None
+        #: the model's recommended settings (``galip_settings.json`` of its folder): the defaults of the calls
+        self.settings = GALIPSettings()
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs):
         """Like [`DiffusionPipeline.from_pretrained`], plus packaged short names (``"galip-shapes"``) and a check of
         local folders that names the missing or corrupt file."""
+        from galip_diffusers.hub import load_pipeline_settings
         from galip_diffusers.pretrained import resolve_pretrained
 
         path = resolve_pretrained(pretrained_model_name_or_path)
         if os.path.isdir(path):
             check_pipeline_folder(path)
-        return super().from_pretrained(path, **kwargs)
+        warn_if_emulated_bf16(kwargs.get("torch_dtype", kwargs.get("dtype")), "cpu")  # pipelines load on the CPU
+        pipe = super().from_pretrained(path, **kwargs)
+        pipe.settings = load_pipeline_settings(path, kwargs)
+        return pipe
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """Save as safetensors. Our own component classes are recorded under the ``diffusers`` library name (they are
-        registered there on ``import galip_diffusers``), which diffusers' Hub download step accepts."""
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
+        """Like [`DiffusionPipeline.from_pipe`]; the model's recommended settings (`settings`) come along."""
+        pipe = super().from_pipe(pipeline, **kwargs)
+        pipe.settings = GALIPSettings(getattr(pipeline, "settings", GALIPSettings()).to_dict())
+        return pipe
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
+        """Save as safetensors, with the `settings` (``galip_settings.json``; see `finish_saved_folder`). With
+        `push_to_hub`, the finished folder (model card and settings included) goes to `repo_id` (default: the
+        folder's name), with `private`, `token`, `commit_message` and `create_pr` as in diffusers."""
+        hub = {k: kwargs.pop(k) for k in ("repo_id", "private", "token", "commit_message", "create_pr") if k in kwargs}
         super().save_pretrained(save_directory, *args, **kwargs)
-        index_path = os.path.join(save_directory, "model_index.json")
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
-        for key, value in index.items():
-            if isinstance(value, list) and len(value) == 2 and str(value[0]).startswith("galip_diffusers"):
-                index[key] = ["diffusers", value[1]]
-        with open(index_path, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
-            f.write("\n")
-        with open(os.path.join(save_directory, "pipeline_galip.py"), "w", encoding="utf-8") as f:
-            f.write(REMOTE_CODE_SHIM)
+        finish_saved_folder(save_directory, self.settings)
+        if push_to_hub:
+            from galip_diffusers.hub import push_folder_to_hub
+
+            repo_id = hub.pop("repo_id", None) or os.path.basename(os.path.abspath(save_directory))
+            push_folder_to_hub(save_directory, repo_id, **hub)
 
     # ------------------------------------------------------------------ speed
     def enable_fast_inference(
@@ -155,6 +159,7 @@ class GALIPPipeline(DiffusionPipeline):
         The execution device and the generator's dtype are also cached from here on (diffusers looks them up by walking
         every submodule, ~7 ms per call on a 2-core CPU); a `.to()`, a cast or CPU offloading refreshes the cache.
         """
+        warn_if_emulated_bf16(dtype, self.generator.device)
         self.generator.enable_fast_inference(
             dtype=dtype, channels_last=channels_last, fuse_affine=fuse_affine, upsample_conv=upsample_conv
         )
@@ -304,6 +309,8 @@ class GALIPPipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput | tuple:
         r"""Generate images from text in one generator forward pass.
 
+        `truncation=None` takes the model's recommended value (`self.settings`, from `galip_settings.json`).
+
         Args:
             prompt (`str` or `list[str]`): the prompt(s). Not allowed together with `prompt_embeds`.
             num_images_per_prompt (`int`, defaults to 1): images per prompt; a prompt's images are adjacent.
@@ -311,7 +318,8 @@ class GALIPPipeline(DiffusionPipeline):
                 gives one generator per image (its length must equal the number of images).
             latents (`torch.Tensor`, *optional*): noise of shape (num_images, z_dim), used as is.
             prompt_embeds (`torch.Tensor`, *optional*): precomputed sentence embeddings (batch, cond_dim).
-            truncation (`float`, *optional*): truncate the noise at ±`truncation` (the "truncation trick").
+            truncation (`float`, *optional*): truncate the noise at ±`truncation` (the "truncation trick"); `None`:
+                the model's `sampling.truncation` setting (none by default); `0` turns a model's truncation off.
             truncation_mode (`str`, defaults to `"resample"`): `"resample"` redraws values beyond the bound (a
                 truncated normal, deterministic under `generator`); `"clamp"` clips them.
             max_batch_size (`int`, *optional*): run the generator in chunks of at most this many images (progress
@@ -323,6 +331,7 @@ class GALIPPipeline(DiffusionPipeline):
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
+        truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
         total = self.check_inputs(
             prompt, num_images_per_prompt, generator, latents, prompt_embeds, output_type,
             truncation, truncation_mode, max_batch_size,
@@ -368,6 +377,7 @@ class GALIPPipeline(DiffusionPipeline):
         """
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("Cannot forward both `prompt` and `prompt_embeds` to `interpolate`; pass one of them.")
+        truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
         if not isinstance(num_steps, int) or num_steps < 2:
             raise ValueError(f"`num_steps` must be an int >= 2 (frames per segment, endpoints included), got {num_steps!r}.")
         device, dtype = self._device_and_dtype()

@@ -7,7 +7,7 @@ the noise and/or on the sentence-embedding part of the condition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -127,6 +127,16 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         bad = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
         if bad:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {bad}.")
+
+    def resolve_search_options(self, section: str, search: SearchOptions | None, overrides: dict[str, Any],
+                               base: dict[str, Any] | None = None) -> SearchOptions:  # fmt: skip
+        """The search settings of a call: `search` if given, else `SearchOptions`' defaults updated with `base` (the
+        call's own defaults) and the model's recommended `section` settings (``galip_settings.json``); keyword
+        `overrides` on top. ``truncation=0`` turns a recommended truncation off."""
+        names = {f.name for f in fields(SearchOptions)}
+        recommended = {k: v for k, v in self.settings.sections.get(section, {}).items() if k in names}
+        options = SearchOptions.resolve(search, {**(base or {}), **recommended}, **overrides)
+        return replace(options, truncation=None) if options.truncation == 0 else options
 
     # ------------------------------------------------------------------ building blocks
     def encode_scorer_text(self, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
@@ -283,6 +293,9 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
            or `"noise+text"`), maximising AugCLIP over `num_augmentations` random views, with Gaussian `latent_noise`
            (std, relative to the RMS for the embedding) added to the optimised vectors at every step.
 
+        Search settings not given (neither `search` nor a keyword) take the model's recommended values
+        (`self.settings["refinement"]`, from the folder's `galip_settings.json`), else `SearchOptions`' defaults.
+
         Args:
             prompt (`str` or `list[str]`): the prompt(s); scored by the scorer CLIP and encoded by `text_encoder`.
             search ([`~galip_diffusers.fusedream.options.SearchOptions`], *optional*): the search settings as one
@@ -301,7 +314,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         Returns:
             [`GALIPFuseDreamPipelineOutput`] (or a tuple in its field order).
         """
-        o = SearchOptions.resolve(search, **search_kwargs)
+        o = self.resolve_search_options("refinement", search, search_kwargs)
         self.check_scorer()
         self.check_search_inputs(o, generator, list(callback_on_step_end_tensor_inputs))
         self.check_inputs(prompt, num_images_per_prompt, None, None, None, output_type, o.truncation, "resample",

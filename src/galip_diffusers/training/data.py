@@ -198,14 +198,21 @@ def pick_caption(value: Any, rng: random.Random) -> str:
     return captions[rng.randrange(len(captions))] if len(captions) > 1 else captions[0]
 
 
+#: ``--image_interpolation_mode`` -> PIL resampling filter of the resize
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+                  "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}  # fmt: skip
+
+
 def official_augment(
-    image: Image.Image, resolution: int, rng: random.Random, random_flip: bool = True, center_crop: bool = False
+    image: Image.Image, resolution: int, rng: random.Random, random_flip: bool = True, center_crop: bool = False,
+    interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """GALIP's real-image augmentation, with PIL: resize the shorter side to ``int(resolution * 76 / 64)`` (bilinear,
     aspect kept), crop ``resolution`` x ``resolution`` at a random position, flip horizontally with probability 1/2.
 
     With ``center_crop=True`` (diffusers' ``--center_crop``): resize the shorter side to ``resolution`` instead (a
     no-op for square images of that size) and crop the centre, so objects keep their scale and are never cut.
+    ``interpolation`` (``--image_interpolation_mode``) names the resize filter, one of :data:`INTERPOLATIONS`.
 
     Returns a float tensor (3, resolution, resolution) in [-1, 1]."""
     width, height = image.size
@@ -215,7 +222,9 @@ def official_augment(
     else:
         new_size = (int(scale_size * width / height), scale_size)
     if new_size != (width, height):
-        image = image.resize(new_size, Image.BILINEAR)
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}.")
+        image = image.resize(new_size, INTERPOLATIONS[interpolation])
     if center_crop:
         left, top = (new_size[0] - resolution) // 2, (new_size[1] - resolution) // 2
     else:
@@ -251,8 +260,10 @@ class _SkipCorrupt:
         seed: int = 0,
         random_flip: bool = True,
         center_crop: bool = False,
+        interpolation: str = "bilinear",
     ):
         self.dataset = lazy_image_column(dataset, image_column)
+        self.interpolation = interpolation
         self.image_column = image_column
         self.caption_column = caption_column
         self.resolution = resolution
@@ -267,7 +278,8 @@ class _SkipCorrupt:
     def process(self, example: dict, rng: random.Random) -> tuple[torch.Tensor, str]:
         caption = pick_caption(example[self.caption_column], rng)
         image = decode_image(example[self.image_column])
-        return official_augment(image, self.resolution, rng, self.random_flip, self.center_crop), caption
+        return official_augment(image, self.resolution, rng, self.random_flip, self.center_crop,
+                                self.interpolation), caption
 
 
 class GALIPTrainDataset(torch.utils.data.Dataset, _SkipCorrupt):

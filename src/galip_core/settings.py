@@ -1,0 +1,170 @@
+"""Per-model recommended settings, stored in the model folder as ``galip_settings.json``.
+
+Like diffusers' scheduler configs or transformers' ``generation_config.json``, the settings that were measured best
+for a model travel with it and become the defaults of its pipelines; an explicit argument always wins, and a folder
+without the file keeps the built-in defaults (:data:`BUILTIN_DEFAULTS`). The file has one object per section::
+
+    {
+      "sampling": {"truncation": null},
+      "refinement": {"num_candidates": 256, "top_k": 5, "num_steps": 5},
+      "composition": {"truncation": 0.5, "num_steps": 0, "layer": 4, "top_k": 1, "containment_weight": 0.0},
+      "_comment": "keys starting with an underscore are notes and are ignored"
+    }
+
+* ``sampling``: ``GALIPPipeline.__call__`` / ``interpolate``, ``galip generate`` and the demo;
+* ``refinement``: ``GALIPFuseDreamPipeline.__call__`` (FuseDream's CLIP-guided search);
+* ``composition``: ``GALIPFuseDreamPipeline.compose``.
+
+Torch-free (plain JSON), so that the lite runtime reads it without importing diffusers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Mapping
+
+SETTINGS_NAME = "galip_settings.json"
+
+#: the built-in defaults of every setting a model folder may override (today's defaults of the calls they configure;
+#: ``layer=None`` is ``generator.num_blocks // 2``)
+BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sampling": {"truncation": None},
+    "refinement": {"num_candidates": 1000, "top_k": 5, "num_steps": 200, "truncation": None},
+    "composition": {"num_candidates": 256, "top_k": 5, "num_steps": 100, "truncation": None, "layer": None,
+                    "containment_weight": 1.0},
+}  # fmt: skip
+
+SECTIONS = tuple(BUILTIN_DEFAULTS)
+_NUMBER = (int, float)
+
+
+class GALIPSettings:
+    """The recommended settings of one model: ``{section: {name: value}}`` over :data:`BUILTIN_DEFAULTS`' keys.
+
+    Args:
+        settings: the file's content (sections may be missing or partial; keys starting with ``_`` are notes).
+
+    Raises:
+        ValueError: an unknown section or setting (the message names the allowed ones), or a value that is not a
+            JSON number/``null`` (``layer``: an int or ``null``).
+    """
+
+    def __init__(self, settings: Mapping[str, Any] | None = None):
+        settings = dict(settings or {})
+        self.notes = {k: v for k, v in settings.items() if k.startswith("_")}
+        self.sections: dict[str, dict[str, Any]] = {}
+        for section, values in settings.items():
+            if section.startswith("_"):
+                continue
+            if section not in BUILTIN_DEFAULTS:
+                raise ValueError(f"{SETTINGS_NAME}: unknown section {section!r}; the sections are {list(SECTIONS)}.")
+            if not isinstance(values, Mapping):
+                raise ValueError(f"{SETTINGS_NAME}: section {section!r} must be an object, got {values!r}.")
+            self.sections[section] = {k: v for k, v in values.items() if not k.startswith("_")}
+            for name, value in self.sections[section].items():
+                _check_value(section, name, value)
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike) -> "GALIPSettings":
+        """The settings of a model folder; empty (built-in defaults) when it has no ``galip_settings.json``."""
+        path = os.path.join(folder, SETTINGS_NAME)
+        if not os.path.isfile(path):
+            return cls()
+        return cls.from_file(path)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "GALIPSettings":
+        """Read a ``galip_settings.json``; a malformed file is a ``ValueError`` naming it."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                content = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}).") from err
+        if not isinstance(content, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(content).__name__}.")
+        return cls(content)
+
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write ``folder/galip_settings.json`` (sorted keys, trailing newline); returns its path."""
+        path = os.path.join(folder, SETTINGS_NAME)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**copy.deepcopy(self.notes), **copy.deepcopy(self.sections)}
+
+    def is_empty(self) -> bool:
+        """Whether nothing is set (the folder had no file): saving then writes no file."""
+        return not self.sections and not self.notes
+
+    # ------------------------------------------------------------------ defaults
+    def defaults(self, section: str) -> dict[str, Any]:
+        """The defaults of ``section``: the built-in ones updated with this model's."""
+        if section not in BUILTIN_DEFAULTS:
+            raise ValueError(f"unknown settings section {section!r}; the sections are {list(SECTIONS)}.")
+        return {**BUILTIN_DEFAULTS[section], **self.sections.get(section, {})}
+
+    def resolve(self, section: str, **explicit: Any) -> dict[str, Any]:
+        """``defaults(section)`` with every explicit argument that is not ``None`` applied on top.
+
+        ``None`` means "not given" (the model's value, else the built-in one). ``truncation=0`` is how a caller turns
+        off a truncation the model's settings switch on: it resolves to ``None`` (no truncation)."""
+        values = self.defaults(section)
+        unknown = sorted(set(explicit) - set(values))
+        if unknown:
+            raise TypeError(f"{unknown} are not {section} settings; they are {sorted(values)}.")
+        values.update({k: v for k, v in explicit.items() if v is not None})
+        if values.get("truncation") == 0:
+            values["truncation"] = None
+        return values
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GALIPSettings) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"GALIPSettings({self.to_dict()!r})"
+
+
+def _check_value(section: str, name: str, value: Any) -> None:
+    allowed = BUILTIN_DEFAULTS[section]
+    if name not in allowed:
+        raise ValueError(
+            f"{SETTINGS_NAME}: unknown {section} setting {name!r}; the {section} settings are {sorted(allowed)}."
+        )
+    if name == "layer":
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+    elif name in ("num_candidates", "top_k", "num_steps"):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    else:
+        ok = value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool) and value >= 0)
+    if not ok:
+        raise ValueError(f"{SETTINGS_NAME}: {section}.{name} has the invalid value {value!r}.")
+
+
+def load_settings(folder: str | os.PathLike | None) -> GALIPSettings:
+    """``GALIPSettings.from_folder`` for a local folder; empty settings for anything else (a Hub id, ``None``)."""
+    if folder is None or not os.path.isdir(folder):
+        return GALIPSettings()
+    return GALIPSettings.from_folder(folder)
+
+
+def starting_settings(base_folder: str | os.PathLike | None, writer: str) -> GALIPSettings:
+    """The settings a new model folder starts with (``galip convert``, ``train_galip.py``): those of ``base_folder``
+    (the pipeline it was fine-tuned from) when it has some, else the built-in defaults written out; with a note
+    saying who wrote them and that they are to be measured on the new model."""
+    base = load_settings(base_folder)
+    if base.is_empty():
+        sections = {name: {k: v for k, v in values.items() if v is not None or name == "sampling"}
+                    for name, values in BUILTIN_DEFAULTS.items()}
+        note = (f"Written by {writer}: the built-in defaults (FuseDream's generic settings), not measured on this "
+                "model. Measure (training/eval_fusedream.py) and edit; explicit arguments always win.")
+    else:
+        sections = base.sections
+        note = (f"Written by {writer}: the settings of the model it started from ({os.path.basename(os.fspath(base_folder))}); "
+                "re-measure on this model (training/eval_fusedream.py) and edit.")
+    return GALIPSettings({"_comment": note, **copy.deepcopy(sections)})

@@ -1,0 +1,100 @@
+"""The Hugging Face Hub side of GALIP folders: reading a Hub model's ``galip_settings.json``, publishing a folder
+(``galip convert --push_to_hub``, ``train_galip.py --push_to_hub``, ``pipe.save_pretrained(..., push_to_hub=True)``)
+and the half-precision weight variants saved beside the fp32 ones.
+
+All Hub calls go through ``huggingface_hub.create_repo`` / ``upload_folder`` / ``hf_hub_download``, looked up at call
+time, so that tests can stand a local folder in for the Hub.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from diffusers.utils import logging
+
+from galip_core.settings import SETTINGS_NAME, GALIPSettings
+
+logger = logging.get_logger(__name__)
+
+#: ``--dtype`` names of the half-precision variants (diffusers' ``variant=`` names are the same strings)
+VARIANT_DTYPES = ("fp16", "bf16")
+
+#: never uploaded: training state and logs next to the final model
+DEFAULT_IGNORE_PATTERNS = ("step_*", "epoch_*", "checkpoint-*", "checkpoints/*", "logs/*", "*.tmp-*", ".*")
+
+
+def load_pipeline_settings(path: str | os.PathLike, kwargs: dict[str, Any]) -> GALIPSettings:
+    """The ``galip_settings.json`` of a local folder, or of a Hub repository (downloaded with the ``revision``,
+    ``cache_dir``, ``token`` and ``local_files_only`` of the ``from_pretrained`` call that loaded it).
+
+    diffusers' pipeline download fetches only the component folders and ``model_index.json``, so the settings file is
+    fetched here; a repository without one gives empty settings (the built-in defaults)."""
+    if os.path.isdir(path):
+        return GALIPSettings.from_folder(path)
+    import huggingface_hub
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+
+    options = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if kwargs.get(k) is not None}
+    try:
+        file = huggingface_hub.hf_hub_download(os.fspath(path), SETTINGS_NAME, **options)
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return GALIPSettings()
+    except OSError as err:  # network trouble after the weights were loaded: keep the built-in defaults, say so
+        logger.warning(f"Could not fetch {SETTINGS_NAME} of {path} ({err}); using the built-in defaults.")
+        return GALIPSettings()
+    return GALIPSettings.from_file(file)
+
+
+def push_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload GALIP pipeline",
+    create_pr: bool = False,
+    ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS,
+) -> str:
+    """Create (or reuse) the model repository ``repo_id`` and upload ``folder`` to it: weights and their variants,
+    configs, ``model_index.json``, the model card ``README.md`` and ``galip_settings.json``; never checkpoints or logs
+    (``ignore_patterns``). Returns the repository id the Hub answered with."""
+    import huggingface_hub
+
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise ValueError(f"--hub_model_id must name a repository (user/name or name), got {repo_id!r}.")
+    if not os.path.isfile(os.path.join(folder, "model_index.json")):
+        raise FileNotFoundError(f"{folder!r} is not a saved pipeline folder (no model_index.json); nothing to push.")
+    repo = huggingface_hub.create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
+    repo_id = getattr(repo, "repo_id", repo_id)
+    huggingface_hub.upload_folder(
+        repo_id=repo_id, folder_path=os.fspath(folder), token=token, commit_message=commit_message,
+        create_pr=create_pr, ignore_patterns=list(ignore_patterns), repo_type="model",
+    )  # fmt: skip
+    logger.info(f"Pushed {folder} to https://huggingface.co/{repo_id}")
+    return repo_id
+
+
+def save_half_precision_variant(pipe: Any, folder: str | os.PathLike, variant: str,
+                                extra_models: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Save ``pipe``'s weights (and ``extra_models``' ``{subfolder: model}``) as the diffusers variant ``variant``
+    (``"fp16"`` or ``"bf16"``: ``diffusion_pytorch_model.fp16.safetensors``, ``model.fp16.safetensors``) beside the
+    fp32 ones already in ``folder``; ``from_pretrained(folder, variant=variant)`` loads them. The models are cast
+    for the save and cast back afterwards."""
+    import torch
+
+    if variant not in VARIANT_DTYPES:
+        raise ValueError(f"variant must be one of {VARIANT_DTYPES}, got {variant!r}.")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[variant]
+    models = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    models += list((extra_models or {}).values())
+    originals = [next(m.parameters()).dtype for m in models]
+    try:
+        for model in models:
+            torch.nn.Module.to(model, dtype)
+        pipe.save_pretrained(folder, variant=variant)
+        for sub, model in (extra_models or {}).items():
+            model.save_pretrained(os.path.join(folder, sub), variant=variant)
+    finally:
+        for model, original in zip(models, originals):
+            torch.nn.Module.to(model, original)
