@@ -88,9 +88,9 @@ def test_batches_match_one_pipeline_call_and_show_a_progress_bar(model_dir, tmp_
     [
         (["--num-images", "0"], "--num_images must be >= 1"),
         (["--batch-size", "0"], "--batch_size must be >= 1"),
-        (["--truncation", "-1"], "--truncation must be a finite number > 0, got -1.0"),
-        (["--truncation", "nan"], "--truncation must be a finite number > 0, got nan"),
-        (["--truncation", "inf"], "--truncation must be a finite number > 0, got inf"),
+        (["--truncation", "-1"], "--truncation must be a finite number >= 0 (0: off), got -1.0"),
+        (["--truncation", "nan"], "--truncation must be a finite number >= 0 (0: off), got nan"),
+        (["--truncation", "inf"], "--truncation must be a finite number >= 0 (0: off), got inf"),
         (["--seed", str(2**64)], "--seed must be between -2**63 and 2**64 - 1, got 18446744073709551616"),
         (["--out", __file__], "is a file; give a folder"),
         (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt_file: '/nonexistent/prompts.txt' does not exist"),
