@@ -44,16 +44,14 @@ def evaluation_prompts(judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
 
 
 def generate_uint8(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int = 128, **kwargs: Any) -> np.ndarray:
-    """``(N, H, W, 3)`` uint8 images, image ``i`` from ``torch.Generator().manual_seed(seed + i)``."""
-    import torch
+    """``(N, H, W, 3)`` uint8 images, image ``i`` from ``torch.Generator().manual_seed(seed + i)``
+    (:func:`~galip_diffusers.data.shapes_eval.generate`, quantised)."""
+    from .shapes_eval import generate
 
-    chunks = []
-    for start in range(0, len(prompts), batch_size):
-        part = list(prompts[start : start + batch_size])
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(part))]
-        images = pipe(part, generator=generators, output_type="np", **kwargs).images
-        chunks.append(np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8))
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0, 0, 3), np.uint8)
+    if not prompts:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    images = generate(pipe, prompts, seed=seed, batch_size=batch_size, **kwargs)
+    return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
 
 
 def seed_diversity(pipe, judge: EmojiJudge, prompts: Sequence[Prompt], num_seeds: int = 8, seed: int = 50_000,

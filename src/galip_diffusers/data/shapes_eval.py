@@ -12,13 +12,14 @@ import torch
 from galip_diffusers.data import shapes
 
 
-def generate(pipe, captions: Sequence[str], seed: int = 0, batch_size: int = 256) -> np.ndarray:
-    """Images (N, H, W, 3) in [0, 1] for ``captions``, with per-image seeds ``seed + i`` (reproducible one by one)."""
+def generate(pipe, captions: Sequence[str], seed: int = 0, batch_size: int = 256, **kwargs: Any) -> np.ndarray:
+    """Images (N, H, W, 3) in [0, 1] for ``captions``, with per-image seeds ``seed + i`` (reproducible one by one);
+    ``kwargs`` go to the pipeline call (e.g. ``truncation``)."""
     chunks = []
     for start in range(0, len(captions), batch_size):
         part = list(captions[start : start + batch_size])
         gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(part))]
-        chunks.append(pipe(part, generator=gens, output_type="np").images)
+        chunks.append(pipe(part, generator=gens, output_type="np", **kwargs).images)
     return np.concatenate(chunks)
 
 
