@@ -25,7 +25,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
 
-from cold_start import cold_start_seconds, run_timed, runs_summary  # noqa: E402  (scripts/, this script's folder)
+from galip_diffusers.benchmark.cold_start import cold_start_seconds, run_timed, runs_summary  # noqa: E402
 from galip_diffusers.benchmark.speed_figures import machine_description  # noqa: E402
 
 IMPORTS = {

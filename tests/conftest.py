@@ -21,3 +21,14 @@ def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny") / "model"
     tiny_pipeline().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def real_emoji():
+    """``(judge, records, images)`` over all 7,572 real emoji images (the npm tarballs, fetched once into the user
+    cache, ``$GALIP_EMOJI_CACHE``), shared by every test that judges against the real data set."""
+    from galip_diffusers.data.emoji import default_cache_dir, fetch_tarballs, read_emoji_images
+    from galip_diffusers.data.emoji_judge import EmojiJudge
+
+    records, images = read_emoji_images(fetch_tarballs(default_cache_dir()))
+    return EmojiJudge.from_records(records, images), records, images

@@ -12,22 +12,11 @@ their prompts: 32 seen, 16 held-out Noto, 16 held-out tones) under ``--results_d
 from __future__ import annotations
 
 import argparse
-import json
-import os
-
 
 from galip_diffusers import GALIPPipeline
-from galip_diffusers.data.emoji_eval import evaluate_emoji_pipeline, evaluation_prompts, generate_uint8, prompt_grid
+from galip_diffusers.data.emoji_eval import TARGETS, evaluate_emoji_pipeline, report_markdown, write_results
 from galip_diffusers.data.emoji_judge import EmojiJudge
 from galip_diffusers.training.runs import clip_components, run_pipeline
-
-SETS = ("seen", "held_out_noto", "held_out_tones")
-TARGETS = {  # issue #24: the share of images each check must reach
-    "seen": {"emoji_top1": 0.60, "emoji_top5": 0.80, "style_top1": 0.90},
-    "held_out_noto": {"style_top1": 0.70, "emoji_top5": 0.40},
-    "held_out_tones": {"tone_among_variants": 0.60, "emoji_top5": 0.60},
-}
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,20 +38,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def markdown(report: dict, source: str) -> str:
-    lines = [f"# Emoji judge: {source}", "", "| set | n | check | value | target |", "| --- | --- | --- | --- | --- |"]
-    for name in SETS:
-        for check, value in report[name].items():
-            if check != "n":
-                target = TARGETS[name].get(check)
-                lines.append(f"| {name} | {report[name]['n']} | {check} | {value:.3f} | "
-                             f"{'' if target is None else f'{target:.2f}'} |")
-    d = report["diversity"]
-    lines += ["", f"Diversity: {d['between_seeds']:.3f} RMS between seeds of one prompt ({d['num_prompts']} prompts x "
-              f"{d['num_seeds']} seeds), {d['between_real_styles']:.3f} between the two real styles of one emoji."]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.model is not None:
@@ -74,17 +49,8 @@ def main(argv=None) -> dict:
     kwargs = {} if args.truncation is None else {"truncation": args.truncation}
     report = evaluate_emoji_pipeline(pipe, judge, num_seen=args.num_seen, seed=args.seed, **kwargs)
     report["source"], report["targets"] = source, TARGETS
-    os.makedirs(args.results_dir, exist_ok=True)
-    with open(os.path.join(args.results_dir, "eval.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(args.results_dir, "eval.md"), "w") as f:
-        f.write(markdown(report, source))
-    sets = evaluation_prompts(judge, num_seen=args.num_seen, seed=args.seed)
-    picks = sets["seen"][:32] + sets["held_out_noto"][:16] + sets["held_out_tones"][::40][:16]
-    prompts = [caption for caption, _ in picks]
-    prompt_grid(generate_uint8(pipe, prompts, seed=args.seed, **kwargs), prompts).save(
-        os.path.join(args.results_dir, "grid.png"))
-    print(markdown(report, source))
+    write_results(pipe, judge, report, args.results_dir, num_seen=args.num_seen, seed=args.seed, **kwargs)
+    print(report_markdown(report))
     return report
 
 

@@ -26,33 +26,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from galip_diffusers import GALIPDiscriminator, GALIPPipeline
+from galip_diffusers import GALIPPipeline
 from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
-from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
+from galip_diffusers.training.packaging import (checkpoint_steps, folder_size_mb, measure_speed, save_half_precision,
+                                                speed_markdown)
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
-
-import sys  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-from cold_start import cold_start_seconds  # noqa: E402  (scripts/cold_start.py, the cold-start harness)
 
 STRIPS = {
     "red_to_blue": ["a large red circle on a white background", "a large blue circle on a white background"],
     "circle_to_square": ["a large green circle on a black background", "a large green square on a black background"],
 }
-STORAGE_DTYPE = torch.float16
 #: the quality targets of the shipped model (per-attribute accuracy), seen and held-out caption combinations
 TARGETS = {
     "train": {"background": 0.95, "color": 0.90, "size": 0.90, "shape": 0.85},
@@ -108,61 +100,6 @@ def load_components(args) -> dict[str, Any]:
     return clip_components(args.clip_model_name_or_path, args.scorer_model_name_or_path)
 
 
-def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str) -> None:
-    """Save with float16 weights and float32 configs, atomically (a temp folder renamed over ``output_dir``)."""
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".galip-shapes-", dir=parent)
-    try:
-        pipe.to(STORAGE_DTYPE)
-        pipe.save_pretrained(tmp)
-        discriminator.to(STORAGE_DTYPE).save_pretrained(os.path.join(tmp, "discriminator"))
-        for name in os.listdir(tmp):
-            config = os.path.join(tmp, name, "config.json")
-            if os.path.isfile(config):
-                with open(config) as f:
-                    data = json.load(f)
-                if "dtype" in data or "torch_dtype" in data:  # transformers: the dtype it loads in by default
-                    data.pop("torch_dtype", None)
-                    data["dtype"] = "float32"
-                    with open(config, "w") as f:
-                        json.dump(data, f, indent=2, sort_keys=True)
-                        f.write("\n")
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        pipe.to(torch.float32)
-
-
-def folder_size_mb(folder: str) -> float:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files) / 2**20
-
-
-def measure_speed(folder: str) -> dict[str, Any]:
-    """Whole pipeline calls (text encoder, generator, PIL) at batch 1 and 64, with 1 and 2 threads, default and fast
-    path (``enable_fast_inference``), plus the cold start of ``galip-generate``."""
-    threads = torch.get_num_threads()
-    rows = []
-    try:
-        for num_threads in (1, 2):
-            torch.set_num_threads(num_threads)
-            for path in ("default", "fast"):
-                pipe = GALIPPipeline.from_pretrained(folder)
-                if path == "fast":
-                    pipe.enable_fast_inference()
-                setting = f"float32, cpu, {path} path, {num_threads} thread{'s' if num_threads > 1 else ''}"
-                rows += measure_pipeline_speed(pipe, batch_sizes=(1, 64), repeats=20, warmup=2, setting=setting)
-    finally:
-        torch.set_num_threads(threads)
-    machine = machine_description("cpu").split(" (")[0] + f" ({os.cpu_count()} cores), torch {torch.__version__}"
-    return {"rows": [row.as_card_row() for row in rows], "raw": [asdict(row) for row in rows], "machine": machine,
-            "cold_start_galip_generate": cold_start_seconds(folder)}
-
-
 def markdown_report(report: dict[str, Any]) -> str:
     """The evaluation table (accuracy, diversity, CLIP score, FID-like distance, interpolation, size)."""
     lines = ["| split | background | color | shape | size | all four |", "| --- | --- | --- | --- | --- | --- |"]
@@ -179,18 +116,6 @@ def markdown_report(report: dict[str, Any]) -> str:
     for name, strip in report.get("interpolation", {}).items():
         lines.append(f"| interpolation `{name}`: largest / mean frame-to-frame L1 | {strip['max_over_mean_step']:.2f} |")
     lines.append(f"| folder size | {report['folder_size_mb']:.2f} MiB |")
-    return "\n".join(lines) + "\n"
-
-
-def speed_markdown(speed: dict[str, Any]) -> str:
-    lines = ["| setting | batch size | ms per image | images per second |", "| --- | --- | --- | --- |"]
-    for row in speed["raw"]:
-        lines.append(f"| {row['setting']} | {row['batch_size']} | {1000 * row['seconds_per_image']:.1f} | "
-                     f"{row['images_per_second']:.0f} |")
-    cold = speed["cold_start_galip_generate"]
-    lines.append(f"\nCold start of `galip-generate` (process start to PNG written): median {cold['median_s']:.2f} s "
-                 f"over {len(cold['runs_s'])} runs ({', '.join(f'{t:.2f}' for t in cold['runs_s'])} s). "
-                 f"Machine: {speed['machine']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -234,11 +159,11 @@ def main(argv=None) -> None:
             os.path.join(args.results_dir, f"interpolation_{name}.png"))
         report["interpolation"][name] = info
     if not args.skip_speed:
-        report["speed"] = measure_speed(args.output_dir)
+        report["speed"] = measure_speed(args.output_dir, prompt="a large red circle on a white background")
     summary_path = os.path.join(args.run_dir, "training_summary.json")
     summary = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
     if args.checkpoint is not None:
-        summary = {**summary, "steps": int(os.path.basename(checkpoint_path(args.run_dir, args.checkpoint)).split("-")[1])}
+        summary = {**summary, "steps": checkpoint_steps(checkpoint_path(args.run_dir, args.checkpoint))}
     table = markdown_report(report)
     write_card(args, report, source, summary, table)
     with open(os.path.join(args.results_dir, "eval.json"), "w") as f:

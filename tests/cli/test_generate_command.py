@@ -110,11 +110,9 @@ def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv
 
 
 def test_cold_start_is_timed_in_fresh_processes(model_dir):
-    import os
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts"))
-    from cold_start import cold_start_seconds
+    from galip_diffusers.benchmark.cold_start import cold_start_seconds
 
     timing = cold_start_seconds(str(model_dir), repeats=1, command=[sys.executable, "-m", "galip_diffusers", "generate"])
     assert len(timing["runs_s"]) == 1 and timing["median_s"] > 0

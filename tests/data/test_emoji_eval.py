@@ -77,3 +77,48 @@ def test_prompt_grid_lays_out_images_with_their_prompts():
     assert (pixels[128:164, :150] < 128).any()  # its caption is drawn below
     with pytest.raises(ValueError, match="got 10 images for 9 prompts"):
         prompt_grid(images, ["p"] * 9)
+
+
+def test_targets_are_checked_and_reported(fixture_judge, tmp_path):
+    from galip_diffusers.data.emoji_eval import meets_seen_targets, missed_targets, report_markdown, write_results
+
+    judge, images, held_out = fixture_judge
+    oracle = evaluate_emoji_pipeline(ReplayPipeline(judge, images, "oracle"), judge, diversity_prompts=3,
+                                     held_out_path=held_out)
+    assert meets_seen_targets(oracle) and missed_targets(oracle) == []
+    swapped = evaluate_emoji_pipeline(ReplayPipeline(judge, images, "swap"), judge, diversity_prompts=3,
+                                      held_out_path=held_out)
+    missed = missed_targets(swapped)
+    assert not meets_seen_targets(swapped)
+    assert "held-out Noto images: nearest image has the style in 0.0% of images, below the 70% target" in missed
+    table = report_markdown(swapped)
+    assert "| held-out Noto images | 1 | nearest image has the style | 0.0% | 70% | **no** |" in table
+    assert "between seeds of one prompt (3 prompts x 8 seeds)" in table
+
+    # the files a results folder gets, with the grid's verdicts for the docs (the fixture has 9 prompts in all)
+    sets = evaluation_prompts(judge, num_seen=100, held_out_path=held_out)
+    assert sum(len(v) for v in sets.values()) == 9
+    grid = write_results(ReplayPipeline(judge, images, "oracle"), judge, oracle, str(tmp_path), num_seen=100,
+                         held_out_path=held_out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json", "eval.md", "grid.png"]
+    assert len(grid) == 9 and all(row["emoji_top1"] for row in grid)
+    dog = next(row for row in grid if row["prompt"] == "dog face, noto style")
+    assert dog["nearest_label"] == "dog face (noto)" and dog["nearest"][0] == "1F436/noto"
+
+
+def test_interpolation_frames_are_read_by_the_judge(fixture_judge):
+    import torch
+
+    from galip_diffusers import GALIPPipeline
+    from galip_diffusers.data.emoji_eval import interpolation
+    from galip_diffusers.testing_utils import tiny_components
+
+    judge, _, _ = fixture_judge
+    pipe = GALIPPipeline(**tiny_components(0))
+    pipe.set_progress_bar_config(disable=True)
+    strip, info = interpolation(pipe, judge, ["dog face, twemoji style", "red heart, twemoji style"], num_steps=4)
+    height = strip.shape[0]
+    assert strip.shape[1] == 4 * height and info["frames"] == 4 and len(info["l1_steps"]) == 3
+    labels = set(judge.label.tolist())
+    assert all(reading.rsplit(" (", 1)[0] in labels for reading in info["attributes"])
+    assert torch.is_tensor(torch.as_tensor(strip))

@@ -10,12 +10,9 @@ from galip_diffusers.data.emoji_judge import EmojiJudge, mean_distance_between, 
 
 
 @pytest.fixture(scope="module")
-def real():
-    """The judge over all 7,572 real images, plus the images and records it was built from."""
-    from galip_diffusers.data.emoji import default_cache_dir, fetch_tarballs, read_emoji_images
-
-    records, images = read_emoji_images(fetch_tarballs(default_cache_dir()))
-    return EmojiJudge.from_records(records, images), records, images
+def real(real_emoji):
+    """The judge over all 7,572 real images, plus the images and records it was built from (tests/conftest.py)."""
+    return real_emoji
 
 
 def test_reference_set_is_the_whole_data_set(real):

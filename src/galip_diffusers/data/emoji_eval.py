@@ -13,6 +13,8 @@ between the two real styles of the same emoji.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,6 +23,17 @@ from .emoji import captions, load_held_out
 from .emoji_judge import EmojiJudge, mean_distance_between, mean_pairwise_rms, summarize
 
 Prompt = Tuple[str, int]  # (caption, index of the target real image in the judge)
+
+SETS = ("seen", "held_out_noto", "held_out_tones")
+#: issue #24's targets: the share of images each check must reach, per prompt set
+TARGETS: Dict[str, Dict[str, float]] = {
+    "seen": {"emoji_top1": 0.60, "emoji_top5": 0.80, "style_top1": 0.90},
+    "held_out_noto": {"style_top1": 0.70, "emoji_top5": 0.40},
+    "held_out_tones": {"tone_among_variants": 0.60, "emoji_top5": 0.60},
+}
+SET_NAMES = {"seen": "seen captions", "held_out_noto": "held-out Noto images", "held_out_tones": "held-out skin tones"}
+CHECK_NAMES = {"emoji_top1": "nearest image is the emoji", "emoji_top5": "emoji among the 5 nearest",
+               "style_top1": "nearest image has the style", "tone_among_variants": "nearest tone variant is the tone"}
 
 
 def evaluation_prompts(judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
@@ -106,3 +119,74 @@ def prompt_grid(images: np.ndarray, prompts: Sequence[str], columns: int = 8, sc
         lines = [prompt[j : j + chars] for j in range(0, min(len(prompt), 3 * chars), chars)]
         draw.multiline_text((x + 2, y + height + 1), "\n".join(lines), fill=(0, 0, 0), spacing=0)
     return grid
+
+
+def missed_targets(report: Dict[str, Any]) -> List[str]:
+    """One sentence per check of :data:`TARGETS` that ``report`` (from :func:`evaluate_emoji_pipeline`) misses."""
+    return [f"{SET_NAMES[name]}: {CHECK_NAMES[check]} in {100 * report[name][check]:.1f}% of images, below the "
+            f"{100 * target:.0f}% target" for name in SETS for check, target in TARGETS[name].items()
+            if not report[name][check] >= target]
+
+
+def meets_seen_targets(report: Dict[str, Any]) -> bool:
+    """Whether the seen-caption targets are all met (the condition for being the default model)."""
+    return all(report["seen"][check] >= target for check, target in TARGETS["seen"].items())
+
+
+def report_markdown(report: Dict[str, Any]) -> str:
+    """The figures of a report as Markdown: every check with its target, then the seed diversity."""
+    lines = ["| prompts | images | check | value | target | met |", "| --- | --- | --- | --- | --- | --- |"]
+    for name in SETS:
+        for check, value in report[name].items():
+            if check == "n":
+                continue
+            target = TARGETS[name].get(check)
+            met = "" if target is None else ("yes" if value >= target else "**no**")
+            lines.append(f"| {SET_NAMES[name]} | {report[name]['n']} | {CHECK_NAMES.get(check, check)} | "
+                         f"{100 * value:.1f}% | {'' if target is None else f'{100 * target:.0f}%'} | {met} |")
+    d = report["diversity"]
+    lines += ["", f"Diversity: {d['between_seeds']:.3f} mean RMS pixel distance (32x32, [0, 1]) between seeds of one "
+              f"prompt ({d['num_prompts']} prompts x {d['num_seeds']} seeds), against {d['between_real_styles']:.3f} "
+              "between the Twemoji and Noto images of one emoji."]
+    return "\n".join(lines) + "\n"
+
+
+def grid_prompts(sets: Dict[str, List[Prompt]]) -> List[Prompt]:
+    """64 prompts for the README grid: 32 seen, 16 held-out Noto and 16 held-out tones (spread over the list)."""
+    tones = sets["held_out_tones"]
+    return sets["seen"][:32] + sets["held_out_noto"][:16] + tones[:: max(1, len(tones) // 16)][:16]
+
+
+def nearest_label(judge: EmojiJudge, image: np.ndarray) -> str:
+    """``"label (style)"`` of the real image nearest to one uint8 image."""
+    index = int(np.argmin(judge.distances(image[None])[0]))
+    return f"{judge.label[index]} ({judge.style[index]})"
+
+
+def write_results(pipe, judge: EmojiJudge, report: Dict[str, Any], results_dir: str, num_seen: int, seed: int = 0,
+                  held_out_path: Optional[str] = None, **kwargs: Any) -> List[Dict[str, Any]]:
+    """Write ``eval.json``, ``eval.md`` and ``grid.png`` (the :func:`grid_prompts` images, seed ``seed + i``) under
+    ``results_dir``; return the grid's prompts with the judge's verdict and the label of the nearest real image
+    (``nearest_label``), for the docs."""
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, "eval.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(results_dir, "eval.md"), "w") as f:
+        f.write(f"# Emoji judge: {report.get('source', 'model')}\n\n" + report_markdown(report))
+    picks = grid_prompts(evaluation_prompts(judge, num_seen=num_seen, seed=seed, held_out_path=held_out_path))
+    prompts = [caption for caption, _ in picks]
+    images = generate_uint8(pipe, prompts, seed=seed, **kwargs)
+    prompt_grid(images, prompts).save(os.path.join(results_dir, "grid.png"))
+    verdicts = judge.judge(images, [target for _, target in picks])
+    return [{"prompt": caption, **verdict, "nearest_label": nearest_label(judge, image)}
+            for (caption, _), image, verdict in zip(picks, images, verdicts)]
+
+
+def interpolation(pipe, judge: EmojiJudge, prompts: Sequence[str], num_steps: int = 8, seed: int = 0
+                  ) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """:func:`~galip_diffusers.data.shapes_eval.interpolation_strip` read by the judge (each frame's nearest real
+    image)."""
+    from .shapes_eval import interpolation_strip
+
+    return interpolation_strip(pipe, prompts, num_steps=num_steps, seed=seed,
+                               reader=lambda frame: nearest_label(judge, np.round(frame * 255).astype(np.uint8)))

@@ -4,7 +4,7 @@ caption combinations, positional diversity, scorer-CLIP score and a Fréchet dis
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -86,16 +86,18 @@ def time_generation(pipe, batch_size: int, repeats: int = 20) -> float:
     return float(np.median(times)) / batch_size
 
 
-def interpolation_strip(pipe, prompts: Sequence[str], num_steps: int = 8, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """``pipe.interpolate`` through ``prompts`` as one (H, frames * W, 3) strip in [0, 1], plus what
-    :func:`~galip_diffusers.data.shapes.predict_attributes` reads in every frame and the L1 step between frames
-    (a smooth path has no step much larger than the others)."""
+def interpolation_strip(pipe, prompts: Sequence[str], num_steps: int = 8, seed: int = 0,
+                        reader: Optional[Callable[[np.ndarray], Any]] = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``pipe.interpolate`` through ``prompts`` as one (H, frames * W, 3) strip in [0, 1], plus what ``reader`` reads
+    in every frame (default: the shape attributes of :func:`~galip_diffusers.data.shapes.predict_attributes`) and the
+    L1 step between frames (a smooth path has no step much larger than the others)."""
     frames = pipe.interpolate(list(prompts), num_steps=num_steps, generator=torch.Generator().manual_seed(seed),
                               output_type="np").images
     steps = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
-    readings = [{k: v for k, v in shapes.predict_attributes(f).items() if k in ("color", "shape", "size", "background")}
-                for f in frames]
-    info = {"prompts": list(prompts), "frames": len(frames), "attributes": readings,
+    if reader is None:
+        reader = lambda f: {k: v for k, v in shapes.predict_attributes(f).items()  # noqa: E731
+                            if k in ("color", "shape", "size", "background")}
+    info = {"prompts": list(prompts), "frames": len(frames), "attributes": [reader(f) for f in frames],
             "l1_steps": [round(float(x), 4) for x in steps],
             "max_over_mean_step": float(steps.max() / steps.mean()) if steps.mean() > 0 else 0.0}
     return np.concatenate(list(frames), axis=1), info

@@ -1,5 +1,5 @@
 """The cold-start harness: wall time of ``galip generate`` in fresh processes, from process start to the PNG
-written. Used by ``scripts/measure_cold_start.py`` and ``training/package_shapes_model.py`` (for the model card)."""
+written. Used by ``scripts/measure_cold_start.py`` and the packaging scripts in ``training/`` (for the model cards)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,99 @@
+"""Packaging a trained run as a shipped pipeline folder: float16 storage that loads in float32, the folder's size,
+and the speed figures of its model card. Shared by ``training/package_shapes_model.py`` and
+``training/package_emoji_model.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from galip_diffusers.benchmark.cold_start import cold_start_seconds
+from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
+from galip_diffusers.models.discriminator import GALIPDiscriminator
+from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
+
+STORAGE_DTYPE = torch.float16
+
+
+def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str) -> None:
+    """Save with float16 weights and float32 configs, atomically (a temp folder renamed over ``output_dir``).
+
+    Every component's config says float32, so the folder loads in float32 by default, as diffusers models do, and
+    ``torch_dtype=`` still picks another dtype. The discriminator goes to ``discriminator/`` (to continue training)."""
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}-", dir=parent)
+    try:
+        pipe.to(STORAGE_DTYPE)
+        pipe.save_pretrained(tmp)
+        discriminator.to(STORAGE_DTYPE).save_pretrained(os.path.join(tmp, "discriminator"))
+        for name in os.listdir(tmp):
+            config = os.path.join(tmp, name, "config.json")
+            if os.path.isfile(config):
+                with open(config) as f:
+                    data = json.load(f)
+                if "dtype" in data or "torch_dtype" in data:  # transformers: the dtype it loads in by default
+                    data.pop("torch_dtype", None)
+                    data["dtype"] = "float32"
+                    with open(config, "w") as f:
+                        json.dump(data, f, indent=2, sort_keys=True)
+                        f.write("\n")
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        pipe.to(torch.float32)
+        discriminator.to(torch.float32)
+
+
+def folder_size_mb(folder: str) -> float:
+    """Total size of the files under ``folder``, in MiB."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files) / 2**20
+
+
+def measure_speed(folder: str, prompt: str) -> dict[str, Any]:
+    """Whole pipeline calls (text encoder, generator, PIL) at batch 1 and 64, with 1 and 2 threads, default and fast
+    path (``enable_fast_inference``), plus the cold start of ``galip-generate`` on ``prompt``."""
+    threads = torch.get_num_threads()
+    rows = []
+    try:
+        for num_threads in (1, 2):
+            torch.set_num_threads(num_threads)
+            for path in ("default", "fast"):
+                pipe = GALIPPipeline.from_pretrained(folder)
+                if path == "fast":
+                    pipe.enable_fast_inference()
+                setting = f"float32, cpu, {path} path, {num_threads} thread{'s' if num_threads > 1 else ''}"
+                rows += measure_pipeline_speed(pipe, batch_sizes=(1, 64), repeats=20, warmup=2, setting=setting)
+    finally:
+        torch.set_num_threads(threads)
+    machine = machine_description("cpu").split(" (")[0] + f" ({os.cpu_count()} cores), torch {torch.__version__}"
+    return {"rows": [row.as_card_row() for row in rows], "raw": [asdict(row) for row in rows], "machine": machine,
+            "cold_start_galip_generate": cold_start_seconds(folder, prompt=prompt)}
+
+
+def speed_markdown(speed: dict[str, Any]) -> str:
+    """The speed table of a model card (from :func:`measure_speed`) and the cold-start sentence."""
+    lines = ["| setting | batch size | ms per image | images per second |", "| --- | --- | --- | --- |"]
+    for row in speed["raw"]:
+        lines.append(f"| {row['setting']} | {row['batch_size']} | {1000 * row['seconds_per_image']:.1f} | "
+                     f"{row['images_per_second']:.0f} |")
+    cold = speed["cold_start_galip_generate"]
+    lines.append(f"\nCold start of `galip-generate` (process start to PNG written): median {cold['median_s']:.2f} s "
+                 f"over {len(cold['runs_s'])} runs ({', '.join(f'{t:.2f}' for t in cold['runs_s'])} s). "
+                 f"Machine: {speed['machine']}.")
+    return "\n".join(lines) + "\n"
+
+
+def checkpoint_steps(checkpoint_folder: str) -> int:
+    """The step of a ``checkpoint-N`` folder."""
+    return int(os.path.basename(os.path.normpath(checkpoint_folder)).split("-")[1])

@@ -1,0 +1,78 @@
+"""training/package_emoji_model.py on a tiny run: float16 storage that loads in float32, the recommended truncation in
+galip_settings.json, the judge's figures in the results folder and in a model card with the licences."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPConfig, CLIPModel
+
+from galip_diffusers import GALIPPipeline
+from galip_diffusers.testing_utils import (TINY_VISION_CONFIG, byte_level_clip_tokenizer, tiny_discriminator,
+                                           tiny_generator, tiny_scorer, tiny_text_encoder)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("package_emoji_model", os.path.join(ROOT, "training",
+                                                                                      "package_emoji_model.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bridge_clip(folder):
+    """A tiny bridge CLIP folder whose towers are those of the tiny generator and text encoder (with its tokenizer)."""
+    text = tiny_text_encoder(0).config.to_dict()
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=TINY_VISION_CONFIG, projection_dim=16))
+    clip.save_pretrained(folder)
+    byte_level_clip_tokenizer().save_pretrained(folder)
+
+
+def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoji):
+    script = _script()
+    run, out, results = tmp_path / "run", tmp_path / "galip-emoji", tmp_path / "results"
+    _bridge_clip(tmp_path / "bridge")
+    tiny_scorer(1).save_pretrained(tmp_path / "scorer")
+    generator = tiny_generator(5)
+    generator.save_pretrained(run / "generator")
+    tiny_discriminator(3).save_pretrained(run / "discriminator")
+
+    report = script.main(["--run_dir", str(run), "--clip_model_name_or_path", str(tmp_path / "bridge"),
+                          "--scorer_model_name_or_path", str(tmp_path / "scorer"), "--output_dir", str(out),
+                          "--results_dir", str(results), "--num_seen", "8", "--truncation", "0.8", "--skip_speed"],
+                         judge=real_emoji[0])
+
+    shipped = GALIPPipeline.from_pretrained(str(out))
+    assert shipped.generator.dtype == torch.float32 and shipped.scorer is not None
+    stored = load_file(str(out / "generator" / "diffusion_pytorch_model.safetensors"))
+    assert all(t.dtype == torch.float16 for t in stored.values())
+    expected = generator.state_dict()
+    assert all(torch.equal(v, expected[k].half().float()) for k, v in shipped.generator.state_dict().items())
+    assert shipped.settings.defaults("sampling") == {"truncation": 0.8}
+
+    assert report["seen"]["n"] == 8 and report["held_out_noto"]["n"] == 159 and report["held_out_tones"]["n"] == 632
+    assert sorted(os.listdir(results)) == ["eval.json", "eval.md", "grid.md", "grid.png",
+                                           "interpolation_dog_to_cat.png", "interpolation_twemoji_to_noto.png"]
+    assert json.loads((results / "eval.json").read_text())["folder_size_mb"] == pytest.approx(report["folder_size_mb"])
+    assert (results / "grid.md").read_text().count("\n") == 2 + 8 + 16 + 16  # 8 seen (--num_seen), 16 + 16 held out
+    card = (out / "README.md").read_text()
+    assert "license: cc-by-4.0" in card and "CC-BY 4.0" in card and "Twitter, Inc" in card
+    assert "emoji-datasource-twitter@16.0.0" in card and "does **not** yet meet the seen-caption targets" in card
+    assert "below the 60% target" in card  # a random tiny generator misses the targets, and the card says so
+    assert "±0.8" in card
+
+
+def test_bad_arguments_are_refused():
+    script = _script()
+    base = ["--run_dir", "r", "--clip_model_name_or_path", "c", "--scorer_model_name_or_path", "s"]
+    assert script.parse_args(base).output_dir.endswith(os.path.join("pretrained", "galip-emoji"))
+    for extra in (["--num_seen", "0"], ["--truncation", "-1"], ["--truncation", "nan"]):
+        with pytest.raises(SystemExit):
+            script.parse_args(base + extra)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--run_dir", "r"])
