@@ -1,13 +1,22 @@
 #!/usr/bin/env python
-"""Learning curve of a ``train_galip.py`` run on the captioned-shapes data: D/G losses over steps (from
-``losses.jsonl``, including the generator's CLIP-similarity term) and, for every saved ``checkpoint-N``, the
-pixel-level attribute accuracy of ``score_images`` on generated images (seen and held-out caption combinations).
+"""Learning curve of a ``train_galip.py`` run: D/G losses over steps (from ``losses.jsonl``, including the
+generator's CLIP-similarity term) and, for every saved ``checkpoint-N``, what the task's pixel judge reads in
+generated images:
+
+* ``--task shapes``: the attribute accuracy of ``score_images`` on seen and held-out caption combinations;
+* ``--task emoji``: the emoji judge's checks (``galip_diffusers.data.emoji_eval.TARGETS``) on ``--num_images`` seen
+  captions and on all held-out Noto and skin-tone prompts.
 
     python training/learning_curve.py --run_dir $RUNS/galip-shapes-run \
         --clip_model_name_or_path $RUNS/clip-bridge --num_images 256 --use_ema
+    # beside a long run: judge each checkpoint as it is saved (Ctrl-C writes the report)
+    python training/learning_curve.py --task emoji --run_dir $RUNS/galip-emoji \
+        --clip_model_name_or_path $RUNS/clip-bridge --num_images 300 --use_ema --watch 60
 
-Writes ``learning_curve.json``, ``learning_curve.md`` and ``learning_curve.png`` under ``--results_dir``
-(default ``results/learning_curve``, git-ignored).
+Every judged checkpoint is also appended to ``learning_curve_points.jsonl`` in the run folder, so a checkpoint that
+``--checkpoints_total_limit`` later deletes keeps its point, and a re-run judges only new checkpoints. Writes
+``learning_curve.json``, ``learning_curve.md`` and ``learning_curve.png`` under ``--results_dir`` (default
+``results/learning_curve``, git-ignored).
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+import time
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,11 +33,18 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.data import shapes
+from galip_diffusers.data.emoji_eval import TARGETS as EMOJI_TARGETS
 from galip_diffusers.data.shapes_eval import caption_cycle, generate
 from galip_diffusers.training.checkpoints import list_checkpoints, load_checkpoint_generator
 from galip_diffusers.training.setup import clip_towers
 
 LOSS_KEYS = ("loss_d", "loss_g", "loss_g_adversarial", "clip_similarity", "loss_d_magp")
+#: per task, the checks of each prompt set that the curve follows
+CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
+    "shapes": {"train": ("background", "color", "shape", "size"), "held_out": ("background", "color", "shape", "size")},
+    "emoji": {name: tuple(checks) for name, checks in EMOJI_TARGETS.items()},
+}
+POINTS_FILE = "learning_curve_points.jsonl"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,12 +52,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--run_dir", required=True, help="--output_dir of train_galip.py (checkpoint-N/, losses.jsonl)")
     parser.add_argument("--clip_model_name_or_path", required=True,
                         help="the CLIP the run was trained on (tokenizer and text tower)")
-    parser.add_argument("--num_images", type=int, default=256, help="generated images per split and checkpoint")
+    parser.add_argument("--task", choices=tuple(CHECKS), default="shapes", help="the data set the run trained on")
+    parser.add_argument("--num_images", type=int, default=256,
+                        help="generated images per split and checkpoint (emoji: seen captions; the held-out sets are "
+                             "always judged whole)")
     parser.add_argument("--use_ema", action="store_true", help="score checkpoint-N/generator_ema instead of generator")
     parser.add_argument("--loss_window", type=int, default=25, help="moving-average window (steps) of the losses")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results_dir", default=os.path.join("results", "learning_curve"))
+    parser.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                        help="keep judging new checkpoints as the run saves them, polling every SECONDS; Ctrl-C stops "
+                             "and writes the report")
+    parser.add_argument("--cache_dir", default=None, help="emoji: where the npm tarballs are (fetched if missing)")
     args = parser.parse_args(argv)
+    if args.watch is not None and not args.watch > 0:
+        parser.error(f"--watch must be a number of seconds > 0, got {args.watch}")
     if args.num_images < 1:
         parser.error(f"--num_images must be >= 1, got {args.num_images}")
     if args.loss_window < 1:
@@ -64,16 +90,57 @@ def read_losses(path: str, window: int) -> dict[str, Any]:
     return out
 
 
-def score_checkpoint(pipe: GALIPPipeline, num_images: int, seed: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for split in ("train", "held_out"):
-        captions = caption_cycle(split, num_images)
-        images = generate(pipe, captions, seed=seed)
-        out[split] = {k: v for k, v in shapes.score_images(images, captions).items() if k != "n"}
-    return out
+def shapes_scorer(args) -> Callable[[GALIPPipeline], dict[str, Any]]:
+    def score(pipe: GALIPPipeline) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for split in CHECKS["shapes"]:
+            captions = caption_cycle(split, args.num_images)
+            images = generate(pipe, captions, seed=args.seed)
+            out[split] = {k: v for k, v in shapes.score_images(images, captions).items() if k != "n"}
+        return out
+
+    return score
 
 
-def plot(losses: dict[str, Any], points: list[dict[str, Any]], path: str) -> None:
+def emoji_scorer(args, judge=None) -> Callable[[GALIPPipeline], dict[str, Any]]:
+    from galip_diffusers.data.emoji_eval import evaluate_emoji_pipeline
+    from galip_diffusers.data.emoji_judge import EmojiJudge
+
+    judge = judge if judge is not None else EmojiJudge.from_tarballs(cache_dir=args.cache_dir)
+
+    def score(pipe: GALIPPipeline) -> dict[str, Any]:
+        report = evaluate_emoji_pipeline(pipe, judge, num_seen=args.num_images, seed=args.seed, diversity_prompts=8)
+        return {**{name: report[name] for name in CHECKS["emoji"]},
+                "diversity_between_seeds": report["diversity"]["between_seeds"]}
+
+    return score
+
+
+def cached_points(run_dir: str, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The points already judged with the same settings (``key``), by checkpoint name."""
+    path = os.path.join(run_dir, POINTS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    return {row["checkpoint"]: row["point"] for row in rows if row.get("key") == key}
+
+
+def judge_new_checkpoints(args, key: dict[str, Any], points: dict[str, dict[str, Any]], text_components: dict,
+                          score: Callable[[GALIPPipeline], dict[str, Any]]) -> None:
+    """Judge every checkpoint not in ``points`` (added to it and appended to the run's points file)."""
+    for step, path in list_checkpoints(args.run_dir):
+        name = os.path.basename(path)
+        if name in points:
+            continue
+        pipe = GALIPPipeline(**text_components, generator=load_checkpoint_generator(path, args.use_ema)[0].eval())
+        pipe.set_progress_bar_config(disable=True)
+        points[name] = {"step": step, **score(pipe)}
+        with open(os.path.join(args.run_dir, POINTS_FILE), "a") as f:
+            f.write(json.dumps({"checkpoint": name, "key": key, "point": points[name]}) + "\n")
+        print(json.dumps(points[name]), flush=True)
+
+
+def plot(losses: dict[str, Any], points: list[dict[str, Any]], path: str, task: str = "shapes") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,57 +154,68 @@ def plot(losses: dict[str, Any], points: list[dict[str, Any]], path: str) -> Non
     ax_loss.set_title("losses (moving average)")
     ax_loss.legend()
     xs = [p["step"] for p in points]
-    for split, style in (("train", "-"), ("held_out", "--")):
-        for attr in ("background", "color", "shape", "size"):
-            ax_acc.plot(xs, [p[split][attr] for p in points], style, marker="o", label=f"{split} {attr}")
+    for (split, checks), style in zip(CHECKS[task].items(), ("-", "--", ":")):
+        for check in checks:
+            ax_acc.plot(xs, [p[split][check] for p in points], style, marker="o", label=f"{split} {check}")
     ax_acc.set_ylim(0, 1.02)
     ax_acc.set_xlabel("step")
-    ax_acc.set_title("score_images accuracy of generated images")
+    ax_acc.set_title(f"{task}: what the pixel judge reads in generated images")
     ax_acc.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def markdown(points: list[dict[str, Any]], losses: dict[str, Any]) -> str:
-    lines = ["| step | loss_d | loss_g (adv) | CLIP sim | seen bg / color / shape / size | held-out bg / color / shape / size |",
-             "| --- | --- | --- | --- | --- | --- |"]
+def markdown(points: list[dict[str, Any]], losses: dict[str, Any], task: str = "shapes") -> str:
+    groups = CHECKS[task]
+    lines = ["| step | loss_d | loss_g (adv) | CLIP sim | " + " | ".join(f"{split}: {' / '.join(checks)}"
+                                                                 for split, checks in groups.items()) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in groups) + " |"]
     offset = len(losses["step"]) - len(losses["loss_d"])
     smoothed_steps = losses["step"][offset:]
     for p in points:
         i = max((k for k, s in enumerate(smoothed_steps) if s <= p["step"]), default=None)
         loss_cells = ["–"] * 3 if i is None else [f"{losses[k][i]:.3f}" for k in ("loss_d", "loss_g_adversarial", "clip_similarity")]
-        seen = " / ".join(f"{p['train'][a]:.2f}" for a in ("background", "color", "shape", "size"))
-        held = " / ".join(f"{p['held_out'][a]:.2f}" for a in ("background", "color", "shape", "size"))
-        lines.append(f"| {p['step']} | {' | '.join(loss_cells)} | {seen} | {held} |")
+        cells = [" / ".join(f"{p[split][c]:.2f}" for c in checks) for split, checks in groups.items()]
+        lines.append(f"| {p['step']} | {' | '.join(loss_cells)} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
 @torch.no_grad()
-def main(argv=None) -> None:
+def main(argv=None, judge=None) -> None:
+    """Judge the run's checkpoints and write the report; ``judge`` reuses an already built emoji judge."""
     args = parse_args(argv)
     os.makedirs(args.results_dir, exist_ok=True)
-    checkpoints = list_checkpoints(args.run_dir)
-    if not checkpoints:
+    if not list_checkpoints(args.run_dir) and args.watch is None:
         raise SystemExit(f"No checkpoint-N folders in {args.run_dir!r}: train with --checkpointing_steps.")
     tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)
     text_encoder, _ = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
+    score = emoji_scorer(args, judge) if args.task == "emoji" else shapes_scorer(args)
+    key = {"task": args.task, "num_images": args.num_images, "seed": args.seed, "use_ema": args.use_ema}
+    points = cached_points(args.run_dir, key)
+    components = {"tokenizer": tokenizer, "text_encoder": text_encoder}
+    try:
+        judge_new_checkpoints(args, key, points, components, score)
+        while args.watch is not None:
+            time.sleep(args.watch)
+            judge_new_checkpoints(args, key, points, components, score)
+    except KeyboardInterrupt:
+        print("Stopped watching; writing the report.", flush=True)
+    write_report(args, sorted(points.values(), key=lambda p: p["step"]))
+
+
+def write_report(args, points: list[dict[str, Any]]) -> None:
+    """``learning_curve.json`` / ``.md`` / ``.png`` under ``--results_dir``."""
     losses = read_losses(os.path.join(args.run_dir, "losses.jsonl"), args.loss_window)
-    points = []
-    for step, path in checkpoints:
-        pipe = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder,
-                             generator=load_checkpoint_generator(path, args.use_ema)[0].eval())
-        pipe.set_progress_bar_config(disable=True)
-        points.append({"step": step, **score_checkpoint(pipe, args.num_images, args.seed)})
-        print(json.dumps(points[-1]), flush=True)
-    report = {"run_dir": os.path.abspath(args.run_dir), "use_ema": args.use_ema, "num_images": args.num_images,
-              "points": points, "losses": losses}
+    report = {"run_dir": os.path.abspath(args.run_dir), "task": args.task, "use_ema": args.use_ema,
+              "num_images": args.num_images, "points": points, "losses": losses}
     with open(os.path.join(args.results_dir, "learning_curve.json"), "w") as f:
         json.dump(report, f, indent=2)
-    table = markdown(points, losses)
+    table = markdown(points, losses, args.task)
     with open(os.path.join(args.results_dir, "learning_curve.md"), "w") as f:
         f.write(table)
-    plot(losses, points, os.path.join(args.results_dir, "learning_curve.png"))
+    if points:
+        plot(losses, points, os.path.join(args.results_dir, "learning_curve.png"), args.task)
     print(table)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -137,6 +138,17 @@ def tiny_scorer(seed: int = 1) -> CLIPModel:
     """A tiny scorer ``CLIPModel`` (another seed and geometry than the generator's ViT); uses the byte-level tokenizer."""
     torch.manual_seed(seed)
     return CLIPModel(CLIPConfig(**TINY_SCORER_CONFIG)).eval()
+
+
+def save_tiny_bridge_clip(folder: str | os.PathLike, seed: int = 0) -> CLIPModel:
+    """Save a tiny ``CLIPModel`` (plus the byte-level tokenizer) whose towers match :func:`tiny_text_encoder` and the
+    tiny generator's ViT: a stand-in for a trained bridge CLIP folder (``--clip_model_name_or_path``)."""
+    torch.manual_seed(seed)
+    text = tiny_text_encoder(seed).config.to_dict()
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=TINY_VISION_CONFIG, projection_dim=16)).eval()
+    clip.save_pretrained(folder)
+    byte_level_clip_tokenizer().save_pretrained(folder)
+    return clip
 
 
 def tiny_fusedream_pipeline(seed: int = 0, scorer_seed: int = 1) -> GALIPFuseDreamPipeline:

@@ -8,11 +8,9 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import CLIPConfig, CLIPModel
 
 from galip_diffusers import GALIPPipeline
-from galip_diffusers.testing_utils import (TINY_VISION_CONFIG, byte_level_clip_tokenizer, tiny_discriminator,
-                                           tiny_generator, tiny_scorer, tiny_text_encoder)
+from galip_diffusers.testing_utils import save_tiny_bridge_clip, tiny_discriminator, tiny_generator, tiny_scorer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,18 +23,10 @@ def _script():
     return module
 
 
-def _bridge_clip(folder):
-    """A tiny bridge CLIP folder whose towers are those of the tiny generator and text encoder (with its tokenizer)."""
-    text = tiny_text_encoder(0).config.to_dict()
-    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=TINY_VISION_CONFIG, projection_dim=16))
-    clip.save_pretrained(folder)
-    byte_level_clip_tokenizer().save_pretrained(folder)
-
-
 def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoji):
     script = _script()
     run, out, results = tmp_path / "run", tmp_path / "galip-emoji", tmp_path / "results"
-    _bridge_clip(tmp_path / "bridge")
+    save_tiny_bridge_clip(tmp_path / "bridge")
     tiny_scorer(1).save_pretrained(tmp_path / "scorer")
     generator = tiny_generator(5)
     generator.save_pretrained(run / "generator")

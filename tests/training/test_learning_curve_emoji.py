@@ -1,0 +1,65 @@
+"""training/learning_curve.py --task emoji: the emoji judge's checks per checkpoint, kept in the run folder so that
+pruned checkpoints keep their points and a re-run judges only new checkpoints."""
+
+import importlib.util
+import json
+import os
+import shutil
+
+import pytest
+
+from galip_diffusers.testing_utils import save_tiny_bridge_clip, tiny_generator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("learning_curve", os.path.join(ROOT, "training", "learning_curve.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _checkpoint(run, step, seed):
+    tiny_generator(seed).save_pretrained(run / f"checkpoint-{step}" / "generator")
+
+
+def test_emoji_points_survive_pruned_checkpoints(tmp_path, one_thread, real_emoji):
+    script = _script()
+    run, results = tmp_path / "run", tmp_path / "curve"
+    save_tiny_bridge_clip(tmp_path / "bridge")
+    run.mkdir()
+    (run / "losses.jsonl").write_text("".join(json.dumps({"step": s, "loss_d": 1.0 + s, "loss_g_adversarial": 0.5,
+                                                          "clip_similarity": 0.1}) + "\n" for s in range(1, 7)))
+    _checkpoint(run, 2, 0)
+    _checkpoint(run, 4, 1)
+    argv = ["--task", "emoji", "--run_dir", str(run), "--clip_model_name_or_path", str(tmp_path / "bridge"),
+            "--num_images", "4", "--loss_window", "1", "--results_dir", str(results)]
+    script.main(argv, judge=real_emoji[0])
+    first = json.loads((results / "learning_curve.json").read_text())["points"]
+    assert [p["step"] for p in first] == [2, 4]
+    assert first[0]["seen"]["n"] == 4 and first[0]["held_out_noto"]["n"] == 159
+    assert first[0]["held_out_tones"]["n"] == 632 and 0.0 <= first[0]["held_out_tones"]["tone_among_variants"] <= 1.0
+
+    shutil.rmtree(run / "checkpoint-2")  # what --checkpoints_total_limit does
+    _checkpoint(run, 6, 2)
+    script.main(argv, judge=real_emoji[0])
+    points = json.loads((results / "learning_curve.json").read_text())["points"]
+    assert [p["step"] for p in points] == [2, 4, 6] and points[:2] == first
+    assert len((run / "learning_curve_points.jsonl").read_text().splitlines()) == 3  # 2 and 4 were not judged again
+    table = (results / "learning_curve.md").read_text()
+    assert "seen: emoji_top1 / emoji_top5 / style_top1" in table and table.count("\n| 6 | 7.000 |") == 1
+    assert (results / "learning_curve.png").stat().st_size > 1000
+
+    other = _script().parse_args(argv + ["--num_images", "5"])  # other settings: nothing cached applies
+    key = {"task": "emoji", "num_images": other.num_images, "seed": 0, "use_ema": False}
+    assert _script().cached_points(str(run), key) == {}
+
+
+def test_watch_needs_a_positive_interval(tmp_path):
+    (tmp_path / "losses.jsonl").write_text("")
+    for bad in ("0", "-5", "nan"):
+        with pytest.raises(SystemExit):
+            _script().parse_args(["--run_dir", str(tmp_path), "--clip_model_name_or_path", "c", "--watch", bad])
+    with pytest.raises(SystemExit):
+        _script().parse_args(["--run_dir", str(tmp_path), "--clip_model_name_or_path", "c", "--task", "faces"])
