@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 
 from galip_diffusers.benchmark.cold_start import cold_start_seconds
 from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
+from galip_diffusers.conversion.commit import commit, snapshot, temporary_folder
 from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
@@ -22,13 +22,16 @@ STORAGE_DTYPE = torch.float16
 
 
 def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str) -> None:
-    """Save with float16 weights and float32 configs, atomically (a temp folder renamed over ``output_dir``).
+    """Save with float16 weights and float32 configs, built in a hidden folder and swapped in as ``output_dir`` with
+    the converter's commit (:func:`galip_diffusers.conversion.commit.commit`: an existing folder is replaced in one
+    step, and only if nothing changed in it meanwhile).
 
     Every component's config says float32, so the folder loads in float32 by default, as diffusers models do, and
     ``torch_dtype=`` still picks another dtype. The discriminator goes to ``discriminator/`` (to continue training)."""
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}-", dir=parent)
+    output_dir = os.path.abspath(output_dir)
+    os.makedirs(os.path.dirname(output_dir), exist_ok=True)
+    checked = snapshot(output_dir)
+    tmp = temporary_folder(output_dir)
     try:
         pipe.to(STORAGE_DTYPE)
         pipe.save_pretrained(tmp)
@@ -44,9 +47,7 @@ def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, 
                     with open(config, "w") as f:
                         json.dump(data, f, indent=2, sort_keys=True)
                         f.write("\n")
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
+        commit(tmp, output_dir, checked)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
