@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -55,6 +56,19 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
     assert "emoji-datasource-twitter@16.0.0" in card and "does **not** yet meet the seen-caption targets" in card
     assert "below the 60% target" in card  # a random tiny generator misses the targets, and the card says so
     assert "±0.8" in card
+
+    # galip generate reads the folder with both engines (the lite runtime too), with the folder's truncation
+    from PIL import Image
+
+    from galip_cli.generate import main as generate
+
+    pngs = {}
+    for engine in ("lite", "diffusers"):
+        folder = tmp_path / engine
+        assert generate(["dog face, noto style", "--model", str(out), "--out", str(folder), "--engine", engine,
+                         "--no-progress"]) == 0
+        pngs[engine] = np.asarray(Image.open(next(folder.glob("*.png"))), dtype=np.int16)
+    assert pngs["lite"].shape == (32, 32, 3) and np.abs(pngs["lite"] - pngs["diffusers"]).max() <= 1
 
 
 def test_bad_arguments_are_refused():
