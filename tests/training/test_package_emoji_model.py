@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers.card_helpers import section_code
 from safetensors.torch import load_file
 
 from galip_diffusers import GALIPPipeline
@@ -24,7 +25,7 @@ def _script():
     return module
 
 
-def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoji):
+def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoji, monkeypatch):
     script = _script()
     run, out, results = tmp_path / "run", tmp_path / "galip-emoji", tmp_path / "results"
     save_tiny_bridge_clip(tmp_path / "bridge")
@@ -56,6 +57,11 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
     assert "emoji-datasource-twitter@16.0.0" in card and "does **not** yet meet the seen-caption targets" in card
     assert "below the 60% target" in card  # a random tiny generator misses the targets, and the card says so
     assert "±0.8" in card
+    code = section_code(card, "## Usage").replace('"galip-emoji"', repr(str(out)))
+    namespace: dict = {}
+    monkeypatch.chdir(tmp_path)  # the snippet saves galip_emoji.png in the working folder
+    exec(compile(code, "<galip-emoji card, usage>", "exec"), namespace)  # noqa: S102
+    assert namespace["images"][0].size == (32, 32) and (tmp_path / "galip_emoji.png").is_file()
 
     # galip generate reads the folder with both engines (the lite runtime too), with the folder's truncation
     from PIL import Image
