@@ -132,7 +132,14 @@ def judge_new_checkpoints(args, key: dict[str, Any], points: dict[str, dict[str,
         name = os.path.basename(path)
         if name in points:
             continue
-        pipe = GALIPPipeline(**text_components, generator=load_checkpoint_generator(path, args.use_ema)[0].eval())
+        try:
+            generator = load_checkpoint_generator(path, args.use_ema)[0].eval()
+        except OSError as error:  # deleted by --checkpoints_total_limit between the listing and the load
+            if os.path.isdir(path):
+                raise
+            print(f"{name} was deleted before it could be judged ({error.__class__.__name__}); skipped.", flush=True)
+            continue
+        pipe = GALIPPipeline(**text_components, generator=generator)
         pipe.set_progress_bar_config(disable=True)
         points[name] = {"step": step, **score(pipe)}
         with open(os.path.join(args.run_dir, POINTS_FILE), "a") as f:

@@ -43,6 +43,9 @@ def test_emoji_points_survive_pruned_checkpoints(tmp_path, one_thread, real_emoj
 
     shutil.rmtree(run / "checkpoint-2")  # what --checkpoints_total_limit does
     _checkpoint(run, 6, 2)
+    listed = script.list_checkpoints(str(run))
+    # and a checkpoint deleted between the listing and its load is skipped, not a crash
+    script.list_checkpoints = lambda run_dir: listed + [(8, str(run / "checkpoint-8"))]
     script.main(argv, judge=real_emoji[0])
     points = json.loads((results / "learning_curve.json").read_text())["points"]
     assert [p["step"] for p in points] == [2, 4, 6] and points[:2] == first
