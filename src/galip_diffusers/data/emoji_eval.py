@@ -152,9 +152,12 @@ def report_markdown(report: Dict[str, Any]) -> str:
 
 
 def grid_prompts(sets: Dict[str, List[Prompt]]) -> List[Prompt]:
-    """64 prompts for the README grid: 32 seen, 16 held-out Noto and 16 held-out tones (spread over the list)."""
-    tones = sets["held_out_tones"]
-    return sets["seen"][:32] + sets["held_out_noto"][:16] + tones[:: max(1, len(tones) // 16)][:16]
+    """64 prompts for the README grid: 32 seen, 16 held-out Noto and 16 held-out tones, each spread evenly over its
+    list (the lists follow the data set's order, which groups keycaps, flags, people and so on)."""
+    def spread(items: List[Prompt], n: int) -> List[Prompt]:
+        return items[:: max(1, len(items) // n)][:n]
+
+    return spread(sets["seen"], 32) + spread(sets["held_out_noto"], 16) + spread(sets["held_out_tones"], 16)
 
 
 def nearest_label(judge: EmojiJudge, image: np.ndarray) -> str:
