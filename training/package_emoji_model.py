@@ -19,13 +19,11 @@ the packaged folder and write its model card.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from galip_core.runtime import packaged_models_dir
 from galip_core.settings import GALIPSettings
@@ -36,7 +34,7 @@ from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, i
                                              missed_targets, report_markdown, write_results)
 from galip_diffusers.data.emoji_judge import EmojiJudge
 from galip_diffusers.training.packaging import (checkpoint_steps, folder_size_mb, measure_speed, save_half_precision,
-                                                speed_markdown)
+                                                save_strip, speed_markdown)
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
 
 STRIPS = {
@@ -129,9 +127,7 @@ def main(argv=None, judge: EmojiJudge | None = None) -> dict[str, Any]:
                            f"{MAX_SIZE_MB:.0f} MiB.")
     for name, prompts in STRIPS.items():
         strip, info = interpolation(shipped, judge, prompts, num_steps=8, seed=3)
-        Image.fromarray((strip * 255).round().astype(np.uint8)).resize((strip.shape[1] * 2, strip.shape[0] * 2),
-                                                                      Image.NEAREST).save(
-            os.path.join(args.results_dir, f"interpolation_{name}.png"))
+        save_strip(strip, os.path.join(args.results_dir, f"interpolation_{name}.png"))
         report["interpolation"][name] = info
     if not args.skip_speed:
         report["speed"] = measure_speed(args.output_dir, prompt=SPEED_PROMPT)

@@ -28,16 +28,14 @@ import json
 import os
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
 from galip_diffusers.training.packaging import (checkpoint_steps, folder_size_mb, measure_speed, save_half_precision,
-                                                speed_markdown)
+                                                save_strip, speed_markdown)
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
@@ -154,9 +152,7 @@ def main(argv=None) -> None:
     report["interpolation"] = {}
     for name, prompts in STRIPS.items():
         strip, info = interpolation_strip(shipped, prompts, num_steps=8, seed=3)
-        Image.fromarray((strip * 255).round().astype(np.uint8)).resize((strip.shape[1] * 2, strip.shape[0] * 2),
-                                                                      Image.NEAREST).save(
-            os.path.join(args.results_dir, f"interpolation_{name}.png"))
+        save_strip(strip, os.path.join(args.results_dir, f"interpolation_{name}.png"))
         report["interpolation"][name] = info
     if not args.skip_speed:
         report["speed"] = measure_speed(args.output_dir, prompt="a large red circle on a white background")

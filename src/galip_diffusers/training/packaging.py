@@ -10,7 +10,9 @@ import shutil
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from galip_diffusers.benchmark.cold_start import cold_start_seconds
 from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
@@ -93,6 +95,12 @@ def speed_markdown(speed: dict[str, Any]) -> str:
                  f"over {len(cold['runs_s'])} runs ({', '.join(f'{t:.2f}' for t in cold['runs_s'])} s). "
                  f"Machine: {speed['machine']}.")
     return "\n".join(lines) + "\n"
+
+
+def save_strip(strip: np.ndarray, path: str, scale: int = 2) -> None:
+    """An interpolation strip (``(H, W, 3)`` floats in [0, 1]) as a PNG, enlarged ``scale`` times (nearest)."""
+    image = Image.fromarray((np.clip(strip, 0.0, 1.0) * 255).round().astype(np.uint8))
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
 
 
 def checkpoint_steps(checkpoint_folder: str) -> int:
