@@ -162,7 +162,10 @@ def grid_prompts(sets: Dict[str, List[Prompt]]) -> List[Prompt]:
 
 def nearest_label(judge: EmojiJudge, image: np.ndarray) -> str:
     """``"label (style)"`` of the real image nearest to one uint8 image."""
-    index = int(np.argmin(judge.distances(image[None])[0]))
+    return _label(judge, int(np.argmin(judge.distances(image[None])[0])))
+
+
+def _label(judge: EmojiJudge, index: int) -> str:
     return f"{judge.label[index]} ({judge.style[index]})"
 
 
@@ -181,8 +184,9 @@ def write_results(pipe, judge: EmojiJudge, report: Dict[str, Any], results_dir: 
     images = generate_uint8(pipe, prompts, seed=seed, **kwargs)
     prompt_grid(images, prompts).save(os.path.join(results_dir, "grid.png"))
     verdicts = judge.judge(images, [target for _, target in picks])
-    return [{"prompt": caption, **verdict, "nearest_label": nearest_label(judge, image)}
-            for (caption, _), image, verdict in zip(picks, images, verdicts)]
+    nearest = [judge.index_of(*verdict["nearest"][0].split("/")) for verdict in verdicts]  # "unified/style"
+    return [{"prompt": caption, **verdict, "nearest_label": _label(judge, index)}
+            for (caption, _), verdict, index in zip(picks, verdicts, nearest)]
 
 
 def interpolation(pipe, judge: EmojiJudge, prompts: Sequence[str], num_steps: int = 8, seed: int = 0
