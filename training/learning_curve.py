@@ -121,7 +121,13 @@ def cached_points(run_dir: str, key: dict[str, Any]) -> dict[str, dict[str, Any]
     path = os.path.join(run_dir, POINTS_FILE)
     if not os.path.isfile(path):
         return {}
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+    rows = []
+    for number, line in enumerate(open(path), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a killed watcher: that checkpoint is judged again
+            if line.strip():
+                print(f"{path}:{number}: unreadable point skipped (its checkpoint is judged again if it still exists).")
     return {row["checkpoint"]: row["point"] for row in rows if row.get("key") == key}
 
 

@@ -54,6 +54,11 @@ def test_emoji_points_survive_pruned_checkpoints(tmp_path, one_thread, real_emoj
     assert "seen: emoji_top1 / emoji_top5 / style_top1" in table and table.count("\n| 6 | 7.000 |") == 1
     assert (results / "learning_curve.png").stat().st_size > 1000
 
+    with open(run / "learning_curve_points.jsonl", "a") as f:
+        f.write('{"checkpoint": "checkpoint-6", "key": {"ta')  # a watcher killed mid-write
+    key = {"task": "emoji", "num_images": 4, "seed": 0, "use_ema": False}
+    assert sorted(_script().cached_points(str(run), key)) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
     other = _script().parse_args(argv + ["--num_images", "5"])  # other settings: nothing cached applies
     key = {"task": "emoji", "num_images": other.num_images, "seed": 0, "use_ema": False}
     assert _script().cached_points(str(run), key) == {}
