@@ -240,15 +240,12 @@ def test_save_load_round_trip_and_plain_folder_with_scorer(pipe, tmp_path):
 
 
 def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
-    import importlib.util
     import json
     from collections import Counter
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "training" / "eval_fusedream.py"
-    spec = importlib.util.spec_from_file_location("eval_fusedream", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from helpers.training_helpers import training_script
+
+    module = training_script("eval_fusedream")
     pipe.save_pretrained(tmp_path / "model")
     report = module.main([
         "--model", str(tmp_path / "model"), "--num_prompts", "2", "--seeds", "0", "1", "--num_candidates", "3",

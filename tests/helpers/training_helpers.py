@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from types import ModuleType
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +19,17 @@ from galip_diffusers.testing_utils import (
     tiny_discriminator,
     tiny_pipeline,
 )
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def training_script(name: str) -> ModuleType:
+    """A fresh module of ``training/<name>.py`` (the scripts are not a package), for its ``main`` and helpers."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "training", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 COLORS = {"red": (220, 20, 20), "green": (20, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 30)}
 TINY_GENERATOR_JSON = {

@@ -171,13 +171,9 @@ def test_the_shipped_settings_are_the_model_cards_recommended_calls():
 
 
 def test_eval_fusedream_takes_unset_flags_from_the_settings():
-    import importlib.util
-    from pathlib import Path
+    from helpers.training_helpers import training_script
 
-    script = Path(__file__).resolve().parents[2] / "training" / "eval_fusedream.py"
-    spec = importlib.util.spec_from_file_location("eval_fusedream", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = training_script("eval_fusedream")
     pipe = tiny_fusedream_pipeline()
     pipe.settings = GALIPSettings({"refinement": {"num_steps": 5}, "composition": {"truncation": 0.5, "layer": 1,
                                                                                     "top_k": 1, "num_steps": 0}})

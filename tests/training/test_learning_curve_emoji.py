@@ -1,23 +1,17 @@
 """training/learning_curve.py --task emoji: the emoji judge's checks per checkpoint, kept in the run folder so that
 pruned checkpoints keep their points and a re-run judges only new checkpoints."""
 
-import importlib.util
 import json
-import os
 import shutil
 
 import pytest
 
 from galip_diffusers.testing_utils import save_tiny_bridge_clip, tiny_generator
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.training_helpers import training_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("learning_curve", os.path.join(ROOT, "training", "learning_curve.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return training_script("learning_curve")
 
 
 def _checkpoint(run, step, seed):

@@ -1,7 +1,6 @@
 """training/package_emoji_model.py on a tiny run: float16 storage that loads in float32, the recommended truncation in
 galip_settings.json, the judge's figures in the results folder and in a model card with the licences."""
 
-import importlib.util
 import json
 import os
 
@@ -9,20 +8,15 @@ import numpy as np
 import pytest
 import torch
 from helpers.card_helpers import section_code
+from helpers.training_helpers import training_script
 from safetensors.torch import load_file
 
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.testing_utils import save_tiny_bridge_clip, tiny_discriminator, tiny_generator, tiny_scorer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("package_emoji_model", os.path.join(ROOT, "training",
-                                                                                      "package_emoji_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return training_script("package_emoji_model")
 
 
 def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoji, monkeypatch):

@@ -1,7 +1,6 @@
 """training/package_shapes_model.py: a run fine-tuned from a pipeline folder is packaged with that folder's
 tokenizer, encoders and scorer (--components_from), in float16 storage that loads in float32."""
 
-import importlib.util
 import json
 import os
 
@@ -10,17 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from galip_diffusers import GALIPPipeline
+from helpers.training_helpers import training_script
 from galip_diffusers.testing_utils import tiny_components, tiny_discriminator, tiny_scorer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("package_shapes_model", os.path.join(ROOT, "training",
-                                                                                       "package_shapes_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return training_script("package_shapes_model")
 
 
 def test_components_from_a_pipeline_folder(tmp_path, one_thread):

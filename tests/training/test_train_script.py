@@ -1,7 +1,6 @@
 """End-to-end tests of training/train_galip.py: accelerate launch with 1 and 2 CPU processes, bit-exact resume, SIGKILL
 during a checkpoint save, bad inputs, and the saved pipeline folder."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from helpers.hub_helpers import hub  # noqa: F401  (the fixture)
-from helpers.training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder, write_generator_config
+from helpers.training_helpers import (make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder, training_script,
+                                      write_generator_config)
 
 from galip_diffusers.training.checkpoints import INCOMPLETE_PREFIX, list_checkpoints, resolve_resume_checkpoint
 
@@ -71,10 +71,7 @@ def _losses(output_dir):
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("train_galip", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return training_script("train_galip")
 
 
 @pytest.fixture()
@@ -149,9 +146,7 @@ def test_from_scratch_checkpoints_and_resume_bit_exactly(script, fixtures, tmp_p
     assert events
 
     # training/learning_curve.py reads this run: losses plus score_images per checkpoint (EMA weights)
-    spec = importlib.util.spec_from_file_location("learning_curve", os.path.join(ROOT, "training", "learning_curve.py"))
-    curve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(curve)
+    curve = training_script("learning_curve")
     results = tmp_path / "curve"
     curve.main(["--run_dir", str(full), "--clip_model_name_or_path", fx["clip"], "--num_images", "3", "--use_ema",
                 "--loss_window", "2", "--results_dir", str(results)])
