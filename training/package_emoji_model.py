@@ -114,7 +114,7 @@ def main(argv=None, judge: EmojiJudge | None = None) -> dict[str, Any]:
     components = clip_components(args.clip_model_name_or_path, args.scorer_model_name_or_path)
     pipe, discriminator, source = run_pipeline(args.run_dir, args.checkpoint, components)
     pipe.settings = sampling_settings(args.truncation)
-    save_half_precision(pipe, discriminator, args.output_dir)
+    save_half_precision(pipe, discriminator, args.output_dir, max_size_mb=MAX_SIZE_MB)
     del pipe
 
     shipped = GALIPPipeline.from_pretrained(args.output_dir)
@@ -122,9 +122,6 @@ def main(argv=None, judge: EmojiJudge | None = None) -> dict[str, Any]:
     judge = judge if judge is not None else EmojiJudge.from_tarballs(cache_dir=args.cache_dir)
     report = evaluate_emoji_pipeline(shipped, judge, num_seen=args.num_seen)  # the folder's own truncation
     report.update(source=source, targets=TARGETS, folder_size_mb=folder_size_mb(args.output_dir), interpolation={})
-    if report["folder_size_mb"] >= MAX_SIZE_MB:
-        raise RuntimeError(f"{args.output_dir} is {report['folder_size_mb']:.1f} MiB; shipped models stay under "
-                           f"{MAX_SIZE_MB:.0f} MiB.")
     for name, prompts in STRIPS.items():
         strip, info = interpolation(shipped, judge, prompts, num_steps=8, seed=3)
         save_strip(strip, os.path.join(args.results_dir, f"interpolation_{name}.png"))

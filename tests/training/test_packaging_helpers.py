@@ -32,6 +32,11 @@ def test_replaces_a_folder_and_a_failed_save_keeps_the_old_one(tmp_path, one_thr
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
+    with pytest.raises(ValueError, match=r"shipped models stay under 0.001 MiB \(nothing was replaced\)"):
+        save_half_precision(GALIPPipeline(**tiny_components(2)), disc, out, max_size_mb=0.001)
+    assert all(torch.equal(second[k], v) for k, v in _weights(out).items())
+    assert sorted(os.listdir(tmp_path)) == ["galip-x"]
+
     monkeypatch.setattr(type(disc), "save_pretrained", broken)
     with pytest.raises(OSError, match="disk full"):
         save_half_precision(GALIPPipeline(**tiny_components(2)), disc, out)

@@ -23,13 +23,15 @@ from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 STORAGE_DTYPE = torch.float16
 
 
-def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str) -> None:
+def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str,
+                        max_size_mb: float | None = None) -> None:
     """Save with float16 weights and float32 configs, built in a hidden folder and swapped in as ``output_dir`` with
     the converter's commit (:func:`galip_diffusers.conversion.commit.commit`: an existing folder is replaced in one
     step, and only if nothing changed in it meanwhile).
 
     Every component's config says float32, so the folder loads in float32 by default, as diffusers models do, and
-    ``torch_dtype=`` still picks another dtype. The discriminator goes to ``discriminator/`` (to continue training)."""
+    ``torch_dtype=`` still picks another dtype. The discriminator goes to ``discriminator/`` (to continue training).
+    A folder of ``max_size_mb`` MiB or more is refused before the swap, so ``output_dir`` keeps what it held."""
     output_dir = os.path.abspath(output_dir)
     os.makedirs(os.path.dirname(output_dir), exist_ok=True)
     checked = snapshot(output_dir)
@@ -49,6 +51,10 @@ def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, 
                     with open(config, "w") as f:
                         json.dump(data, f, indent=2, sort_keys=True)
                         f.write("\n")
+        size = folder_size_mb(tmp)
+        if max_size_mb is not None and size >= max_size_mb:
+            raise ValueError(f"{output_dir} would be {size:.1f} MiB; shipped models stay under {max_size_mb:g} MiB "
+                             "(nothing was replaced).")
         commit(tmp, output_dir, checked)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
