@@ -79,6 +79,21 @@ def test_prompt_grid_lays_out_images_with_their_prompts():
         prompt_grid(images, ["p"] * 9)
 
 
+def test_prompt_grid_labels_drop_accents_instead_of_drawing_boxes():
+    from galip_diffusers.data.emoji_eval import ascii_label, prompt_grid
+
+    assert ascii_label("flag: Åland Islands, noto style") == "flag: Aland Islands, noto style"
+    assert ascii_label("flag: Curaçao") == "flag: Curacao" and ascii_label("piñata") == "pinata"
+    assert ascii_label("flag: Türkiye ✓") == "flag: Turkiye ?"
+    images = np.zeros((2, 64, 64, 3), np.uint8)
+    accented = np.asarray(prompt_grid(images, ["flag: Åland Islands", "flag: Curaçao"], columns=2))
+    plain = np.asarray(prompt_grid(images, ["flag: Aland Islands", "flag: Curacao"], columns=2))
+    assert (accented == plain).all()
+    wrapped = np.asarray(prompt_grid(images[:1], ["woman with white cane: light skin tone, facing right, twemoji style"],
+                                       columns=1))
+    assert (wrapped[128 + 24 : 164] < 128).any()  # a third line ("right, twemoji style"), cut between words
+
+
 def test_targets_are_checked_and_reported(fixture_judge, tmp_path):
     from galip_diffusers.data.emoji_eval import meets_seen_targets, missed_targets, report_markdown, write_results
 

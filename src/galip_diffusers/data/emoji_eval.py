@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
+import unicodedata
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -116,9 +118,16 @@ def prompt_grid(images: np.ndarray, prompts: Sequence[str], columns: int = 8, sc
     for i, (image, prompt) in enumerate(zip(images, prompts)):
         x, y = (i % columns) * cell_w, (i // columns) * (height + text_h)
         grid.paste(Image.fromarray(image).resize((width, height), Image.NEAREST), (x + (cell_w - width) // 2, y))
-        lines = [prompt[j : j + chars] for j in range(0, min(len(prompt), 3 * chars), chars)]
+        lines = textwrap.wrap(ascii_label(prompt), chars, break_long_words=True)[:3]
         draw.multiline_text((x + 2, y + height + 1), "\n".join(lines), fill=(0, 0, 0), spacing=0)
     return grid
+
+
+def ascii_label(text: str) -> str:
+    """``text`` with its accents dropped (``"flag: Åland Islands"`` -> ``"flag: Aland Islands"``), for the grid's
+    labels: PIL's default font draws every non-ASCII letter as the same box. Letters with no ASCII base become ``?``."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).encode("ascii", "replace").decode("ascii")
 
 
 def missed_targets(report: Dict[str, Any]) -> List[str]:
