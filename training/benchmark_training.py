@@ -6,12 +6,13 @@ steps (after warm-up) and the process's peak memory: CPU RSS (``ru_maxrss``) and
 
     python training/benchmark_training.py --config full --batch_size 16 --steps 3
     python training/benchmark_training.py --config small --batch_size 64 --steps 10
+    # the reconstruction anchor's cost, timed in one run: none, an extra G(0, s) pass, half the batch in the G pass
+    python training/benchmark_training.py --config emoji --batch_size 32 --reconstruction off separate in_batch
 """
 
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 
@@ -19,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from galip_core.machine import cpu_name
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator
 from galip_diffusers.models.clip_bridge import VIT_B_32_VISION_CONFIG
 from galip_diffusers.training.setup import discriminator_config_from_clip, load_vision_weights_into_generator
@@ -43,6 +45,24 @@ CONFIGS = {
                           num_mapping_blocks=2, prompt_layers=[1, 2]),
         "resolution": 64,
     },
+    # the galip-emoji run: training/configs/galip-emoji-generator.json on the emoji bridge CLIP's sizes
+    "emoji": {
+        "vision": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                       image_size=64, patch_size=8, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=128),
+        "text": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
+                     projection_dim=128, vocab_size=4132),
+        "generator": dict(z_dim=32, ngf=24, output_size=64, code_channels=32, mapping_mid_channels=16,
+                          num_mapping_blocks=2, prompt_layers=[1, 2, 3]),
+        "resolution": 64,
+    },
+}
+
+#: the reconstruction anchor (``--reconstruction_weight 10``) as timed by ``--reconstruction``: off, an extra
+#: ``G(0, s)`` pass over the batch, or half the batch anchored inside the one G pass (``--reconstruction_fraction``)
+RECONSTRUCTION = {
+    "off": GALIPLossConfig(),
+    "separate": GALIPLossConfig(reconstruction_weight=10.0),
+    "in_batch": GALIPLossConfig(reconstruction_weight=10.0, reconstruction_fraction=0.5),
 }
 
 
@@ -68,7 +88,10 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="Timed steps (after --warmup).")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
-    parser.add_argument("--output", default=None, help="Append the result as a JSON line to this file.")
+    parser.add_argument("--reconstruction", nargs="+", choices=list(RECONSTRUCTION), default=["off"],
+                        help="reconstruction-anchor settings to time, one after the other in this run (ratios are "
+                        "against the first): off, separate (an extra G(0, s) pass) or in_batch (fraction 0.5)")
+    parser.add_argument("--output", default=None, help="Append each result as a JSON line to this file.")
     args = parser.parse_args()
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
@@ -84,37 +107,43 @@ def main():
     images = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1
     input_ids = torch.randint(0, text.config.vocab_size - 2, (batch, 77), device=device)
 
-    def step():
+    def step(loss_config: GALIPLossConfig):
         galip_train_step(accelerator, generator, discriminator, vision, text, opt_g, opt_d, images, input_ids,
-                         torch.randn(batch, z_dim, device=device), GALIPLossConfig())
+                         torch.randn(batch, z_dim, device=device), loss_config)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    elapsed = time.perf_counter() - start
-    result = {
-        "config": args.config,
-        "batch_size": batch,
-        "mixed_precision": args.mixed_precision,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "seconds_per_step": round(elapsed / args.steps, 3),
-        "images_per_second": round(batch * args.steps / elapsed, 3),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-        "generator_learnable_params": sum(p.numel() for p in accelerator.unwrap_model(generator).learnable_parameters()),
-    }
-    if device.type == "cuda":
-        result["peak_cuda_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-    print(json.dumps(result))
-    if args.output:
-        with open(args.output, "a") as f:
-            f.write(json.dumps(result) + "\n")
+    first = None
+    for reconstruction in args.reconstruction:
+        for _ in range(args.warmup):
+            step(RECONSTRUCTION[reconstruction])
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step(RECONSTRUCTION[reconstruction])
+        elapsed = time.perf_counter() - start
+        first = first or elapsed
+        result = {
+            "config": args.config,
+            "batch_size": batch,
+            "reconstruction": reconstruction,
+            "mixed_precision": args.mixed_precision,
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "seconds_per_step": round(elapsed / args.steps, 3),
+            "time_vs_first": round(elapsed / first, 3),
+            "images_per_second": round(batch * args.steps / elapsed, 3),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+            "generator_learnable_params": sum(
+                p.numel() for p in accelerator.unwrap_model(generator).learnable_parameters()),
+        }
+        if device.type == "cuda":
+            result["peak_cuda_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        print(json.dumps(result))
+        if args.output:
+            with open(args.output, "a") as f:
+                f.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -270,3 +270,39 @@ def test_reconstruction_anchor_is_l1_of_the_zero_noise_sample(accelerator):
     with pytest.raises(ValueError, match="reconstruction needs real images of the generator's size"):
         galip_train_step(accelerator, generator, discriminator, image_encoder, text_encoder, opt_g, opt_d,
                          torch.rand(3, 3, 16, 16), ids, noise, GALIPLossConfig(reconstruction_weight=1.0))
+
+
+def test_in_batch_anchor_runs_g_once_and_anchors_the_zero_noise_samples(accelerator):
+    """``reconstruction_fraction`` draws the first samples of the one G pass at z = 0 and anchors only those."""
+    torch.manual_seed(3)
+    generator, discriminator = tiny_generator(3), tiny_discriminator(3)
+    image_encoder, text_encoder = tiny_image_encoder(3), tiny_text_encoder(3)
+    ids = byte_level_clip_tokenizer()(["one", "two", "three", "four"], padding="max_length", max_length=77,
+                                      return_tensors="pt").input_ids
+    images, noise = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8)
+    with torch.no_grad():
+        s = text_encoder(ids).text_embeds
+        expected = (generator(torch.zeros(2, 8), s[:2]) - images[:2]).abs().mean()
+    calls = []
+    generator.register_forward_hook(lambda module, args, out: calls.append(args[0].clone()))
+    opt_g = torch.optim.SGD(generator.learnable_parameters(), lr=0.0)
+    opt_d = torch.optim.SGD(discriminator.parameters(), lr=0.0)
+    config = GALIPLossConfig(reconstruction_weight=1.0, reconstruction_fraction=0.5)
+    logs = galip_train_step(accelerator, generator, discriminator, image_encoder, text_encoder, opt_g, opt_d,
+                            images, ids, noise, config)
+    assert len(calls) == 1  # one G pass (the separate anchor pass would make it 2)
+    assert (calls[0][:2] == 0).all() and torch.equal(calls[0][2:], noise[2:])
+    assert logs["loss_g_reconstruction"].item() == pytest.approx(expected.item(), rel=1e-5)
+    calls.clear()
+    galip_train_step(accelerator, generator, discriminator, image_encoder, text_encoder, opt_g, opt_d, images, ids,
+                     noise, GALIPLossConfig(reconstruction_weight=1.0))
+    assert len(calls) == 2 and torch.equal(calls[0], noise) and (calls[1] == 0).all()
+    # at least one anchored and one free sample, whatever the fraction
+    assert [GALIPLossConfig(reconstruction_weight=1.0, reconstruction_fraction=f).anchored_count(b)
+            for f, b in ((0.5, 32), (0.01, 8), (0.99, 2), (0.3, 10))] == [16, 1, 1, 3]
+    assert GALIPLossConfig(reconstruction_weight=1.0).anchored_count(8) == 0
+    for bad in (0.0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="`reconstruction_fraction` must be None"):
+            GALIPLossConfig(reconstruction_weight=1.0, reconstruction_fraction=bad)
+    with pytest.raises(ValueError, match="only makes sense with `reconstruction_weight` > 0"):
+        GALIPLossConfig(reconstruction_fraction=0.5)

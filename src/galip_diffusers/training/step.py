@@ -31,12 +31,33 @@ class GALIPLossConfig:
     #: noise, is pulled towards the real image of caption ``s``. Only the zero noise is anchored, so the other
     #: noises stay free for the adversarial loss (diversity across seeds is measured, not assumed).
     reconstruction_weight: float = 0.0
+    #: where the anchor's zero-noise samples come from. ``None``: an extra ``G(0, s)`` pass over the whole batch, so
+    #: G runs twice per step. A fraction ``f`` in (0, 1): the step's one G pass draws its first
+    #: :meth:`anchored_count` samples at z = 0 and anchors those; D and the other G terms read them as ordinary
+    #: fakes. Half of G's cost is saved; each step anchors fewer captions.
+    reconstruction_fraction: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.mismatch not in MISMATCH_MODES:
             raise ValueError(f"`mismatch` must be one of {MISMATCH_MODES}, got {self.mismatch!r}.")
         if not (self.reconstruction_weight >= 0 and math.isfinite(self.reconstruction_weight)):
             raise ValueError(f"`reconstruction_weight` must be a finite number >= 0, got {self.reconstruction_weight}")
+        fraction = self.reconstruction_fraction
+        if fraction is not None:
+            if not 0 < fraction < 1:
+                raise ValueError(f"`reconstruction_fraction` must be None (a separate G(0, s) pass) or a fraction in "
+                                 f"(0, 1), got {fraction}")
+            if self.reconstruction_weight == 0:
+                raise ValueError("`reconstruction_fraction` anchors part of the batch at zero noise, which only makes "
+                                 "sense with `reconstruction_weight` > 0 (got 0).")
+
+    def anchored_count(self, batch_size: int) -> int:
+        """How many samples of a batch are drawn at zero noise and anchored within the G pass: 0 without
+        ``reconstruction_fraction``, else ``round(f * batch_size)`` kept in ``[1, batch_size - 1]``, so at least one
+        sample always has free noise."""
+        if self.reconstruction_fraction is None or self.reconstruction_weight == 0:
+            return 0
+        return max(1, min(batch_size - 1, round(self.reconstruction_fraction * batch_size)))
 
 
 @contextlib.contextmanager
@@ -69,14 +90,16 @@ def galip_train_step(
     """One GALIP step (D update, then G update), as in the official training loop.
 
     1. ``s = text_encoder(input_ids).text_embeds`` (frozen); real CLIP features (frozen image encoder).
-    2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update.
+    2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update. With
+       ``loss_config.reconstruction_fraction``, the first ``loss_config.anchored_count(B)`` noises are zeros.
     3. D: one (wrapped) discriminator call on ``[real; real; fake.detach()]`` with ``[s; s_mis; s]`` (features, and
        the images themselves for a D with a pixel path; ``s_mis`` per ``loss_config.mismatch``), then
        ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (hinge terms per head, MA-GP on the summed real logits,
        unscaled from the GradScaler's scale under fp16), backward, ``optimizer_d.step()``.
     4. G: the updated D (parameters temporarily frozen, so D's gradients and its DDP reducer are untouched) on the fake
-       features, ``L_G = -mean(C(D(f_fake), s)) - sim_weight * mean(cos(img_emb(fake), s))``, backward through the
-       frozen ViTs, ``optimizer_g.step()``.
+       features, ``L_G = -mean(C(D(f_fake), s)) - sim_weight * mean(cos(img_emb(fake), s))`` (plus
+       ``reconstruction_weight * mean|G(0, s) - x|`` over the anchored samples, or over an extra zero-noise pass),
+       backward through the frozen ViTs, ``optimizer_g.step()``.
 
     Call it inside ``accelerator.accumulate(generator, discriminator)``. ``generator``/``discriminator`` may be wrapped
     by ``accelerator.prepare``. Returns detached losses and, on optimisation steps, the gradient norms.
@@ -92,6 +115,9 @@ def galip_train_step(
         text_embeds.requires_grad_(True)
         mismatched = mismatched_pairs(text_embeds, loss_config.mismatch, loss_config.mismatch_shift)
 
+        anchored = loss_config.anchored_count(batch)
+        if anchored:
+            noise = torch.cat([torch.zeros_like(noise[:anchored]), noise[anchored:]])
         fake = generator(noise, text_embeds.detach())
         fake_features, fake_image_embeds = unwrapped_d.extract_features(image_encoder, fake)
 
@@ -117,7 +143,11 @@ def galip_train_step(
         g_logits = unwrapped_d(fake_features, text_embeds.detach(), fake if unwrapped_d.has_pixel_path else None)
         g_losses = generator_loss(g_logits, fake_image_embeds, text_embeds.detach(), loss_config.sim_weight)
         if loss_config.reconstruction_weight > 0:
-            g_losses["loss_reconstruction"] = _reconstruction_l1(generator, noise, text_embeds.detach(), pixel_values)
+            if anchored:
+                reconstruction = _anchor_l1(fake[:anchored], pixel_values[:anchored])
+            else:
+                reconstruction = _anchor_l1(generator(torch.zeros_like(noise), text_embeds.detach()), pixel_values)
+            g_losses["loss_reconstruction"] = reconstruction
             g_losses["loss"] = g_losses["loss"] + loss_config.reconstruction_weight * g_losses["loss_reconstruction"]
     _update(accelerator, generator, optimizer_g, g_losses["loss"], max_grad_norm, logs, "grad_norm_g")
 
@@ -131,10 +161,8 @@ def galip_train_step(
     return {k: v.detach().float() for k, v in logs.items()}
 
 
-def _reconstruction_l1(generator: nn.Module, noise: torch.Tensor, text_embeds: torch.Tensor,
-                       pixel_values: torch.Tensor) -> torch.Tensor:
-    """``mean|G(0, s) - x|``: the zero-noise sample against the caption's real image (``reconstruction_weight``)."""
-    anchor = generator(torch.zeros_like(noise), text_embeds)
+def _anchor_l1(anchor: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``mean|G(0, s) - x|``: zero-noise samples against their captions' real images (``reconstruction_weight``)."""
     if anchor.shape != pixel_values.shape:
         raise ValueError(f"reconstruction needs real images of the generator's size {tuple(anchor.shape[1:])}, "
                          f"got {tuple(pixel_values.shape[1:])}: set --resolution to the output size")
