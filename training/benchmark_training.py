@@ -1,19 +1,21 @@
 #!/usr/bin/env python
 """Training throughput and peak memory of one GALIP step (``galip_train_step``, the step train_galip.py runs).
 
-Random weights and random data (no data loading), fp32 unless --mixed_precision. Reports images/s over the timed
-steps (after warm-up) and the process's peak memory: CPU RSS (``ru_maxrss``) and, on CUDA, peak allocated memory.
+Random weights and random data (no data loading), fp32 unless --mixed_precision. Reports the median step time and
+images/s over the timed steps (after warm-up) and the process's peak memory: CPU RSS (``ru_maxrss``) and, on CUDA,
+peak allocated memory.
 
     python training/benchmark_training.py --config full --batch_size 16 --steps 3
     python training/benchmark_training.py --config small --batch_size 64 --steps 10
-    # the reconstruction anchor's cost, timed in one run: none, an extra G(0, s) pass, half the batch in the G pass
-    python training/benchmark_training.py --config emoji --batch_size 32 --reconstruction off separate in_batch
+    # the reconstruction anchor's cost, timed in one run: an extra G(0, s) pass, half the batch in the G pass, none
+    python training/benchmark_training.py --config emoji --batch_size 32 --steps 5 --reconstruction separate in_batch off
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import time
 
 import torch
@@ -85,7 +87,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="small")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3, help="Timed steps (after --warmup).")
+    parser.add_argument("--steps", type=int, default=3, help="Timed steps per setting (after --warmup).")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     parser.add_argument("--reconstruction", nargs="+", choices=list(RECONSTRUCTION), default=["off"],
@@ -113,15 +115,20 @@ def main():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    first = None
+    # Settings are timed step by step in turn (round robin), and each reports its median step: on a shared or
+    # throttled machine, a slow minute then hits every setting alike instead of skewing one.
     for reconstruction in args.reconstruction:
         for _ in range(args.warmup):
             step(RECONSTRUCTION[reconstruction])
-        start = time.perf_counter()
-        for _ in range(args.steps):
+    seconds = {name: [] for name in args.reconstruction}
+    for _ in range(args.steps):
+        for reconstruction in args.reconstruction:
+            start = time.perf_counter()
             step(RECONSTRUCTION[reconstruction])
-        elapsed = time.perf_counter() - start
-        first = first or elapsed
+            seconds[reconstruction].append(time.perf_counter() - start)
+    first = statistics.median(seconds[args.reconstruction[0]])
+    for reconstruction in args.reconstruction:
+        per_step = statistics.median(seconds[reconstruction])
         result = {
             "config": args.config,
             "batch_size": batch,
@@ -131,9 +138,9 @@ def main():
             "torch_threads": torch.get_num_threads(),
             "cpu": cpu_name(),
             "cpu_count": os.cpu_count(),
-            "seconds_per_step": round(elapsed / args.steps, 3),
-            "time_vs_first": round(elapsed / first, 3),
-            "images_per_second": round(batch * args.steps / elapsed, 3),
+            "seconds_per_step": round(per_step, 3),
+            "time_vs_first": round(per_step / first, 3),
+            "images_per_second": round(batch / per_step, 3),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
             "generator_learnable_params": sum(
                 p.numel() for p in accelerator.unwrap_model(generator).learnable_parameters()),
