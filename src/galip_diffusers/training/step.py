@@ -55,7 +55,7 @@ class GALIPLossConfig:
         """How many samples of a batch are drawn at zero noise and anchored within the G pass: 0 without
         ``reconstruction_fraction``, else ``round(f * batch_size)`` kept in ``[1, batch_size - 1]``, so at least one
         sample always has free noise."""
-        if self.reconstruction_fraction is None or self.reconstruction_weight == 0:
+        if self.reconstruction_fraction is None:
             return 0
         return max(1, min(batch_size - 1, round(self.reconstruction_fraction * batch_size)))
 
