@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Sequence
 
 import torch
 from transformers import (
@@ -114,6 +115,20 @@ def tiny_discriminator(seed: int = 0, **overrides: Any) -> GALIPDiscriminator:
             if name.endswith(("gamma", "beta")):  # zero-initialised residual scales would hide the blocks
                 param.fill_(0.5)
     return discriminator.eval()
+
+
+def tiny_train_step_inputs(seed: int, captions: Sequence[str], **discriminator_overrides: Any) -> SimpleNamespace:
+    """What ``galip_train_step`` reads besides the accelerator and the optimisers, tiny and seeded: ``generator``,
+    ``discriminator`` (with ``discriminator_overrides``), ``image_encoder``, ``text_encoder``, ``ids`` (the captions
+    tokenized to 77), ``images`` (uniform in [-1, 1], the tiny generator's 32 px) and ``noise`` (one row each)."""
+    torch.manual_seed(seed)
+    generator, discriminator = tiny_generator(seed), tiny_discriminator(seed, **discriminator_overrides)
+    image_encoder, text_encoder = tiny_image_encoder(seed), tiny_text_encoder(seed)
+    ids = byte_level_clip_tokenizer()(list(captions), padding="max_length", max_length=77, return_tensors="pt").input_ids
+    images = torch.rand(len(captions), 3, 32, 32) * 2 - 1
+    noise = torch.randn(len(captions), TINY_GENERATOR_CONFIG["z_dim"])
+    return SimpleNamespace(generator=generator, discriminator=discriminator, image_encoder=image_encoder,
+                           text_encoder=text_encoder, ids=ids, images=images, noise=noise)
 
 
 def tiny_components(seed: int = 0, with_image_encoder: bool = False) -> dict[str, Any]:

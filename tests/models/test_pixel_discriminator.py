@@ -12,6 +12,7 @@ from galip_diffusers.testing_utils import (
     tiny_generator,
     tiny_image_encoder,
     tiny_text_encoder,
+    tiny_train_step_inputs,
 )
 from galip_diffusers.training.setup import extend_discriminator
 from galip_diffusers.training.step import GALIPLossConfig, galip_train_step
@@ -101,13 +102,10 @@ def test_train_step_trains_the_pixel_path_and_extension_keeps_weights():
 
 def test_train_step_gives_each_head_its_hinge_and_uses_nearest_mismatches():
     """With a pixel path and ``mismatch="nearest"`` the D loss equals separate per-head calls on hard negatives."""
-    torch.manual_seed(2)
     accelerator = Accelerator(cpu=True)
-    generator, d = tiny_generator(2), tiny_discriminator(2, pixel_channels=[4, 8])
-    image_encoder, text_encoder = tiny_image_encoder(2), tiny_text_encoder(2)
-    ids = byte_level_clip_tokenizer()(["a red", "a red", "a blue", "green"], padding="max_length", max_length=77,
-                                      return_tensors="pt").input_ids
-    images, noise = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8)
+    t = tiny_train_step_inputs(2, ["a red", "a red", "a blue", "green"], pixel_channels=[4, 8])
+    generator, d, image_encoder, text_encoder = t.generator, t.discriminator, t.image_encoder, t.text_encoder
+    ids, images, noise = t.ids, t.images, t.noise
     with torch.no_grad():
         s = text_encoder(ids).text_embeds
         real, _ = d.extract_features(image_encoder, images)

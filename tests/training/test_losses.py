@@ -19,6 +19,7 @@ from galip_diffusers.testing_utils import (
     tiny_generator,
     tiny_image_encoder,
     tiny_text_encoder,
+    tiny_train_step_inputs,
 )
 from galip_diffusers.training.step import GALIPLossConfig, frozen, galip_train_step
 
@@ -214,12 +215,9 @@ def test_train_step_updates_learnable_and_keeps_frozen_parameters(accelerator):
 
 def test_train_step_d_loss_equals_separate_discriminator_calls(accelerator):
     """The step batches real/mismatched/fake pairs into one D call; the loss equals three separate calls."""
-    torch.manual_seed(1)
-    generator, discriminator = tiny_generator(1), tiny_discriminator(1)
-    image_encoder, text_encoder = tiny_image_encoder(1), tiny_text_encoder(1)
-    ids = byte_level_clip_tokenizer()(["one", "two", "three"], padding="max_length", max_length=77,
-                                      return_tensors="pt").input_ids
-    images, noise = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randn(3, 8)
+    t = tiny_train_step_inputs(1, ["one", "two", "three"])
+    generator, discriminator, image_encoder, text_encoder = t.generator, t.discriminator, t.image_encoder, t.text_encoder
+    ids, images, noise = t.ids, t.images, t.noise
     with torch.no_grad():
         s = text_encoder(ids).text_embeds
         real, _ = discriminator.extract_features(image_encoder, images)
@@ -247,12 +245,9 @@ def test_frozen_context_restores_requires_grad():
 
 def test_reconstruction_anchor_is_l1_of_the_zero_noise_sample(accelerator):
     """``reconstruction_weight`` adds ``w * mean|G(0, s) - x|`` to G's loss; 0 (GALIP's loss) leaves it out."""
-    torch.manual_seed(2)
-    generator, discriminator = tiny_generator(2), tiny_discriminator(2)
-    image_encoder, text_encoder = tiny_image_encoder(2), tiny_text_encoder(2)
-    ids = byte_level_clip_tokenizer()(["one", "two", "three"], padding="max_length", max_length=77,
-                                      return_tensors="pt").input_ids
-    images, noise = torch.rand(3, 3, 32, 32) * 2 - 1, torch.randn(3, 8)
+    t = tiny_train_step_inputs(2, ["one", "two", "three"])
+    generator, discriminator, image_encoder, text_encoder = t.generator, t.discriminator, t.image_encoder, t.text_encoder
+    ids, images, noise = t.ids, t.images, t.noise
     with torch.no_grad():
         expected = (generator(torch.zeros_like(noise), text_encoder(ids).text_embeds) - images).abs().mean()
     opt_g = torch.optim.SGD(generator.learnable_parameters(), lr=0.0)
@@ -274,12 +269,9 @@ def test_reconstruction_anchor_is_l1_of_the_zero_noise_sample(accelerator):
 
 def test_in_batch_anchor_runs_g_once_and_anchors_the_zero_noise_samples(accelerator):
     """``reconstruction_fraction`` draws the first samples of the one G pass at z = 0 and anchors only those."""
-    torch.manual_seed(3)
-    generator, discriminator = tiny_generator(3), tiny_discriminator(3)
-    image_encoder, text_encoder = tiny_image_encoder(3), tiny_text_encoder(3)
-    ids = byte_level_clip_tokenizer()(["one", "two", "three", "four"], padding="max_length", max_length=77,
-                                      return_tensors="pt").input_ids
-    images, noise = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 8)
+    t = tiny_train_step_inputs(3, ["one", "two", "three", "four"])
+    generator, discriminator, image_encoder, text_encoder = t.generator, t.discriminator, t.image_encoder, t.text_encoder
+    ids, images, noise = t.ids, t.images, t.noise
     with torch.no_grad():
         s = text_encoder(ids).text_embeds
         expected = (generator(torch.zeros(2, 8), s[:2]) - images[:2]).abs().mean()
