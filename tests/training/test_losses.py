@@ -298,3 +298,24 @@ def test_in_batch_anchor_runs_g_once_and_anchors_the_zero_noise_samples(accelera
             GALIPLossConfig(reconstruction_weight=1.0, reconstruction_fraction=bad)
     with pytest.raises(ValueError, match="only makes sense with `reconstruction_weight` > 0"):
         GALIPLossConfig(reconstruction_fraction=0.5)
+
+
+def test_reconstruction_warmup_step_fits_g_at_zero_noise_and_leaves_d_alone(accelerator):
+    """``adversarial=False``: one step of ``mean|G(0, s) - x|`` on G; D, its optimiser and the noise are not used."""
+    t = tiny_train_step_inputs(4, ["one", "two", "three"])
+    with torch.no_grad():
+        expected = (t.generator(torch.zeros(3, 8), t.text_encoder(t.ids).text_embeds) - t.images).abs().mean()
+    before_g, before_d = _snapshot(t.generator), _snapshot(t.discriminator)
+    opt_g = torch.optim.Adam(t.generator.learnable_parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(t.discriminator.parameters(), lr=1e-3)
+    logs = galip_train_step(accelerator, t.generator, t.discriminator, t.image_encoder, t.text_encoder, opt_g, opt_d,
+                            t.images, t.ids, t.noise, GALIPLossConfig(), adversarial=False)
+    assert set(logs) == {"loss_g", "loss_g_reconstruction", "grad_norm_g"}
+    assert logs["loss_g"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert _same(before_d, _snapshot(t.discriminator)) and not opt_d.state
+    after_g = _snapshot(t.generator)
+    changed = [k for k in after_g if not torch.equal(before_g[k], after_g[k])]
+    assert "fc_prompt.weight" in changed and not any(k.startswith("vision_model.") for k in changed)
+    with torch.no_grad():
+        after = (t.generator(torch.zeros(3, 8), t.text_encoder(t.ids).text_embeds) - t.images).abs().mean()
+    assert after < expected  # the step moved G towards the images

@@ -244,6 +244,8 @@ def test_bad_inputs_give_clear_errors_before_training(script, fixtures, tmp_path
                                           "--reconstruction_fraction", "1"])
     with pytest.raises(ValueError, match="only makes sense with `reconstruction_weight` > 0"):
         script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--reconstruction_fraction", "0.5"])
+    with pytest.raises(ValueError, match="--reconstruction_warmup_steps must be >= 0, got -1"):
+        script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--reconstruction_warmup_steps", "-1"])
     with pytest.raises(ValueError, match="--speed_batch_sizes must be comma-separated integers >= 1"):
         script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--speed_batch_sizes", "1,x"])
     with pytest.raises(ValueError, match="--generator_config: unknown keys \\['ngf_typo'\\]"):
@@ -388,7 +390,7 @@ def test_diffusers_style_flags_end_to_end(script, fixtures, tmp_path):
         "--lr_warmup_steps", "1", "--scale_lr", "--use_ema", "--foreach_ema", "--offload_ema",
         "--image_interpolation_mode", "bicubic", "--validation_prompts", "a red picture", "--validation_steps", "100",
         "--validation_epochs", "1", "--num_validation_images", "1", "--report_to", "tensorboard",
-        "--reconstruction_weight", "2", "--reconstruction_fraction", "0.5")))
+        "--reconstruction_weight", "2", "--reconstruction_fraction", "0.5", "--reconstruction_warmup_steps", "2")))
     # 16 images, batch 4: epoch 1 ends at step 4 (--validation_epochs 1), the final sample is at step 5
     assert sorted(os.listdir(out / "validation")) == ["step_0000004.png", "step_0000005.png"]
     events = EventAccumulator(str(out / "logs")).Reload()
@@ -405,5 +407,8 @@ def test_diffusers_style_flags_end_to_end(script, fixtures, tmp_path):
     assert scalars["lr_g"][1] == pytest.approx(4e-4) and scalars["lr_d"][1] == pytest.approx(1.6e-3)
     assert scalars["lr_g"][3] == pytest.approx(2e-4) and scalars["lr_g"][5] == pytest.approx(0.0, abs=1e-12)
     assert scalars["images"] == [4, 5]  # the validation images reached TensorBoard
-    assert all(np.isfinite(r["loss_d"]) and np.isfinite(r["loss_g_reconstruction"]) for r in _losses(out))
+    rows = _losses(out)
+    assert all(np.isfinite(r["loss_g_reconstruction"]) for r in rows)
+    assert ["loss_d" in r for r in rows] == [False, False, True, True, True]  # 2 warm-up steps without D
+    assert rows[0]["loss_g"] == rows[0]["loss_g_reconstruction"] and np.isfinite(rows[2]["loss_d"])
     assert "| `reconstruction_fraction` | `0.5` |" in (out / "README.md").read_text()

@@ -86,8 +86,10 @@ def galip_train_step(
     noise: torch.Tensor,
     loss_config: GALIPLossConfig = GALIPLossConfig(),
     max_grad_norm: Optional[float] = None,
+    adversarial: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """One GALIP step (D update, then G update), as in the official training loop.
+    """One GALIP step (D update, then G update), as in the official training loop; with ``adversarial=False``, a
+    reconstruction warm-up step instead (:func:`reconstruction_step`: G fitted by L1 at zero noise, D untouched).
 
     1. ``s = text_encoder(input_ids).text_embeds`` (frozen); real CLIP features (frozen image encoder).
     2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update. With
@@ -104,6 +106,9 @@ def galip_train_step(
     Call it inside ``accelerator.accumulate(generator, discriminator)``. ``generator``/``discriminator`` may be wrapped
     by ``accelerator.prepare``. Returns detached losses and, on optimisation steps, the gradient norms.
     """
+    if not adversarial:
+        return reconstruction_step(accelerator, generator, text_encoder, optimizer_g, pixel_values, input_ids,
+                                   noise.shape[1], max_grad_norm)
     unwrapped_d: GALIPDiscriminator = accelerator.unwrap_model(discriminator)
     batch = pixel_values.shape[0]
     logs: dict[str, torch.Tensor] = {}
@@ -158,6 +163,27 @@ def galip_train_step(
                 clip_similarity=g_losses["clip_similarity"])  # fmt: skip
     if "loss_reconstruction" in g_losses:
         logs["loss_g_reconstruction"] = g_losses["loss_reconstruction"]
+    return {k: v.detach().float() for k, v in logs.items()}
+
+
+def reconstruction_step(accelerator, generator: nn.Module, text_encoder: CLIPTextModelWithProjection,
+                        optimizer_g: torch.optim.Optimizer, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+                        z_dim: int, max_grad_norm: Optional[float] = None) -> dict[str, torch.Tensor]:
+    """A warm-up step without D (``train_galip.py --reconstruction_warmup_steps``): ``L_G = mean|G(0, s) - x|`` over
+    the whole batch, backward, ``optimizer_g.step()``.
+
+    Not part of GALIP. With one image per caption, a generator fitted first by plain regression at zero noise learns
+    the caption-to-image map many times faster per second than through the GAN (the emoji diagnostic in
+    training/README.md); the GAN steps that follow then free the other noises. Returns ``loss_g``,
+    ``loss_g_reconstruction`` (the same value) and, on optimisation steps, ``grad_norm_g``."""
+    logs: dict[str, torch.Tensor] = {}
+    with accelerator.autocast():
+        with torch.no_grad():
+            text_embeds = text_encoder(input_ids).text_embeds.float()
+        zeros = torch.zeros(pixel_values.shape[0], z_dim, device=pixel_values.device)
+        loss = _anchor_l1(generator(zeros, text_embeds), pixel_values)
+    _update(accelerator, generator, optimizer_g, loss, max_grad_norm, logs, "grad_norm_g")
+    logs.update(loss_g=loss, loss_g_reconstruction=loss)
     return {k: v.detach().float() for k, v in logs.items()}
 
 
