@@ -64,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep judging new checkpoints as the run saves them, polling every SECONDS; Ctrl-C stops "
                              "and writes the report")
     parser.add_argument("--cache_dir", default=None, help="emoji: where the npm tarballs are (fetched if missing)")
+    parser.add_argument("--zero_noise", action="store_true",
+                        help="judge the samples at z = 0 (what train_galip.py --reconstruction_warmup_steps fits) "
+                             "instead of one random noise per image")
     args = parser.parse_args(argv)
     if args.watch is not None and not args.watch > 0:
         parser.error(f"--watch must be a number of seconds > 0, got {args.watch}")
@@ -95,7 +98,7 @@ def shapes_scorer(args) -> Callable[[GALIPPipeline], dict[str, Any]]:
         out: dict[str, Any] = {}
         for split in CHECKS["shapes"]:
             captions = caption_cycle(split, args.num_images)
-            images = generate(pipe, captions, seed=args.seed)
+            images = generate(pipe, captions, seed=args.seed, zero_noise=args.zero_noise)
             out[split] = {k: v for k, v in shapes.score_images(images, captions).items() if k != "n"}
         return out
 
@@ -109,11 +112,19 @@ def emoji_scorer(args, judge=None) -> Callable[[GALIPPipeline], dict[str, Any]]:
     judge = judge if judge is not None else EmojiJudge.from_tarballs(cache_dir=args.cache_dir)
 
     def score(pipe: GALIPPipeline) -> dict[str, Any]:
-        report = evaluate_emoji_pipeline(pipe, judge, num_seen=args.num_images, seed=args.seed, diversity_prompts=8)
+        report = evaluate_emoji_pipeline(pipe, judge, num_seen=args.num_images, seed=args.seed, diversity_prompts=8,
+                                         zero_noise=args.zero_noise)
         return {**{name: report[name] for name in CHECKS["emoji"]},
                 "diversity_between_seeds": report["diversity"]["between_seeds"]}
 
     return score
+
+
+def points_key(args) -> dict[str, Any]:
+    """The settings a cached point must share to be reused (``zero_noise`` only when set, so that points judged
+    before the flag existed still match)."""
+    key = {"task": args.task, "num_images": args.num_images, "seed": args.seed, "use_ema": args.use_ema}
+    return {**key, "zero_noise": True} if args.zero_noise else key
 
 
 def cached_points(run_dir: str, key: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -204,7 +215,7 @@ def main(argv=None, judge=None) -> None:
     tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)
     text_encoder, _ = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
     score = emoji_scorer(args, judge) if args.task == "emoji" else shapes_scorer(args)
-    key = {"task": args.task, "num_images": args.num_images, "seed": args.seed, "use_ema": args.use_ema}
+    key = points_key(args)
     points = cached_points(args.run_dir, key)
     components = {"tokenizer": tokenizer, "text_encoder": text_encoder}
     try:

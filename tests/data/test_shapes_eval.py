@@ -28,6 +28,17 @@ def test_generate_is_reproducible_image_by_image():
     np.testing.assert_allclose(batch[3], alone[0], atol=1e-5)
 
 
+def test_generate_at_zero_noise_ignores_the_seed():
+    pipe = tiny_pipeline()
+    captions = ["a red circle", "a blue square", "a red circle"]
+    zero = shapes_eval.generate(pipe, captions, seed=3, batch_size=2, zero_noise=True)
+    np.testing.assert_allclose(zero, shapes_eval.generate(pipe, captions, seed=9, zero_noise=True), atol=1e-6)
+    np.testing.assert_allclose(zero[0], zero[2], atol=1e-6)
+    direct = pipe(captions, latents=torch.zeros(3, pipe.generator.config.z_dim), output_type="np").images
+    np.testing.assert_allclose(zero, direct, atol=1e-6)
+    assert np.abs(zero - shapes_eval.generate(pipe, captions, seed=3)).max() > 1e-3  # random noise differs
+
+
 def test_evaluate_report_structure_on_tiny_model():
     report = shapes_eval.evaluate_shapes_pipeline(tiny_pipeline(), num_images=6, with_speed=False)
     for split in ("train", "held_out"):

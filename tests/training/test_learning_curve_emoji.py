@@ -65,3 +65,20 @@ def test_watch_needs_a_positive_interval(tmp_path):
             _script().parse_args(["--run_dir", str(tmp_path), "--clip_model_name_or_path", "c", "--watch", bad])
     with pytest.raises(SystemExit):
         _script().parse_args(["--run_dir", str(tmp_path), "--clip_model_name_or_path", "c", "--task", "faces"])
+
+
+def test_zero_noise_points_are_kept_apart_and_have_no_seed_spread(tmp_path, one_thread, real_emoji):
+    script = _script()
+    run, results = tmp_path / "run", tmp_path / "curve"
+    save_tiny_bridge_clip(tmp_path / "bridge")
+    run.mkdir()
+    (run / "losses.jsonl").write_text(json.dumps({"step": 1, "loss_g": 0.3, "loss_g_reconstruction": 0.3}) + "\n")
+    _checkpoint(run, 1, 0)
+    argv = ["--task", "emoji", "--run_dir", str(run), "--clip_model_name_or_path", str(tmp_path / "bridge"),
+            "--num_images", "4", "--loss_window", "1", "--results_dir", str(results)]
+    script.main(argv + ["--zero_noise"], judge=real_emoji[0])
+    point = json.loads((results / "learning_curve.json").read_text())["points"][0]
+    assert point["diversity_between_seeds"] == 0.0 and point["seen"]["n"] == 4
+    zero_key = script.points_key(script.parse_args(argv + ["--zero_noise"]))
+    assert zero_key["zero_noise"] is True and list(script.cached_points(str(run), zero_key)) == ["checkpoint-1"]
+    assert script.cached_points(str(run), script.points_key(script.parse_args(argv))) == {}

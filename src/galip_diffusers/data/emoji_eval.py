@@ -92,7 +92,8 @@ def evaluate_emoji_pipeline(pipe, judge: EmojiJudge, num_seen: int = 1000, seed:
                             **kwargs: Any) -> Dict[str, Any]:
     """Judge one image per prompt of every set; report each set's summary, the diversity and a few verdicts.
 
-    ``kwargs`` go to the pipeline call (e.g. ``truncation``)."""
+    ``kwargs`` go to the pipeline call (e.g. ``truncation``), or ``zero_noise=True`` to draw every image at z = 0
+    (:func:`~galip_diffusers.data.shapes_eval.generate`)."""
     sets = evaluation_prompts(judge, num_seen=num_seen, seed=seed, held_out_path=held_out_path)
     report: Dict[str, Any] = {"seed": seed, "judge": "nearest real image, 32x32 RMS pixels, 7,572 references"}
     for name, prompts in sets.items():

@@ -12,14 +12,19 @@ import torch
 from galip_diffusers.data import shapes
 
 
-def generate(pipe, captions: Sequence[str], seed: int = 0, batch_size: int = 256, **kwargs: Any) -> np.ndarray:
+def generate(pipe, captions: Sequence[str], seed: int = 0, batch_size: int = 256, zero_noise: bool = False,
+             **kwargs: Any) -> np.ndarray:
     """Images (N, H, W, 3) in [0, 1] for ``captions``, with per-image seeds ``seed + i`` (reproducible one by one);
-    ``kwargs`` go to the pipeline call (e.g. ``truncation``)."""
+    ``kwargs`` go to the pipeline call (e.g. ``truncation``). ``zero_noise=True`` draws every image at z = 0 instead
+    (the sample a ``--reconstruction_weight`` anchor fits, and all a ``--reconstruction_warmup_steps`` stage trains)."""
     chunks = []
     for start in range(0, len(captions), batch_size):
         part = list(captions[start : start + batch_size])
-        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(part))]
-        chunks.append(pipe(part, generator=gens, output_type="np", **kwargs).images)
+        if zero_noise:
+            noise = {"latents": torch.zeros(len(part), pipe.generator.config.z_dim)}
+        else:
+            noise = {"generator": [torch.Generator().manual_seed(seed + start + i) for i in range(len(part))]}
+        chunks.append(pipe(part, output_type="np", **noise, **kwargs).images)
     return np.concatenate(chunks)
 
 
