@@ -47,16 +47,12 @@ CONFIGS = {
                           num_mapping_blocks=2, prompt_layers=[1, 2]),
         "resolution": 64,
     },
-    # the galip-emoji run: training/configs/galip-emoji-generator.json on the emoji bridge CLIP's sizes
-    "emoji": {
-        "vision": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                       image_size=64, patch_size=8, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=128),
-        "text": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                     projection_dim=128, vocab_size=4132),
-        "generator": dict(z_dim=32, ngf=24, output_size=64, code_channels=32, mapping_mid_channels=16,
-                          num_mapping_blocks=2, prompt_layers=[1, 2, 3]),
-        "resolution": 64,
-    },
+}
+#: "emoji": the galip-emoji run (training/configs/galip-emoji-generator.json on the emoji bridge CLIP's sizes)
+CONFIGS["emoji"] = {
+    **CONFIGS["small"],
+    "text": {**CONFIGS["small"]["text"], "num_hidden_layers": 3, "vocab_size": 4132},
+    "generator": {**CONFIGS["small"]["generator"], "ngf": 24, "prompt_layers": [1, 2, 3]},
 }
 
 #: the reconstruction anchor (``--reconstruction_weight 10``) as timed by ``--reconstruction``: off, an extra
