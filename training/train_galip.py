@@ -18,6 +18,7 @@ import math
 import os
 import random
 import time
+import warnings
 
 import datasets
 import diffusers
@@ -569,8 +570,11 @@ def main(args):
             micro_steps += 1
             if not accelerator.sync_gradients:
                 continue
-            for lr_scheduler in lr_schedulers:
-                lr_scheduler.step()
+            with warnings.catch_warnings():  # D's optimiser does not step during --reconstruction_warmup_steps, but
+                # both schedules follow the global step (as a resume restores them), so torch's order warning is moot
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                for lr_scheduler in lr_schedulers:
+                    lr_scheduler.step()
             ema_step(ema_generator, args, generator.parameters(), accelerator.device)
             # average over accumulation micro-steps and processes (one gather per optimisation step)
             keys = sorted(pending)
