@@ -33,8 +33,8 @@ from galip_diffusers.data.emoji import PACKAGES
 from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, interpolation, meets_seen_targets,
                                              missed_targets, report_markdown, write_results)
 from galip_diffusers.data.emoji_judge import EmojiJudge
-from galip_diffusers.training.packaging import (checkpoint_steps, folder_size_mb, measure_speed, save_half_precision,
-                                                save_strip, speed_markdown)
+from galip_diffusers.training.packaging import (SHIPPED_MODEL_MAX_MB, checkpoint_steps, folder_size_mb, measure_speed,
+                                                save_half_precision, save_strip, speed_markdown)
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
 
 STRIPS = {
@@ -42,7 +42,6 @@ STRIPS = {
     "twemoji_to_noto": ["red apple, twemoji style", "red apple, noto style"],
 }
 SPEED_PROMPT = "dog face, twemoji style"
-MAX_SIZE_MB = 25.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,7 +113,7 @@ def main(argv=None, judge: EmojiJudge | None = None) -> dict[str, Any]:
     components = clip_components(args.clip_model_name_or_path, args.scorer_model_name_or_path)
     pipe, discriminator, source = run_pipeline(args.run_dir, args.checkpoint, components)
     pipe.settings = sampling_settings(args.truncation)
-    save_half_precision(pipe, discriminator, args.output_dir, max_size_mb=MAX_SIZE_MB)
+    save_half_precision(pipe, discriminator, args.output_dir, max_size_mb=SHIPPED_MODEL_MAX_MB)
     del pipe
 
     shipped = GALIPPipeline.from_pretrained(args.output_dir)

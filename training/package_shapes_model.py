@@ -34,8 +34,8 @@ from galip_diffusers import GALIPPipeline
 from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
-from galip_diffusers.training.packaging import (checkpoint_steps, folder_size_mb, measure_speed, save_half_precision,
-                                                save_strip, speed_markdown)
+from galip_diffusers.training.packaging import (SHIPPED_MODEL_MAX_MB, checkpoint_steps, folder_size_mb, measure_speed,
+                                                save_half_precision, save_strip, speed_markdown)
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
@@ -143,7 +143,7 @@ def main(argv=None) -> None:
     os.makedirs(args.results_dir, exist_ok=True)
     pipe, discriminator, source = run_pipeline(args.run_dir, args.checkpoint, load_components(args))
     pipe.settings = GALIPSettings.from_file(args.settings_file)  # read before the folder is replaced
-    save_half_precision(pipe, discriminator, args.output_dir)
+    save_half_precision(pipe, discriminator, args.output_dir, max_size_mb=SHIPPED_MODEL_MAX_MB)
     del pipe
 
     shipped = GALIPPipeline.from_pretrained(args.output_dir)

@@ -21,6 +21,8 @@ from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
 STORAGE_DTYPE = torch.float16
+#: a model shipped inside the package stays under this size (MiB)
+SHIPPED_MODEL_MAX_MB = 25.0
 
 
 def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str,
