@@ -61,6 +61,7 @@ from galip_diffusers.training.setup import (
     extend_discriminator,
     load_json_config,
     load_vision_weights_into_generator,
+    zero_noise_weights,
 )
 from galip_diffusers.training.options import (
     adam_class,
@@ -167,6 +168,12 @@ def parse_args(input_args=None):
         "--reconstruction_warmup_steps", type=int, default=0,
         help="First N optimisation steps without D: G is fitted by L1 at zero noise alone (not in GALIP; D does not "
         "change). Much faster per second than the GAN on data with one image per caption; the GAN starts at step N.",
+    )
+    parser.add_argument(
+        "--zero_noise_weights", action="store_true",
+        help="Before training, zero the generator's weights that read the noise (not in GALIP). For a GAN stage "
+        "from a generator fitted at zero noise only (a --reconstruction_warmup_steps run), whose noise weights are "
+        "still their random init: every noise then starts at the fitted image, and the GAN grows them from zero.",
     )
     parser.add_argument("--magp_power", type=float, default=6.0)
     parser.add_argument(
@@ -472,6 +479,9 @@ def main(args):
     tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
     resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
     check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
+    if args.zero_noise_weights:  # before the EMA copy; a resumed checkpoint's weights replace these anyway
+        zeroed = zero_noise_weights(generator)
+        logger.info(f"--zero_noise_weights: zeroed {zeroed} generator weights that read the noise")
     if args.gradient_checkpointing:
         generator.enable_gradient_checkpointing()
     generator.train()
@@ -729,7 +739,7 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
     hyperparameters = [(k, getattr(args, k)) for k in (
         "learning_rate_g", "learning_rate_d", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
         "sim_weight", "magp_weight", "magp_power", "mismatch", "reconstruction_weight", "reconstruction_fraction",
-        "reconstruction_warmup_steps",
+        "reconstruction_warmup_steps", "zero_noise_weights",
         "max_grad_norm",
         "train_batch_size", "gradient_accumulation_steps",
         "mixed_precision", "use_ema", "ema_decay", "resolution", "seed")]

@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from galip_cli.common import DTYPES, CommandParser, resolve_dtype_name, run_cli, torch_dtype
+from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS
 
 if TYPE_CHECKING:
     import torch
@@ -29,13 +30,13 @@ ENGINES = ("auto", "lite", "diffusers")
 #: ``make_images(prompts, latents)`` -> PIL images, one per prompt
 MakeImages = Callable[[list[str], "torch.Tensor"], list["Image.Image"]]
 
-EXAMPLES = """examples:
+EXAMPLES = f"""examples:
   %(prog)s "a large red circle on a white background"
   %(prog)s "a small bird with a red head" --model ./galip-coco --num_images 8 --seed 1 --out samples/
   %(prog)s --prompt_file prompts.txt --num_images 4 --device cuda --dtype bf16 --batch_size 32
 
-The default model is the packaged galip-shapes. Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their
-paths are printed on stdout, the progress bar goes to stderr. Files already in OUT are never overwritten: a name
+The default model is the packaged {DEFAULT_MODEL} (packaged: {', '.join(PACKAGED_MODELS)}).
+Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their paths are printed on stdout, the progress bar goes to stderr. Files already in OUT are never overwritten: a name
 that is taken gets a suffix (PPPP_KK_seedS-1.png, -2, ...), unless --overwrite is given.
 """
 
@@ -51,8 +52,9 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
     parser.add_argument("--prompt_file", help="a text file with one prompt per line (blank lines are skipped)")
-    parser.add_argument("--model", default="galip-shapes",
-                        help="pipeline folder, Hub id or packaged name (default: galip-shapes)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"pipeline folder, Hub id or packaged name ({', '.join(PACKAGED_MODELS)}; "
+                             f"default: {DEFAULT_MODEL})")
     parser.add_argument("--num_images", type=int, default=1, help="images per prompt (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, -2**63 to 2**64 - 1 (default: 0)")
     parser.add_argument("--truncation", type=float, default=None,
@@ -65,8 +67,9 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
                              "gets a -1, -2, ... suffix)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES,
-                        help="weights dtype; auto (default): bf16 where the device computes it natively (GPUs, CPUs "
-                             "with AMX/AVX512-BF16), else fp32. bf16 on a CPU without it is emulated and far slower")
+                        help="weights dtype; auto (default): fp32 with the lite engine (a small model starts fastest "
+                             "that way), else bf16 where the device computes it natively (GPUs, CPUs with "
+                             "AMX/AVX512-BF16) and fp32 elsewhere. bf16 on a CPU without it is emulated and far slower")
     parser.add_argument("--engine", default="auto", choices=ENGINES,
                         help="lite: torch only, fast start (local folders, CPU, fp32); diffusers: GALIPPipeline; "
                              "auto: lite when it can run the model, else diffusers (default: auto)")
@@ -93,9 +96,8 @@ def lite_problem(args: argparse.Namespace) -> str | None:
 
     if args.device != "cpu":
         return f"it runs on cpu only (--device {args.device})"
-    dtype = resolve_dtype_name(args.dtype, args.device, warn=False)  # --dtype auto: fp32 on CPUs without native bf16
-    if dtype != "fp32":
-        return f"it runs in fp32 only (--dtype {args.dtype}: {dtype})"
+    if args.dtype not in ("auto", "fp32"):  # auto: the lite engine's precision is fp32
+        return f"it runs in fp32 only (--dtype {args.dtype})"
     folder = resolve_pretrained(args.model)
     if not os.path.isdir(folder):
         return f"--model {args.model!r} is not a local folder or packaged model"
@@ -155,7 +157,7 @@ def _diffusers_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tens
     from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
     from galip_diffusers.utils import dtype_kwargs
 
-    dtype = torch_dtype(args.dtype, args.device, warn=False)  # resolved (and warned about) by _run
+    dtype = torch_dtype(args.dtype, args.device, warn=False)  # auto -> bf16 where native, else fp32 (warned by _run)
     pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(dtype)).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(args.seed)
@@ -186,7 +188,8 @@ def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.T
 
 def _run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompt, args.prompt_file)
-    args.dtype = resolve_dtype_name(args.dtype, args.device)  # auto -> fp32 / bf16; warns about emulated bf16
+    resolve_dtype_name(args.dtype, args.device)  # checks --dtype and warns about emulated bf16; auto is kept for
+    # choose_engine: the lite engine runs it in fp32, GALIPPipeline resolves it (bf16 where native, else fp32)
     if args.num_images < 1:
         raise ValueError(f"--num_images must be >= 1, got {args.num_images}.")
     if args.batch_size < 1:

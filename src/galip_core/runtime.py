@@ -33,6 +33,7 @@ from galip_core.folder import (
 )
 from galip_core.layers import GeneratorLayers
 from galip_core.noise import check_truncation_mode, sample_noise
+from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS  # noqa: F401  (PACKAGED_MODELS re-exported)
 from galip_core.text import LiteTokenizer
 from galip_core.vit import prompted_vit
 
@@ -146,8 +147,6 @@ class RuntimeGenerator(GeneratorLayers, nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- the pipeline
-PACKAGED_MODELS = ("galip-shapes",)
-DEFAULT_MODEL = "galip-shapes"
 
 #: component -> (accepted ``model_index.json`` class names, files the lite runtime reads)
 LITE_COMPONENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

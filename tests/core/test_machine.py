@@ -60,14 +60,21 @@ def test_loading_a_pipeline_in_bf16_on_an_emulating_cpu_warns(monkeypatch, caplo
     assert pipe.generator.dtype == torch.bfloat16 and "emulated" in caplog.text
 
 
-def test_generate_auto_dtype_takes_the_lite_fp32_engine_on_an_avx2_cpu(monkeypatch):
+def test_generate_auto_dtype_takes_the_lite_fp32_engine_on_every_cpu(fake_cpu, model_dir, tmp_path, capsys):
+    """``--dtype auto`` is fp32 for the lite engine, so a native-bf16 CPU keeps the fast start (and ``--engine lite``
+    works with the default dtype there); only an explicit bf16 goes to GALIPPipeline."""
     from galip_cli.generate import build_parser, choose_engine
+    from galip_cli.generate import main as generate
 
-    monkeypatch.setattr(machine, "_cpuinfo", lambda: EPYC_AVX2)
-    args = build_parser().parse_args(["a red circle"])
-    assert args.dtype == "auto"
-    args.dtype = cli.resolve_dtype_name(args.dtype, args.device)
-    assert args.dtype == "fp32" and choose_engine(args) == "lite"
+    parse = build_parser().parse_args
+    args = parse(["a red circle", "--model", str(model_dir)])
+    assert args.dtype == "auto" and choose_engine(args) == "lite"
+    assert choose_engine(parse(["a red circle", "--model", str(model_dir), "--dtype", "bf16"])) == "diffusers"
+    assert generate(["a red circle", "--model", str(model_dir), "--engine", "lite", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip().endswith(".png")
+    code = generate(["a red circle", "--model", str(model_dir), "--engine", "lite", "--dtype", "bf16",
+                     "--out", str(tmp_path)])
+    assert code == 1 and "--engine lite cannot be used: it runs in fp32 only (--dtype bf16)" in capsys.readouterr().err
 
 
 def test_galip_env_prints_versions_device_flags_and_threads(capsys):

@@ -21,6 +21,7 @@ from galip_diffusers.testing_utils import (
     tiny_text_encoder,
     tiny_train_step_inputs,
 )
+from galip_diffusers.training.setup import zero_noise_weights
 from galip_diffusers.training.step import GALIPLossConfig, frozen, galip_train_step
 
 
@@ -319,3 +320,26 @@ def test_reconstruction_warmup_step_fits_g_at_zero_noise_and_leaves_d_alone(acce
     with torch.no_grad():
         after = (t.generator(torch.zeros(3, 8), t.text_encoder(t.ids).text_embeds) - t.images).abs().mean()
     assert after < expected  # the step moved G towards the images
+
+
+def test_zero_noise_weights_make_every_noise_the_zero_noise_image_and_still_learn(accelerator):
+    """``zero_noise_weights`` (``--zero_noise_weights``): afterwards G ignores z, keeps G(0, s) exactly, and a GAN
+    step grows the zeroed weights again (their gradient is delta z^T, not zero)."""
+    t = tiny_train_step_inputs(5, ["one", "two", "three"])
+    g = t.generator
+    embeds = t.text_encoder(t.ids).text_embeds.detach()
+    with torch.no_grad():
+        at_zero = g(torch.zeros(3, 8), embeds)
+        assert (g(t.noise, embeds) - at_zero).abs().max() > 1e-3  # a random-init generator does read z
+    zeroed = zero_noise_weights(g)
+    z_dim = g.config.z_dim
+    assert zeroed > 0 and g.fc_code.weight.abs().sum() == 0 and g.fc_prompt.weight[:, :z_dim].abs().sum() == 0
+    assert g.fc_prompt.weight[:, z_dim:].abs().sum() > 0  # the text columns are kept
+    with torch.no_grad():
+        assert torch.equal(g(torch.zeros(3, 8), embeds), at_zero)
+        assert torch.allclose(g(t.noise, embeds), at_zero, atol=1e-6)
+    opt_g = torch.optim.Adam(g.learnable_parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(t.discriminator.parameters(), lr=1e-3)
+    galip_train_step(accelerator, g, t.discriminator, t.image_encoder, t.text_encoder, opt_g, opt_d, t.images, t.ids,
+                     t.noise, GALIPLossConfig())
+    assert g.fc_code.weight.abs().sum() > 0 and g.fc_prompt.weight[:, :z_dim].abs().sum() > 0

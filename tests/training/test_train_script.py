@@ -390,7 +390,8 @@ def test_diffusers_style_flags_end_to_end(script, fixtures, tmp_path, recwarn):
         "--lr_warmup_steps", "1", "--scale_lr", "--use_ema", "--foreach_ema", "--offload_ema",
         "--image_interpolation_mode", "bicubic", "--validation_prompts", "a red picture", "--validation_steps", "100",
         "--validation_epochs", "1", "--num_validation_images", "1", "--report_to", "tensorboard",
-        "--reconstruction_weight", "2", "--reconstruction_fraction", "0.5", "--reconstruction_warmup_steps", "2")))
+        "--reconstruction_weight", "2", "--reconstruction_fraction", "0.5", "--reconstruction_warmup_steps", "2",
+        "--zero_noise_weights")))
     # 16 images, batch 4: epoch 1 ends at step 4 (--validation_epochs 1), the final sample is at step 5
     assert sorted(os.listdir(out / "validation")) == ["step_0000004.png", "step_0000005.png"]
     events = EventAccumulator(str(out / "logs")).Reload()
@@ -413,3 +414,4 @@ def test_diffusers_style_flags_end_to_end(script, fixtures, tmp_path, recwarn):
     assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]  # D's schedule runs on, silently
     assert rows[0]["loss_g"] == rows[0]["loss_g_reconstruction"] and np.isfinite(rows[2]["loss_d"])
     assert "| `reconstruction_fraction` | `0.5` |" in (out / "README.md").read_text()
+    assert "| `zero_noise_weights` | `True` |" in (out / "README.md").read_text()

@@ -9,7 +9,10 @@ import json
 import os
 from typing import Any, Optional
 
+import torch
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+from galip_core.layers import AffineMLP
 
 from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.models.generator import GALIPGenerator
@@ -43,6 +46,24 @@ def load_vision_weights_into_generator(generator: GALIPGenerator, image_encoder:
     if missing:
         raise ValueError(f"The CLIP vision tower lacks weights the generator's bridge needs: {missing[:5]}...")
     generator.vision_model.load_state_dict({k: source[k] for k in target_keys}, strict=True)
+
+
+@torch.no_grad()
+def zero_noise_weights(generator: GALIPGenerator) -> int:
+    """Zero every weight that reads the noise: ``fc_code``'s weight and the noise columns (the first ``z_dim`` of
+    ``cond = cat([z, text_embeds])``) of ``fc_prompt`` and of every condition MLP's first layer. Biases and the
+    text columns are kept. Returns the number of weights zeroed.
+
+    For a generator fitted at z = 0 only (``--reconstruction_warmup_steps`` over a whole run), whose noise weights
+    never received a gradient and are still their random init: afterwards every noise gives the fitted ``G(0, s)``,
+    so a GAN stage starts from the fitted map instead of a random perturbation of it. The zeroed weights still get
+    gradients (``dL/dW = delta z^T``), so the GAN grows them back from zero."""
+    z_dim = generator.config.z_dim
+    generator.fc_code.weight.zero_()
+    layers = [generator.fc_prompt] + [m.linear1 for m in generator.modules() if isinstance(m, AffineMLP)]
+    for layer in layers:
+        layer.weight[:, :z_dim] = 0.0
+    return generator.fc_code.weight.numel() + sum(layer.weight.shape[0] * z_dim for layer in layers)
 
 
 def check_config_keys(config: dict[str, Any], cls: type, flag: str) -> None:
