@@ -42,6 +42,9 @@ STRIPS = {
     "twemoji_to_noto": ["red apple, twemoji style", "red apple, noto style"],
 }
 SPEED_PROMPT = "dog face, twemoji style"
+#: the folder's example prompts (galip_settings.json ``prompts.examples``: the demo's examples and starting prompts)
+EXAMPLE_PROMPTS = ("dog face, twemoji style", "cat face, noto style", "red heart, noto style", "grinning face",
+                   "waving hand: dark skin tone, twemoji style", "flag: Japan, noto style")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,7 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def sampling_settings(truncation: float | None) -> GALIPSettings:
     note = ("Recommended sampling settings of galip-emoji, measured by training/package_emoji_model.py; explicit "
             "arguments win.")
-    return GALIPSettings({"_comment": note, "sampling": {"truncation": truncation}})
+    return GALIPSettings({"_comment": note, "sampling": {"truncation": truncation},
+                          "prompts": {"examples": list(EXAMPLE_PROMPTS)}})
 
 
 def grid_markdown(rows: list[dict[str, Any]]) -> str:

@@ -8,12 +8,15 @@ without the file keeps the built-in defaults (:data:`BUILTIN_DEFAULTS`). The fil
       "sampling": {"truncation": null},
       "refinement": {"num_candidates": 256, "top_k": 5, "num_steps": 5},
       "composition": {"truncation": 0.5, "num_steps": 0, "layer": 4, "top_k": 1, "containment_weight": 0.0},
+      "prompts": {"examples": ["dog face, twemoji style", "red heart, noto style"]},
       "_comment": "keys starting with an underscore are notes and are ignored"
     }
 
 * ``sampling``: ``GALIPPipeline.__call__`` / ``interpolate``, ``galip generate`` and the demo;
 * ``refinement``: ``GALIPFuseDreamPipeline.__call__`` (FuseDream's CLIP-guided search);
-* ``composition``: ``GALIPFuseDreamPipeline.compose``.
+* ``composition``: ``GALIPFuseDreamPipeline.compose``;
+* ``prompts``: ``examples``, prompts in the model's own caption style (the demo's example prompts; its first two are
+  the demo's starting prompts). ``null``: the demo's built-in examples.
 
 Torch-free (plain JSON), so that the lite runtime reads it without importing diffusers.
 """
@@ -34,6 +37,7 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "refinement": {"num_candidates": 1000, "top_k": 5, "num_steps": 200, "truncation": None},
     "composition": {"num_candidates": 256, "top_k": 5, "num_steps": 100, "truncation": None, "layer": None,
                     "containment_weight": 1.0},
+    "prompts": {"examples": None},
 }  # fmt: skip
 
 SECTIONS = tuple(BUILTIN_DEFAULTS)
@@ -136,14 +140,19 @@ def _check_value(section: str, name: str, value: Any) -> None:
         raise ValueError(
             f"{SETTINGS_NAME}: unknown {section} setting {name!r}; the {section} settings are {sorted(allowed)}."
         )
-    if name == "layer":
-        ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-    elif name in ("num_candidates", "top_k", "num_steps"):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if name == "examples":
+        expected = "null or a list of at least two non-empty strings"
+        ok = value is None or (isinstance(value, list) and len(value) >= 2
+                               and all(isinstance(v, str) and v.strip() for v in value))
+    elif name in ("layer", "num_candidates", "top_k", "num_steps"):
+        expected = "null or an integer >= 0" if name == "layer" else "an integer >= 0"
+        ok = (value is None and name == "layer") or (isinstance(value, int) and not isinstance(value, bool)
+                                                     and value >= 0)
     else:
+        expected = "null or a number >= 0"
         ok = value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool) and value >= 0)
     if not ok:
-        raise ValueError(f"{SETTINGS_NAME}: {section}.{name} has the invalid value {value!r}.")
+        raise ValueError(f"{SETTINGS_NAME}: {section}.{name} has the invalid value {value!r} (expected {expected}).")
 
 
 def load_settings(folder: str | os.PathLike | None) -> GALIPSettings:

@@ -41,6 +41,10 @@ def test_defaults_resolve_model_values_over_builtin_and_explicit_over_both():
     ({"composition": {"top_k": "one"}}, "composition.top_k"),
     ({"composition": {"layer": -1}}, "composition.layer"),
     ({"refinement": [1, 2]}, "must be an object"),
+    ({"prompts": {"examples": "dog face"}}, r"prompts.examples.*expected null or a list of at least two"),
+    ({"prompts": {"examples": ["dog face"]}}, r"prompts.examples"),
+    ({"prompts": {"examples": ["dog face", " "]}}, r"prompts.examples"),
+    ({"refinement": {"num_steps": None}}, r"refinement.num_steps.*expected an integer >= 0"),
 ])  # fmt: skip
 def test_bad_settings_name_the_problem(content, match):
     with pytest.raises(ValueError, match=match):
@@ -124,8 +128,22 @@ def test_galip_generate_reads_the_sampling_truncation(tmp_path, capsys):
     plain, cut = image(), image("--truncation", "0.2")
     assert plain != cut
     GALIPSettings({"sampling": {"truncation": 0.2}}).save(str(folder))
-    assert image() == cut and image("--engine", "diffusers") == cut
+    assert image() == cut and image("--engine", "diffusers", "--dtype", "fp32") == cut  # (auto: bf16 on AMX CPUs)
     assert image("--truncation", "0") == plain
+
+
+def test_example_prompts_travel_with_the_model_to_the_demo(tmp_path):
+    """``prompts.examples`` round-trips through a saved folder and becomes the demo's examples and starting prompts;
+    a model without them gets the demo's built-in ones."""
+    from galip_diffusers.demo.backend import BUILTIN_EXAMPLE_PROMPTS, DemoBackend
+    from galip_diffusers.testing_utils import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    assert DemoBackend(pipe).example_prompts == list(BUILTIN_EXAMPLE_PROMPTS)
+    pipe.settings = GALIPSettings({"prompts": {"examples": ["dog face, noto style", "red heart"]}})
+    pipe.save_pretrained(tmp_path)
+    loaded = GALIPPipeline.from_pretrained(tmp_path)
+    assert DemoBackend(loaded).example_prompts == ["dog face, noto style", "red heart"]
 
 
 def test_builtin_defaults_are_the_pipelines_own():

@@ -15,14 +15,6 @@ from galip_diffusers.demo.inputs import MAX_FRAMES, MAX_REFINE_STEPS, MAX_SEED, 
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = "a large red circle on a white background"
-DEFAULT_PROMPTS_B = "a small blue square on a black background"
-EXAMPLE_PROMPTS = [
-    "a large red circle on a white background",
-    "a small green triangle on a gray background",
-    "a large purple triangle on a white background",
-    "a small yellow square on a black background",
-]
 #: The truncation slider's range (the server accepts up to ``MAX_TRUNCATION``; beyond ~3 truncation changes nothing).
 UI_MAX_TRUNCATION = 3.0
 #: Every event runs under this concurrency id, so the two tabs share one limit on the model.
@@ -99,6 +91,7 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
         result = backend.interpolate(prompt_a, prompt_b, seed_a, seed_b, num_frames)
         return result.strip, result.gif_path, _with_warnings(gr, result.status, result.warnings)
 
+    examples = backend.example_prompts  # the model's own (galip_settings.json), else the built-in ones
     with gr.Blocks(**_kwargs(gr.Blocks, title="GALIP text-to-image", analytics_enabled=False)) as demo:
         gr.Markdown(
             "# GALIP text-to-image\n"
@@ -107,7 +100,7 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
         )
         with gr.Tab("Generate"):
             with gr.Row():
-                prompt = gr.Textbox(value=DEFAULT_PROMPT, label="Prompt", lines=2, elem_id="prompt", scale=4,
+                prompt = gr.Textbox(value=examples[0], label="Prompt", lines=2, elem_id="prompt", scale=4,
                                     info="At most 77 tokens (longer prompts are cut, with a warning).")
                 run = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
             with gr.Row():
@@ -128,7 +121,7 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
             gallery = gr.Gallery(label="Images", elem_id="gallery",
                                  **_kwargs(gr.Gallery, columns=4, format="png", object_fit="contain", height="auto"))
             status = gr.Markdown("Press **Generate**. The wall time of every request is shown here.", elem_id="status")
-            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+            gr.Examples([[p] for p in examples], inputs=[prompt], label="Example prompts")
             inputs = [prompt, seed, num_images, truncation, refine, refine_steps]
             run.click(generate, inputs, [gallery, status], api_name="generate", **_kwargs(run.click, **event))
             prompt.submit(generate, inputs, [gallery, status], **_kwargs(prompt.submit, **event))
@@ -137,8 +130,8 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
             gr.Markdown("From prompt A with seed A to prompt B with seed B: spherical interpolation of the noise, "
                         "linear interpolation of the text embedding.")
             with gr.Row():
-                prompt_a = gr.Textbox(value=DEFAULT_PROMPT, label="Prompt A", elem_id="prompt-a")
-                prompt_b = gr.Textbox(value=DEFAULT_PROMPTS_B, label="Prompt B", elem_id="prompt-b")
+                prompt_a = gr.Textbox(value=examples[0], label="Prompt A", elem_id="prompt-a")
+                prompt_b = gr.Textbox(value=examples[1], label="Prompt B", elem_id="prompt-b")
             with gr.Row():
                 seed_a = gr.Number(value=0, label="Seed A", precision=0, elem_id="seed-a")
                 seed_b = gr.Number(value=1, label="Seed B", precision=0, elem_id="seed-b")

@@ -36,6 +36,13 @@ from galip_diffusers.demo.inputs import (
 )
 from galip_diffusers.demo.media import make_gif, make_strip, upscale
 
+#: the page's example prompts for a model whose settings name none (captioned-shapes style)
+BUILTIN_EXAMPLE_PROMPTS = (
+    "a large red circle on a white background",
+    "a small blue square on a black background",
+    "a small green triangle on a gray background",
+    "a large purple triangle on a white background",
+)
 #: FuseDream settings of the demo's "refine with CLIP" (small, so that a request takes seconds on a CPU).
 REFINE_SETTINGS: dict[str, Any] = {
     "num_candidates": 16, "top_k": 4, "num_augmentations": 8, "num_measure_augmentations": 8, "lr": 5e-3,
@@ -163,6 +170,12 @@ class DemoBackend:
     def default_truncation(self) -> float:
         """The truncation slider's start: the model's recommended ``sampling.truncation`` (0, off, without one)."""
         return float(self.pipe.settings.defaults("sampling")["truncation"] or 0.0)
+
+    @property
+    def example_prompts(self) -> list[str]:
+        """The model's example prompts (``prompts.examples`` of its ``galip_settings.json``), else the demo's built-in
+        ones (:data:`BUILTIN_EXAMPLE_PROMPTS`): the page's examples, and its first two are the starting prompts."""
+        return list(self.pipe.settings.defaults("prompts")["examples"] or BUILTIN_EXAMPLE_PROMPTS)
 
     def default_refine_steps(self, upper: int) -> int:
         """The refinement-steps slider's start: the model's recommended ``refinement.num_steps`` if it has one (in
