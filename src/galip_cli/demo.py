@@ -13,8 +13,9 @@ from galip_diffusers.pretrained import DEFAULT_MODEL
 from galip_diffusers.demo.backend import DemoModelError
 from galip_diffusers.demo.inputs import MAX_IMAGES, MAX_REFINE_STEPS, MAX_REFINE_WORK
 
-EXAMPLES = """examples:
-  %(prog)s                                  # the packaged galip-shapes model on http://127.0.0.1:7860
+EXAMPLES = f"""examples:
+  %(prog)s                                  # the packaged {DEFAULT_MODEL} model on http://127.0.0.1:7860
+  %(prog)s --model galip-shapes             # another packaged model, by name
   %(prog)s --model ./galip-coco --port 7861
   %(prog)s --model ./galip-coco --host 0.0.0.0 --device cuda --dtype fp16 --concurrency_limit 2
 

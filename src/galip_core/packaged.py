@@ -7,4 +7,4 @@ default model without importing torch.
 #: packaged models, loadable by short name (``GALIPPipeline.from_pretrained("galip-emoji")``)
 PACKAGED_MODELS = ("galip-shapes", "galip-emoji")
 #: the model of ``galip generate``, ``galip demo`` and ``from_pretrained(None)``
-DEFAULT_MODEL = "galip-shapes"
+DEFAULT_MODEL = "galip-emoji"

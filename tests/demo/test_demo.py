@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import galip_core.runtime
+from galip_core.packaged import DEFAULT_MODEL
 from galip_diffusers.demo import (
     MAX_IMAGES,
     DemoBackend,
@@ -194,9 +195,9 @@ def test_a_missing_default_model_is_a_clear_error(monkeypatch, tmp_path, capsys)
         load_pipeline("galip-shapes")
     # gradio ([demo], in [dev]) is installed, so galip-demo gets as far as loading the model; without gradio it says
     # so first (test_the_demo_needs_gradio_only_to_serve).
-    assert demo_launch.main([]) == 1  # the default --model is galip-shapes
+    assert demo_launch.main([]) == 1  # the default --model, DEFAULT_MODEL
     err = capsys.readouterr().err.strip()
-    assert err.startswith("galip-demo: error: The packaged model 'galip-shapes' is not part of this installation")
+    assert err.startswith(f"galip-demo: error: The packaged model '{DEFAULT_MODEL}' is not part of this installation")
     assert "--model PATH" in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 

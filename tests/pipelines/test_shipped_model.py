@@ -1,20 +1,20 @@
 """The shipped galip-shapes model: it is packaged, loads every way a user would load it, stays small, and its images
 meet the quality targets on the seen caption combinations (a small fixed sample, so that CI stays fast)."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
 from helpers.card_helpers import section_code
+from helpers.shipped_helpers import check_shipped_folder, load_quiet
 from PIL import Image
 
 import galip_diffusers  # noqa: F401  (registers the classes with diffusers)
 from galip_diffusers import GALIPPipeline
 from galip_cli.generate import main as generate_main
 from galip_diffusers.data import shapes
-from galip_diffusers.pretrained import PRETRAINED_MODELS, resolve_pretrained
+from galip_diffusers.pretrained import PRETRAINED_MODELS
 from galip_diffusers.data.shapes_eval import caption_cycle, generate
 
 FOLDER = PRETRAINED_MODELS["galip-shapes"]
@@ -27,20 +27,11 @@ SHIPPED_FLOOR = {"background": 0.95, "color": 0.95, "size": 0.95, "shape": 0.52}
 
 @pytest.fixture(scope="module")
 def pipe():
-    pipe = GALIPPipeline.from_pretrained("galip-shapes")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_quiet("galip-shapes")
 
 
 def test_packaged_folder_is_complete_and_under_25_mb():
-    assert resolve_pretrained("galip-shapes") == FOLDER
-    files = [os.path.join(d, f) for d, _, names in os.walk(FOLDER) for f in names]
-    total = sum(os.path.getsize(f) for f in files)
-    assert total < 25 * 2**20, f"{total / 2**20:.2f} MiB"
-    index = json.load(open(os.path.join(FOLDER, "model_index.json")))
-    assert {"tokenizer", "text_encoder", "generator", "image_encoder", "scorer"} <= set(index)
-    assert os.path.isfile(os.path.join(FOLDER, "README.md"))
-    assert all(not f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in files)  # safetensors only
+    assert "galip-shapes" in check_shipped_folder("galip-shapes")
 
 
 def test_loads_through_diffusion_pipeline_in_float32():
@@ -84,8 +75,9 @@ def test_seeds_move_the_object_and_do_not_collapse(pipe, one_thread):
     assert np.abs(images[1:] - images[:-1]).mean() > 0.005
 
 
-def test_galip_generate_uses_it_by_default(tmp_path, capsys, one_thread):
-    assert generate_main(["a large blue square on a black background", "--out", str(tmp_path), "--seed", "1"]) == 0
+def test_galip_generate_runs_it_by_name(tmp_path, capsys, one_thread):
+    assert generate_main(["a large blue square on a black background", "--model", "galip-shapes", "--out",
+                          str(tmp_path), "--seed", "1"]) == 0
     path = capsys.readouterr().out.split()[0]
     image = Image.open(path)
     assert image.size == (64, 64)

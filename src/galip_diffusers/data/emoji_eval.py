@@ -124,10 +124,16 @@ def prompt_grid(images: np.ndarray, prompts: Sequence[str], columns: int = 8, sc
     return grid
 
 
+#: typographic punctuation of CLDR labels ("woman’s hat") and its ASCII spelling
+_ASCII_PUNCTUATION = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                                    "\u2014": "-"})
+
+
 def ascii_label(text: str) -> str:
-    """``text`` with its accents dropped (``"flag: Åland Islands"`` -> ``"flag: Aland Islands"``), for the grid's
-    labels: PIL's default font draws every non-ASCII letter as the same box. Letters with no ASCII base become ``?``."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    """``text`` with its accents dropped (``"flag: Åland Islands"`` -> ``"flag: Aland Islands"``) and typographic
+    quotes and dashes made ASCII (``"woman’s hat"`` -> ``"woman's hat"``), for the grid's labels: PIL's default font
+    draws every non-ASCII letter as the same box. Letters with no ASCII base become ``?``."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_ASCII_PUNCTUATION))
     return "".join(c for c in decomposed if not unicodedata.combining(c)).encode("ascii", "replace").decode("ascii")
 
 
