@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--num_images must be >= 1, got {args.num_images}")
     if args.loss_window < 1:
         parser.error(f"--loss_window must be >= 1, got {args.loss_window}")
-    if not os.path.isfile(os.path.join(args.run_dir, "losses.jsonl")):
+    if args.watch is None and not os.path.isfile(os.path.join(args.run_dir, "losses.jsonl")):
         parser.error(f"--run_dir {args.run_dir!r} has no losses.jsonl (is it a train_galip.py --output_dir?)")
     return args
 
@@ -206,10 +206,22 @@ def markdown(points: list[dict[str, Any]], losses: dict[str, Any], task: str = "
 
 
 @torch.no_grad()
+def wait_for_run(run_dir: str, poll_seconds: float | None) -> None:
+    """With ``--watch``, the watcher may start before the run writes anything: wait (polling) until the run's
+    ``losses.jsonl`` exists, so that it can be started beside ``train_galip.py`` in either order."""
+    if poll_seconds is None or os.path.isfile(os.path.join(run_dir, "losses.jsonl")):
+        return
+    print(f"Waiting for the run in {run_dir!r} to start (no losses.jsonl yet; polling every {poll_seconds:g} s).",
+          flush=True)
+    while not os.path.isfile(os.path.join(run_dir, "losses.jsonl")):
+        time.sleep(poll_seconds)
+
+
 def main(argv=None, judge=None) -> None:
     """Judge the run's checkpoints and write the report; ``judge`` reuses an already built emoji judge."""
     args = parse_args(argv)
     os.makedirs(args.results_dir, exist_ok=True)
+    wait_for_run(args.run_dir, args.watch)
     if not list_checkpoints(args.run_dir) and args.watch is None:
         raise SystemExit(f"No checkpoint-N folders in {args.run_dir!r}: train with --checkpointing_steps.")
     tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)

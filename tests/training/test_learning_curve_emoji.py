@@ -67,6 +67,29 @@ def test_watch_needs_a_positive_interval(tmp_path):
         _script().parse_args(["--run_dir", str(tmp_path), "--clip_model_name_or_path", "c", "--task", "faces"])
 
 
+def test_a_watcher_started_before_the_run_waits_for_it(tmp_path, monkeypatch, capsys):
+    """--watch may start before train_galip.py writes losses.jsonl: it waits, polling, instead of failing; without
+    --watch a folder that is not a run is still an error."""
+    script = _script()
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--run_dir", str(run), "--clip_model_name_or_path", "c"])
+    args = script.parse_args(["--run_dir", str(run), "--clip_model_name_or_path", "c", "--watch", "5"])
+    sleeps = []
+
+    def sleep(seconds):  # the run starts while the watcher waits
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            run.mkdir()
+            (run / "losses.jsonl").write_text("")
+
+    monkeypatch.setattr(script.time, "sleep", sleep)
+    script.wait_for_run(args.run_dir, args.watch)
+    assert sleeps == [5.0, 5.0] and "Waiting for the run" in capsys.readouterr().out
+    script.wait_for_run(args.run_dir, args.watch)  # already there: returns at once
+    assert len(sleeps) == 2
+
+
 def test_zero_noise_points_are_kept_apart_and_have_no_seed_spread(tmp_path, one_thread, real_emoji):
     script = _script()
     run, results = tmp_path / "run", tmp_path / "curve"
