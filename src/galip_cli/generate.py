@@ -31,13 +31,15 @@ ENGINES = ("auto", "lite", "diffusers")
 MakeImages = Callable[[list[str], "torch.Tensor"], list["Image.Image"]]
 
 EXAMPLES = f"""examples:
-  %(prog)s "a large red circle on a white background"
+  %(prog)s "grinning face, twemoji style"
+  %(prog)s "a large red circle on a white background" --model galip-shapes
   %(prog)s "a small bird with a red head" --model ./galip-coco --num_images 8 --seed 1 --out samples/
   %(prog)s --prompt_file prompts.txt --num_images 4 --device cuda --dtype bf16 --batch_size 32
 
 The default model is the packaged {DEFAULT_MODEL} (packaged: {', '.join(PACKAGED_MODELS)}).
-Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their paths are printed on stdout, the progress bar goes to stderr. Files already in OUT are never overwritten: a name
-that is taken gets a suffix (PPPP_KK_seedS-1.png, -2, ...), unless --overwrite is given.
+Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their paths are printed on stdout, the progress bar goes
+to stderr. Files already in OUT are never overwritten: a name that is taken gets a suffix (PPPP_KK_seedS-1.png, -2,
+...), unless --overwrite is given.
 """
 
 #: the seeds torch.Generator.manual_seed accepts
