@@ -40,6 +40,12 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
     expected = generator.state_dict()
     assert all(torch.equal(v, expected[k].half().float()) for k, v in shipped.generator.state_dict().items())
     assert shipped.settings.defaults("sampling") == {"truncation": 0.8}
+    assert shipped.settings.defaults("prompts")["examples"] == list(script.EXAMPLE_PROMPTS)
+    configs = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/config.json")}
+    assert {"generator", "discriminator", "text_encoder", "scorer"} <= set(configs)
+    for name, config in configs.items():  # nothing of the packaging machine's paths ships
+        assert str(tmp_path) not in json.dumps(config), name
+        assert config.get("_name_or_path", "galip-emoji") == "galip-emoji", name
 
     assert report["seen"]["n"] == 8 and report["held_out_noto"]["n"] == 159 and report["held_out_tones"]["n"] == 632
     assert sorted(os.listdir(results)) == ["eval.json", "eval.md", "grid.md", "grid.png",

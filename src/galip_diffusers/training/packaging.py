@@ -25,6 +25,24 @@ STORAGE_DTYPE = torch.float16
 SHIPPED_MODEL_MAX_MB = 25.0
 
 
+def _portable_float32_config(config_path: str, folder_name: str) -> None:
+    """Rewrite a saved component's ``config.json`` for shipping: transformers' load dtype says float32, and diffusers'
+    ``_name_or_path`` (where the weights were loaded from, e.g. a checkpoint on the machine that packaged them)
+    becomes the shipped folder's name."""
+    with open(config_path) as f:
+        data = json.load(f)
+    if not ({"dtype", "torch_dtype", "_name_or_path"} & set(data)):
+        return
+    if "dtype" in data or "torch_dtype" in data:  # transformers: the dtype it loads in by default
+        data.pop("torch_dtype", None)
+        data["dtype"] = "float32"
+    if "_name_or_path" in data:
+        data["_name_or_path"] = folder_name
+    with open(config_path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str,
                         max_size_mb: float | None = None) -> None:
     """Save with float16 weights and float32 configs, built in a hidden folder and swapped in as ``output_dir`` with
@@ -45,14 +63,7 @@ def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, 
         for name in os.listdir(tmp):
             config = os.path.join(tmp, name, "config.json")
             if os.path.isfile(config):
-                with open(config) as f:
-                    data = json.load(f)
-                if "dtype" in data or "torch_dtype" in data:  # transformers: the dtype it loads in by default
-                    data.pop("torch_dtype", None)
-                    data["dtype"] = "float32"
-                    with open(config, "w") as f:
-                        json.dump(data, f, indent=2, sort_keys=True)
-                        f.write("\n")
+                _portable_float32_config(config, os.path.basename(output_dir))
         size = folder_size_mb(tmp)
         if max_size_mb is not None and size >= max_size_mb:
             raise ValueError(f"{output_dir} would be {size:.1f} MiB; shipped models stay under {max_size_mb:g} MiB "
