@@ -8,7 +8,7 @@ without the file keeps the built-in defaults (:data:`BUILTIN_DEFAULTS`). The fil
       "sampling": {"truncation": null},
       "refinement": {"num_candidates": 256, "top_k": 5, "num_steps": 5},
       "composition": {"truncation": 0.5, "num_steps": 0, "layer": 4, "top_k": 1, "containment_weight": 0.0},
-      "prompts": {"examples": ["dog face, twemoji style", "red heart, noto style"]},
+      "prompts": {"examples": ["grinning face, twemoji style", "red apple, noto style"]},
       "_comment": "keys starting with an underscore are notes and are ignored"
     }
 
