@@ -205,7 +205,6 @@ def markdown(points: list[dict[str, Any]], losses: dict[str, Any], task: str = "
     return "\n".join(lines) + "\n"
 
 
-@torch.no_grad()
 def wait_for_run(run_dir: str, poll_seconds: float | None) -> None:
     """With ``--watch``, the watcher may start before the run writes anything: wait (polling) until the run's
     ``losses.jsonl`` exists, so that it can be started beside ``train_galip.py`` in either order."""
@@ -217,6 +216,7 @@ def wait_for_run(run_dir: str, poll_seconds: float | None) -> None:
         time.sleep(poll_seconds)
 
 
+@torch.no_grad()
 def main(argv=None, judge=None) -> None:
     """Judge the run's checkpoints and write the report; ``judge`` reuses an already built emoji judge."""
     args = parse_args(argv)

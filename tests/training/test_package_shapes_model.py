@@ -50,7 +50,6 @@ def test_components_come_from_one_place_only():
     assert script.parse_args(["--run_dir", "r", "--components_from", "galip-shapes"]).components_from == "galip-shapes"
 
 
-
 class _Saved(Exception):
     """Raised by the stand-in for save_half_precision: the test only needs the arguments it got."""
 
