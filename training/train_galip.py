@@ -175,6 +175,12 @@ def parse_args(input_args=None):
         "from a generator fitted at zero noise only (a --reconstruction_warmup_steps run), whose noise weights are "
         "still their random init: every noise then starts at the fitted image, and the GAN grows them from zero.",
     )
+    parser.add_argument(
+        "--condition_noise", type=float, default=0.0,
+        help="Conditioning augmentation (as in StackGAN; not in GALIP; 0 = off): G reads the sentence embedding plus "
+        "Gaussian noise of about this fraction of its norm, while D and the CLIP term judge against the clean one. "
+        "Smooths G between captions, for prompts that compose seen parts in new ways (e.g. 0.2).",
+    )
     parser.add_argument("--magp_power", type=float, default=6.0)
     parser.add_argument(
         "--mismatch", type=str, default="roll", choices=list(MISMATCH_MODES),
@@ -247,7 +253,7 @@ def loss_config_from_args(args) -> GALIPLossConfig:
     """The step's loss settings from the flags (a ValueError names the bad one)."""
     return GALIPLossConfig(args.sim_weight, args.magp_weight, args.magp_power, mismatch=args.mismatch,
                            reconstruction_weight=args.reconstruction_weight,
-                           reconstruction_fraction=args.reconstruction_fraction)
+                           reconstruction_fraction=args.reconstruction_fraction, condition_noise=args.condition_noise)
 
 
 def augmentation_description(center_crop: bool, random_flip: bool) -> str:
@@ -739,7 +745,7 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
     hyperparameters = [(k, getattr(args, k)) for k in (
         "learning_rate_g", "learning_rate_d", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
         "sim_weight", "magp_weight", "magp_power", "mismatch", "reconstruction_weight", "reconstruction_fraction",
-        "reconstruction_warmup_steps", "zero_noise_weights",
+        "reconstruction_warmup_steps", "zero_noise_weights", "condition_noise",
         "max_grad_norm",
         "train_batch_size", "gradient_accumulation_steps",
         "mixed_precision", "use_ema", "ema_decay", "resolution", "seed")]

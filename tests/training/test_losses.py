@@ -343,3 +343,30 @@ def test_zero_noise_weights_make_every_noise_the_zero_noise_image_and_still_lear
     galip_train_step(accelerator, g, t.discriminator, t.image_encoder, t.text_encoder, opt_g, opt_d, t.images, t.ids,
                      t.noise, GALIPLossConfig())
     assert g.fc_code.weight.abs().sum() > 0 and g.fc_prompt.weight[:, :z_dim].abs().sum() > 0
+
+
+def test_condition_noise_perturbs_what_g_reads_and_nothing_else(accelerator):
+    """``condition_noise`` (``--condition_noise``): G reads ``s + n`` with ``|n|`` about ``condition_noise * |s|``;
+    D still reads the clean ``s``; 0 (GALIP's) hands G the exact embeddings."""
+    t = tiny_train_step_inputs(6, ["one", "two", "three", "four"])
+    with torch.no_grad():
+        s = t.text_encoder(t.ids).text_embeds
+    g_reads, d_reads = [], []
+    t.generator.register_forward_hook(lambda module, args, out: g_reads.append(args[1].clone()))
+    t.discriminator.register_forward_hook(lambda module, args, out: d_reads.append(args[1].clone()))
+    opt_g = torch.optim.SGD(t.generator.learnable_parameters(), lr=0.0)
+    opt_d = torch.optim.SGD(t.discriminator.parameters(), lr=0.0)
+    run = lambda config: galip_train_step(  # noqa: E731
+        accelerator, t.generator, t.discriminator, t.image_encoder, t.text_encoder, opt_g, opt_d, t.images, t.ids,
+        t.noise, config)
+    run(GALIPLossConfig())
+    assert torch.equal(g_reads[0], s)
+    g_reads.clear(), d_reads.clear()
+    torch.manual_seed(0)
+    run(GALIPLossConfig(condition_noise=0.5))
+    relative = ((g_reads[0] - s).norm(dim=-1) / s.norm(dim=-1)).mean().item()
+    assert 0.3 < relative < 0.7, relative
+    assert torch.equal(d_reads[0][-4:], s) and torch.equal(d_reads[1], s)  # fake pairs in D's step and in G's
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`condition_noise` must be a finite number >= 0"):
+            GALIPLossConfig(condition_noise=bad)

@@ -36,8 +36,15 @@ class GALIPLossConfig:
     #: :meth:`anchored_count` samples at z = 0 and anchors those; D and the other G terms read them as ordinary
     #: fakes. Half of G's cost is saved; each step anchors fewer captions.
     reconstruction_fraction: Optional[float] = None
+    #: conditioning augmentation (StackGAN's idea, not in GALIP; 0 disables it): G reads ``s + n`` with Gaussian
+    #: ``n`` of norm about ``condition_noise * |s|``, so it must draw the caption's image from a neighbourhood of
+    #: its embedding, not only from the exact point. D, the CLIP-similarity term and the anchor judge against the
+    #: clean ``s``.
+    condition_noise: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (self.condition_noise >= 0 and math.isfinite(self.condition_noise)):
+            raise ValueError(f"`condition_noise` must be a finite number >= 0, got {self.condition_noise}")
         if self.mismatch not in MISMATCH_MODES:
             raise ValueError(f"`mismatch` must be one of {MISMATCH_MODES}, got {self.mismatch!r}.")
         if not (self.reconstruction_weight >= 0 and math.isfinite(self.reconstruction_weight)):
@@ -58,6 +65,15 @@ class GALIPLossConfig:
         if self.reconstruction_fraction is None:
             return 0
         return max(1, min(batch_size - 1, round(self.reconstruction_fraction * batch_size)))
+
+    def generator_condition(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The sentence embeddings G reads: ``text_embeds`` (detached), plus the :attr:`condition_noise` if any. The
+        noise of row ``i`` has norm about ``condition_noise * |s_i|`` (per-coordinate std ``|s_i| / sqrt(dim)``)."""
+        text_embeds = text_embeds.detach()
+        if self.condition_noise == 0:
+            return text_embeds
+        scale = text_embeds.norm(dim=-1, keepdim=True) / math.sqrt(text_embeds.shape[-1])
+        return text_embeds + self.condition_noise * scale * torch.randn_like(text_embeds)
 
 
 @contextlib.contextmanager
@@ -92,8 +108,9 @@ def galip_train_step(
     reconstruction warm-up step instead (:func:`reconstruction_step`: G fitted by L1 at zero noise, D untouched).
 
     1. ``s = text_encoder(input_ids).text_embeds`` (frozen); real CLIP features (frozen image encoder).
-    2. ``fake = G(noise, s)`` once; its CLIP features and image embeddings keep their graph for the G update. With
-       ``loss_config.reconstruction_fraction``, the first ``loss_config.anchored_count(B)`` noises are zeros.
+    2. ``fake = G(noise, s)`` once (plus ``loss_config.condition_noise`` on the ``s`` G reads, if any); its CLIP
+       features and image embeddings keep their graph for the G update. With ``loss_config.reconstruction_fraction``,
+       the first ``loss_config.anchored_count(B)`` noises are zeros.
     3. D: one (wrapped) discriminator call on ``[real; real; fake.detach()]`` with ``[s; s_mis; s]`` (features, and
        the images themselves for a D with a pixel path; ``s_mis`` per ``loss_config.mismatch``), then
        ``L_D = L_real + (L_fake + L_mis) / 2 + MA-GP`` (hinge terms per head, MA-GP on the summed real logits,
@@ -123,7 +140,7 @@ def galip_train_step(
         anchored = loss_config.anchored_count(batch)
         if anchored:
             noise = torch.cat([torch.zeros_like(noise[:anchored]), noise[anchored:]])
-        fake = generator(noise, text_embeds.detach())
+        fake = generator(noise, loss_config.generator_condition(text_embeds))
         fake_features, fake_image_embeds = unwrapped_d.extract_features(image_encoder, fake)
 
         # ---- discriminator (the pixel path, if any, reads [real; real; fake] too, and its real pixels join MA-GP)
@@ -151,7 +168,8 @@ def galip_train_step(
             if anchored:
                 reconstruction = _anchor_l1(fake[:anchored], pixel_values[:anchored])
             else:
-                reconstruction = _anchor_l1(generator(torch.zeros_like(noise), text_embeds.detach()), pixel_values)
+                condition = loss_config.generator_condition(text_embeds)
+                reconstruction = _anchor_l1(generator(torch.zeros_like(noise), condition), pixel_values)
             g_losses["loss_reconstruction"] = reconstruction
             g_losses["loss"] = g_losses["loss"] + loss_config.reconstruction_weight * g_losses["loss_reconstruction"]
     _update(accelerator, generator, optimizer_g, g_losses["loss"], max_grad_norm, logs, "grad_norm_g")
