@@ -178,8 +178,9 @@ def parse_args(input_args=None):
     parser.add_argument(
         "--condition_noise", type=float, default=0.0,
         help="Conditioning augmentation (as in StackGAN; not in GALIP; 0 = off): G reads the sentence embedding plus "
-        "Gaussian noise of about this fraction of its norm, while D and the CLIP term judge against the clean one. "
-        "Smooths G between captions, for prompts that compose seen parts in new ways (e.g. 0.2).",
+        "Gaussian noise of about this fraction of its norm, while D and the CLIP term read the clean one: G must draw "
+        "the caption's image from a neighbourhood of its embedding. At 0.3 it did not help the emoji set's held-out "
+        "compositions (training/README.md).",
     )
     parser.add_argument("--magp_power", type=float, default=6.0)
     parser.add_argument(

@@ -38,8 +38,8 @@ class GALIPLossConfig:
     reconstruction_fraction: Optional[float] = None
     #: conditioning augmentation (StackGAN's idea, not in GALIP; 0 disables it): G reads ``s + n`` with Gaussian
     #: ``n`` of norm about ``condition_noise * |s|``, so it must draw the caption's image from a neighbourhood of
-    #: its embedding, not only from the exact point. D, the CLIP-similarity term and the anchor judge against the
-    #: clean ``s``.
+    #: its embedding, not only from the exact point. D and the CLIP-similarity term read the clean ``s``; the anchor
+    #: still pulls ``G(0, s + n)`` towards the caption's image.
     condition_noise: float = 0.0
 
     def __post_init__(self) -> None:
