@@ -43,7 +43,7 @@ STRIPS = {
 }
 SPEED_PROMPT = "dog face, twemoji style"
 #: the folder's example prompts (galip_settings.json ``prompts.examples``: the demo's examples and starting prompts)
-#: (seen pairs the shipped model draws right for 4 of 4 seeds; "dog face" and "cat face" do not: see the README)
+#: (seen pairs the shipped model draws right for 4 of 4 seeds, checked again for each packaged folder: see the README)
 EXAMPLE_PROMPTS = ("grinning face, twemoji style", "red apple, noto style", "waving hand: dark skin tone, twemoji style",
                    "flag: Japan, noto style", "thumbs up, twemoji style", "pizza, noto style", "rocket, twemoji style",
                    "rainbow, twemoji style")

@@ -140,7 +140,8 @@ def galip_train_step(
         anchored = loss_config.anchored_count(batch)
         if anchored:
             noise = torch.cat([torch.zeros_like(noise[:anchored]), noise[anchored:]])
-        fake = generator(noise, loss_config.generator_condition(text_embeds))
+        condition = loss_config.generator_condition(text_embeds)  # what G reads: s, plus the condition noise if any
+        fake = generator(noise, condition)
         fake_features, fake_image_embeds = unwrapped_d.extract_features(image_encoder, fake)
 
         # ---- discriminator (the pixel path, if any, reads [real; real; fake] too, and its real pixels join MA-GP)
@@ -168,7 +169,6 @@ def galip_train_step(
             if anchored:
                 reconstruction = _anchor_l1(fake[:anchored], pixel_values[:anchored])
             else:
-                condition = loss_config.generator_condition(text_embeds)
                 reconstruction = _anchor_l1(generator(torch.zeros_like(noise), condition), pixel_values)
             g_losses["loss_reconstruction"] = reconstruction
             g_losses["loss"] = g_losses["loss"] + loss_config.reconstruction_weight * g_losses["loss_reconstruction"]
