@@ -1,0 +1,70 @@
+"""training/noto_style_ceiling.py: the Twemoji -> Noto translator diagnostic never reads a held-out image as a target,
+and its report judges all 159 held-out Noto prompts."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from galip_diffusers.data.emoji import load_held_out
+from helpers.training_helpers import training_script
+
+
+@pytest.fixture(scope="module")
+def script():
+    return training_script("noto_style_ceiling")
+
+
+def test_pairs_keep_held_out_images_out_of_training(script, real_emoji):
+    _, records, _ = real_emoji
+    held_out = load_held_out()
+    train, test = script.translation_pairs(records, held_out)
+    key = lambda i: (records[i]["unified"], records[i]["style"])  # noqa: E731
+    assert len(test) == 159 and len(train) == 3311
+    assert all(key(n) in held_out and key(t) not in held_out for t, n in test)
+    assert not any(key(i) in held_out for pair in train for i in pair)
+    for twemoji, noto in train + test:
+        assert records[twemoji]["style"] == "twemoji" and records[noto]["style"] == "noto"
+        assert records[twemoji]["unified"] == records[noto]["unified"]
+
+
+def test_translator_predicts_a_residual(script):
+    net = script.TranslatorUNet(channels=4)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert net(x).shape == x.shape
+    torch.nn.init.zeros_(net.up1[-1].weight)
+    torch.nn.init.zeros_(net.up1[-1].bias)
+    assert torch.equal(net(x), x)
+
+
+def test_shrink_scales_about_the_centre(script):
+    from PIL import Image
+
+    image = Image.new("RGBA", (64, 64), (200, 0, 0, 255))
+    assert (script.shrink(image, 1.0) == [200, 0, 0]).all()
+    half = script.shrink(image, 0.5)
+    assert (half[:16] == 255).all() and (half[:, :16] == 255).all() and (half[16:48, 16:48] == [200, 0, 0]).all()
+
+
+def test_main_writes_the_report(script, real_emoji, tmp_path, one_thread):
+    results = tmp_path / "ceiling"
+    argv = ["--steps", "2", "--eval_every", "1", "--channels", "4", "--batch_size", "4", "--flip",
+            "--results_dir", str(results)]
+    report = script.main(argv, judge_data=real_emoji)
+    saved = json.loads((results / "noto_style_ceiling.json").read_text())
+    assert saved["num_train_pairs"] == 3311 and saved["num_held_out"] == 159
+    assert [row["step"] for row in saved["translator"]] == [0, 1, 2]
+    assert all(row["n"] == 159 for row in saved["translator"] + saved["shrink"])
+    as_is = saved["shrink"][0]
+    # the Twemoji image itself is in the reference set: nearest is itself (or an identical image), never Noto
+    assert as_is["scale"] == 1.0 and as_is["style_top1"] == 0.0 and as_is["emoji_top1"] > 0.95
+    assert np.isclose(report["shrink"][-1]["scale"], 0.8)
+    assert "| translator | 2 |" in (results / "noto_style_ceiling.md").read_text()
+
+
+@pytest.mark.parametrize("flag, value", [("--resolution", "30"), ("--steps", "0"), ("--channels", "0")])
+def test_bad_arguments_are_named(script, flag, value, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args([flag, value])
+    assert flag in capsys.readouterr().err
