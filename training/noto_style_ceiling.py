@@ -113,8 +113,8 @@ class TranslatorUNet(nn.Module):
 
 
 def shrink(image: Image.Image, scale: float, size: int = 64) -> np.ndarray:
-    """The image on white, scaled by ``scale`` about its centre, as a uint8 ``(size, size, 3)`` array."""
-    image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
+    """An RGB image (as ``read_emoji_images`` returns them: already on white) scaled by ``scale`` about the centre of
+    a white ``size`` x ``size`` canvas, as a uint8 ``(size, size, 3)`` array."""
     inner = max(1, round(size * scale))
     canvas = Image.new("RGB", (size, size), (255, 255, 255))
     canvas.paste(image.convert("RGB").resize((inner, inner), Image.LANCZOS), ((size - inner) // 2,) * 2)
@@ -176,7 +176,6 @@ def report_markdown(report: Mapping[str, Any]) -> str:
 def main(argv=None, judge_data=None) -> Dict[str, Any]:
     """``judge_data``: ``(judge, records, images)`` already read (tests pass theirs)."""
     args = parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
     if judge_data is None:
         cache_dir = args.cache_dir if args.cache_dir is not None else default_cache_dir()
         records, images = read_emoji_images(fetch_tarballs(cache_dir))

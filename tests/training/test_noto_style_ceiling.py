@@ -41,7 +41,7 @@ def test_translator_predicts_a_residual(script):
 def test_shrink_scales_about_the_centre(script):
     from PIL import Image
 
-    image = Image.new("RGBA", (64, 64), (200, 0, 0, 255))
+    image = Image.new("RGB", (64, 64), (200, 0, 0))
     assert (script.shrink(image, 1.0) == [200, 0, 0]).all()
     half = script.shrink(image, 0.5)
     assert (half[:16] == 255).all() and (half[:, :16] == 255).all() and (half[16:48, 16:48] == [200, 0, 0]).all()
