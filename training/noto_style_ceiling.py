@@ -9,6 +9,10 @@ ever seen those emoji drawn by Twemoji. This script measures what a model built 
   *seen* Noto image (3,311 pairs; no held-out image is ever read as a target), then given the Twemoji image of each
   held-out emoji. Judged every ``--eval_every`` steps with the package's judge (all 7,572 real images, 32x32).
 * **shrink**: the Twemoji image itself, scaled by 0.95 ... 0.80 on white (Noto drawings are a little smaller).
+* **nearest other real image** (no model): for each held-out Noto image, and for comparison the seen Noto images of
+  the train pairs (all of them, and those of emoji without tone variants), the nearest real image but itself: how
+  often it is a Noto image, and how far it is. Where that neighbour is a Twemoji image, a drawing that misses the
+  unseen Noto image by about that distance is read as Twemoji.
 
 It is a diagnostic, not a shipped model: the translator sees the Twemoji pixels, which the generator never gets.
 Reading the best checkpoint on the held-out set makes its figure an optimistic ceiling. Writes
@@ -121,6 +125,24 @@ def shrink(image: Image.Image, scale: float, size: int = 64) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def nearest_other(judge: EmojiJudge, targets: Sequence[int]) -> Dict[str, float]:
+    """For real images ``targets`` (indices into the judge), the nearest real image *other than itself*: the share
+    of targets where it has the target's style, and the median distance to it (RMS, 32x32, [0, 1])."""
+    distances = judge.pixel_distances(judge.pixels[list(targets)])
+    distances[np.arange(len(targets)), list(targets)] = np.inf
+    nearest = distances.argmin(1)
+    return {"n": len(targets), "same_style": float(np.mean(judge.style[nearest] == judge.style[list(targets)])),
+            "median_distance": float(np.median(distances.min(1)))}
+
+
+def without_tone_variants(judge: EmojiJudge, pairs: Sequence[Pair]) -> List[int]:
+    """The Noto images of ``pairs`` whose emoji has no skin-tone variants (one image per style, like the 159
+    held-out ones); tone variants are near-copies of each other, so their nearest other image is much closer."""
+    concepts, counts = np.unique(judge.concept, return_counts=True)
+    solo = set(concepts[counts == 2])
+    return [noto for _, noto in pairs if judge.concept[noto] in solo]
+
+
 def judged(judge: EmojiJudge, images: Sequence[np.ndarray], test: Sequence[Pair]) -> Dict[str, float]:
     return summarize(judge.judge(images, [noto for _, noto in test]))
 
@@ -170,6 +192,10 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| Twemoji image x{row['scale']} | | " + " | ".join(percent(row, k) for k in CHECKS) + " |")
     for row in report["translator"]:
         lines.append(f"| translator | {row['step']} | " + " | ".join(percent(row, k) for k in CHECKS) + " |")
+    lines += ["", "Nearest real image other than the Noto image itself:", "",
+              "| Noto images | n | it has Noto style | median distance |", "| --- | --- | --- | --- |"]
+    for name, row in report["nearest_other"].items():
+        lines.append(f"| {name} | {row['n']} | {percent(row, 'same_style')} | {row['median_distance']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +213,9 @@ def main(argv=None, judge_data=None) -> Dict[str, Any]:
         "num_train_pairs": len(train), "num_held_out": len(test), "args": vars(args),
         "shrink": [{"scale": s, **judged(judge, [shrink(images[t], s) for t, _ in test], test)}
                    for s in (1.0,) + SHRINK_SCALES],
+        "nearest_other": {"held-out": nearest_other(judge, [noto for _, noto in test]),
+                          "seen, all": nearest_other(judge, [noto for _, noto in train]),
+                          "seen, no tone variants": nearest_other(judge, without_tone_variants(judge, train))},
         "translator": train_translator(args, images, train, test, judge),
     }
     os.makedirs(args.results_dir, exist_ok=True)

@@ -47,6 +47,27 @@ def test_shrink_scales_about_the_centre(script):
     assert (half[:16] == 255).all() and (half[:, :16] == 255).all() and (half[16:48, 16:48] == [200, 0, 0]).all()
 
 
+def test_nearest_other_skips_the_image_itself(script):
+    from galip_diffusers.data.emoji_judge import EmojiJudge
+
+    pixels = np.array([[0.0, 0.0], [0.0, 0.3], [1.0, 1.0], [1.0, 0.9]], np.float32)
+    names = np.array(["a", "a", "b", "b"])
+    judge = EmojiJudge(pixels, names, names, np.array(["noto", "twemoji", "noto", "noto"]), np.array([""] * 4), names)
+    row = script.nearest_other(judge, [0, 2])
+    # image 0's nearest other is the Twemoji image 1 (0.3 away); image 2's is the Noto image 3 (0.1 away)
+    assert row["n"] == 2 and row["same_style"] == 0.5
+    assert np.isclose(row["median_distance"], (0.3 / np.sqrt(2) + 0.1 / np.sqrt(2)) / 2)
+
+
+def test_without_tone_variants_keeps_emoji_with_one_image_per_style(script):
+    from galip_diffusers.data.emoji_judge import EmojiJudge
+
+    concept = np.array(["a", "a", "b", "b", "b", "b"])
+    style = np.array(["twemoji", "noto", "twemoji", "noto", "twemoji", "noto"])
+    judge = EmojiJudge(np.zeros((6, 3), np.float32), concept, concept, style, np.array([""] * 6), concept)
+    assert script.without_tone_variants(judge, [(0, 1), (2, 3), (4, 5)]) == [1]
+
+
 def test_main_writes_the_report(script, real_emoji, tmp_path, one_thread):
     results = tmp_path / "ceiling"
     argv = ["--steps", "2", "--eval_every", "1", "--channels", "4", "--batch_size", "4", "--flip",
@@ -61,6 +82,11 @@ def test_main_writes_the_report(script, real_emoji, tmp_path, one_thread):
     assert as_is["scale"] == 1.0 and as_is["style_top1"] == 0.0 and as_is["emoji_top1"] > 0.95
     assert np.isclose(report["shrink"][-1]["scale"], 0.8)
     assert "| translator | 2 |" in (results / "noto_style_ceiling.md").read_text()
+    others = saved["nearest_other"]
+    assert others["held-out"]["n"] == 159 and others["seen, all"]["n"] == 3311
+    assert 0 < others["seen, no tone variants"]["n"] < 3311
+    # every Noto image is in the reference set, yet none is its own neighbour: the distances are all positive
+    assert 0 < others["held-out"]["median_distance"] < 1 and 0 < others["seen, all"]["same_style"] <= 1
 
 
 @pytest.mark.parametrize("flag, value", [("--resolution", "30"), ("--steps", "0"), ("--channels", "0")])

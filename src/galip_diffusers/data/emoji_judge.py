@@ -97,7 +97,11 @@ class EmojiJudge:
 
     def distances(self, images: ImageBatch) -> np.ndarray:
         """``(N, R)`` RMS pixel distances between the images and every real image."""
-        x = to_judge_pixels(images)
+        return self.pixel_distances(to_judge_pixels(images))
+
+    def pixel_distances(self, x: np.ndarray) -> np.ndarray:
+        """``(N, R)`` RMS distances between judge pixels ``x`` (``(N, D)``, e.g. rows of :attr:`pixels`) and every
+        real image."""
         sq = (x**2).sum(1)[:, None] + (self.pixels**2).sum(1)[None, :] - 2.0 * x @ self.pixels.T
         return np.sqrt(np.maximum(sq, 0.0) / self.pixels.shape[1])
 
