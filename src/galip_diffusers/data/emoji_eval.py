@@ -164,6 +164,11 @@ def report_markdown(report: Dict[str, Any]) -> str:
     lines += ["", f"Diversity: {d['between_seeds']:.3f} mean RMS pixel distance (32x32, [0, 1]) between seeds of one "
               f"prompt ({d['num_prompts']} prompts x {d['num_seeds']} seeds), against {d['between_real_styles']:.3f} "
               "between the Twemoji and Noto images of one emoji."]
+    if "style_probe" in report:  # an additional, more lenient reader of the style (not the targets' judge)
+        from .emoji_style_probe import probe_markdown
+
+        lines += ["", "Style probe (a Noto/Twemoji classifier trained on the seen real images; an additional figure, "
+                  "not the judge):", "", probe_markdown(report["style_probe"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
