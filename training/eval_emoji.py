@@ -18,8 +18,8 @@ import argparse
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, evaluation_prompts, report_markdown,
                                              write_results)
-from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, probe_report
 from galip_diffusers.data.emoji_judge import EmojiJudge
+from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, probe_report
 from galip_diffusers.training.runs import clip_components, run_pipeline
 
 def parse_args(argv=None) -> argparse.Namespace:
