@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from galip_diffusers.data.emoji import load_held_out
-from galip_diffusers.data.emoji_eval import evaluation_prompts, report_markdown
-from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, _split, probe_markdown, probe_report, twemoji_caption
+from galip_diffusers.data.emoji_eval import evaluation_prompts, probe_markdown, report_markdown
+from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, _split, probe_report, twemoji_caption
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import json
 import os
 import textwrap
 import unicodedata
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -165,10 +165,24 @@ def report_markdown(report: Dict[str, Any]) -> str:
               f"prompt ({d['num_prompts']} prompts x {d['num_seeds']} seeds), against {d['between_real_styles']:.3f} "
               "between the Twemoji and Noto images of one emoji."]
     if "style_probe" in report:  # an additional, more lenient reader of the style (not the targets' judge)
-        from .emoji_style_probe import probe_markdown
-
         lines += ["", "Style probe (a Noto/Twemoji classifier trained on the seen real images; an additional figure, "
                   "not the judge):", "", probe_markdown(report["style_probe"]).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def probe_markdown(report: Mapping[str, Any]) -> str:
+    """The figures of :func:`~galip_diffusers.data.emoji_style_probe.probe_report` as a Markdown table."""
+    c, n = report["calibration"], report["n"]
+    held = str(c["num_held_out_noto"])
+    rows = [("real images it trained on", str(c["num_train"]), "its style", c["train"]),
+            ("held-out real Noto images (never trained on)", held, "Noto", c["held_out_noto"]),
+            ("their Twemoji images", held, "Twemoji", c["their_twemoji"]),
+            ("generated, seen prompts", str(n["seen"]), "the asked style", report["seen"]),
+            ("generated, held-out Noto prompts", str(n["held_out_noto"]), "Noto", report["held_out_noto"]),
+            ("generated, the same emoji asked in Twemoji style", str(n["held_out_noto"]), "Twemoji",
+             report["held_out_noto_asked_twemoji"])]
+    lines = ["| images | n | read as | share |", "| --- | --- | --- | --- |"]
+    lines += [f"| {what} | {count} | {style} | {100 * value:.1f}% |" for what, count, style, value in rows]
     return "\n".join(lines) + "\n"
 
 

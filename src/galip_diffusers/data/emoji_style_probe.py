@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .emoji import load_held_out
+from .emoji_eval import generate_uint8
 from .emoji_judge import EmojiJudge, ImageBatch, to_judge_pixels
 
 STYLES = ("twemoji", "noto")  # class 0, class 1
@@ -109,8 +110,6 @@ def probe_report(probe: EmojiStyleProbe, pipe, sets: Mapping[str, Sequence[Tuple
     :func:`~galip_diffusers.data.emoji_eval.evaluate_emoji_pipeline` draws them): the share read in the asked style
     for the seen prompts and the held-out Noto prompts, and, as a control, for the same held-out emoji asked in
     Twemoji style (seen captions). A probe that read every generated image as Noto would fail the control."""
-    from .emoji_eval import generate_uint8
-
     def share(prompts: Sequence[Tuple[str, int]], captions: Sequence[str], style_of) -> float:
         images = generate_uint8(pipe, list(captions), seed=seed, **kwargs)
         styles = probe.read(images)
@@ -133,19 +132,3 @@ def twemoji_caption(caption: str) -> str:
     if not caption.endswith(suffix):
         raise ValueError(f"expected a caption ending in {suffix!r}, got {caption!r}")
     return caption[: -len(suffix)] + ", twemoji style"
-
-
-def probe_markdown(report: Mapping[str, Any]) -> str:
-    """The probe's figures as Markdown lines (a table), for ``eval.md`` and the docs."""
-    c, n = report["calibration"], report["n"]
-    held = str(c["num_held_out_noto"])
-    rows = [("real images it trained on", str(c["num_train"]), "its style", c["train"]),
-            ("held-out real Noto images (never trained on)", held, "Noto", c["held_out_noto"]),
-            ("their Twemoji images", held, "Twemoji", c["their_twemoji"]),
-            ("generated, seen prompts", str(n["seen"]), "the asked style", report["seen"]),
-            ("generated, held-out Noto prompts", str(n["held_out_noto"]), "Noto", report["held_out_noto"]),
-            ("generated, the same emoji asked in Twemoji style", str(n["held_out_noto"]), "Twemoji",
-             report["held_out_noto_asked_twemoji"])]
-    lines = ["| images | n | read as | share |", "| --- | --- | --- | --- |"]
-    lines += [f"| {what} | {count} | {style} | {100 * value:.1f}% |" for what, count, style, value in rows]
-    return "\n".join(lines) + "\n"
