@@ -10,7 +10,7 @@ import pytest
 
 from galip_diffusers.data.emoji import load_held_out
 from galip_diffusers.data.emoji_eval import evaluation_prompts, probe_markdown, report_markdown
-from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, _split, probe_report, twemoji_caption
+from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, _split, probe_report
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,3 @@ def test_bad_arguments_are_named(real_emoji, probe):
         EmojiStyleProbe.fit(real_emoji[0], steps=0)
     with pytest.raises(ValueError, match="`style` must be one of"):
         probe.share_read_as(real_emoji[0].pixels[:2], "emoji")
-    with pytest.raises(ValueError, match="noto style"):
-        twemoji_caption("dog face, twemoji style")
-    assert twemoji_caption("dog face, noto style") == "dog face, twemoji style"

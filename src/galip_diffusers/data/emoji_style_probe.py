@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .emoji import load_held_out
+from .emoji import STYLES, captions, load_held_out
 from .emoji_eval import generate_uint8
 from .emoji_judge import EmojiJudge, ImageBatch, to_judge_pixels
-
-STYLES = ("twemoji", "noto")  # class 0, class 1
 
 
 @dataclass
@@ -53,7 +51,7 @@ class EmojiStyleProbe:
         torch.manual_seed(seed)
         net = nn.Sequential(nn.Linear(judge.pixels.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
         x = torch.from_numpy(judge.pixels[train])
-        y = torch.from_numpy(judge.style[train] == STYLES[1]).float()
+        y = torch.from_numpy(judge.style[train] == STYLES[1]).float()  # a positive logit reads STYLES[1]
         optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=0.01)
         # the cosine decay to zero matters: at a constant rate the last batches move the decision threshold, and
         # probes of different seeds read the same held-out images 66% to 87% Noto; with it, 82% to 85%
@@ -109,26 +107,17 @@ def probe_report(probe: EmojiStyleProbe, pipe, sets: Mapping[str, Sequence[Tuple
     """How ``probe`` reads the pipeline's images (one per prompt, seed ``seed + i``, as
     :func:`~galip_diffusers.data.emoji_eval.evaluate_emoji_pipeline` draws them): the share read in the asked style
     for the seen prompts and the held-out Noto prompts, and, as a control, for the same held-out emoji asked in
-    Twemoji style (seen captions). A probe that read every generated image as Noto would fail the control."""
-    def share(prompts: Sequence[Tuple[str, int]], captions: Sequence[str], style_of) -> float:
-        images = generate_uint8(pipe, list(captions), seed=seed, **kwargs)
-        styles = probe.read(images)
-        return float(np.mean([styles[i] == style_of(target) for i, (_, target) in enumerate(prompts)]))
+    Twemoji style (their seen captions). A probe that read every generated image as Noto would fail the control."""
+    def share(captions: Sequence[str], asked: Sequence[str]) -> float:
+        styles = probe.read(generate_uint8(pipe, list(captions), seed=seed, **kwargs))
+        return float(np.mean(styles == np.asarray(asked)))
 
-    held = list(sets["held_out_noto"])
-    asked = lambda target: str(judge.style[target])  # noqa: E731
+    seen, held = list(sets["seen"]), list(sets["held_out_noto"])
     return {
         "calibration": dict(probe.calibration),
-        "seen": share(sets["seen"], [c for c, _ in sets["seen"]], asked),
-        "held_out_noto": share(held, [c for c, _ in held], asked),
-        "held_out_noto_asked_twemoji": share(held, [twemoji_caption(c) for c, _ in held], lambda _: "twemoji"),
-        "n": {"seen": len(sets["seen"]), "held_out_noto": len(held)},
+        "seen": share([c for c, _ in seen], [str(judge.style[t]) for _, t in seen]),
+        "held_out_noto": share([c for c, _ in held], ["noto"] * len(held)),
+        "held_out_noto_asked_twemoji": share([captions(str(judge.label[t]), "twemoji")[-1] for _, t in held],
+                                             ["twemoji"] * len(held)),
+        "n": {"seen": len(seen), "held_out_noto": len(held)},
     }
-
-
-def twemoji_caption(caption: str) -> str:
-    """``"{label}, noto style"`` -> ``"{label}, twemoji style"`` (the seen caption of the same emoji)."""
-    suffix = ", noto style"
-    if not caption.endswith(suffix):
-        raise ValueError(f"expected a caption ending in {suffix!r}, got {caption!r}")
-    return caption[: -len(suffix)] + ", twemoji style"
