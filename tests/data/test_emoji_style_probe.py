@@ -28,7 +28,7 @@ def probe(real_emoji):
 def test_training_images_exclude_every_held_out_image(real_emoji):
     judge = real_emoji[0]
     held_out = load_held_out()
-    train, held_noto, their_twemoji = _split(judge, held_out)
+    train, held_noto, their_twemoji = _split(judge)
     keys = lambda rows: {(str(judge.unified[i]), str(judge.style[i])) for i in rows}  # noqa: E731
     assert len(train) == 6781 and not keys(train) & set(held_out)
     assert len(held_noto) == 159 and keys(held_noto) <= set(held_out)
@@ -42,7 +42,7 @@ def test_probe_reads_real_images_it_never_trained_on(probe, real_emoji):
     # far above the 50% of a coin toss on both styles of the held-out emoji
     assert c["train"] > 0.8 and c["held_out_noto"] > 0.7 and c["their_twemoji"] > 0.7
     judge, _, images = real_emoji
-    _, held_noto, _ = _split(judge, load_held_out())
+    _, held_noto, _ = _split(judge)
     assert np.mean(probe.read([images[i] for i in held_noto]) == "noto") == pytest.approx(c["held_out_noto"])
 
 

@@ -15,7 +15,7 @@ the network is two linear layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .emoji import STYLES, captions, load_held_out
-from .emoji_eval import generate_uint8
+from .emoji_eval import evaluation_prompts, generate_uint8
 from .emoji_judge import EmojiJudge, ImageBatch, to_judge_pixels
 
 
@@ -44,7 +44,7 @@ class EmojiStyleProbe:
         for name, value in (("steps", steps), ("hidden", hidden), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value}")
-        train, held_noto, their_twemoji = _split(judge, load_held_out(held_out_path))
+        train, held_noto, their_twemoji = _split(judge, held_out_path)
         if not train:
             raise ValueError("the judge has no image outside the held-out list to train the probe on")
         generator = torch.Generator().manual_seed(seed)
@@ -91,15 +91,14 @@ class EmojiStyleProbe:
         return float(np.mean(self.read_pixels(pixels) == style))
 
 
-def _split(judge: EmojiJudge, held_out: Mapping[Tuple[str, str], Any]):
-    """Indices of the trainable images, of the held-out Noto images whose Twemoji image is seen, and of those
-    Twemoji images."""
-    keys = [(str(u), str(s)) for u, s in zip(judge.unified, judge.style)]
-    train = [i for i, key in enumerate(keys) if key not in held_out]
-    held_noto = [i for i, (u, s) in enumerate(keys) if s == "noto" and (u, s) in held_out
-                 and len(held_out[(u, s)]["styles"]) == 1]
-    their_twemoji = [judge.index_of(judge.unified[i], "twemoji") for i in held_noto]
-    return train, held_noto, their_twemoji
+def _split(judge: EmojiJudge, held_out_path: Optional[str] = None) -> Tuple[List[int], List[int], List[int]]:
+    """Indices of the trainable images, of the held-out Noto images (the targets of the evaluation's held-out Noto
+    prompts, :func:`~galip_diffusers.data.emoji_eval.evaluation_prompts`), and of their seen Twemoji images."""
+    held_out = load_held_out(held_out_path)
+    train = [i for i, key in enumerate(zip(judge.unified, judge.style)) if (str(key[0]), str(key[1])) not in held_out]
+    prompts = evaluation_prompts(judge, num_seen=0, held_out_path=held_out_path)["held_out_noto"]
+    held_noto = [target for _, target in prompts]
+    return train, held_noto, [judge.index_of(judge.unified[i], "twemoji") for i in held_noto]
 
 
 def probe_report(probe: EmojiStyleProbe, pipe, sets: Mapping[str, Sequence[Tuple[str, int]]], judge: EmojiJudge,
