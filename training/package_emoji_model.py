@@ -9,8 +9,10 @@ the packaged folder and write its model card.
    ``galip generate`` and the demo then use.
 3. Evaluation of the *saved* folder with the emoji judge (``galip_diffusers.data.emoji_eval``): ``--num_seen`` seen
    captions, the 159 held-out Noto and the 632 held-out tone prompts against issue #24's targets, seed diversity, a
-   64-image grid, two interpolation strips, generation speed and the cold start of ``galip-generate``. Figures go to
-   ``--results_dir`` (JSON, Markdown, PNG) and into the model card, with the licences and the Twemoji attribution.
+   64-image grid, two interpolation strips, generation speed and the cold start of ``galip-generate``; and, as an
+   additional figure, how the style probe (``galip_diffusers.data.emoji_style_probe``, trained on the seen real
+   images only) reads the same images. Figures go to ``--results_dir`` (JSON, Markdown, PNG) and into the model card,
+   with the licences and the Twemoji attribution.
 
     python training/package_emoji_model.py --run_dir $RUNS/galip-emoji --checkpoint latest \\
         --clip_model_name_or_path $RUNS/clip-bridge --scorer_model_name_or_path $RUNS/clip-scorer
@@ -30,9 +32,10 @@ from galip_core.settings import GALIPSettings
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.data.emoji import PACKAGES
-from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, interpolation, meets_seen_targets,
-                                             missed_targets, report_markdown, write_results)
+from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, evaluation_prompts, interpolation,
+                                             meets_seen_targets, missed_targets, report_markdown, write_results)
 from galip_diffusers.data.emoji_judge import EmojiJudge
+from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, probe_report
 from galip_diffusers.training.packaging import (SHIPPED_MODEL_MAX_MB, checkpoint_steps, folder_size_mb, measure_speed,
                                                 save_half_precision, save_strip, speed_markdown)
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
@@ -65,9 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--results_dir", default=os.path.join("results", "emoji_model"))
     parser.add_argument("--cache_dir", default=None, help="where the npm tarballs are (fetched with npm if missing)")
     parser.add_argument("--skip_speed", action="store_true", help="skip the timing figures")
+    parser.add_argument("--style_probe_steps", type=int, default=3000,
+                        help="training steps of the style probe (an additional reading of the style; 0 skips it)")
     args = parser.parse_args(argv)
     if args.num_seen < 1:
         parser.error(f"--num_seen must be >= 1, got {args.num_seen}")
+    if args.style_probe_steps < 0:
+        parser.error(f"--style_probe_steps must be >= 0 (0 skips the probe), got {args.style_probe_steps}")
     if args.truncation is not None and not (args.truncation > 0 and np.isfinite(args.truncation)):
         parser.error(f"--truncation must be a finite number > 0, got {args.truncation}")
     return args
@@ -126,6 +133,9 @@ def main(argv=None, judge: EmojiJudge | None = None) -> dict[str, Any]:
     shipped.set_progress_bar_config(disable=True)
     judge = judge if judge is not None else EmojiJudge.from_tarballs(cache_dir=args.cache_dir)
     report = evaluate_emoji_pipeline(shipped, judge, num_seen=args.num_seen)  # the folder's own truncation
+    if args.style_probe_steps:  # the same images (seed i for prompt i), read by a second reader of the style
+        probe = EmojiStyleProbe.fit(judge, steps=args.style_probe_steps)
+        report["style_probe"] = probe_report(probe, shipped, evaluation_prompts(judge, num_seen=args.num_seen), judge)
     report.update(source=source, targets=TARGETS, folder_size_mb=folder_size_mb(args.output_dir), interpolation={})
     for name, prompts in STRIPS.items():
         strip, info = interpolation(shipped, judge, prompts, num_steps=8, seed=3)

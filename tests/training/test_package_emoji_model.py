@@ -30,7 +30,8 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
 
     report = script.main(["--run_dir", str(run), "--clip_model_name_or_path", str(tmp_path / "bridge"),
                           "--scorer_model_name_or_path", str(tmp_path / "scorer"), "--output_dir", str(out),
-                          "--results_dir", str(results), "--num_seen", "8", "--truncation", "0.8", "--skip_speed"],
+                          "--results_dir", str(results), "--num_seen", "8", "--truncation", "0.8", "--skip_speed",
+                          "--style_probe_steps", "300"],
                          judge=real_emoji[0])
 
     shipped = GALIPPipeline.from_pretrained(str(out))
@@ -52,7 +53,12 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
                                            "interpolation_dog_to_cat.png", "interpolation_twemoji_to_noto.png"]
     assert json.loads((results / "eval.json").read_text())["folder_size_mb"] == pytest.approx(report["folder_size_mb"])
     assert (results / "grid.md").read_text().count("\n") == 2 + 8 + 16 + 16  # 8 seen (--num_seen), 16 + 16 held out
+    probe = report["style_probe"]  # the second reader of the style, on the same images, into the card too
+    assert probe["n"] == {"seen": 8, "held_out_noto": 159} and probe["calibration"]["num_held_out_noto"] == 159
+    assert probe["calibration"]["held_out_noto"] > 0.6 and probe["calibration"]["their_twemoji"] > 0.6
+    assert probe["held_out_noto"] + probe["held_out_noto_asked_twemoji"] <= 2.0
     card = (out / "README.md").read_text()
+    assert "Style probe" in card and f"{100 * probe['held_out_noto']:.1f}%" in card
     assert "license: cc-by-4.0" in card and "CC-BY 4.0" in card and "Twitter, Inc" in card
     assert "emoji-datasource-twitter@16.0.0" in card and "does **not** yet meet the seen-caption targets" in card
     assert "below the 60% target" in card  # a random tiny generator misses the targets, and the card says so
@@ -81,7 +87,8 @@ def test_bad_arguments_are_refused():
     script = _script()
     base = ["--run_dir", "r", "--clip_model_name_or_path", "c", "--scorer_model_name_or_path", "s"]
     assert script.parse_args(base).output_dir.endswith(os.path.join("pretrained", "galip-emoji"))
-    for extra in (["--num_seen", "0"], ["--truncation", "-1"], ["--truncation", "nan"]):
+    assert script.parse_args(base).style_probe_steps == 3000
+    for extra in (["--num_seen", "0"], ["--truncation", "-1"], ["--truncation", "nan"], ["--style_probe_steps", "-1"]):
         with pytest.raises(SystemExit):
             script.parse_args(base + extra)
     with pytest.raises(SystemExit):

@@ -35,6 +35,7 @@ class EmojiStyleProbe:
     calibration: Dict[str, float]  # shares, and the image counts they were read on
 
     @classmethod
+    @torch.enable_grad()  # trains even when called under torch.no_grad() (as the packaging script's main is)
     def fit(cls, judge: EmojiJudge, held_out_path: Optional[str] = None, steps: int = 3000, hidden: int = 256,
             batch_size: int = 256, learning_rate: float = 1e-3, seed: int = 0) -> "EmojiStyleProbe":
         """Train on every real image of ``judge`` that is not held out (AdamW with a cosine decay, cross-entropy),
