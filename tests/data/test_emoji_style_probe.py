@@ -81,6 +81,13 @@ def test_bad_arguments_are_named(real_emoji, probe):
         EmojiStyleProbe.fit(real_emoji[0], steps=0)
     with pytest.raises(ValueError, match="`style` must be one of"):
         probe.share_read_as(real_emoji[0].pixels[:2], "emoji")
+    for bad in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="`learning_rate` must be a finite number > 0"):
+            EmojiStyleProbe.fit(real_emoji[0], learning_rate=bad)
+    for bad in (real_emoji[0].pixels[:2, :100], real_emoji[0].pixels[0], np.zeros((2, 32, 32, 3), np.float32)):
+        with pytest.raises(ValueError, match=r"`pixels` must be judge pixels of shape \(N, 3072\)"):
+            probe.read_pixels(bad)
+    assert probe.read_pixels(real_emoji[0].pixels[:0]).shape == (0,)
 
 
 def test_fit_trains_under_no_grad(real_emoji):

@@ -45,6 +45,8 @@ class EmojiStyleProbe:
         for name, value in (("steps", steps), ("hidden", hidden), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value}")
+        if not (np.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"`learning_rate` must be a finite number > 0, got {learning_rate}")
         train, held_noto, their_twemoji = _split(judge, held_out_path)
         if not train:
             raise ValueError("the judge has no image outside the held-out list to train the probe on")
@@ -73,6 +75,10 @@ class EmojiStyleProbe:
 
     def read_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """The style (``"noto"`` or ``"twemoji"``) of each row of judge pixels ``(N, 32*32*3)``."""
+        width = self.net[0].in_features
+        if np.ndim(pixels) != 2 or np.shape(pixels)[1] != width:
+            raise ValueError(f"`pixels` must be judge pixels of shape (N, {width}) (EmojiJudge.pixels rows, or "
+                             f"to_judge_pixels(images)); got shape {np.shape(pixels)}")
         if len(pixels) == 0:
             return np.zeros((0,), dtype="<U7")
         with torch.no_grad():
