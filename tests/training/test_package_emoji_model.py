@@ -56,7 +56,6 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
     probe = report["style_probe"]  # the second reader of the style, on the same images, into the card too
     assert probe["n"] == {"seen": 8, "held_out_noto": 159} and probe["calibration"]["num_held_out_noto"] == 159
     assert probe["calibration"]["held_out_noto"] > 0.6 and probe["calibration"]["their_twemoji"] > 0.6
-    assert probe["held_out_noto"] + probe["held_out_noto_asked_twemoji"] <= 2.0
     card = (out / "README.md").read_text()
     assert "Style probe" in card and f"{100 * probe['held_out_noto']:.1f}%" in card
     assert "license: cc-by-4.0" in card and "CC-BY 4.0" in card and "Twitter, Inc" in card
