@@ -6,6 +6,7 @@ warns). Used by ``GALIPPipeline`` and the fast runtime alike."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -17,6 +18,28 @@ def check_finite_number(name: str, value: Any) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"`{name}` must be None or a finite number > 0, got {value!r}.")
+
+
+def check_number_in_range(name: str, value: Any, low: float | None = None, high: float | None = None,
+                          low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
+    """``ValueError`` naming ``name`` (e.g. ``"--ema_decay"`` or ``"`lr`"``) and the allowed range unless ``value`` is
+    a finite number (an ``int`` if ``integer``; never a ``bool``) within ``[low, high]``; ``low_open``/``high_open``
+    exclude that end. ``None`` for a bound leaves that side open."""
+    kind = "an integer" if integer else "a finite number"
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    allowed = kind + (" " + " and ".join(parts) if parts else "")
+    numeric = numbers.Integral if integer else numbers.Real
+    ok = not isinstance(value, bool) and isinstance(value, numeric) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
 
 
 def check_finite_tensor(name: str, tensor: torch.Tensor) -> None:
