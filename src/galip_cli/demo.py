@@ -55,6 +55,12 @@ def build_parser(prog: str = "galip-demo") -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from galip_core.machine import check_device
+
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be from 0 to 65535, got {args.port}")
     if not 1 <= args.max_images <= MAX_IMAGES:

@@ -70,6 +70,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--num_images must be at least 2.")
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1.")
+    if args.device is not None:
+        from galip_core.machine import check_device
+
+        try:
+            check_device(args.device)
+        except ValueError as err:
+            parser.error(str(err))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -37,9 +37,9 @@ EXAMPLES = f"""examples:
   %(prog)s --prompt_file prompts.txt --num_images 4 --device cuda --dtype bf16 --batch_size 32
 
 The default model is the packaged {DEFAULT_MODEL} (packaged: {', '.join(PACKAGED_MODELS)}).
-Output files are OUT/PPPP_KK_seedS.png (prompt P, image K); their paths are printed on stdout, the progress bar goes
-to stderr. Files already in OUT are never overwritten: a name that is taken gets a suffix (PPPP_KK_seedS-1.png, -2,
-...), unless --overwrite is given.
+Output files are OUT/PPPP_KK_seedS.png (prompt P, image K; more digits past 9999 prompts or 99 images, so that the
+names sort in order); their paths are printed on stdout, the progress bar goes to stderr. Files already in OUT are
+never overwritten: a name that is taken gets a suffix (PPPP_KK_seedS-1.png, -2, ...), unless --overwrite is given.
 """
 
 #: the seeds torch.Generator.manual_seed accepts
@@ -83,10 +83,16 @@ def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
     """The prompts given as arguments, then those of ``prompt_file`` (one per line, blank lines skipped)."""
     prompts = [p for p in prompts]
     if prompt_file:
+        if os.path.isdir(prompt_file):
+            raise IsADirectoryError(f"--prompt_file {prompt_file!r} is a folder; give a text file, one prompt per line.")
         if not os.path.isfile(prompt_file):
             raise FileNotFoundError(f"--prompt_file: {prompt_file!r} does not exist.")
-        with open(prompt_file, encoding="utf-8") as f:
-            prompts += [line.strip() for line in f if line.strip()]
+        try:
+            with open(prompt_file, encoding="utf-8") as f:
+                prompts += [line.strip() for line in f if line.strip()]
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--prompt_file {prompt_file!r} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                             "give a text file, one prompt per line.") from None
     if not prompts:
         raise ValueError("no prompt given: pass prompts as arguments or with --prompt_file.")
     return prompts
@@ -146,9 +152,15 @@ def save_png(image: "Image.Image", stem: str, overwrite: bool = False) -> str:
 
 
 def check_out_folder(out: str) -> None:
-    """``--out`` must be a folder (or not exist yet): checked before the model loads."""
+    """``--out`` must be a writable folder, created here if missing: checked before the model loads."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise NotADirectoryError(f"--out {out!r} is a file; give a folder (it is created if missing).")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"--out {out!r}: cannot create this folder ({err.strerror}).") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out!r}: this folder is not writable.")
 
 
 def _diffusers_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", MakeImages]:
@@ -175,6 +187,8 @@ def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.T
 
     total = len(prompts) * args.num_images
     flat_prompts = [p for p in prompts for _ in range(args.num_images)]
+    # zero-padded so that names sort in order: 4 digits for the prompt and 2 for the image, more when needed
+    prompt_digits, image_digits = max(4, len(str(len(prompts) - 1))), max(2, len(str(args.num_images - 1)))
     os.makedirs(args.out, exist_ok=True)
     with tqdm(total=total, unit="image", desc=f"{args.model}", disable=args.no_progress, file=sys.stderr) as bar:
         for start in range(0, total, args.batch_size):
@@ -182,14 +196,17 @@ def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.T
             images = make_images(flat_prompts[start:stop], latents[start:stop])
             for index, image in zip(range(start, stop), images):
                 prompt_index, k = divmod(index, args.num_images)
-                path = save_png(image, os.path.join(args.out, f"{prompt_index:04d}_{k:02d}_seed{args.seed}"),
+                path = save_png(image, os.path.join(args.out, f"{prompt_index:0{prompt_digits}d}_{k:0{image_digits}d}_seed{args.seed}"),
                                 args.overwrite)
                 bar.write(path, file=sys.stdout)
                 bar.update()
 
 
 def _run(args: argparse.Namespace) -> int:
+    from galip_core.machine import check_device
+
     prompts = read_prompts(args.prompt, args.prompt_file)
+    check_device(args.device)
     resolve_dtype_name(args.dtype, args.device)  # checks --dtype and warns about emulated bf16; auto is kept for
     # choose_engine: the lite engine runs it in fp32, GALIPPipeline resolves it (bf16 where native, else fp32)
     if args.num_images < 1:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -28,18 +28,24 @@ def check_number_in_range(name: str, value: Any, low: float | None = None, high:
     kind = "an integer" if integer else "a finite number"
     parts = []
     if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
+        parts.append(f"{'>' if low_open else '>='} {_bound(low)}")
     if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
+        parts.append(f"{'<' if high_open else '<='} {_bound(high)}")
     allowed = kind + (" " + " and ".join(parts) if parts else "")
     numeric = numbers.Integral if integer else numbers.Real
-    ok = not isinstance(value, bool) and isinstance(value, numeric) and math.isfinite(value)
+    ok = (not isinstance(value, bool) and isinstance(value, numeric)
+          and (isinstance(value, numbers.Integral) or math.isfinite(value)))  # huge ints overflow isfinite
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
         raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+
+
+def _bound(value: float) -> str:
+    """A range bound as written: integers exactly (``4294967295``), floats short (``1e-07``)."""
+    return str(value) if isinstance(value, numbers.Integral) else f"{value:g}"
 
 
 def check_finite_tensor(name: str, tensor: torch.Tensor) -> None:
@@ -52,12 +58,19 @@ def check_finite_tensor(name: str, tensor: torch.Tensor) -> None:
                              "they would make black or undefined images.")
 
 
-def check_finite_output(images: torch.Tensor, component: str, source: str | None = None) -> torch.Tensor:
+def check_finite_output(images: torch.Tensor, component: str, source: str | None = None,
+                        inputs: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Return ``images`` if finite, else raise ``RuntimeError``: the ``component`` (e.g. ``"generator"``) produced
-    NaN/inf from finite inputs, which means its weights (``source``, if known) are corrupt."""
+    NaN/inf from finite inputs, which means its weights (``source``, if known) are corrupt, or that the ``inputs``
+    (named tensors, whose largest magnitudes the message reports) are far outside what the model was trained on."""
     bad = ~torch.isfinite(images)
     if bool(bad.any()):
         where = f" ({source})" if source else ""
+        sizes = ", ".join(f"|{name}| {float(t.detach().abs().max()):.3g}" for name, t in (inputs or {}).items()
+                          if t.numel())
+        cause = "its weights are probably corrupt"
+        if sizes:
+            cause += f", or its inputs are far outside what it was trained on (largest {sizes})"
         raise RuntimeError(f"The {component}{where} produced {int(bad.sum())} non-finite value(s) (NaN or inf) from "
-                           f"finite inputs: its weights are probably corrupt. No image was made.")
+                           f"finite inputs: {cause}. No image was made.")
     return images

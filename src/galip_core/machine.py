@@ -146,3 +146,22 @@ def environment() -> dict[str, Any]:
     except OSError:
         env["load_average"] = None
     return env
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """``ValueError`` naming ``flag`` when ``device`` is not a torch device string (``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``, ...) or names a CUDA/MPS device that this machine does not have: checked before a model loads."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{flag} {device!r} is not a torch device; use e.g. cpu, cuda, cuda:1 or mps.") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {device}: no CUDA GPU is available here (torch {torch.__version__}, built with CUDA "
+                         f"{torch.version.cuda}); use --device cpu.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"{flag} {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{flag} {device}: MPS is not available here; use --device cpu.")

@@ -3,9 +3,11 @@ same ``torch.Generator`` gives the same noise in both. Torch only."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
+
+from galip_core.finite import check_number_in_range
 
 TRUNCATION_MODES = ("resample", "clamp")
 
@@ -16,14 +18,30 @@ def check_truncation_mode(truncation_mode: str) -> None:
         raise ValueError(f"`truncation_mode` must be one of {TRUNCATION_MODES}, got {truncation_mode!r}.")
 
 
+def check_generator(generator: Any) -> None:
+    """``TypeError`` unless ``generator`` is ``None``, a ``torch.Generator`` or a list of them."""
+    items = generator if isinstance(generator, list) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in items):
+        raise TypeError("`generator` must be None, a `torch.Generator` or a list of them (one per image), got "
+                        f"{type(generator).__name__}" + (f" of {sorted({type(g).__name__ for g in items})}"
+                                                          if isinstance(generator, list) else "") + ".")
+
+
+def check_truncation(truncation: Any) -> None:
+    """``ValueError`` unless ``truncation`` is ``None`` or ``0`` (both: no truncation) or a finite number > 0."""
+    if truncation is not None:
+        check_number_in_range("`truncation` (None or 0: off)", truncation, 0)
+
+
 def sample_noise(
     draw: Callable[[], torch.Tensor], truncation: float | None = None, truncation_mode: str = "resample",
     max_resample_rounds: int = 1000,
 ) -> torch.Tensor:
     """Noise from ``draw()`` (a fresh standard-normal tensor per call), optionally truncated at ±``truncation``:
-    ``"resample"`` redraws the values beyond the bound (a truncated normal), ``"clamp"`` clips them."""
+    ``"resample"`` redraws the values beyond the bound (a truncated normal), ``"clamp"`` clips them. ``None`` or ``0``:
+    no truncation."""
     latents = draw()
-    if truncation is not None:
+    if truncation:
         if truncation_mode == "resample":
             for _ in range(max_resample_rounds):
                 outside = latents.abs() > truncation

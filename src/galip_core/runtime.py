@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from galip_core.finite import check_finite_number, check_finite_output, check_finite_tensor
+from galip_core.finite import check_finite_output, check_finite_tensor
 from galip_core.folder import (
     FolderError,
     check_generator_config,
@@ -32,8 +32,8 @@ from galip_core.folder import (
     safetensors_shapes,
 )
 from galip_core.layers import GeneratorLayers
-from galip_core.noise import check_truncation_mode, sample_noise
-from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS  # noqa: F401  (PACKAGED_MODELS re-exported)
+from galip_core.noise import check_generator, check_truncation, check_truncation_mode, sample_noise
+from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS, unknown_model_note  # noqa: F401  (re-exported)
 from galip_core.text import LiteTokenizer
 from galip_core.vit import prompted_vit
 
@@ -199,6 +199,8 @@ def lite_support_problem(folder: str | os.PathLike) -> str | None:
     """Why the lite runtime cannot run ``folder`` (a message), or ``None`` when it can."""
     index_path = os.path.join(folder, "model_index.json")
     if not os.path.isfile(index_path):
+        if not os.path.exists(folder):
+            return f"{str(folder)!r} is not a local folder or a packaged model; {unknown_model_note(folder)}"
         return f"{str(folder)!r} is not a local pipeline folder (no model_index.json)"
     index = read_json_object(index_path)
     for component, (classes, files) in LITE_COMPONENTS.items():
@@ -292,7 +294,8 @@ class LitePipeline:
                         truncation: float | None = None, truncation_mode: str = "resample") -> torch.Tensor:  # fmt: skip
         """Noise (num_images, z_dim) drawn exactly as ``GALIPPipeline.prepare_latents`` draws it on CPU."""
         check_truncation_mode(truncation_mode)
-        check_finite_number("truncation", truncation)
+        check_truncation(truncation)
+        check_generator(generator)
         shape = (num_images, self.generator_config["z_dim"])
         return sample_noise(lambda: torch.randn(shape, generator=generator), truncation, truncation_mode)
 
@@ -302,19 +305,20 @@ class LitePipeline:
         """One image per prompt (one generator forward pass), as PIL images."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        if not prompts or not all(isinstance(p, str) for p in prompts):
+        if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"`prompts` must be a string or a non-empty list of strings, got {prompts!r}.")
         if latents is None:
             latents = self.prepare_latents(len(prompts), generator)
-        if latents.shape != (len(prompts), self.generator_config["z_dim"]):
-            raise ValueError(
-                f"`latents` must have shape ({len(prompts)}, {self.generator_config['z_dim']}), "
-                f"got {tuple(latents.shape)}."
-            )
+        expected = (len(prompts), self.generator_config["z_dim"])
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected or not latents.is_floating_point():
+            got = (f"{tuple(latents.shape)} {latents.dtype}" if isinstance(latents, torch.Tensor)
+                   else type(latents).__name__)
+            raise ValueError(f"`latents` must be a floating-point tensor of shape {expected}, got {got}.")
         check_finite_tensor("latents", latents)
         text_embeds = check_finite_output(self.encode_prompt(prompts), "text encoder", self._source("text_encoder"))
         images = self.generator(latents.float(), text_embeds)
-        return to_pil(check_finite_output(images, "generator", self._source("generator")))
+        return to_pil(check_finite_output(images, "generator", self._source("generator"),
+                                          inputs={"latents": latents, "text embeddings": text_embeds}))
 
     def _source(self, component: str) -> str | None:
         return os.path.join(self.source, component) if self.source else None

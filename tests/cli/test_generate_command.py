@@ -95,7 +95,11 @@ def test_batches_match_one_pipeline_call_and_show_a_progress_bar(model_dir, tmp_
         (["--out", __file__], "is a file; give a folder"),
         (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt_file: '/nonexistent/prompts.txt' does not exist"),
         ([], "no prompt given"),
-        (["--model", "/nonexistent/folder"], "error"),
+        (["--model", "/nonexistent/folder"], "'/nonexistent/folder' is not a local folder or a packaged model"),
+        (["--model", "galip_shapes"], "did you mean 'galip-shapes'? packaged models: galip-shapes, galip-emoji"),
+        (["--device", "foo"], "--device 'foo' is not a torch device; use e.g. cpu, cuda, cuda:1 or mps."),
+        (["--prompt-file", os.path.dirname(__file__)], "is a folder; give a text file"),
+        (["--out", "/proc/galip-out"], "--out '/proc/galip-out': cannot create this folder"),
     ],
 )
 def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv, message):
@@ -107,6 +111,23 @@ def test_errors_are_one_line_with_nonzero_exit(model_dir, tmp_path, capsys, argv
     code = generate(base + argv)
     err = capsys.readouterr().err.strip()
     assert code == 1 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_prompt_file_that_is_not_text_is_named(model_dir, tmp_path, capsys):
+    binary = tmp_path / "prompts.bin"
+    binary.write_bytes(bytes([0xFF, 0xFE, 0x00, 0x81]) * 8)
+    code = generate(["--prompt_file", str(binary), "--model", str(model_dir), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and f"--prompt_file {str(binary)!r} is not UTF-8 text" in err and len(err.splitlines()) == 1
+
+
+def test_names_sort_in_order_past_99_images(model_dir, tmp_path, capsys):
+    argv = ["a red circle", "--model", str(model_dir), "--num_images", "101", "--out", str(tmp_path / "out"),
+            "--no_progress"]
+    assert generate(argv) == 0
+    names = [os.path.basename(p) for p in capsys.readouterr().out.split()]
+    assert names[0] == "0000_000_seed0.png" and names[-1] == "0000_100_seed0.png"
+    assert sorted(names) == names
 
 
 def test_cold_start_is_timed_in_fresh_processes(model_dir):

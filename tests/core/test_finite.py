@@ -21,6 +21,9 @@ def test_refuses_values_out_of_range_naming_argument_and_range(value):
 
 def test_integer_kind_and_open_low_end():
     check_number_in_range("--steps", np.int64(3), 1, integer=True)
+    check_number_in_range("--steps", 10**400, 1, integer=True)  # finite, even if no float holds it
+    with pytest.raises(ValueError, match=r"--steps must be an integer >= 1 and <= 10, got 1000"):
+        check_number_in_range("--steps", 1000, 1, 10, integer=True)
     for bad in (0, 1.5, np.float64(2.0), False):
         with pytest.raises(ValueError, match=r"--steps must be an integer >= 1, got"):
             check_number_in_range("--steps", bad, 1, integer=True)

@@ -92,8 +92,18 @@ def test_images_noise_and_embeddings_match_the_pipeline(model_dir):
 
 def test_bad_input(model_dir, tmp_path):
     lite = LitePipeline.from_pretrained(str(model_dir))
-    with pytest.raises(ValueError, match="`latents` must have shape \\(2, 8\\)"):
+    with pytest.raises(ValueError, match="`latents` must be a floating-point tensor of shape \\(2, 8\\)"):
         lite(["a", "b"], latents=torch.zeros(3, 8))
+    with pytest.raises(ValueError, match="`latents` must be a floating-point tensor of shape .* got list"):
+        lite(["a"], latents=[[0.0] * 8])
+    with pytest.raises(ValueError, match="`prompts` must be a string or a non-empty list of strings, got 5"):
+        lite(5)
+    with pytest.raises(TypeError, match="`generator` must be None, a `torch.Generator`"):
+        lite("a", generator=0)
+    with pytest.raises(ValueError, match=r"`truncation` \(None or 0: off\) must be a finite number >= 0, got -1"):
+        lite.prepare_latents(1, truncation=-1)
+    torch.testing.assert_close(lite.prepare_latents(2, torch.Generator().manual_seed(0), truncation=0),
+                               lite.prepare_latents(2, torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="`prompts` must be a string or a non-empty list of strings"):
         lite([])
     with pytest.raises(ValueError, match="`truncation_mode` must be one of"):
@@ -134,8 +144,11 @@ def test_cli_engines_write_the_same_pngs(model_dir, tmp_path):
         assert np.abs(a - b).max() <= 1
 
 
-def test_cli_engine_choice_and_errors(model_dir, tmp_path, capsys):
+def test_cli_engine_choice_and_errors(model_dir, tmp_path, capsys, monkeypatch):
+    import galip_core.machine
     from galip_cli.generate import build_parser, choose_engine
+
+    monkeypatch.setattr(galip_core.machine, "check_device", lambda device, flag="--device": None)  # as if on a GPU
 
     parse = build_parser().parse_args
     assert choose_engine(parse(["x", "--model", str(model_dir)])) == "lite"

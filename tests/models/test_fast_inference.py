@@ -132,3 +132,56 @@ def test_fast_path_matches_default_full_size():
         expected = generator(z, s)
         out = generator.enable_fast_inference()(z, s)
     assert (out - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["bf16", torch.float64, torch.int8])
+def test_unsupported_dtype_is_refused_before_anything_changes(dtype):
+    generator = tiny_generator()
+    z, s = _inputs(generator)
+    with torch.no_grad():
+        expected = generator(z, s)
+    with pytest.raises(TypeError, match=r"`dtype` must be one of None, torch.bfloat16, torch.float16"):
+        generator.enable_fast_inference(dtype=dtype)
+    assert generator.fast_inference_options is None
+    with torch.no_grad():
+        torch.testing.assert_close(generator(z, s), expected, rtol=0, atol=0)
+
+
+def test_float32_means_full_precision():
+    generator = tiny_generator().enable_fast_inference(dtype=torch.float32)
+    assert generator.fast_inference_options.dtype is None
+
+
+def _default_forward(generator, z, s):
+    plan, generator._fast_plan = generator._fast_plan, None
+    try:
+        with torch.no_grad():
+            return generator(z, s)
+    finally:
+        generator._fast_plan = plan
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_plan_follows_weights_loaded_after_it_was_built(assign):
+    generator = tiny_generator().enable_fast_inference()
+    z, s = _inputs(generator)
+    with torch.no_grad():
+        before = generator(z, s)
+    torch.manual_seed(1)
+    state = {k: v + 0.05 * torch.randn_like(v) for k, v in generator.state_dict().items()}
+    generator.load_state_dict(state, assign=assign)
+    with torch.no_grad():
+        after = generator(z, s)
+    assert (after - before).abs().max().item() > 1e-3  # the new weights are used ...
+    torch.testing.assert_close(after, _default_forward(generator, z, s), atol=1e-5, rtol=1e-5)  # ... all of them
+
+
+def test_plan_follows_an_optimiser_step():
+    generator = tiny_generator().enable_fast_inference()
+    z, s = _inputs(generator)
+    optimizer = torch.optim.SGD(generator.learnable_parameters(), lr=0.5)
+    generator(z, s).square().mean().backward()  # autograd on: the default path
+    optimizer.step()
+    with torch.no_grad():
+        fast = generator(z, s)
+    torch.testing.assert_close(fast, _default_forward(generator, z, s), atol=1e-5, rtol=1e-5)

@@ -117,9 +117,9 @@ def test_non_finite_inputs_are_refused(model_dir):
     with pytest.raises(ValueError, match=r"`prompt_embeds` holds 1 non-finite value"):
         pipe(prompt_embeds=embeds)
     for bad in (float("nan"), float("inf"), -1.0):
-        with pytest.raises(ValueError, match=r"`truncation` must be None or a finite number > 0"):
+        with pytest.raises(ValueError, match=r"`truncation` \(None or 0: off\) must be a finite number >= 0"):
             pipe("a red circle", truncation=bad)
-        with pytest.raises(ValueError, match=r"`truncation` must be None or a finite number > 0"):
+        with pytest.raises(ValueError, match=r"`truncation` \(None or 0: off\) must be a finite number >= 0"):
             lite.prepare_latents(1, truncation=bad)
     with pytest.raises(ValueError, match=r"`latents` holds 1 non-finite value"):
         pipe.interpolate(["a", "b"], latents=torch.cat([z, torch.zeros(1, 8)]), num_steps=3)

@@ -158,8 +158,46 @@ def test_long_prompts_are_truncated_with_a_warning(pipe):
         ({"prompt": "a", "truncation": -1.0}, ValueError, "truncation"),
         ({"prompt": "a", "truncation_mode": "wrap"}, ValueError, "truncation_mode"),
         ({"prompt": "a", "max_batch_size": 0}, ValueError, "max_batch_size"),
+        ({"prompt": "a", "max_batch_size": True}, ValueError, r"`max_batch_size` .* must be an integer >= 1"),
+        ({"prompt": "a", "generator": 0}, TypeError, r"`generator` must be None, a `torch.Generator`"),
+        ({"prompt": ["a", "b"], "generator": [torch.Generator(), "cpu"]}, TypeError, r"list of \['Generator', 'str'\]"),
+        ({"prompt": "a", "latents": torch.zeros(1, 8, dtype=torch.bool)}, TypeError, "floating-point"),
+        ({"prompt": "a", "latents": torch.zeros(1, 8), "truncation": 0.5}, ValueError, "used as they are"),
     ],
 )
 def test_bad_input_is_rejected_with_clear_errors(pipe, kwargs, error, match):
     with pytest.raises(error, match=match):
         pipe(**kwargs)
+
+
+def test_explicit_truncation_off_is_allowed_with_latents(pipe):
+    z = torch.randn(1, 8, generator=seeded())
+    plain = pipe("a", latents=z, output_type="np").images
+    np.testing.assert_array_equal(pipe("a", latents=z, truncation=0, output_type="np").images, plain)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"latents": [[0.0] * 8]}, ValueError, r"`latents` must be a 2-D tensor"),
+        ({"max_batch_size": -1}, ValueError, "max_batch_size"),
+        ({"max_batch_size": 1.5}, ValueError, "max_batch_size"),
+        ({"latents": torch.zeros(2, 8), "truncation": 1.0}, ValueError, "used as they are"),
+        ({"num_steps": True}, ValueError, "num_steps"),
+    ],
+)
+def test_interpolate_bad_input_is_rejected(pipe, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        pipe.interpolate(PROMPTS, **kwargs)
+
+
+def test_interpolate_from_the_zero_noise_is_finite_and_starts_there(pipe):
+    z = torch.cat([torch.zeros(1, 8), torch.randn(1, 8, generator=seeded())])
+    frames = pipe.interpolate(PROMPTS, latents=z, num_steps=4, output_type="np").images
+    assert np.isfinite(frames).all()
+    np.testing.assert_allclose(frames[0], pipe(PROMPTS[0], latents=z[:1], output_type="np").images[0], atol=1e-6)
+
+
+def test_non_finite_output_names_the_inputs_size(pipe):
+    with pytest.raises(RuntimeError, match=r"largest \|latents\| 1e\+30"):
+        pipe("a", latents=torch.full((1, 8), 1e30))

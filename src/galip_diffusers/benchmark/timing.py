@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import torch
 
+from galip_core.machine import check_device as check_device_name
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda")
 
@@ -21,9 +23,11 @@ class BenchmarkError(Exception):
 
 # ----------------------------------------------------------------------------------------------------- device
 def check_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BenchmarkError("--device cuda requested but no CUDA GPU is available (torch.cuda.is_available() "
-                             f"is False; torch {torch.__version__} built with CUDA {torch.version.cuda})")
+    """The row's device, or a :class:`BenchmarkError` saying why this machine cannot run it."""
+    try:
+        check_device_name(device)
+    except ValueError as err:
+        raise BenchmarkError(str(err)) from None
     return torch.device(device)
 
 

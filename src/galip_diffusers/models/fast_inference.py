@@ -32,6 +32,8 @@ from torch import nn
 from galip_core.layers import Affine, FusionBlock, GeneratorBlock, MappingBlock
 
 UPSAMPLE_CONV_MODES = ("phase", "resize")
+#: the `dtype` values of fast inference: full precision, or autocast in a half-precision type
+FAST_DTYPES = (None, torch.bfloat16, torch.float16)
 
 # Phase (a) of a nearest-2x upsample maps the 3 taps of a 3x3 kernel onto 2 low-resolution rows: row r of this
 # matrix sums the kernel taps that land on low-resolution tap r.
@@ -46,6 +48,17 @@ class FastInferenceOptions:
     channels_last: bool = True
     fuse_affine: bool = True
     upsample_conv: str = "phase"
+
+    def check(self) -> None:
+        """``ValueError``/``TypeError`` naming the option and its allowed values (before anything is changed)."""
+        if self.dtype not in FAST_DTYPES:
+            names = ", ".join("None" if d is None else str(d) for d in FAST_DTYPES)
+            raise TypeError(f"`dtype` must be one of {names} (None: full precision), got {self.dtype!r}.")
+        for name in ("channels_last", "fuse_affine"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.upsample_conv not in UPSAMPLE_CONV_MODES:
+            raise ValueError(f"`upsample_conv` must be one of {UPSAMPLE_CONV_MODES}, got {self.upsample_conv!r}.")
 
 
 class FusedAffineProjections(nn.Module):
@@ -137,8 +150,7 @@ class FastGeneratorPlan(nn.Module):
 
     def __init__(self, generator: nn.Module, options: FastInferenceOptions):
         super().__init__()
-        if options.upsample_conv not in UPSAMPLE_CONV_MODES:
-            raise ValueError(f"`upsample_conv` must be one of {UPSAMPLE_CONV_MODES}, got {options.upsample_conv!r}.")
+        options.check()
         self.options = options
         affines = [m for m in generator.modules() if isinstance(m, Affine)]
         self.fused_affines = FusedAffineProjections(affines, options.dtype) if options.fuse_affine else None

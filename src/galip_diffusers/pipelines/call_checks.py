@@ -9,9 +9,9 @@ from typing import Any, Mapping
 
 import torch
 
-from galip_core.finite import check_finite_number, check_finite_tensor
+from galip_core.finite import check_finite_tensor, check_number_in_range
 from galip_core.layers import generator_channels
-from galip_core.noise import check_truncation_mode
+from galip_core.noise import check_generator, check_truncation, check_truncation_mode
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -37,6 +37,21 @@ def _check_prompt_embeds(prompt_embeds: Any, width: int) -> int:
     return prompt_embeds.shape[0]
 
 
+def check_max_batch_size(max_batch_size: Any) -> None:
+    if max_batch_size is not None:
+        check_number_in_range("`max_batch_size` (None: one pass)", max_batch_size, 1, integer=True)
+
+
+def check_latents_without_truncation(latents: Any, truncation: Any) -> None:
+    """Given ``latents`` are used as they are, so an explicit ``truncation`` (not ``None`` or ``0``) would be
+    silently ignored: refuse the pair (the model's recommended truncation applies only to noise the pipeline draws)."""
+    if latents is not None and truncation is not None and truncation != 0:
+        raise ValueError(
+            f"`truncation`={truncation!r} applies to the noise the pipeline draws, but `latents` were given and are "
+            "used as they are: truncate them yourself (e.g. `latents.clamp(-t, t)`) or leave `truncation` out."
+        )
+
+
 def check_call_inputs(
     config: Mapping[str, Any], prompt, num_images_per_prompt, generator, latents, prompt_embeds, output_type,
     truncation=None, truncation_mode="resample", max_batch_size=None,
@@ -55,6 +70,7 @@ def check_call_inputs(
     if num_images_per_prompt < 1:
         raise ValueError(f"`num_images_per_prompt` must be >= 1, got {num_images_per_prompt}.")
     total = batch_size * num_images_per_prompt
+    check_generator(generator)
     if isinstance(generator, list) and len(generator) != total:
         raise ValueError(
             f"You passed a list of {len(generator)} generators, but the call makes {total} images "
@@ -65,13 +81,14 @@ def check_call_inputs(
         if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"`latents` must be a tensor of shape {expected}, got {got}.")
+        if not latents.is_floating_point():
+            raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
         check_finite_tensor("latents", latents)
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-    check_finite_number("truncation", truncation)
+    check_truncation(truncation)
     check_truncation_mode(truncation_mode)
-    if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
-        raise ValueError(f"`max_batch_size` must be None or an int >= 1, got {max_batch_size!r}.")
+    check_max_batch_size(max_batch_size)
     return total
 
 

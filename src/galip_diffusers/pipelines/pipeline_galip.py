@@ -14,11 +14,14 @@ from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, 
 from galip_core.finite import check_finite_output
 from galip_core.machine import warn_if_emulated_bf16
 from galip_core.noise import sample_noise
+from galip_core.packaged import unknown_model_note
 from galip_core.settings import GALIPSettings
 
 from galip_diffusers.conversion.tokenizer import clip_text_clean
 from galip_diffusers.models.generator import GALIPGenerator
-from galip_diffusers.pipelines.call_checks import OUTPUT_TYPES, check_call_inputs, check_memory  # noqa: F401
+from galip_diffusers.pipelines.call_checks import (  # noqa: F401
+    OUTPUT_TYPES, check_call_inputs, check_latents_without_truncation, check_max_batch_size, check_memory,
+)
 from galip_diffusers.pipelines.loading import REMOTE_CODE_SHIM, check_pipeline_folder, finish_saved_folder  # noqa: F401
 
 logger = logging.get_logger(__name__)
@@ -41,14 +44,16 @@ EXAMPLE_DOC_STRING = """
 """
 
 def slerp(v0: torch.Tensor, v1: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation between rows of ``v0`` and ``v1`` (falls back to lerp when they are parallel)."""
+    """Spherical interpolation between rows of ``v0`` and ``v1``; lerp where they are parallel or one is zero (the
+    angle is undefined there, e.g. for the zero noise)."""
     v0f, v1f = v0.float(), v1.float()
-    dot = (v0f * v1f).sum(-1, keepdim=True) / (v0f.norm(dim=-1, keepdim=True) * v1f.norm(dim=-1, keepdim=True))
+    norms = v0f.norm(dim=-1, keepdim=True) * v1f.norm(dim=-1, keepdim=True)
+    dot = (v0f * v1f).sum(-1, keepdim=True) / norms.clamp_min(torch.finfo(torch.float32).tiny)
     omega = torch.arccos(dot.clamp(-1.0, 1.0))
     sin_omega = torch.sin(omega)
     lerp = (1 - t) * v0f + t * v1f
     spherical = (torch.sin((1 - t) * omega) * v0f + torch.sin(t * omega) * v1f) / sin_omega.clamp_min(1e-8)
-    return torch.where(sin_omega.abs() < 1e-6, lerp, spherical).to(v0.dtype)
+    return torch.where((sin_omega.abs() < 1e-6) | (norms == 0), lerp, spherical).to(v0.dtype)
 
 
 class GALIPPipeline(DiffusionPipeline):
@@ -105,7 +110,14 @@ class GALIPPipeline(DiffusionPipeline):
         if os.path.isdir(path):
             check_pipeline_folder(path)
         warn_if_emulated_bf16(kwargs.get("torch_dtype", kwargs.get("dtype")), "cpu")  # pipelines load on the CPU
-        pipe = super().from_pretrained(path, **kwargs)
+        try:
+            pipe = super().from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as err:  # diffusers: OSError (not on the Hub), ValueError (not a repo id)
+            if os.path.exists(path):
+                raise
+            hub = " ".join(str(err).replace("Please check out the root cause in the stacktrace above.", "").split())
+            raise (ValueError if isinstance(err, ValueError) else OSError)(f"{str(path)!r} is not a local folder or a packaged model ({unknown_model_note(path)}), "
+                          f"and the Hub could not provide it: {hub}") from err
         pipe.settings = load_pipeline_settings(path, kwargs)
         return pipe
 
@@ -280,8 +292,10 @@ class GALIPPipeline(DiffusionPipeline):
         images = []
         with self.progress_bar(total=(latents.shape[0] + chunk - 1) // chunk) as progress:
             for start in range(0, latents.shape[0], chunk):
-                images.append(self.generator(latents[start : start + chunk], text_embeds[start : start + chunk]))
-                check_finite_output(images[-1], "generator", getattr(self.generator.config, "_name_or_path", None))
+                z, embeds = latents[start : start + chunk], text_embeds[start : start + chunk]
+                images.append(self.generator(z, embeds))
+                check_finite_output(images[-1], "generator", getattr(self.generator.config, "_name_or_path", None),
+                                    inputs={"latents": z, "text embeddings": embeds})
                 progress.update()
         return torch.cat(images).clamp(-1, 1)
 
@@ -331,6 +345,7 @@ class GALIPPipeline(DiffusionPipeline):
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
+        check_latents_without_truncation(latents, truncation)
         truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
         total = self.check_inputs(
             prompt, num_images_per_prompt, generator, latents, prompt_embeds, output_type,
@@ -377,9 +392,14 @@ class GALIPPipeline(DiffusionPipeline):
         """
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("Cannot forward both `prompt` and `prompt_embeds` to `interpolate`; pass one of them.")
+        check_latents_without_truncation(latents, truncation)
         truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
-        if not isinstance(num_steps, int) or num_steps < 2:
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 2:
             raise ValueError(f"`num_steps` must be an int >= 2 (frames per segment, endpoints included), got {num_steps!r}.")
+        if latents is not None and not (isinstance(latents, torch.Tensor) and latents.ndim == 2):
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"`latents` must be a 2-D tensor (K endpoints or 1, z_dim), got {got}.")
+        check_max_batch_size(max_batch_size)
         device, dtype = self._device_and_dtype()
         if prompt_embeds is None:
             if prompt is None:
@@ -395,7 +415,7 @@ class GALIPPipeline(DiffusionPipeline):
             text_points = text_points.expand(num_points, -1)
         if latents is not None and latents.shape[0] == 1:
             latents = latents.expand(num_points, -1)
-        self.check_inputs(None, 1, generator, latents, text_points, output_type, truncation)
+        self.check_inputs(None, 1, generator, latents, text_points, output_type, truncation, "resample", max_batch_size)
         num_frames = (num_points - 1) * (num_steps - 1) + 1
         check_memory("num_steps", num_steps, self.generator.config, num_frames, max_batch_size, device, dtype.itemsize)
         noise_points = self.prepare_latents(num_points, dtype, device, generator, latents, truncation)
