@@ -208,9 +208,9 @@ def test_bad_input_gives_clear_errors(pipe):
         pipe.compose(OBJECTS, masks=torch.ones(3, 8, 8), **SMALL)
     with pytest.raises(ValueError, match="non-negative"):
         pipe.compose(OBJECTS, masks=-torch.ones(2, 8, 8), **SMALL)
-    with pytest.raises(ValueError, match="`containment_weight` must be >= 0"):
+    with pytest.raises(ValueError, match="`containment_weight` must be a finite number >= 0"):
         pipe.compose(OBJECTS, containment_weight=-1.0, **SMALL)
-    with pytest.raises(ValueError, match="`object_weight` must be >= 0"):
+    with pytest.raises(ValueError, match="`object_weight` must be a finite number >= 0"):
         pipe.compose(OBJECTS, object_weight=-0.5, **SMALL)
     with pytest.raises(ValueError, match="`optimize` must be one of"):
         pipe("a red circle", optimize="everything", **SMALL)

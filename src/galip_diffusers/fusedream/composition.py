@@ -27,8 +27,10 @@ from typing import Any, Callable
 import torch
 
 from galip_diffusers.fusedream import augclip
+from galip_diffusers.fusedream.checks import check_compose_numbers
 from galip_diffusers.fusedream.masks import (
-    CLOSENESS_MODES, CONSTRAINTS, DECODE_CONDITIONS, default_masks, feature_distance, prepare_masks, resize_masks,
+    CLOSENESS_MODES, CONSTRAINTS, DECODE_CONDITIONS, MASK_LAYOUTS, default_masks, feature_distance, prepare_masks,
+    resize_masks,
 )
 from galip_diffusers.fusedream.options import SearchOptions
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent
@@ -42,9 +44,11 @@ class FuseDreamCompositionMixin:
     """Adds :meth:`compose` to :class:`GALIPFuseDreamPipeline`."""
 
     def check_compose_inputs(
-        self, prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha, containment_weight=0.0,
-        object_weight=0.0,
+        self, prompts: Any, prompt: Any, layer: Any, decode_condition: Any, closeness: Any, constraint: Any,
+        barrier_alpha: Any, containment_weight: Any = 0.0, object_weight: Any = 0.0, closeness_weight: Any = 1.0,
+        mask_layout: Any = "split",
     ) -> None:
+        """Raise a ``ValueError`` naming the argument and its allowed values for a bad argument of `compose`."""
         if not isinstance(prompts, (list, tuple)) or len(prompts) < 2 or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"`prompts` must be a list of >= 2 object prompts (str), got {prompts!r}.")
         if not isinstance(prompt, str):
@@ -56,13 +60,11 @@ class FuseDreamCompositionMixin:
                 f"CLIP adapter output), got {layer!r}."
             )
         for name, value, allowed in (("decode_condition", decode_condition, DECODE_CONDITIONS),
-                                     ("closeness", closeness, CLOSENESS_MODES), ("constraint", constraint, CONSTRAINTS)):
+                                     ("closeness", closeness, CLOSENESS_MODES), ("constraint", constraint, CONSTRAINTS),
+                                     ("mask_layout", mask_layout, MASK_LAYOUTS)):  # fmt: skip
             if value not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
-        for name, value in (("barrier_alpha", barrier_alpha), ("containment_weight", containment_weight),
-                            ("object_weight", object_weight)):
-            if not value >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
+        check_compose_numbers(barrier_alpha, closeness_weight, containment_weight, object_weight)
 
     def compose(
         self,
@@ -103,7 +105,8 @@ class FuseDreamCompositionMixin:
                 normalised to sum to 1 over objects; by default `default_masks(J, output_size, mask_layout)`.
             mask_layout (`str`): `"split"` (vertical strips; left/right halves for two objects) or `"center"`
                 (object 1 under a centred Gaussian, object 0 around it).
-            decode_condition, closeness, constraint, barrier_alpha, closeness_weight: see the module docstring.
+            decode_condition, closeness, constraint, barrier_alpha, closeness_weight: see the module docstring (the
+                weights, here and below, are finite numbers >= 0).
             containment_weight (`float`, defaults to 1.0): candidates of object j are scored (plain CLIP, its own
                 prompt) on its own mask region, the rest filled with the region's mean colour, minus
                 `containment_weight` times their spill-over (`outside_spread`: how much the candidate varies outside
@@ -127,11 +130,13 @@ class FuseDreamCompositionMixin:
         layer = self.generator.num_blocks // 2 if layer is None else layer
         self.check_scorer()
         self.check_compose_inputs(prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha,
-                                  containment_weight, object_weight)
+                                  containment_weight, object_weight, closeness_weight, mask_layout)
         self.check_search_inputs(o, generator, list(callback_on_step_end_tensor_inputs))
         self.check_inputs(list(prompts), num_images_per_prompt, None, None, None, output_type, o.truncation, "resample",
                           o.max_batch_size)
         device, batch, num_objects = self._execution_device, num_images_per_prompt, len(prompts)
+        objectives = 1 + (num_objects if object_weight > 0 else 0)
+        self.check_search_memory(o, batch, batch, num_objects * batch, objectives)
         size = self.generator.config.output_size
         if masks is None:
             masks = default_masks(num_objects, size, mask_layout)
@@ -139,11 +144,12 @@ class FuseDreamCompositionMixin:
         weights_img = resize_masks(weights, size)
 
         with torch.no_grad():
-            object_embeds = self.encode_prompt(list(prompts), device, batch).float().view(num_objects, batch, -1)
+            object_embeds = self._checked(self.encode_prompt(list(prompts), device, batch), "text_encoder")
+            object_embeds = object_embeds.float().view(num_objects, batch, -1)
             object_text = self.encode_scorer_text(list(prompts), device).repeat_interleave(batch, dim=0)
             object_text = object_text.view(num_objects, batch, -1)  # as `object_embeds`: object j's rows at [j]
             joint_text = self.encode_scorer_text([prompt], device).expand(batch, -1)
-            joint_embeds = self.encode_prompt([prompt], device, batch).float()
+            joint_embeds = self._checked(self.encode_prompt([prompt], device, batch), "text_encoder").float()
         z_latents, t_latents = [], []
         for j in range(num_objects):
             z_basis, t_basis, _, _ = self.select_candidates(
@@ -180,6 +186,7 @@ class FuseDreamCompositionMixin:
 
         with torch.no_grad():
             images0, blend0 = render(False)
+            self._check_images(images0, 0, o.num_steps, o.lr)
             z0, t0 = conditions(False)
             objects0 = self._render(z0, t0).view(num_objects, batch, 3, size, size)
             collage = (weights_img.transpose(0, 1).unsqueeze(2) * objects0).sum(0)
@@ -217,7 +224,7 @@ class FuseDreamCompositionMixin:
             closeness_weight, callback_on_step_end, tuple(callback_on_step_end_tensor_inputs), current,
         )
         with torch.no_grad():
-            images = render(False)[0]
+            images = self._check_images(render(False)[0], o.num_steps, o.num_steps, o.lr)
             scores_after = measure(images)
         latents, text_embeds = current()
         return self._finish(images, output_type, return_dict, scores_before=scores_before, scores_after=scores_after,

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from galip_core.finite import check_finite_number, check_number_in_range
+from galip_core.noise import check_truncation
+
 #: what the search optimises: the noise, the sentence-embedding part of the condition, or both
 OPTIMIZE_TARGETS = ("noise", "text", "noise+text")
 
@@ -15,19 +18,20 @@ class SearchOptions:
     """FuseDream's search settings (see ``GALIPFuseDreamPipeline.__call__`` for what each one does).
 
     Attributes:
-        num_candidates: conditions drawn per image for the initialisation.
-        top_k: candidates kept (the basis of the over-parameterisation).
-        num_steps: Adam steps of the search (0: selection only).
-        num_augmentations: random views of AugCLIP per step.
-        lr: Adam's learning rate.
+        num_candidates: conditions drawn per image for the initialisation (int >= 1).
+        top_k: candidates kept (the basis of the over-parameterisation; int in [1, num_candidates]).
+        num_steps: Adam steps of the search (int >= 0; 0: selection only).
+        num_augmentations: random views of AugCLIP per step (int >= 1).
+        lr: Adam's learning rate (finite, > 0).
         optimize: ``"noise"``, ``"text"`` or ``"noise+text"``.
         latent_noise: std of the Gaussian noise added to the optimised vectors at every step (relative to the RMS for
-            the embedding).
-        noise_clamp: the noise basis is clamped to ±``noise_clamp`` (``None``: no clamp).
-        candidate_text_noise: jitter of the candidates' prompt embedding, relative to its RMS (candidate 0 has none).
-        num_measure_augmentations: views of the reporting AugCLIP (``scores_before`` / ``scores_after``).
-        truncation: truncate the candidates' noise at ±``truncation`` (``None``: no truncation).
-        max_batch_size: chunk size when rendering and scoring candidates.
+            the embedding; finite, >= 0).
+        noise_clamp: the noise basis is clamped to ±``noise_clamp`` (finite, > 0; ``None``: no clamp).
+        candidate_text_noise: jitter of the candidates' prompt embedding, relative to its RMS (candidate 0 has none;
+            finite, >= 0).
+        num_measure_augmentations: views of the reporting AugCLIP (``scores_before`` / ``scores_after``; int >= 1).
+        truncation: truncate the candidates' noise at ±``truncation`` (finite, > 0; ``None`` or 0: no truncation).
+        max_batch_size: chunk size when rendering and scoring candidates (int >= 1).
     """
 
     num_candidates: int = 1000
@@ -58,17 +62,17 @@ class SearchOptions:
         return replace(base, **overrides)
 
     def check(self) -> None:
-        """Raise a ``ValueError`` naming the option and its allowed values for a bad setting."""
+        """Raise a ``ValueError`` naming the option and its allowed values for a bad setting (NaN/inf included)."""
         for name, low in (("num_candidates", 1), ("top_k", 1), ("num_steps", 0), ("num_augmentations", 1),
-                          ("num_measure_augmentations", 1)):  # fmt: skip
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}.")
+                          ("num_measure_augmentations", 1), ("max_batch_size", 1)):  # fmt: skip
+            check_number_in_range(f"`{name}`", getattr(self, name), low=low, integer=True)
         if self.top_k > self.num_candidates:
-            raise ValueError(f"`top_k` ({self.top_k}) cannot exceed `num_candidates` ({self.num_candidates}).")
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
+            raise ValueError(f"`top_k` ({self.top_k}) cannot exceed `num_candidates` ({self.num_candidates}): it must "
+                             f"be an integer in [1, {self.num_candidates}].")
+        check_number_in_range("`lr`", self.lr, low=0, low_open=True)
         if self.optimize not in OPTIMIZE_TARGETS:
             raise ValueError(f"`optimize` must be one of {OPTIMIZE_TARGETS}, got {self.optimize!r}.")
-        if self.latent_noise < 0:
-            raise ValueError(f"`latent_noise` must be >= 0, got {self.latent_noise!r}.")
+        check_number_in_range("`latent_noise`", self.latent_noise, low=0)
+        check_number_in_range("`candidate_text_noise`", self.candidate_text_noise, low=0)
+        check_finite_number("noise_clamp", self.noise_clamp)
+        check_truncation(self.truncation)

@@ -17,7 +17,10 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from galip_core.finite import check_finite_output
+from galip_core.noise import check_generator
 from galip_diffusers.fusedream import augclip
+from galip_diffusers.fusedream import checks as search_checks
 from galip_diffusers.fusedream.masks import fill_outside, outside_spread
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent, dynamic_barrier_direction, gather_rows, top_k_indices
 from galip_diffusers.models.generator import GALIPGenerator
@@ -122,11 +125,30 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
     def check_search_inputs(self, options: SearchOptions, generator: Any, callback_inputs: list[str]) -> None:
         """Validate the search settings shared by `__call__` and `compose`."""
         options.check()
+        check_generator(generator)
         if isinstance(generator, list):
             raise ValueError("The search takes a single `torch.Generator` (or None), not a list of generators.")
         bad = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
         if bad:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {bad}.")
+
+    def check_search_memory(self, options: SearchOptions, num_images_per_prompt: int, batch: int, renders: int,
+                            num_objectives: int = 1) -> None:  # fmt: skip
+        """Refuse an oversized search up front, naming the argument (see `check_search_memory`)."""
+        search_checks.check_search_memory(self.generator.config, options, num_images_per_prompt, batch, renders,
+                                          self._execution_device, self.generator.dtype.itemsize, num_objectives)
+
+    def _checked(self, values: torch.Tensor, component: str, **inputs: torch.Tensor) -> torch.Tensor:
+        """`values` if finite; NaN/inf that `component` (`"generator"`, `"text_encoder"`, `"scorer"`) made from finite
+        `inputs` means corrupt weights or far-out inputs (`check_finite_output`)."""
+        source = getattr(getattr(self, component).config, "_name_or_path", None)
+        return check_finite_output(values, component.replace("_", " "), source, inputs or None)
+
+    def _check_images(self, images: torch.Tensor, steps_done: int, num_steps: int, lr: float,
+                      noisy: bool = False) -> torch.Tensor:  # fmt: skip
+        """The search's `images` after `steps_done` of `num_steps` steps, if finite (see `check_search_images`)."""
+        source = getattr(self.generator.config, "_name_or_path", None)
+        return search_checks.check_search_images(images, steps_done, num_steps, lr, source, noisy)
 
     def resolve_search_options(self, section: str, search: SearchOptions | None, overrides: dict[str, Any],
                                base: dict[str, Any] | None = None) -> SearchOptions:  # fmt: skip
@@ -142,7 +164,8 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
     def encode_scorer_text(self, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
         """L2-normalised scorer text embeddings (tokenised with `scorer_tokenizer`, else with `tokenizer`)."""
         tokenizer = self.scorer_tokenizer if self.scorer_tokenizer is not None else self.tokenizer
-        return augclip.encode_text(self.scorer, tokenizer, prompts, device or self._execution_device)
+        return self._checked(augclip.encode_text(self.scorer, tokenizer, prompts, device or self._execution_device),
+                             "scorer")
 
     @torch.no_grad()
     def select_candidates(
@@ -173,7 +196,8 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         scores = []
         for start in range(0, flat_z.shape[0], max_batch_size):
             part = slice(start, start + max_batch_size)
-            images = self._render(flat_z[part], flat_t[part])
+            images = self._checked(self._render(flat_z[part], flat_t[part]), "generator", latents=flat_z[part],
+                                   text_embeddings=flat_t[part])
             penalty = 0.0
             if flat_region is not None:
                 weight = flat_region[part]
@@ -181,7 +205,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
                     penalty = containment_weight * outside_spread(images, weight)
                 images = fill_outside(images, weight)
             scores.append(augclip.clip_score(self.scorer, images, flat_score_text[part]) - penalty)
-        scores = torch.cat(scores).view(batch, num_candidates)
+        scores = self._checked(torch.cat(scores).view(batch, num_candidates), "scorer")
         indices = top_k_indices(scores, top_k)
         return gather_rows(z, indices), gather_rows(texts, indices), scores, indices
 
@@ -216,6 +240,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
             for step in range(num_steps):
                 with torch.enable_grad():
                     images, extra = render(True)
+                    self._check_images(images, step, num_steps, lr, noisy=True)
                     scores = objective(images)
                     loss_f = -scores.sum()
                     if optimizer is not None:
@@ -313,16 +338,24 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
 
         Returns:
             [`GALIPFuseDreamPipelineOutput`] (or a tuple in its field order).
+
+        Raises:
+            `ValueError` naming the argument and its allowed range for a bad setting (NaN/inf included), or for a
+            call too big for the free memory; [`~galip_diffusers.fusedream.checks.SearchDivergedError`] (a
+            `RuntimeError`) if the search's images become NaN/inf (lower `lr`); `RuntimeError` naming the component
+            whose weights produce NaN/inf. No NaN image is ever returned.
         """
         o = self.resolve_search_options("refinement", search, search_kwargs)
         self.check_scorer()
         self.check_search_inputs(o, generator, list(callback_on_step_end_tensor_inputs))
-        self.check_inputs(prompt, num_images_per_prompt, None, None, None, output_type, o.truncation, "resample",
-                          o.max_batch_size)
+        total = self.check_inputs(prompt, num_images_per_prompt, None, None, None, output_type, o.truncation,
+                                  "resample", o.max_batch_size)
+        self.check_search_memory(o, num_images_per_prompt, total, total)
         device = self._execution_device
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         with torch.no_grad():
-            text_embeds = self.encode_prompt(prompts, device, num_images_per_prompt).float()
+            text_embeds = self.encode_prompt(prompts, device, num_images_per_prompt)
+            text_embeds = self._checked(text_embeds, "text_encoder").float()
             score_text = self.encode_scorer_text(prompts, device).repeat_interleave(num_images_per_prompt, dim=0)
         z_basis, t_basis, _, _ = self.select_candidates(
             text_embeds, score_text, o.num_candidates, o.top_k, generator, o.candidate_text_noise, o.truncation,
@@ -342,7 +375,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         measure = lambda x: augclip.measure_augclip(  # noqa: E731
             self.scorer, x, score_text, o.num_measure_augmentations, seed, self.augmentation_config, o.max_batch_size)
         with torch.no_grad():
-            scores_before = measure(render(False)[0])
+            scores_before = measure(self._check_images(render(False)[0], 0, o.num_steps, o.lr))
         objective = self._augclip_objective(score_text, o.num_augmentations, generator)
         history = self._search(
             [z_latent, t_latent], render, objective, o.num_steps, o.lr, callback=callback_on_step_end,
@@ -350,7 +383,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
             current=lambda: (z_latent().detach(), t_latent().detach()),
         )
         with torch.no_grad():
-            images = render(False)[0]
+            images = self._check_images(render(False)[0], o.num_steps, o.num_steps, o.lr)
             scores_after = measure(images)
         return self._finish(images, output_type, return_dict, scores_before=scores_before, scores_after=scores_after,
                             latents=z_latent().detach(), text_embeds=t_latent().detach(), score_history=history)

@@ -1,0 +1,66 @@
+"""Checks of FuseDream calls beyond :meth:`SearchOptions.check`: compose's own numbers, an up-front memory estimate
+(``GALIPPipeline``'s :func:`check_memory`), and the images of a search, which must stay finite.
+
+A NaN image from finite inputs before any search step means corrupt weights (:func:`check_finite_output`); one that
+appears after Adam steps means the optimisation ran away (:class:`SearchDivergedError`), which says so instead."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from galip_core.finite import check_finite_output, check_number_in_range
+from galip_diffusers.fusedream.options import SearchOptions
+from galip_diffusers.pipelines.call_checks import check_memory
+
+
+class SearchDivergedError(RuntimeError):
+    """The search's images became NaN/inf after some Adam steps from a finite start: the settings, not the weights."""
+
+
+def check_compose_numbers(barrier_alpha: Any, closeness_weight: Any, containment_weight: Any,
+                          object_weight: Any) -> None:  # fmt: skip
+    """``ValueError`` naming the argument unless each of compose's weights is a finite number >= 0."""
+    for name, value in (("barrier_alpha", barrier_alpha), ("closeness_weight", closeness_weight),
+                        ("containment_weight", containment_weight), ("object_weight", object_weight)):  # fmt: skip
+        check_number_in_range(f"`{name}`", value, low=0)
+
+
+def check_search_memory(config: Mapping[str, Any], options: SearchOptions, num_images_per_prompt: int, batch: int,
+                        renders: int, device: torch.device, dtype_bytes: int = 4,
+                        num_objectives: int = 1) -> None:  # fmt: skip
+    """Refuse up front, naming the argument, a search that would not fit in ``device``'s free memory.
+
+    Estimated as ``GALIPPipeline`` calls (:func:`check_memory`): the search renders ``renders`` images at once with
+    gradients (``num_images_per_prompt``); each of the ``batch`` rows draws and scores ``num_candidates`` in chunks
+    of ``max_batch_size`` (counted as images: an over-estimate, as only their noise and embeddings are kept); every
+    step scores ``num_augmentations`` views of each row per objective, unchunked."""
+    check_memory("num_images_per_prompt", num_images_per_prompt, config, renders, None, device, dtype_bytes)
+    check_memory("num_candidates", options.num_candidates, config, batch * options.num_candidates,
+                 options.max_batch_size, device, dtype_bytes)  # fmt: skip
+    if options.num_steps > 0:
+        views = batch * options.num_augmentations * num_objectives
+        check_memory("num_augmentations", options.num_augmentations, config, views, None, device, dtype_bytes)
+
+
+def check_search_images(images: torch.Tensor, steps_done: int, num_steps: int, lr: float, source: str | None = None,
+                        noisy: bool = False) -> torch.Tensor:  # fmt: skip
+    """Return ``images`` (rendered after ``steps_done`` of ``num_steps`` Adam steps, with the search's
+    ``latent_noise`` if ``noisy``) if finite. Unperturbed before any step, NaN/inf comes from the generator's weights
+    (``source``): :func:`check_finite_output`'s error; else the search diverged: :class:`SearchDivergedError`."""
+    if steps_done == 0 and not noisy:
+        return check_finite_output(images, "generator", source)
+    bad = ~torch.isfinite(images)
+    if bool(bad.any()):
+        if steps_done == 0:  # only the perturbation differs from the finite start
+            cause = "the `latent_noise` perturbation made them so (use a smaller `latent_noise`)"
+        else:
+            cause = (f"the optimisation ran away (`lr`={lr:g}; try a lower `lr`, or a smaller `latent_noise`, or fewer "
+                     "`num_steps`)")
+        raise SearchDivergedError(
+            f"The FuseDream search diverged after {steps_done} of {num_steps} step(s): its images hold "
+            f"{int(bad.sum())} non-finite value(s) (NaN or inf). It started from finite images, so the weights are "
+            f"not at fault: {cause}. No image was made."
+        )
+    return images
