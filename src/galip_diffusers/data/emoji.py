@@ -432,14 +432,16 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
         parser.add_argument(f"--{key}_tarball", default=None, help=f"An existing {PACKAGES[key].spec} tarball.")
     args = parser.parse_args(argv)
     given = {key: getattr(args, f"{key}_tarball") for key in PACKAGES}
-    tarballs = None
-    if any(given.values()):
-        if not all(given.values()):
-            parser.error("pass all of --twemoji_tarball, --noto_tarball and --labels_tarball, or none")
-        tarballs = given
-    dataset = build_dataset(tarballs, cache_dir=args.cache_dir, split=args.split)
+    if any(given.values()) and not all(given.values()):
+        parser.error("pass all of --twemoji_tarball, --noto_tarball and --labels_tarball, or none")
+    if Path(args.output_dir).exists():  # before the build; the atomic save refuses it again
+        parser.error(f"output_dir {args.output_dir} already exists; choose a new folder (nothing was overwritten)")
     save = save_dataset if args.format == "arrow" else export_imagefolder
-    print(f"wrote {len(dataset)} images to {save(dataset, args.output_dir, split=args.split)}")
+    try:  # one line, not a traceback: a missing or corrupt tarball, npm failing, a folder made meanwhile, a full disk
+        dataset = build_dataset(given if all(given.values()) else None, cache_dir=args.cache_dir, split=args.split)
+        print(f"wrote {len(dataset)} images to {save(dataset, args.output_dir, split=args.split)}")
+    except (OSError, EmojiDataError, RuntimeError) as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from galip_core.finite import check_number_in_range
+
 from .emoji import captions, load_held_out
 from .emoji_judge import EmojiJudge, mean_distance_between, mean_pairwise_rms, summarize
 
@@ -40,7 +42,10 @@ CHECK_NAMES = {"emoji_top1": "nearest image is the emoji", "emoji_top5": "emoji 
 
 def evaluation_prompts(judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
                        held_out_path: Optional[str] = None) -> Dict[str, List[Prompt]]:
-    """The three prompt sets of the module docstring (``num_seen`` capped at the number of seen pairs)."""
+    """The three prompt sets of the module docstring (``num_seen >= 0``, capped at the number of seen pairs; 0 gives
+    no seen prompts; ``seed >= 0``)."""
+    check_number_in_range("`num_seen`", num_seen, low=0, integer=True)
+    check_number_in_range("`seed`", seed, low=0, integer=True)
     held_out = load_held_out(held_out_path)
     sets: Dict[str, List[Prompt]] = {"seen": [], "held_out_noto": [], "held_out_tones": []}
     seen = []
@@ -72,7 +77,10 @@ def generate_uint8(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int 
 def seed_diversity(pipe, judge: EmojiJudge, prompts: Sequence[Prompt], num_seeds: int = 8, seed: int = 50_000,
                    **kwargs: Any) -> Dict[str, float]:
     """Mean distance between one prompt's images across ``num_seeds`` seeds, and between the two real styles of
-    the same emoji (the scale of a visible difference)."""
+    the same emoji (the scale of a visible difference); needs at least one prompt and two seeds."""
+    check_number_in_range("`num_seeds`", num_seeds, low=2, integer=True)
+    if not prompts:
+        raise ValueError("`prompts` must hold at least one (caption, target) pair to measure diversity on, got none")
     groups = [generate_uint8(pipe, [caption] * num_seeds, seed=seed + 1000 * k, **kwargs)
               for k, (caption, _) in enumerate(prompts)]
     pairs = []
@@ -93,7 +101,10 @@ def evaluate_emoji_pipeline(pipe, judge: EmojiJudge, num_seen: int = 1000, seed:
     """Judge one image per prompt of every set; report each set's summary, the diversity and a few verdicts.
 
     ``kwargs`` go to the pipeline call (e.g. ``truncation``), or ``zero_noise=True`` to draw every image at z = 0
-    (:func:`~galip_diffusers.data.shapes_eval.generate`)."""
+    (:func:`~galip_diffusers.data.shapes_eval.generate`). ``num_seen`` and ``diversity_prompts`` must be >= 1 (the
+    diversity is measured on seen prompts); both are checked before any image is drawn."""
+    check_number_in_range("`num_seen`", num_seen, low=1, integer=True)
+    check_number_in_range("`diversity_prompts`", diversity_prompts, low=1, integer=True)
     sets = evaluation_prompts(judge, num_seen=num_seen, seed=seed, held_out_path=held_out_path)
     report: Dict[str, Any] = {"seed": seed, "judge": "nearest real image, 32x32 RMS pixels, 7,572 references"}
     for name, prompts in sets.items():
@@ -109,6 +120,8 @@ def prompt_grid(images: np.ndarray, prompts: Sequence[str], columns: int = 8, sc
     """A PIL grid of uint8 ``(N, H, W, 3)`` images, each enlarged ``scale`` times (nearest) above its prompt."""
     from PIL import Image, ImageDraw
 
+    check_number_in_range("`columns`", columns, low=1, integer=True)
+    check_number_in_range("`scale`", scale, low=1, integer=True)
     if len(images) != len(prompts):
         raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
     height, width = images.shape[1] * scale, images.shape[2] * scale

@@ -24,30 +24,73 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from galip_core.finite import check_number_in_range
+
 JUDGE_SIZE = 32
 ImageBatch = Union[np.ndarray, Sequence[Image.Image]]
 
 
-def to_judge_pixels(images: ImageBatch, size: int = JUDGE_SIZE) -> np.ndarray:
-    """``(N, size*size*3)`` float32 in [0, 1] from PIL images or a uint8 ``(N, H, W, 3)`` array.
+#: PIL modes read as colour images: opaque ones, and ones with an alpha channel (composited on white)
+OPAQUE_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
-    RGBA images are composited on white first; every image is box-filtered to ``size`` x ``size``.
+
+def to_judge_pixels(images: ImageBatch, size: int = JUDGE_SIZE) -> np.ndarray:
+    """``(N, size*size*3)`` float32 in [0, 1] from a sequence of PIL images or a uint8 ``(N, H, W, 3)`` array.
+
+    Every image with transparency (an alpha mode, or ``P``/``L``/``RGB`` with transparency info) is composited on
+    white; the other colour modes of :data:`OPAQUE_MODES` are converted to RGB by PIL. Modes with no single reading
+    as colour (``F``, ``I``, ``I;16``: float or 16/32-bit values of unknown range) are refused: convert them to 8 bits
+    first. Numpy images must be uint8 ``(H, W, 3)``; one image without a batch axis is refused (pass ``image[None]``).
+    Every image is box-filtered to ``size`` x ``size``.
     """
+    check_number_in_range("`size`", size, low=1, integer=True)
+    _check_batch(images)
     rows = []
-    for image in images:
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-                raise ValueError(f"images must be uint8 (H, W, 3) arrays or PIL images, got {image.dtype} {image.shape}")
-            image = Image.fromarray(image)
-        if image.mode == "RGBA":
-            image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BOX)
-        rows.append(np.asarray(image, dtype=np.float32).reshape(-1) / 255.0)
+    for index, image in enumerate(images):
+        rgb = _to_rgb(image, f"`images[{index}]`")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.BOX)
+        rows.append(np.asarray(rgb, dtype=np.float32).reshape(-1) / 255.0)
     if not rows:
         return np.zeros((0, size * size * 3), np.float32)
     return np.stack(rows)
+
+
+def _check_batch(images: Any) -> None:
+    """``ValueError`` unless ``images`` is a uint8 ``(N, H, W, 3)`` array or a sequence (not one PIL image)."""
+    if isinstance(images, Image.Image):
+        raise ValueError("`images` must be a sequence of PIL images or a uint8 (N, H, W, 3) array, got one PIL "
+                         "image: pass [image]")
+    if isinstance(images, np.ndarray) and (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3):
+        hint = (": one image without a batch axis, pass image[None]"
+                if images.ndim == 3 and images.shape[-1] == 3 else "")
+        raise ValueError(f"`images` as a numpy array must be uint8 of shape (N, H, W, 3), got {images.dtype} "
+                         f"{images.shape}{hint}")
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    """Pillow >= 10.1's ``Image.has_transparency_data``, for older Pillow too: an alpha mode, transparency info, or a
+    palette with alpha."""
+    palette_alpha = image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
+    return image.mode in ALPHA_MODES or "transparency" in image.info or palette_alpha
+
+
+def _to_rgb(image: Any, name: str) -> Image.Image:
+    """One image as RGB: see :func:`to_judge_pixels` for what is accepted."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"{name} must be a uint8 (H, W, 3) array or a PIL image, got {image.dtype} {image.shape}")
+        return Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"{name} must be a uint8 (H, W, 3) array or a PIL image, got {type(image).__name__}")
+    if image.mode not in OPAQUE_MODES + ALPHA_MODES:
+        raise ValueError(f"{name} is a PIL image of mode {image.mode!r}, which has no single reading as colour; "
+                         f"accepted modes: {', '.join(OPAQUE_MODES + ALPHA_MODES)} (convert it to 8 bits first)")
+    if _has_transparency(image):
+        rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")  # PIL has no La -> RGBA
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("RGB")
 
 
 @dataclass
@@ -111,11 +154,19 @@ class EmojiJudge:
         return np.flatnonzero(same & single)
 
     def judge(self, images: ImageBatch, targets: Sequence[int], k: int = 5) -> List[Dict[str, Any]]:
-        """Per image: the ``k`` nearest real images and the checks of the module docstring against ``targets``
-        (indices into the reference set, e.g. from :meth:`index_of`)."""
-        if len(images) != len(targets):
-            raise ValueError(f"got {len(images)} images for {len(targets)} targets")
-        dist = self.distances(images)
+        """Per image: the ``k`` nearest real images (``1 <= k <= len(self)``) and the checks of the module docstring
+        against ``targets`` (integer indices into the reference set, ``0 <= t < len(self)``, e.g. from
+        :meth:`index_of`; one per image)."""
+        check_number_in_range("`k` (the number of nearest real images)", k, low=1, high=len(self), integer=True)
+        if isinstance(targets, (str, bytes)) or np.ndim(targets) != 1:
+            raise ValueError(f"`targets` must be a sequence of integer indices into the reference set, got {targets!r}")
+        for index, target in enumerate(targets):
+            check_number_in_range(f"`targets[{index}]` (an index into the {len(self)} reference images)", target,
+                                  low=0, high=len(self), high_open=True, integer=True)
+        pixels = to_judge_pixels(images)
+        if len(pixels) != len(targets):
+            raise ValueError(f"got {len(pixels)} images for {len(targets)} targets")
+        dist = self.pixel_distances(pixels)
         nearest = np.argsort(dist, axis=1)[:, :k]
         verdicts = []
         for row, target in enumerate(targets):

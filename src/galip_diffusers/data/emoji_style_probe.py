@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galip_core.finite import check_number_in_range
+
 from .emoji import STYLES, captions, load_held_out
 from .emoji_eval import evaluation_prompts, generate_uint8
 from .emoji_judge import EmojiJudge, ImageBatch, to_judge_pixels
@@ -41,12 +43,13 @@ class EmojiStyleProbe:
         """Train on every real image of ``judge`` that is not held out (AdamW with a cosine decay, cross-entropy),
         then read the held-out real images: ``calibration`` holds the share of the held-out Noto images read as
         Noto (``held_out_noto``), of their Twemoji images read as Twemoji (``their_twemoji``), and the accuracy on
-        the training images (``train``), with the image counts (``num_train``, ``num_held_out_noto``)."""
+        the training images (``train``), with the image counts (``num_train``, ``num_held_out_noto``). ``steps``,
+        ``hidden`` and ``batch_size`` must be integers >= 1, ``learning_rate`` a finite number > 0, ``seed`` an
+        integer >= 0."""
         for name, value in (("steps", steps), ("hidden", hidden), ("batch_size", batch_size)):
-            if value < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {value}")
-        if not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"`learning_rate` must be a finite number > 0, got {learning_rate}")
+            check_number_in_range(f"`{name}`", value, low=1, integer=True)
+        check_number_in_range("`learning_rate`", learning_rate, low=0, low_open=True)
+        check_number_in_range("`seed`", seed, low=0, integer=True)
         train, held_noto, their_twemoji = _split(judge, held_out_path)
         if not train:
             raise ValueError("the judge has no image outside the held-out list to train the probe on")
