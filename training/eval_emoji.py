@@ -20,7 +20,14 @@ from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, e
                                              write_results)
 from galip_diffusers.data.emoji_judge import EmojiJudge
 from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, probe_report
+from galip_diffusers.training.options import check_folder_flag
 from galip_diffusers.training.runs import clip_components, run_pipeline
+from galip_core.finite import check_number_in_range
+
+#: image ``i`` is drawn with ``torch.Generator().manual_seed(seed + i)`` (seeds up to 2**64 - 1) and the seen pairs are
+#: picked by ``np.random.default_rng(seed)`` (seeds >= 0): [0, 2**63 - 1] leaves room for every prompt
+MAX_SEED = 2**63 - 1
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -30,18 +37,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=None, help='"latest" or checkpoint-N (EMA generator if saved)')
     parser.add_argument("--clip_model_name_or_path", help="the bridge CLIP of the run")
     parser.add_argument("--num_seen", type=int, default=1000, help="seen image-caption pairs to judge")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--truncation", type=float, default=None, help="truncate the noise to [-t, t]")
+    parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (0 to 2**63 - 1)")
+    parser.add_argument("--truncation", type=float, default=None, help="truncate the noise to [-t, t] (t > 0)")
     parser.add_argument("--style_probe", action="store_true",
                         help="also read the style with a Noto/Twemoji classifier trained on the seen real images "
                              "(an additional, more lenient figure; about 30 s of training on 2 cores)")
-    parser.add_argument("--results_dir", default="results/emoji_eval")
+    parser.add_argument("--results_dir", default="results/emoji_eval", help="a folder (created if missing)")
     parser.add_argument("--cache_dir", default=None, help="where the npm tarballs are (fetched with npm if missing)")
     args = parser.parse_args(argv)
     if args.run_dir is not None and args.clip_model_name_or_path is None:
         parser.error("--run_dir needs --clip_model_name_or_path (the bridge CLIP the run was trained on)")
-    if args.num_seen < 1:
-        parser.error(f"--num_seen must be at least 1, got {args.num_seen}")
+    try:  # before the model and the judge load
+        check_number_in_range("--num_seen", args.num_seen, 1, integer=True)
+        check_number_in_range("--seed", args.seed, 0, MAX_SEED, integer=True)
+        if args.truncation is not None:
+            check_number_in_range("--truncation", args.truncation, 0, low_open=True)
+        check_folder_flag("--results_dir", args.results_dir)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

@@ -24,9 +24,9 @@ import argparse
 import os
 from typing import Any
 
-import numpy as np
 import torch
 
+from galip_core.finite import check_number_in_range
 from galip_core.runtime import packaged_models_dir
 from galip_core.settings import GALIPSettings
 from galip_diffusers import GALIPPipeline
@@ -36,6 +36,7 @@ from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, e
                                              meets_seen_targets, missed_targets, report_markdown, write_results)
 from galip_diffusers.data.emoji_judge import EmojiJudge
 from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, probe_report
+from galip_diffusers.training.options import check_folder_flag
 from galip_diffusers.training.packaging import (SHIPPED_MODEL_MAX_MB, checkpoint_steps, folder_size_mb, measure_speed,
                                                 save_half_precision, save_strip, speed_markdown)
 from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
@@ -71,12 +72,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--style_probe_steps", type=int, default=3000,
                         help="training steps of the style probe (an additional reading of the style; 0 skips it)")
     args = parser.parse_args(argv)
-    if args.num_seen < 1:
-        parser.error(f"--num_seen must be >= 1, got {args.num_seen}")
-    if args.style_probe_steps < 0:
-        parser.error(f"--style_probe_steps must be >= 0 (0 skips the probe), got {args.style_probe_steps}")
-    if args.truncation is not None and not (args.truncation > 0 and np.isfinite(args.truncation)):
-        parser.error(f"--truncation must be a finite number > 0, got {args.truncation}")
+    try:  # before anything loads
+        check_number_in_range("--num_seen", args.num_seen, 1, integer=True)
+        check_number_in_range("--style_probe_steps", args.style_probe_steps, 0, integer=True)  # 0 skips the probe
+        if args.truncation is not None:
+            check_number_in_range("--truncation", args.truncation, 0, low_open=True)
+        for flag in ("--output_dir", "--results_dir"):
+            check_folder_flag(flag, getattr(args, flag[2:]))
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 

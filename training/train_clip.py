@@ -36,6 +36,7 @@ from transformers import CLIPModel
 
 from galip_diffusers.training.clip import (
     build_clip_config,
+    check_clip_sizes,
     clamp_logit_scale,
     evaluate_clip,
     jitter_brightness_contrast,
@@ -46,10 +47,22 @@ from galip_diffusers.training.clip import (
 )
 from galip_diffusers.training.checkpoints import remove_incomplete_checkpoints, resolve_resume_checkpoint, save_checkpoint
 from galip_diffusers.training.clip_data import evaluate_on_folder, load_caption_pool, sample_batch_captions
+from galip_diffusers.training.options import FLAG_RANGES, LR_SCHEDULERS, check_flag_ranges, check_folder_flag
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
 from galip_diffusers.data.shapes import all_captions, generate_shapes
 
 logger = get_logger(__name__)
+
+#: the allowed values of the numeric flags (as galip_core.finite.check_number_in_range keywords): the ranges shared
+#: with train_galip.py, and this script's own
+CLIP_FLAG_RANGES = {
+    **FLAG_RANGES, "max_grad_norm": dict(low=0), "validation_steps": dict(low=0, integer=True),  # 0: off
+    **{flag: dict(low=1, integer=True) for flag in ("logging_steps", "eval_images", "num_train_images",
+                                                    "context_length")},
+}  # fmt: skip
+#: the model-size flags (checked by galip_diffusers.training.clip.check_clip_sizes)
+SIZE_FLAGS = ("vision_width", "vision_layers", "vision_heads", "text_width", "text_layers", "text_heads",
+              "projection_dim", "image_size", "patch_size")
 
 
 def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
@@ -107,12 +120,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train_batch_size", type=int, default=32)
     parser.add_argument("--max_train_steps", type=int, default=1600)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--lr_scheduler", type=str, default="cosine",
-                        help='Any diffusers scheduler name: "linear", "cosine", "constant_with_warmup", ...')
+    parser.add_argument("--lr_scheduler", type=str, default="cosine", choices=LR_SCHEDULERS,
+                        help="diffusers' get_scheduler schedule")
     parser.add_argument("--lr_warmup_steps", type=int, default=100)
     parser.add_argument("--weight_decay", type=float, default=0.05)
     parser.add_argument("--adam_beta2", type=float, default=0.98)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
     parser.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
     parser.add_argument("--logging_steps", type=int, default=25)
     # evaluation
@@ -132,8 +145,12 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
                         help='a checkpoint folder or "latest": continue from its step (the data order after it '
                              "differs from an uninterrupted run)")
     args = parser.parse_args(input_args)
-    if args.checkpointing_steps < 1:
-        parser.error(f"--checkpointing_steps must be >= 1, got {args.checkpointing_steps}")
+    try:  # every numeric flag's range and the output folder, before anything loads
+        check_flag_ranges(args, CLIP_FLAG_RANGES)
+        check_clip_sizes({name: getattr(args, name) for name in SIZE_FLAGS}, prefix="--")
+        check_folder_flag("--output_dir", args.output_dir)
+    except ValueError as error:
+        parser.error(str(error))
     if args.train_data_dir is not None:
         if not os.path.isdir(args.train_data_dir):
             parser.error(f"--train_data_dir {args.train_data_dir} is not a folder")

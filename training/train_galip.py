@@ -151,7 +151,8 @@ def parse_args(input_args=None):
     parser.add_argument("--adam_beta2", type=float, default=0.9)
     parser.add_argument("--adam_weight_decay", type=float, default=0.0)
     parser.add_argument("--adam_epsilon", type=float, default=1e-8)
-    parser.add_argument("--max_grad_norm", type=float, default=None, help="Clip G and D gradients (off: official).")
+    parser.add_argument("--max_grad_norm", type=float, default=None,
+                        help="Clip G and D gradient norms to this value (> 0; left out: no clipping, as official).")
     parser.add_argument("--sim_weight", type=float, default=4.0, help="Weight of the CLIP similarity term in L_G.")
     parser.add_argument("--magp_weight", type=float, default=2.0)
     parser.add_argument(
@@ -218,7 +219,7 @@ def parse_args(input_args=None):
     add_training_flags(parser)
 
     args = parser.parse_args(input_args)
-    check_training_flags(args)
+    check_training_flags(args)  # every numeric flag's range (options.FLAG_RANGES), before anything loads
     env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
     if env_local_rank != -1 and env_local_rank != args.local_rank:
         args.local_rank = env_local_rank
@@ -244,8 +245,6 @@ def parse_args(input_args=None):
     if not all(b.isdigit() and int(b) >= 1 for b in sizes):
         raise ValueError(f"--speed_batch_sizes must be comma-separated integers >= 1 (or empty), got "
                          f"{args.speed_batch_sizes!r}.")
-    if args.reconstruction_warmup_steps < 0:
-        raise ValueError(f"--reconstruction_warmup_steps must be >= 0, got {args.reconstruction_warmup_steps}.")
     loss_config_from_args(args)  # bad loss flags fail here, before any model is loaded
     return args
 

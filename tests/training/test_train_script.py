@@ -244,7 +244,7 @@ def test_bad_inputs_give_clear_errors_before_training(script, fixtures, tmp_path
                                           "--reconstruction_fraction", "1"])
     with pytest.raises(ValueError, match="only makes sense with `reconstruction_weight` > 0"):
         script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--reconstruction_fraction", "0.5"])
-    with pytest.raises(ValueError, match="--reconstruction_warmup_steps must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="--reconstruction_warmup_steps must be an integer >= 0, got -1"):
         script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--reconstruction_warmup_steps", "-1"])
     with pytest.raises(ValueError, match="--speed_batch_sizes must be comma-separated integers >= 1"):
         script.parse_args(_scratch(fx) + ["--train_data_dir", fx["data"], "--speed_batch_sizes", "1,x"])

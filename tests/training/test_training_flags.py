@@ -78,8 +78,10 @@ def test_8bit_adam_without_bitsandbytes_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--validation_epochs", "0"], "--validation_epochs must be >= 1"),
-    (["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be >= 0"),
+    (["--validation_epochs", "0"], "--validation_epochs must be an integer >= 1, got 0"),
+    (["--lr_warmup_steps", "-1"], "--lr_warmup_steps must be an integer >= 0, got -1"),
+    (["--lr_num_cycles", "0"], "--lr_num_cycles must be an integer >= 1, got 0"),
+    (["--lr_power", "nan"], "--lr_power must be a finite number > 0, got nan"),
     (["--offload_ema"], "add --use_ema"),
 ])  # fmt: skip
 def test_bad_flags_are_refused(argv, match):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from galip_diffusers.data.shapes import BACKGROUNDS, COLORS, SHAPES, SIZES, all_captions, generate_shapes, parse_caption
+from galip_core.finite import check_number_in_range
 from galip_core.vit import CLIP_MEAN, CLIP_STD
 
 ATTRIBUTES: tuple[str, ...] = ("size", "color", "shape", "background")
@@ -27,6 +28,21 @@ ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
 
 
 # ----------------------------------------------------------------------------- model
+def check_clip_sizes(sizes: Mapping[str, Any], prefix: str = "") -> None:
+    """``ValueError`` naming the bad size (``prefix + name``: ``"--"`` for train_clip.py's flags) unless every value of
+    ``sizes`` (keyword names of :func:`build_clip_config`) is an integer >= 1, each tower's width a multiple of its
+    heads, and ``image_size`` a multiple of ``patch_size``."""
+    for name, value in sizes.items():
+        check_number_in_range(prefix + name, value, 1, integer=True)
+    for tower in ("vision", "text"):
+        width, heads = sizes.get(f"{tower}_width"), sizes.get(f"{tower}_heads")
+        if width is not None and heads is not None and width % heads != 0:
+            raise ValueError(f"{prefix}{tower}_width ({width}) must be divisible by {prefix}{tower}_heads ({heads}).")
+    image_size, patch_size = sizes.get("image_size"), sizes.get("patch_size")
+    if image_size is not None and patch_size is not None and image_size % patch_size != 0:
+        raise ValueError(f"{prefix}image_size ({image_size}) must be a multiple of {prefix}patch_size ({patch_size}).")
+
+
 def build_clip_config(
     tokenizer: CLIPTokenizer,
     vision_width: int = 128,
@@ -42,11 +58,9 @@ def build_clip_config(
 ) -> CLIPConfig:
     """A small ``CLIPConfig`` whose text tower matches ``tokenizer`` (vocabulary size, special ids, and
     ``max_position_embeddings == tokenizer.model_max_length``). Activations are ``quick_gelu`` as in OpenAI CLIP."""
-    for name, width, heads in (("vision", vision_width, vision_heads), ("text", text_width, text_heads)):
-        if width % heads != 0:
-            raise ValueError(f"{name}_width ({width}) must be divisible by {name}_heads ({heads})")
-    if image_size % patch_size != 0:
-        raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
+    check_clip_sizes(dict(vision_width=vision_width, vision_layers=vision_layers, vision_heads=vision_heads,
+                          text_width=text_width, text_layers=text_layers, text_heads=text_heads,
+                          projection_dim=projection_dim, image_size=image_size, patch_size=patch_size))
     text_config = {
         "vocab_size": len(tokenizer),
         "hidden_size": text_width,

@@ -1,7 +1,8 @@
 """The training flags diffusers' ``train_text_to_image.py`` users type, for ``train_galip.py`` (and the tracker /
 validation-image part for ``train_clip.py``): learning-rate schedules per optimiser, ``--scale_lr``,
 ``--use_8bit_adam``, EMA placement (``--foreach_ema`` / ``--offload_ema``), ``--image_interpolation_mode``,
-``--validation_epochs``, and validation images sent to every configured tracker.
+``--validation_epochs``, and validation images sent to every configured tracker. Also the allowed values of both
+scripts' numeric flags (:data:`FLAG_RANGES`, checked at parse time by :func:`check_flag_ranges`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 from typing import Any, Sequence
 
 import torch
+
+from galip_core.finite import check_number_in_range
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +25,33 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 INTERPOLATION_MODES = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 #: trackers ``--report_to`` may name (``all``: every installed one)
 TRACKERS = ("tensorboard", "wandb", "all", "none")
+
+_COUNT = dict(low=1, integer=True)  # an integer >= 1
+_COUNT_OR_ZERO = dict(low=0, integer=True)  # an integer >= 0
+_POSITIVE = dict(low=0, low_open=True)  # a finite number > 0
+_NON_NEGATIVE = dict(low=0)  # a finite number >= 0
+_FRACTION = dict(low=0, high=1, high_open=True)  # a finite number in [0, 1)
+#: the allowed values of the numeric flags of train_galip.py and train_clip.py, as keywords of
+#: :func:`galip_core.finite.check_number_in_range`; :func:`check_flag_ranges` checks those a script has
+FLAG_RANGES: dict[str, dict[str, Any]] = {
+    # counts
+    "max_train_steps": _COUNT, "num_train_epochs": _COUNT, "gradient_accumulation_steps": _COUNT,
+    "checkpointing_steps": _COUNT, "checkpoints_total_limit": _COUNT, "validation_epochs": _COUNT,
+    "num_validation_images": _COUNT, "max_train_samples": _COUNT, "shuffle_buffer_size": _COUNT,
+    "lr_num_cycles": _COUNT, "lr_warmup_steps": _COUNT_OR_ZERO, "reconstruction_warmup_steps": _COUNT_OR_ZERO,
+    "dataloader_num_workers": _COUNT_OR_ZERO, "eval_num_images": _COUNT_OR_ZERO,
+    "seed": dict(low=0, high=2**32 - 1, integer=True),  # accelerate's set_seed seeds NumPy too: [0, 2**32 - 1]
+    # optimiser (train_clip.py: --learning_rate, --weight_decay)
+    "learning_rate": _POSITIVE, "learning_rate_g": _POSITIVE, "learning_rate_d": _POSITIVE,
+    "adam_beta1": _FRACTION, "adam_beta2": _FRACTION, "adam_epsilon": _POSITIVE,
+    "adam_weight_decay": _NON_NEGATIVE, "weight_decay": _NON_NEGATIVE,
+    "max_grad_norm": _POSITIVE,  # train_galip.py: left out = no clipping (train_clip.py overrides: 0 = no clipping)
+    "lr_power": _POSITIVE, "ema_decay": _FRACTION,
+    # GALIP's loss (--reconstruction_* and --condition_noise: GALIPLossConfig checks them)
+    "sim_weight": _NON_NEGATIVE, "magp_weight": _NON_NEGATIVE, "magp_power": _POSITIVE,
+}  # fmt: skip
+#: diffusers' polynomial schedule decays to this learning rate and refuses a starting one at or below it
+POLYNOMIAL_LR_END = 1e-7
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,15 +76,35 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                        help="also sample the validation prompts every N epochs (besides --validation_steps)")
 
 
+def check_flag_ranges(args: argparse.Namespace, ranges: dict[str, dict[str, Any]] | None = None) -> None:
+    """``ValueError`` naming the flag and its allowed values for the first flag of ``ranges`` (default
+    :data:`FLAG_RANGES`) that ``args`` holds outside them; a flag ``args`` lacks or leaves unset (``None``) is
+    skipped. With ``--lr_scheduler polynomial`` every learning rate must also be above :data:`POLYNOMIAL_LR_END`."""
+    for name, allowed in (FLAG_RANGES if ranges is None else ranges).items():
+        if getattr(args, name, None) is not None:
+            check_number_in_range(f"--{name}", getattr(args, name), **allowed)
+    if getattr(args, "lr_scheduler", None) == "polynomial":
+        for name in ("learning_rate", "learning_rate_g", "learning_rate_d"):
+            if getattr(args, name, None) is not None:
+                check_number_in_range(f"--{name} (--lr_scheduler polynomial decays to {POLYNOMIAL_LR_END:g})",
+                                      getattr(args, name), POLYNOMIAL_LR_END, low_open=True)
+
+
+def check_folder_flag(flag: str, path: str) -> None:
+    """``ValueError`` naming ``flag`` unless ``path`` is a folder or can be made one (neither it nor a folder above
+    it is a file): checked before any work whose results would go there."""
+    current = os.path.abspath(path)
+    while not os.path.exists(current) and os.path.dirname(current) != current:
+        current = os.path.dirname(current)
+    if os.path.exists(current) and not os.path.isdir(current):
+        where = "is a file" if current == os.path.abspath(path) else f"is inside {current!r}, which is a file"
+        raise ValueError(f"{flag} {path!r} {where}: give a folder (it is created if missing).")
+
+
 def check_training_flags(args: argparse.Namespace) -> None:
-    """Clear errors for bad values (raised before any model is loaded)."""
-    for name in ("lr_warmup_steps",):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}.")
-    if args.lr_num_cycles < 1:
-        raise ValueError(f"--lr_num_cycles must be >= 1, got {args.lr_num_cycles}.")
-    if args.validation_epochs is not None and args.validation_epochs < 1:
-        raise ValueError(f"--validation_epochs must be >= 1 (or left out), got {args.validation_epochs}.")
+    """Clear errors for bad values (raised before any model is loaded): the numeric flags' ranges
+    (:func:`check_flag_ranges`), and the EMA / 8-bit Adam flags."""
+    check_flag_ranges(args)
     if args.offload_ema and not getattr(args, "use_ema", False):
         raise ValueError("--offload_ema (and --foreach_ema) place the EMA weights: add --use_ema.")
     if args.use_8bit_adam:
