@@ -80,8 +80,13 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
 
 
 def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
-    """The prompts given as arguments, then those of ``prompt_file`` (one per line, blank lines skipped)."""
+    """The prompts given as arguments, then those of ``prompt_file`` (one per line, blank lines skipped). A blank
+    argument is refused (as in the demo): it is a quoting slip far more often than a wish for an unconditioned image."""
     prompts = [p for p in prompts]
+    blank = [i for i, p in enumerate(prompts) if not p.strip()]
+    if blank:
+        raise ValueError(f"prompt argument {blank[0] + 1} is blank; give some text (the Python pipeline takes \"\" "
+                         "if an empty prompt is really meant).")
     if prompt_file:
         if os.path.isdir(prompt_file):
             raise IsADirectoryError(f"--prompt_file {prompt_file!r} is a folder; give a text file, one prompt per line.")
@@ -131,6 +136,7 @@ def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", 
     from galip_core.settings import load_settings
 
     pipe = LitePipeline.from_pretrained(args.model)
+    check_noise_memory(total, pipe.generator_config["z_dim"])
     truncation = load_settings(resolve_pretrained(args.model)).resolve("sampling", truncation=args.truncation)
     latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=truncation["truncation"])
     return latents, lambda prompts, z: pipe(prompts, latents=z)
@@ -149,6 +155,17 @@ def save_png(image: "Image.Image", stem: str, overwrite: bool = False) -> str:
         except FileExistsError:
             k += 1
             path = f"{stem}-{k}.png"
+
+
+def check_noise_memory(total: int, z_dim: int) -> None:
+    """All the noise is drawn up front (see the module docstring): refuse, naming ``--num_images``, a run whose noise
+    (float32, with a second copy while truncation redraws values) would not fit in the free RAM."""
+    from galip_core.machine import available_bytes
+
+    needed, free = 2 * 4 * total * z_dim, available_bytes("cpu")
+    if free is not None and needed > free:
+        raise ValueError(f"{total} images (prompts x --num_images) need {needed / 2**30:.1f} GiB of noise drawn up "
+                         f"front, and this machine has {free / 2**30:.1f} GiB free: make fewer images per run.")
 
 
 def check_out_folder(out: str) -> None:
@@ -174,6 +191,7 @@ def _diffusers_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tens
     dtype = torch_dtype(args.dtype, args.device, warn=False)  # auto -> bf16 where native, else fp32 (warned by _run)
     pipe = GALIPPipeline.from_pretrained(args.model, **dtype_kwargs(dtype)).to(args.device)
     pipe.set_progress_bar_config(disable=True)
+    check_noise_memory(total, pipe.generator.config.z_dim)
     generator = torch.Generator().manual_seed(args.seed)
     truncation = pipe.settings.resolve("sampling", truncation=args.truncation)["truncation"]
     latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=truncation)

@@ -165,3 +165,21 @@ def check_device(device: str, flag: str = "--device") -> None:
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
     if parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"{flag} {device}: MPS is not available here; use --device cpu.")
+
+
+def available_bytes(device: Any) -> int | None:
+    """Free memory on ``device`` (CUDA: the driver's figure; CPU: the system's available RAM, from /proc/meminfo),
+    or ``None`` where it is not known."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:  # Linux; elsewhere the check is skipped
+            with open("/proc/meminfo", encoding="ascii") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            return int(fields["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            return None
+    return None

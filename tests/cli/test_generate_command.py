@@ -121,6 +121,25 @@ def test_prompt_file_that_is_not_text_is_named(model_dir, tmp_path, capsys):
     assert code == 1 and f"--prompt_file {str(binary)!r} is not UTF-8 text" in err and len(err.splitlines()) == 1
 
 
+def test_blank_prompt_argument_is_refused(model_dir, tmp_path, capsys):
+    code = generate(["a red circle", "  ", "--model", str(model_dir), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "prompt argument 2 is blank" in err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("engine", ["lite", "diffusers"])
+def test_noise_too_large_for_the_memory_is_refused_before_drawing(model_dir, tmp_path, capsys, monkeypatch, engine):
+    import galip_core.machine
+
+    monkeypatch.setattr(galip_core.machine, "available_bytes", lambda device: 2**20)  # a 1 MiB machine
+    code = generate(["a red circle", "--model", str(model_dir), "--num_images", "100000", "--engine", engine,
+                     "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "100000 images (prompts x --num_images) need" in err and "make fewer images" in err
+    assert not any((tmp_path / "x").iterdir())
+
+
 def test_names_sort_in_order_past_99_images(model_dir, tmp_path, capsys):
     argv = ["a red circle", "--model", str(model_dir), "--num_images", "101", "--out", str(tmp_path / "out"),
             "--no_progress"]

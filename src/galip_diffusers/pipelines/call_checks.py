@@ -11,6 +11,7 @@ import torch
 
 from galip_core.finite import check_finite_tensor, check_number_in_range
 from galip_core.layers import generator_channels
+from galip_core.machine import available_bytes
 from galip_core.noise import check_generator, check_truncation, check_truncation_mode
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -106,21 +107,6 @@ def estimate_call_bytes(config: Mapping[str, Any], num_images: int, max_batch_si
     per_image_forward = 4 * max(c * s * s for c, s in zip(channels, sizes)) * dtype_bytes
     chunk = min(num_images, max_batch_size or num_images)
     return num_images * per_image_out + chunk * per_image_forward
-
-
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (CUDA: the driver's figure; CPU: the system's available RAM, from /proc/meminfo),
-    or ``None`` where it is not known."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    if device.type == "cpu":
-        try:  # Linux; elsewhere the check is skipped
-            with open("/proc/meminfo", encoding="ascii") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            return int(fields["MemAvailable"].split()[0]) * 1024
-        except (OSError, KeyError, ValueError):
-            return None
-    return None
 
 
 def check_memory(argument: str, value: int, config: Mapping[str, Any], num_images: int, max_batch_size: int | None,
