@@ -12,14 +12,6 @@ from typing import Any, Mapping
 import torch
 
 
-def check_finite_number(name: str, value: Any) -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is a finite number > 0 (``None`` is allowed: not set)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be None or a finite number > 0, got {value!r}.")
-
-
 def check_number_in_range(name: str, value: Any, low: float | None = None, high: float | None = None,
                           low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
     """``ValueError`` naming ``name`` (e.g. ``"--ema_decay"`` or ``"`lr`"``) and the allowed range unless ``value`` is

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from galip_core.finite import check_finite_number, check_number_in_range
+from galip_core.finite import check_number_in_range
 from galip_core.noise import check_truncation
 
 #: what the search optimises: the noise, the sentence-embedding part of the condition, or both
@@ -74,5 +74,6 @@ class SearchOptions:
             raise ValueError(f"`optimize` must be one of {OPTIMIZE_TARGETS}, got {self.optimize!r}.")
         check_number_in_range("`latent_noise`", self.latent_noise, low=0)
         check_number_in_range("`candidate_text_noise`", self.candidate_text_noise, low=0)
-        check_finite_number("noise_clamp", self.noise_clamp)
+        if self.noise_clamp is not None:
+            check_number_in_range("`noise_clamp` (None: no clamp)", self.noise_clamp, low=0, low_open=True)
         check_truncation(self.truncation)
