@@ -132,13 +132,12 @@ def choose_engine(args: argparse.Namespace) -> str:
 def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", MakeImages]:
     import torch
 
-    from galip_core.runtime import LitePipeline, resolve_pretrained
-    from galip_core.settings import load_settings
+    from galip_core.runtime import LitePipeline
 
     pipe = LitePipeline.from_pretrained(args.model)
     check_noise_memory(total, pipe.generator_config["z_dim"])
-    truncation = load_settings(resolve_pretrained(args.model)).resolve("sampling", truncation=args.truncation)
-    latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=truncation["truncation"])
+    # the model's galip_settings.json (sampling.truncation) unless --truncation is given; 0 turns it off
+    latents = pipe.prepare_latents(total, torch.Generator().manual_seed(args.seed), truncation=args.truncation)
     return latents, lambda prompts, z: pipe(prompts, latents=z)
 
 

@@ -33,6 +33,16 @@ def check_truncation(truncation: Any) -> None:
         check_number_in_range("`truncation` (None or 0: off)", truncation, 0)
 
 
+def check_latents_without_truncation(latents: Any, truncation: Any) -> None:
+    """Given ``latents`` are used as they are, so an explicit ``truncation`` (not ``None`` or ``0``) would be
+    silently ignored: refuse the pair (the model's recommended truncation applies only to noise the pipeline draws)."""
+    if latents is not None and truncation is not None and truncation != 0:
+        raise ValueError(
+            f"`truncation`={truncation!r} applies to the noise the pipeline draws, but `latents` were given and are "
+            "used as they are: truncate them yourself (e.g. `latents.clamp(-t, t)`) or leave `truncation` out."
+        )
+
+
 def sample_noise(
     draw: Callable[[], torch.Tensor], truncation: float | None = None, truncation_mode: str = "resample",
     max_resample_rounds: int = 1000,

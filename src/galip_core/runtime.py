@@ -32,8 +32,11 @@ from galip_core.folder import (
     safetensors_shapes,
 )
 from galip_core.layers import GeneratorLayers
-from galip_core.noise import check_generator, check_truncation, check_truncation_mode, sample_noise
+from galip_core.noise import (
+    check_generator, check_latents_without_truncation, check_truncation, check_truncation_mode, sample_noise,
+)
 from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS, unknown_model_note  # noqa: F401  (re-exported)
+from galip_core.settings import GALIPSettings, load_settings
 from galip_core.text import LiteTokenizer
 from galip_core.vit import prompted_vit
 
@@ -268,6 +271,8 @@ class LitePipeline:
         self.generator_config = generator_config
         self.generator = RuntimeGenerator.from_weights(generator_config, generator_weights)
         self.source: str | None = None  # the folder, once loaded: named in errors
+        #: the model's recommended settings (``galip_settings.json``), as in ``GALIPPipeline``: the call defaults
+        self.settings = GALIPSettings()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None) -> "LitePipeline":
@@ -283,6 +288,7 @@ class LitePipeline:
         pipe = cls(LiteTokenizer(os.path.join(folder, "tokenizer")), text_config, text_weights, generator_config,
                    generator_weights)  # fmt: skip
         pipe.source = os.fspath(folder)
+        pipe.settings = load_settings(folder)
         return pipe
 
     @torch.no_grad()
@@ -292,7 +298,9 @@ class LitePipeline:
 
     def prepare_latents(self, num_images: int, generator: torch.Generator | None = None,
                         truncation: float | None = None, truncation_mode: str = "resample") -> torch.Tensor:  # fmt: skip
-        """Noise (num_images, z_dim) drawn exactly as ``GALIPPipeline.prepare_latents`` draws it on CPU."""
+        """Noise (num_images, z_dim) drawn exactly as ``GALIPPipeline.__call__`` draws it on CPU: ``truncation=None``
+        takes the model's ``sampling.truncation`` setting, ``0`` turns it off."""
+        truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
         check_truncation_mode(truncation_mode)
         check_truncation(truncation)
         check_generator(generator)
@@ -301,14 +309,16 @@ class LitePipeline:
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[str], latents: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> list[Image.Image]:  # fmt: skip
-        """One image per prompt (one generator forward pass), as PIL images."""
+                 generator: torch.Generator | None = None, truncation: float | None = None) -> list[Image.Image]:
+        """One image per prompt (one generator forward pass), as PIL images. ``truncation`` as in ``GALIPPipeline``
+        (``None``: the model's setting; it applies to the noise drawn here, not to given ``latents``)."""
+        check_latents_without_truncation(latents, truncation)
         if isinstance(prompts, str):
             prompts = [prompts]
         if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"`prompts` must be a string or a non-empty list of strings, got {prompts!r}.")
         if latents is None:
-            latents = self.prepare_latents(len(prompts), generator)
+            latents = self.prepare_latents(len(prompts), generator, truncation)
         expected = (len(prompts), self.generator_config["z_dim"])
         if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected or not latents.is_floating_point():
             got = (f"{tuple(latents.shape)} {latents.dtype}" if isinstance(latents, torch.Tensor)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Any, Mapping
 
@@ -49,13 +50,15 @@ class GALIPSettings:
 
     Args:
         settings: the file's content (sections may be missing or partial; keys starting with ``_`` are notes).
+        source: what the errors name (the file's path when read from a folder).
 
     Raises:
-        ValueError: an unknown section or setting (the message names the allowed ones), or a value that is not a
-            JSON number/``null`` (``layer``: an int or ``null``).
+        ValueError: an unknown section or setting (the message names the allowed ones), or a value outside its range:
+            counts (``num_candidates``, ``top_k``) integers >= 1 with ``top_k <= num_candidates``, ``num_steps`` and
+            ``layer`` integers >= 0 (``layer`` may be ``null``), the other numbers finite and >= 0 or ``null``.
     """
 
-    def __init__(self, settings: Mapping[str, Any] | None = None):
+    def __init__(self, settings: Mapping[str, Any] | None = None, source: str = SETTINGS_NAME):
         settings = dict(settings or {})
         self.notes = {k: v for k, v in settings.items() if k.startswith("_")}
         self.sections: dict[str, dict[str, Any]] = {}
@@ -63,12 +66,16 @@ class GALIPSettings:
             if section.startswith("_"):
                 continue
             if section not in BUILTIN_DEFAULTS:
-                raise ValueError(f"{SETTINGS_NAME}: unknown section {section!r}; the sections are {list(SECTIONS)}.")
+                raise ValueError(f"{source}: unknown section {section!r}; the sections are {list(SECTIONS)}.")
             if not isinstance(values, Mapping):
-                raise ValueError(f"{SETTINGS_NAME}: section {section!r} must be an object, got {values!r}.")
+                raise ValueError(f"{source}: section {section!r} must be an object, got {values!r}.")
             self.sections[section] = {k: v for k, v in values.items() if not k.startswith("_")}
             for name, value in self.sections[section].items():
-                _check_value(section, name, value)
+                _check_value(section, name, value, source)
+            merged = self.defaults(section)
+            if "top_k" in merged and merged["top_k"] > merged["num_candidates"]:
+                raise ValueError(f"{source}: {section}.top_k ({merged['top_k']}) cannot exceed {section}.num_candidates "
+                                 f"({merged['num_candidates']}, built-in unless set).")
 
     # ------------------------------------------------------------------ files
     @classmethod
@@ -87,9 +94,11 @@ class GALIPSettings:
                 content = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON ({err}).") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); JSON files are UTF-8.") from None
         if not isinstance(content, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(content).__name__}.")
-        return cls(content)
+        return cls(content, source=os.fspath(path))
 
     def save(self, folder: str | os.PathLike) -> str:
         """Write ``folder/galip_settings.json`` (sorted keys, trailing newline); returns its path."""
@@ -134,25 +143,25 @@ class GALIPSettings:
         return f"GALIPSettings({self.to_dict()!r})"
 
 
-def _check_value(section: str, name: str, value: Any) -> None:
+def _check_value(section: str, name: str, value: Any, source: str = SETTINGS_NAME) -> None:
     allowed = BUILTIN_DEFAULTS[section]
     if name not in allowed:
-        raise ValueError(
-            f"{SETTINGS_NAME}: unknown {section} setting {name!r}; the {section} settings are {sorted(allowed)}."
-        )
+        raise ValueError(f"{source}: unknown {section} setting {name!r}; the {section} settings are {sorted(allowed)}.")
     if name == "examples":
         expected = "null or a list of at least two non-empty strings"
         ok = value is None or (isinstance(value, list) and len(value) >= 2
                                and all(isinstance(v, str) and v.strip() for v in value))
     elif name in ("layer", "num_candidates", "top_k", "num_steps"):
-        expected = "null or an integer >= 0" if name == "layer" else "an integer >= 0"
+        low = 1 if name in ("num_candidates", "top_k") else 0
+        expected = f"null or an integer >= {low}" if name == "layer" else f"an integer >= {low}"
         ok = (value is None and name == "layer") or (isinstance(value, int) and not isinstance(value, bool)
-                                                     and value >= 0)
+                                                     and value >= low)
     else:
-        expected = "null or a number >= 0"
-        ok = value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool) and value >= 0)
+        expected = "null or a finite number >= 0"
+        ok = value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
+                               and value >= 0)
     if not ok:
-        raise ValueError(f"{SETTINGS_NAME}: {section}.{name} has the invalid value {value!r} (expected {expected}).")
+        raise ValueError(f"{source}: {section}.{name} has the invalid value {value!r} (expected {expected}).")
 
 
 def load_settings(folder: str | os.PathLike | None) -> GALIPSettings:

@@ -109,6 +109,8 @@ def test_valid_requests_are_normalised(tokenizer):
     ({"truncation": -0.5}, "truncation must be 0 (off) or a number in (0, 10]"),
     ({"truncation": float("inf")}, "truncation must be 0 (off)"),
     ({"refine": True}, "CLIP refinement is not available for this model"),
+    ({"refine": "false"}, "refine must be true or false, got 'false'"),
+    ({"refine": 1}, "refine must be true or false"),
 ])
 def test_bad_generation_inputs_name_the_field_and_its_allowed_values(tokenizer, kwargs, message):
     values = {"prompt": "a red circle", "seed": 0, "num_images": 1, "truncation": 0, "refine": False, **kwargs}
@@ -305,6 +307,18 @@ def test_build_demo_without_a_browser(backend):
     assert demo._queue.max_size == 5
     with pytest.raises(ValueError, match="concurrency_limit must be >= 1"):
         build_demo(backend, concurrency_limit=0)
+
+
+def test_sliders_hold_one_image_caps_and_truncations_above_the_usual_range(backend, monkeypatch):
+    """--max_images 1 (gradio needs min < max) and a model truncation above 3 build a page whose sliders hold them."""
+    from galip_diffusers.demo import build_demo
+    from galip_diffusers.demo.app import UI_MAX_TRUNCATION
+
+    monkeypatch.setattr(backend, "max_images", 1)
+    monkeypatch.setattr(type(backend), "default_truncation", property(lambda self: 5.0))
+    components = {getattr(b, "elem_id", None): b for b in build_demo(backend).blocks.values()}
+    assert components["num-images"].value == 1 and components["num-images"].interactive is False
+    assert components["truncation"].value == 5.0 and components["truncation"].maximum == 5.0 > UI_MAX_TRUNCATION
 
 
 def test_event_handlers_turn_errors_into_messages(backend, monkeypatch):

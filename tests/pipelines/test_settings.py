@@ -45,6 +45,10 @@ def test_defaults_resolve_model_values_over_builtin_and_explicit_over_both():
     ({"prompts": {"examples": ["dog face"]}}, r"prompts.examples"),
     ({"prompts": {"examples": ["dog face", " "]}}, r"prompts.examples"),
     ({"refinement": {"num_steps": None}}, r"refinement.num_steps.*expected an integer >= 0"),
+    ({"sampling": {"truncation": float("inf")}}, r"sampling.truncation .*inf.*expected null or a finite number >= 0"),
+    ({"refinement": {"num_candidates": 0}}, r"refinement.num_candidates .*expected an integer >= 1"),
+    ({"composition": {"top_k": 0}}, r"composition.top_k .*expected an integer >= 1"),
+    ({"composition": {"num_candidates": 3}}, r"composition.top_k \(5\) cannot exceed composition.num_candidates \(3"),
 ])  # fmt: skip
 def test_bad_settings_name_the_problem(content, match):
     with pytest.raises(ValueError, match=match):
@@ -58,6 +62,12 @@ def test_files_round_trip_and_a_folder_without_one_keeps_the_builtin_defaults(tm
     assert GALIPSettings.from_folder(str(tmp_path)) == settings
     (tmp_path / SETTINGS_NAME).write_text("{not json")
     with pytest.raises(ValueError, match=SETTINGS_NAME):
+        GALIPSettings.from_folder(str(tmp_path))
+    (tmp_path / SETTINGS_NAME).write_bytes('{"_comment": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{tmp_path}.*{SETTINGS_NAME} is not UTF-8 text"):
+        GALIPSettings.from_folder(str(tmp_path))
+    (tmp_path / SETTINGS_NAME).write_text('{"sampling": {"truncation": -1}}')
+    with pytest.raises(ValueError, match=rf"^{tmp_path}.*{SETTINGS_NAME}: sampling.truncation"):  # names the folder
         GALIPSettings.from_folder(str(tmp_path))
 
 
@@ -79,6 +89,28 @@ def test_sampling_truncation_comes_from_the_settings_and_explicit_wins():
     pipe.settings = GALIPSettings({"sampling": {"truncation": 0.3}})
     torch.testing.assert_close(pipe("a red circle", generator=seeded(), output_type="pt").images, cut)
     torch.testing.assert_close(pipe("a red circle", generator=seeded(), truncation=0, output_type="pt").images, plain)
+
+
+def test_the_lite_runtime_reads_the_same_settings_as_the_pipeline(tmp_path):
+    import numpy as np
+
+    from galip_core.runtime import LitePipeline
+
+    pipe = tiny_pipeline()
+    pipe.settings = GALIPSettings({"sampling": {"truncation": 0.3}})
+    pipe.save_pretrained(tmp_path / "m")
+    lite, full = LitePipeline.from_pretrained(str(tmp_path / "m")), GALIPPipeline.from_pretrained(str(tmp_path / "m"))
+    full.set_progress_bar_config(disable=True)
+    assert lite.settings == full.settings
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    for truncation in (None, 0, 1.5):
+        expected = np.asarray(full("a red circle", generator=seeded(), truncation=truncation).images[0], np.int16)
+        got = np.asarray(lite(["a red circle"], generator=seeded(), truncation=truncation)[0], np.int16)
+        assert np.abs(got - expected).max() <= 1, truncation
+    plain = np.asarray(lite(["a red circle"], generator=seeded(), truncation=0)[0], np.int16)
+    assert np.abs(plain - np.asarray(lite(["a red circle"], generator=seeded())[0], np.int16)).max() > 1  # 0.3 used
+    with pytest.raises(ValueError, match="used as they are"):
+        lite(["a red circle"], latents=torch.zeros(1, 8), truncation=0.5)
 
 
 def test_refinement_and_composition_defaults_equal_the_explicit_settings():

@@ -106,9 +106,13 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
             with gr.Row():
                 seed = gr.Number(value=0, label="Seed", precision=0, elem_id="seed",
                                  **_kwargs(gr.Number, minimum=0, maximum=MAX_SEED))
-                num_images = gr.Slider(1, backend.max_images, value=4, step=1, label="Number of images",
-                                       elem_id="num-images")
-                truncation = gr.Slider(0.0, UI_MAX_TRUNCATION, value=backend.default_truncation, step=0.05, label="Truncation (0 = off)",
+                # a slider needs min < max: with --max_images 1 it is shown fixed at 1
+                num_images = gr.Slider(1, max(2, backend.max_images), value=min(4, backend.max_images), step=1,
+                                       label="Number of images", elem_id="num-images",
+                                       interactive=backend.max_images > 1)
+                # the model's own truncation is always on the slider, even above the usual range
+                top = max(UI_MAX_TRUNCATION, backend.default_truncation or 0.0)
+                truncation = gr.Slider(0.0, top, value=backend.default_truncation, step=0.05, label="Truncation (0 = off)",
                                        elem_id="truncation",
                                        info="Noise beyond ±t is redrawn: smaller t, more typical, less varied.")
             with gr.Row():

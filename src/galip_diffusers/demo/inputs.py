@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
+
 from galip_diffusers.conversion.tokenizer import clip_text_clean
 
 #: CLIP's context length: start token + 75 prompt tokens + end token.
@@ -148,6 +150,8 @@ def validate_generation(
     seed = check_int(seed, "seed", 0, MAX_SEED)
     num_images = check_int(num_images, "number of images", 1, max_images)
     truncation = check_truncation(truncation)
+    if not isinstance(refine, (bool, np.bool_)):  # bool("false") is True: only real booleans
+        raise DemoInputError(f"refine must be true or false, got {refine!r}.")
     refine = bool(refine)
     steps = 0
     if refine:

@@ -12,7 +12,9 @@ import torch
 from galip_core.finite import check_finite_tensor, check_number_in_range
 from galip_core.layers import generator_channels
 from galip_core.machine import available_bytes
-from galip_core.noise import check_generator, check_truncation, check_truncation_mode
+from galip_core.noise import (  # noqa: F401  (check_latents_without_truncation: used by the pipelines)
+    check_generator, check_latents_without_truncation, check_truncation, check_truncation_mode,
+)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -41,16 +43,6 @@ def _check_prompt_embeds(prompt_embeds: Any, width: int) -> int:
 def check_max_batch_size(max_batch_size: Any) -> None:
     if max_batch_size is not None:
         check_number_in_range("`max_batch_size` (None: one pass)", max_batch_size, 1, integer=True)
-
-
-def check_latents_without_truncation(latents: Any, truncation: Any) -> None:
-    """Given ``latents`` are used as they are, so an explicit ``truncation`` (not ``None`` or ``0``) would be
-    silently ignored: refuse the pair (the model's recommended truncation applies only to noise the pipeline draws)."""
-    if latents is not None and truncation is not None and truncation != 0:
-        raise ValueError(
-            f"`truncation`={truncation!r} applies to the noise the pipeline draws, but `latents` were given and are "
-            "used as they are: truncate them yourself (e.g. `latents.clamp(-t, t)`) or leave `truncation` out."
-        )
 
 
 def check_call_inputs(
