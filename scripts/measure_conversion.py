@@ -1,11 +1,15 @@
 """Measure ``galip-convert`` on a full-size, official-format random checkpoint: wall time and peak RAM.
 
-    PYTHONPATH=src python scripts/measure_conversion.py [--workdir /tmp/galip-measure] [--keep]
+    python scripts/measure_conversion.py [--workdir /tmp/galip-measure] [--dtype fp32|fp16|bf16] [--size full|tiny]
 
 Builds (once, in ``--workdir``) a random GALIP checkpoint with exactly the released key/shape layout, including
 full-size Adam states (so the file is about as large as ``pre_coco.pth``), and an OpenAI-style CLIP ViT-B/32
-TorchScript archive in fp16 (like ``ViT-B-32.pt``). Then runs the converter in a child process under
-``/usr/bin/time -v`` and writes ``results/conversion_benchmark.json``.
+TorchScript archive in fp16 (like ``ViT-B-32.pt``). Then runs ``galip-convert --include_discriminator`` on them in a
+child process (``galip_cli.convert.main``), measures its wall time and peak resident memory, and writes
+``results/conversion_benchmark.json`` (``--results``). The inputs are built with the test fixtures
+(``tests/helpers/official_fixtures.py``), so run it from a source checkout.
+
+``--size tiny`` does the same with the tests' tiny geometry (seconds, not minutes): a smoke test of this script.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import argparse
 import json
 import os
 import platform
-import re
+import resource
 import subprocess
 import sys
 import time
@@ -22,9 +26,26 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))  # the test fixtures build the official-format inputs
 
-import official_fixtures as fx  # noqa: E402
+from helpers import official_fixtures as fx  # noqa: E402
+
+from galip_diffusers.conversion.official import DTYPES  # noqa: E402
+
+#: The child process: ``galip-convert``'s ``main``; for ``--size tiny`` its converter gets the tiny geometry (the
+#: command line has no option for other sizes than the official ones).
+CHILD = """
+import json, sys
+from galip_cli import convert
+from galip_diffusers.conversion.openai_clip import CLIPGeometry
+sizes = json.loads(sys.argv[1])
+if sizes:
+    sizes["clip_geometry"] = CLIPGeometry(**sizes["clip_geometry"])
+    original = convert.convert_official_checkpoint
+    convert.convert_official_checkpoint = lambda *a, **k: original(*a, **k, **sizes)
+sys.exit(convert.main(sys.argv[2:]))
+"""
+SIZES = {"full": fx.FULL, "tiny": fx.TINY}
 
 
 def _adam_state(nets: dict) -> dict:
@@ -37,17 +58,21 @@ def _adam_state(nets: dict) -> dict:
     }  # fmt: skip
 
 
-def build_inputs(workdir: str) -> tuple[str, str]:
-    ckpt, clip_file = os.path.join(workdir, "pre_random.pth"), os.path.join(workdir, "ViT-B-32-random.pt")
+def build_inputs(workdir: str, size: str = "full") -> tuple[str, str]:
+    suffix = "" if size == "full" else f"-{size}"
+    ckpt = os.path.join(workdir, f"pre_random{suffix}.pth")
+    clip_file = os.path.join(workdir, f"ViT-B-32-random{suffix}.pt")
     if os.path.isfile(ckpt) and os.path.isfile(clip_file):
         return ckpt, clip_file
     os.makedirs(workdir, exist_ok=True)
-    clip_model = fx.make_openai_clip(fx.FULL)
-    nets = fx.make_official_nets(clip_model, fx.FULL)
+    sizes = SIZES[size]
+    clip_model = fx.make_openai_clip(sizes)
+    nets = fx.make_official_nets(clip_model, sizes)
     checkpoint = fx.official_checkpoint(nets, ddp=True)
     checkpoint["optimizers"] = {"optimizer_G": _adam_state(nets)}
     torch.save(checkpoint, ckpt)
-    image = torch.zeros(1, 3, 224, 224)
+    resolution = sizes.clip["image_resolution"]
+    image = torch.zeros(1, 3, resolution, resolution)
     text = torch.zeros(1, 77, dtype=torch.long)
     text[0, :2] = torch.tensor([49406, 49407])
     with torch.no_grad():
@@ -59,21 +84,29 @@ def build_inputs(workdir: str) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="/tmp/galip-measure")
-    parser.add_argument("--dtype", default="fp32")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="the converter's --dtype (fp16/bf16 also write the half-precision variant)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full",
+                        help="full: the released geometry (default); tiny: the tests' tiny one, a quick smoke test")
     parser.add_argument("--results", default=os.path.join(HERE, os.pardir, "results", "conversion_benchmark.json"))
     args = parser.parse_args()
-    ckpt, clip_file = build_inputs(args.workdir)
-    out = os.path.join(args.workdir, f"converted-{args.dtype}")
-    command = [sys.executable, "-c", "import sys; from galip_diffusers.conversion.official import main; sys.exit(main())",
+    ckpt, clip_file = build_inputs(args.workdir, args.size)
+    out = os.path.join(args.workdir, f"converted-{args.size}-{args.dtype}")
+    sizes = SIZES[args.size]
+    extra = {} if args.size == "full" else {"clip_geometry": sizes.geometry, "generator_config": sizes.generator_config,
+                                            "discriminator_config": sizes.discriminator_config}  # fmt: skip
+    command = [sys.executable, "-c", CHILD, json.dumps(extra),
                "--checkpoint", ckpt, "--clip", clip_file, "--output_dir", out, "--overwrite", "--quiet",
                "--include_discriminator", "--dtype", args.dtype]  # fmt: skip
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
+    proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(proc.stderr)
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+        sys.exit(f"the conversion failed (exit code {proc.returncode}):\n{proc.stderr}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the child's: the only one this process waited for
+    peak_kb = peak / 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
     result = {
+        "size": args.size,
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "checkpoint_mb": round(os.path.getsize(ckpt) / 2**20, 1),

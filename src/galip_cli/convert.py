@@ -52,6 +52,16 @@ def build_parser(prog: str = "galip-convert") -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The Hub options only mean something with --push_to_hub: refuse them alone rather than ignore them."""
+    if not args.push_to_hub:
+        given = [flag for flag, value in (("--hub_model_id", args.hub_model_id), ("--private", args.private),
+                                          ("--hub_token", args.hub_token)) if value]  # fmt: skip
+        if given:
+            parser.error(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --push_to_hub (nothing is "
+                         "uploaded without it); add --push_to_hub or drop the option.")
+
+
 def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format=f"{prog}: %(message)s")
     if args.quiet:
@@ -81,7 +91,7 @@ def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
 def main(argv: list[str] | None = None, prog: str = "galip-convert") -> int:
     """``galip-convert`` / ``galip convert``. Returns the exit code (0 on success, 1 on a conversion error, 2 on bad
     arguments); the error is one line on stderr (``--debug`` re-raises it)."""
-    return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, plain_errors=(ConversionError,),
+    return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, check=_check_args, plain_errors=(ConversionError,),
                    interrupt_note="nothing was written")
 
 

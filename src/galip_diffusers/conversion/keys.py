@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import torch
 from torch import nn
 
+from galip_core.finite import check_finite_tensor
+
 logger = logging.getLogger(__name__)
 
 _PLACEHOLDERS = {"i": r"\d+", "w": r"weight|bias", "rest": r".+", "qkv": r"q|k|v"}
@@ -100,6 +102,9 @@ def map_state_dict(
             unexpected.append(key)
             continue
         rule, groups = hit
+        if not isinstance(tensor, torch.Tensor):
+            shown = repr(tensor) if len(repr(tensor)) <= 40 else repr(tensor)[:37] + "..."
+            raise ConversionError(f"{what}: {key!r} is not a tensor but {type(tensor).__name__} {shown}.")
         if rule.transform == "split_qkv":
             if tensor.shape[0] % 3:
                 raise ConversionError(f"{what}: {key!r} has shape {tuple(tensor.shape)}, not 3 stacked q/k/v blocks.")
@@ -133,7 +138,30 @@ def map_state_dict(
                 f"{what}: shape mismatch for {origin[target]!r} (-> {target!r}): the file has {got}, "
                 f"the model expects {tuple(shape)}."
             )
+    used = {origin[t]: source[origin[t]] for t in expected}
+    for key, tensor in used.items():
+        if not tensor.is_floating_point():
+            raise ConversionError(
+                f"{what}: {key!r} has dtype {tensor.dtype}; the weights must be floating point (float32, float16 or "
+                "bfloat16)."
+            )
+    check_finite_state(what, used)
     return {k: mapped[k] for k in expected}
+
+
+def check_finite_state(what: str, state: Mapping[str, torch.Tensor]) -> None:
+    """``ConversionError`` naming every tensor of ``state`` that holds NaN or inf (corrupt weights must not be
+    converted, let alone published), with the count of bad values in the first."""
+    problems = []
+    for key, tensor in state.items():
+        try:
+            check_finite_tensor(key, tensor)
+        except ValueError as err:
+            problems.append((key, str(err)))
+    if problems:
+        others = [k for k, _ in problems[1:]]
+        more = f" Also non-finite: {_listing(others)}." if others else ""
+        raise ConversionError(f"{what}: {problems[0][1].split(';')[0]}; the weights are corrupt.{more}")
 
 
 def module_prefix(model: nn.Module, submodule: nn.Module) -> str:

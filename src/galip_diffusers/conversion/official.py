@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 from accelerate import init_empty_weights
+from transformers import CLIPTokenizer
 
 from galip_core import __version__
 from galip_core.settings import starting_settings
@@ -35,6 +36,7 @@ from galip_diffusers.conversion.commit import Snapshot, clean_stale, commit, sna
 from galip_diffusers.conversion.keys import (
     ConversionError,
     KeyRule,
+    check_finite_state,
     is_torchscript_archive,
     load_mapped,
     module_prefix,
@@ -43,13 +45,14 @@ from galip_diffusers.conversion.keys import (
     strip_prefix,
 )
 from galip_diffusers.conversion.model_card import find_template, render_model_card
+from galip_diffusers.conversion.paths import check_inputs, check_output_dir, missing_ancestors
 from galip_diffusers.hub import save_half_precision_variant
 from galip_diffusers.models.clip_bridge import CLIP_PREPROCESS_MODES
 from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.models.generator import GALIPGenerator
 from galip_diffusers.pipelines.loading import check_pipeline_folder
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
-from galip_diffusers.conversion.tokenizer import build_clip_tokenizer, write_vocab_and_merges
+from galip_diffusers.conversion.tokenizer import BPE_FILE_NAME, build_clip_tokenizer, find_clip_bpe_file, write_vocab_and_merges
 
 logger = logging.getLogger(__name__)
 
@@ -169,32 +172,6 @@ def write_model_card(folder: str, template_path: str, **fields: Any) -> None:
     card.save(os.path.join(folder, "README.md"))
 
 
-def _check_output_dir(output_dir: str, overwrite: bool, inputs: list[str]) -> str:
-    out = os.path.abspath(output_dir)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConversionError(f"--output_dir: {out!r} exists and is not a folder.")
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise ConversionError(f"--output_dir: {out!r} exists and is not empty; pass --overwrite to replace it.")
-    real, cwd = os.path.realpath(out), os.path.realpath(os.getcwd())
-    if real in (os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)) or (cwd + os.sep).startswith(
-        real + os.sep
-    ):
-        raise ConversionError(f"--output_dir: refusing to use {out!r} (the current, home or root folder or a parent).")
-    for path in inputs:
-        if os.path.realpath(path).startswith(os.path.realpath(out) + os.sep):
-            raise ConversionError(f"--output_dir: {out!r} contains the input {path!r}; choose another folder.")
-    return out
-
-
-def _missing_ancestors(folder: str) -> list[str]:
-    """``folder`` and its parents that do not exist yet, deepest first."""
-    missing = []
-    while not os.path.exists(folder):
-        missing.append(folder)
-        folder = os.path.dirname(folder)
-    return missing
-
-
 def convert_official_checkpoint(
     checkpoint_path: str | os.PathLike,
     clip_path: str | os.PathLike,
@@ -233,14 +210,18 @@ def convert_official_checkpoint(
     Nothing is written unless the whole conversion succeeds: the folder is built next to ``output_dir`` and swapped
     in (see :mod:`galip_diffusers.conversion.commit`); a file written into ``output_dir`` meanwhile is never deleted.
     """
-    if isinstance(dtype, str) and dtype not in DTYPES:
-        raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+    if not isinstance(dtype, (str, torch.dtype)) or (dtype not in DTYPES and dtype not in DTYPES.values()):
+        raise ConversionError(f"--dtype must be one of {sorted(DTYPES)} (or {list(DTYPES.values())}), got {dtype!r}.")
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     variant = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(torch_dtype)
     if clip_preprocess not in CLIP_PREPROCESS_MODES:
         raise ConversionError(f"--clip_preprocess must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
     checkpoint_path, clip_path = os.fspath(checkpoint_path), os.fspath(clip_path)
-    out = _check_output_dir(os.fspath(output_dir), overwrite, [checkpoint_path, clip_path])
+    bpe_path = None if bpe_path is None else os.fspath(bpe_path)
+    check_inputs(checkpoint_path, clip_path, bpe_path)
+    inputs = {"--checkpoint": checkpoint_path, "--clip": clip_path, "--bpe": bpe_path}
+    out = check_output_dir(os.fspath(output_dir), overwrite, inputs)
+    tokenizer = load_tokenizer(bpe_path, clip_geometry)  # before anything is written: the BPE file is an input too
     clean_stale(out)
     checked = snapshot(out)  # the swap at the end replaces exactly this, or nothing
     try:
@@ -252,9 +233,11 @@ def convert_official_checkpoint(
     nets = load_official_checkpoint(checkpoint_path, unsafe_pickle)
     pipe, discriminator, clip = _convert_models(
         nets, clip_path, include_discriminator=include_discriminator, clip_preprocess=clip_preprocess,
-        unsafe_pickle=unsafe_pickle, bpe_path=bpe_path, clip_geometry=clip_geometry, generator_config=generator_config,
+        unsafe_pickle=unsafe_pickle, tokenizer=tokenizer, clip_geometry=clip_geometry, generator_config=generator_config,
         discriminator_config=discriminator_config, torch_dtype=torch.float32,
     )  # fmt: skip
+    if variant == "fp16":  # bf16 has float32's range; float16 overflows to inf beyond 65504
+        _check_fits_float16(pipe, discriminator)
     pipe.settings = starting_settings(None, "galip convert")
     official_geometry = clip_geometry == VIT_B_32 and not generator_config
     speed_rows, speed_machine = None, None
@@ -311,7 +294,7 @@ def _component_notes(with_discriminator: bool) -> list[tuple[str, str]]:
 
 def _convert_models(
     nets: dict[str, dict[str, torch.Tensor]], clip_path: str, *, include_discriminator: bool, clip_preprocess: str,
-    unsafe_pickle: bool, bpe_path: str | None, clip_geometry: CLIPGeometry, generator_config: dict[str, Any] | None,
+    unsafe_pickle: bool, tokenizer: CLIPTokenizer, clip_geometry: CLIPGeometry, generator_config: dict[str, Any] | None,
     discriminator_config: dict[str, Any] | None, torch_dtype: torch.dtype,
 ) -> tuple[GALIPPipeline, GALIPDiscriminator | None, CLIPSource]:
     """The converted ``GALIPPipeline`` in ``torch_dtype``, the discriminator (``None`` unless asked for) and the CLIP
@@ -324,17 +307,47 @@ def _convert_models(
         discriminator = convert_discriminator(nets["netD"], nets["netC"], clip_preprocess, discriminator_config)
     logger.info("Reading %s", clip_path)
     clip = load_clip_source(clip_path, clip_geometry, unsafe_pickle)
+    check_finite_state("--clip", {**clip.vision_head, **clip.text_encoder.state_dict()})  # a CLIPModel folder too
     vit = checkpoint_vit(nets["netG"])
     _warn_if_other_vit(vit, clip)
     image_encoder = image_encoder_from_openai({**vit, **clip.vision_head}, clip_geometry)
-    try:
-        tokenizer = build_clip_tokenizer(bpe_path, model_max_length=clip_geometry.context_length)
-    except FileNotFoundError as err:
-        raise ConversionError(str(err)) from err
     models = [clip.text_encoder, generator, image_encoder] + ([discriminator] if discriminator is not None else [])
     for model in models:
         torch.nn.Module.to(model, torch_dtype)  # plain cast (diffusers' .to() warns about fp32-only modules: none here)
     return GALIPPipeline(tokenizer, clip.text_encoder, generator, image_encoder=image_encoder), discriminator, clip
+
+
+def load_tokenizer(bpe_path: str | None, geometry: CLIPGeometry = VIT_B_32) -> CLIPTokenizer:
+    """The CLIP tokenizer from ``--bpe`` (default: the ``clip`` package's file), or ``ConversionError`` naming
+    ``--bpe`` when the file is not CLIP's BPE vocabulary or does not fit the text encoder's ``vocab_size``."""
+    try:
+        shown = repr(bpe_path or find_clip_bpe_file())
+        tokenizer = build_clip_tokenizer(bpe_path, model_max_length=geometry.context_length)
+    except FileNotFoundError as err:
+        raise ConversionError(str(err) if bpe_path is None else f"--bpe: no such file {bpe_path!r}.") from err
+    except (OSError, EOFError, ValueError) as err:  # gzip.BadGzipFile is an OSError, UnicodeDecodeError a ValueError
+        raise ConversionError(f"--bpe: {shown} is not CLIP's {BPE_FILE_NAME} (gzipped BPE merges): {err}") from err
+    if len(tokenizer) != geometry.vocab_size:
+        raise ConversionError(
+            f"--bpe: {shown} gives {len(tokenizer)} token ids, but the CLIP text encoder has {geometry.vocab_size}; "
+            f"pass CLIP's own {BPE_FILE_NAME}."
+        )
+    return tokenizer
+
+
+def _check_fits_float16(pipe: GALIPPipeline, discriminator: GALIPDiscriminator | None) -> None:
+    """``ConversionError`` naming the first weight beyond float16's range, which the fp16 variant would hold as inf."""
+    limit = torch.finfo(torch.float16).max
+    models = {**{k: m for k, m in pipe.components.items() if isinstance(m, torch.nn.Module)},
+              **({"discriminator": discriminator} if discriminator is not None else {})}  # fmt: skip
+    for component, model in models.items():
+        for key, tensor in model.state_dict().items():
+            peak = float(tensor.abs().max()) if tensor.is_floating_point() and tensor.numel() else 0.0
+            if peak > limit:
+                raise ConversionError(
+                    f"--dtype fp16: {component}.{key} holds values up to {peak:.4g}, beyond float16's range "
+                    f"({limit:g}); the fp16 variant would hold inf there. Use --dtype bf16 or fp32."
+                )
 
 
 def _write_atomically(out: str, write: Callable[[str], None], checked: Snapshot | None) -> None:
@@ -342,7 +355,7 @@ def _write_atomically(out: str, write: Callable[[str], None], checked: Snapshot 
     must still be ``checked`` (see :mod:`galip_diffusers.conversion.commit`). On any failure the folder is removed,
     and so are the parent folders this call created (deepest first, only while empty)."""
     parent = os.path.dirname(out)
-    created = _missing_ancestors(parent)
+    created = missing_ancestors(parent)
     os.makedirs(parent, exist_ok=True)
     tmp = temporary_folder(out)
     try:

@@ -217,7 +217,10 @@ def _load_transformers_folder(folder: str, geometry: CLIPGeometry) -> CLIPSource
         "vocab_size": t.vocab_size, "context_length": t.max_position_embeddings,
     }  # fmt: skip
     _check_geometry(found, geometry, repr(folder))
-    clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    try:
+        clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    except (OSError, ValueError, RuntimeError) as err:  # no or unreadable weights, or weights of another shape
+        raise ConversionError(f"--clip: cannot load the CLIPModel in {folder!r}: {err}") from err
     text_encoder = empty_text_encoder(geometry)
     text_encoder.text_model.load_state_dict(clip.text_model.state_dict(), strict=True, assign=True)
     text_encoder.text_projection.load_state_dict(clip.text_projection.state_dict(), strict=True, assign=True)
