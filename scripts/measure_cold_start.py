@@ -25,6 +25,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "src"))
 
+from galip_cli.common import as_argument_error, check_output_folder  # noqa: E402
+from galip_core.finite import check_number_in_range  # noqa: E402
 from galip_diffusers.benchmark.cold_start import cold_start_seconds, run_timed, runs_summary  # noqa: E402
 from galip_diffusers.benchmark.speed_figures import machine_description  # noqa: E402
 
@@ -52,11 +54,12 @@ def time_python(code: str, repeats: int) -> dict[str, float | list[float]]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="galip-shapes", help="pipeline folder or packaged name")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join("results", "cold_start"))
+    parser.add_argument("--repeats", type=int, default=5, help="fresh processes per measurement, >= 1 (default: 5)")
+    parser.add_argument("--out", default=os.path.join("results", "cold_start"),
+                        help="output folder (cold_start.json and cold_start.md in it are replaced)")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    as_argument_error(parser, lambda: check_number_in_range("--repeats", args.repeats, 1, integer=True))
+    as_argument_error(parser, lambda: check_output_folder("--out", args.out))
 
     commands = {}  # name -> (command, extra arguments)
     on_path = shutil.which("galip-generate")

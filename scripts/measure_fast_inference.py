@@ -14,13 +14,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import time
 
 import torch
 
-from galip_diffusers.benchmark.peers import build_galip_pipeline, galip_spec
+from galip_cli.common import as_argument_error, check_output_file
+from galip_core.finite import check_number_in_range
 from galip_core.machine import environment
+from galip_diffusers.benchmark.peers import build_galip_pipeline, galip_spec
 
 
 def timed(pipe, batch: int) -> tuple[float, object]:
@@ -30,17 +33,32 @@ def timed(pipe, batch: int) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Ranges, the model and the output file, before any model loads (``parser.error``: exit code 2)."""
+    ranges = [("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--threads", args.threads, 1)]
+    ranges += [("--batch-sizes", batch, 1) for batch in args.batch_sizes]
+    for flag, value, low in ranges:
+        if value is not None or flag != "--threads":
+            as_argument_error(parser, lambda: check_number_in_range(flag, value, low, integer=True))
+    error = galip_spec(args.model).error
+    if error:
+        parser.error(error.replace("--galip", "--model", 1))
+    if args.out is not None:
+        as_argument_error(parser, lambda: check_output_file("--out", args.out))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="default-config",
                         help="'default-config' (official size, random weights), a packaged name or a folder")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls per variant and batch size")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant and batch size")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=None, help="write the report as JSON here")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help=">= 1 each (default: 1 8)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per variant and batch size, >= 1")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant and batch size, >= 0")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads, >= 1 (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="write the report as JSON here (an existing file is replaced)")
     args = parser.parse_args(argv)
-    if args.threads:
+    check_args(parser, args)
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     default = build_galip_pipeline(galip_spec(args.model, "default"))
     default.set_progress_bar_config(disable=True)
@@ -67,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             report["rows"].append(row)
             print(json.dumps(row))
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
     return report

@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         if args.truncation is not None:
             check_number_in_range("--truncation", args.truncation, 0, low_open=True)
         check_folder_flag("--results_dir", args.results_dir)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: an output path that cannot be a folder
         parser.error(str(error))
     return args
 

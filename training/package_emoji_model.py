@@ -79,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             check_number_in_range("--truncation", args.truncation, 0, low_open=True)
         for flag in ("--output_dir", "--results_dir"):
             check_folder_flag(flag, getattr(args, flag[2:]))
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: an output path that cannot be a folder
         parser.error(str(error))
     return args
 

@@ -149,7 +149,7 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
         check_flag_ranges(args, CLIP_FLAG_RANGES)
         check_clip_sizes({name: getattr(args, name) for name in SIZE_FLAGS}, prefix="--")
         check_folder_flag("--output_dir", args.output_dir)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # OSError: an output path that cannot be a folder
         parser.error(str(error))
     if args.train_data_dir is not None:
         if not os.path.isdir(args.train_data_dir):

@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import Callable
 
-from galip_cli.common import CommandParser, run_cli
-from galip_diffusers.benchmark.peers import GALIP_VARIANTS, PEERS, SCALES
+from galip_cli.common import CommandParser, as_argument_error, check_output_folder, run_cli
+from galip_core.finite import check_number_in_range
+from galip_diffusers.benchmark.peers import GALIP_VARIANTS, PEERS, SCALES, galip_spec
 from galip_diffusers.benchmark.runner import run_benchmark
 from galip_diffusers.benchmark.timing import DEVICES, DTYPES
 
@@ -24,6 +25,7 @@ def _int_list(name: str) -> Callable[[str], list[int]]:
             raise argparse.ArgumentTypeError(f"{name} must be comma-separated integers, got {text!r}") from None
         if not values or any(v < 1 for v in values):
             raise argparse.ArgumentTypeError(f"{name} must be positive integers, got {text!r}")
+        _refuse_repeats(name, values)
         return values
 
     return parse
@@ -35,9 +37,17 @@ def _choice_list(name: str, allowed: tuple[str, ...]) -> Callable[[str], list[st
         bad = [v for v in values if v not in allowed]
         if not values or bad:
             raise argparse.ArgumentTypeError(f"{name}: {bad or text!r} not in {', '.join(allowed)}")
+        _refuse_repeats(name, values)
         return values
 
     return parse
+
+
+def _refuse_repeats(name: str, values: list) -> None:
+    """A value given twice would time (and report) the same rows twice."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{name}: {', '.join(repeated)} given more than once")
 
 
 BENCHMARK_EXAMPLES = """examples:
@@ -63,7 +73,7 @@ def build_parser(prog: str = "galip-benchmark") -> argparse.ArgumentParser:
                    help="GALIP rows: fast (enable_fast_inference), default (plain pipeline), compiled (fast + "
                         "torch.compile); comma-separated (default: fast)")
     p.add_argument("--peers", default=",".join(PEERS),
-                   help=f"comma-separated peers from {', '.join(PEERS)} (or 'none'); default: all")
+                   help=f"comma-separated peers from {', '.join(PEERS)}, or 'none' alone (GALIP only); default: all")
     p.add_argument("--sd", metavar="PATH", help="a local StableDiffusionPipeline folder (SD-1.5)")
     p.add_argument("--ldm", metavar="PATH", help="a local LDMTextToImagePipeline folder (ldm-text2im-large-256)")
     p.add_argument("--sd_turbo", metavar="PATH", help="a local SD-Turbo folder (AutoPipelineForText2Image)")
@@ -88,7 +98,9 @@ def build_parser(prog: str = "galip-benchmark") -> argparse.ArgumentParser:
     p.add_argument("--no_channels_last", action="store_true",
                    help="do not put peers' UNet/VAE in channels_last (default: they are, as GALIP's fast path)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--out", default="results", help="output folder for benchmark.json/.md/.png")
+    p.add_argument("--out", default="results",
+                   help="output folder for benchmark.json/.md/.png (checked before anything runs; files of these "
+                        "names in it are replaced)")
     p.add_argument("--no_plot", action="store_true", help="skip benchmark.png (needs matplotlib)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="print tracebacks")
@@ -96,12 +108,19 @@ def build_parser(prog: str = "galip-benchmark") -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Range checks; ``parser.error`` (exit code 2) on a bad value."""
-    for name, low in (("steps", 1), ("repeats", 1), ("peer_repeats", 1), ("warmup", 0), ("quick_steps", 2)):
-        if getattr(args, name) < low:
-            parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    """Checks before anything runs; ``parser.error`` (exit code 2) on a bad value."""
+    for name, low in (("steps", 1), ("repeats", 1), ("peer_repeats", 1), ("warmup", 0), ("quick_steps", 2),
+                      ("threads", 1)):
+        value = getattr(args, name)
+        if value is not None or name != "threads":
+            as_argument_error(parser, lambda: check_number_in_range(f"--{name}", value, low, integer=True))
+    peers = [n.strip().lower() for n in args.peers.split(",") if n.strip()]
+    if not peers:
+        parser.error(f"--peers is empty: give peers from {', '.join(PEERS)}, or 'none' (GALIP only)")
+    if "none" in peers and len(peers) > 1:
+        parser.error(f"--peers: 'none' cannot be combined with peers ({args.peers!r}); give 'none' alone, or the "
+                     f"peers to run from {', '.join(PEERS)}")
+    as_argument_error(parser, lambda: check_output_folder("--out", args.out))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,6 +133,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _run(args: argparse.Namespace, prog: str = "galip-benchmark") -> int:
     from galip_diffusers.benchmark.report import print_summary, write_report
 
+    error = galip_spec(args.galip).error  # a model that is not there fails here (exit 1, as in the other commands),
+    if error:  # not as a row after the peers ran
+        raise FileNotFoundError(error)
     report = run_benchmark(args)
     paths = write_report(report, args.out, plot=not args.no_plot)
     print_summary(report, paths)

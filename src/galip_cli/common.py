@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+from galip_core.paths import check_output_file, check_output_folder  # noqa: F401  (re-exported for the commands)
 
 
 #: ``--dtype`` choices; ``auto`` is bf16 where the device computes it natively, else fp32 (:mod:`galip_core.machine`)
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+T = TypeVar("T")
 
 #: ``check(parser, args)``: validation after parsing; it calls ``parser.error`` (exit code 2) on bad arguments.
 ArgsCheck = Callable[[argparse.ArgumentParser, argparse.Namespace], None]
@@ -134,3 +138,13 @@ class CommandParser(argparse.ArgumentParser):
         action = super().add_argument(*spelled, **kwargs)
         action.aliases = tuple(s for s in spelled if s not in documented)
         return action
+
+
+# ------------------------------------------------------------------------------------------------ output paths
+def as_argument_error(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
+    """``check()``'s result; a ``ValueError`` or ``OSError`` it raises becomes ``parser.error`` (exit code 2) with its
+    message: for checks of the arguments made after parsing, before the work they would spoil."""
+    try:
+        return check()
+    except (ValueError, OSError) as err:
+        parser.error(str(err))

@@ -10,10 +10,22 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from galip_cli.common import CommandParser, run_cli
+from galip_cli.common import CommandParser, as_argument_error, check_output_file, run_cli
+from galip_core.finite import check_number_in_range
 from galip_diffusers.evaluation.clip_score import CLIPScorer
-from galip_diffusers.evaluation.evaluate import COCO_RESOLUTION, PROTOCOLS, dataset_fid_statistics, evaluate_pipeline
+from galip_diffusers.evaluation.evaluate import (
+    COCO30K_IMAGES,
+    COCO_RESOLUTION,
+    PROTOCOLS,
+    dataset_fid_statistics,
+    evaluate_pipeline,
+    num_evaluation_images,
+    prepare_fid_metric,
+)
 from galip_diffusers.evaluation.fid import save_fid_statistics
+
+#: ``--seed`` range: image ``i`` uses seed ``seed + i``, which must stay within torch's 64-bit seeds
+SEED_MAX = 2**63 - 1
 
 EVAL_EXAMPLES = """examples:
   %(prog)s --model galip-coco --dataset data/coco_val --num_images 30000 --batch_size 32 \\
@@ -41,9 +53,12 @@ def build_parser(prog: str = "galip-eval") -> argparse.ArgumentParser:
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--caption_column", default="text")
     parser.add_argument("--protocol", default="coco30k", choices=PROTOCOLS)
-    parser.add_argument("--num_images", type=int, default=None, help="Default: 30000 (coco30k) / the whole split.")
+    parser.add_argument("--num_images", type=int, default=None,
+                        help=f"Images (captions) to evaluate, 2 to the data set's size; examples are never repeated. "
+                        f"Default: {COCO30K_IMAGES} for coco30k, or all of a smaller data set (with a note); the "
+                        "whole data set for official and --save_stats.")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help=f"0 to {SEED_MAX} (default: 0).")
     parser.add_argument("--inception_weights", default=None, help="Local InceptionV3 weights file (torch-fidelity).")
     parser.add_argument("--fid_stats", default=None, help="Reference .npz with mu and sigma (default: the data set).")
     parser.add_argument("--fid_feature", type=int, default=2048, choices=[64, 192, 768, 2048],
@@ -51,11 +66,15 @@ def build_parser(prog: str = "galip-eval") -> argparse.ArgumentParser:
     parser.add_argument("--no_fid", action="store_true", help="Only the CLIP scores.")
     parser.add_argument("--clip_model", default=None, help="CLIPModel folder for the CLIP scores (default: the "
                         "pipeline's scorer, else its own training CLIP).")
-    parser.add_argument("--resolution", type=int, default=COCO_RESOLUTION, help="Centre-crop size of real images.")
+    parser.add_argument("--resolution", type=int, default=COCO_RESOLUTION,
+                        help=f"Centre-crop size of real images, >= 1 (default: {COCO_RESOLUTION}).")
     parser.add_argument("--device", default=None, help="Default: cuda if available, else cpu.")
-    parser.add_argument("--output", default=None, help="JSON file to write (default: print only).")
+    parser.add_argument("--output", default=None,
+                        help="JSON file to write (default: print only); an existing file is replaced.")
     parser.add_argument("--save_stats", dest="save_stats", default=None,
-                        help="Compute FID statistics of --dataset into this .npz instead of evaluating a model.")
+                        help="Compute FID statistics of --dataset into this .npz instead of evaluating a model; an "
+                        "existing file is refused unless --overwrite is given.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --save_stats file.")
     parser.add_argument("--cache_dir", default=None)
     return parser
 
@@ -66,10 +85,20 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("give --model (evaluate a pipeline) or --save_stats OUT.npz (statistics of --dataset).")
     if (args.save_stats is not None or not args.no_fid) and args.inception_weights is None:
         parser.error("FID needs --inception_weights FILE (nothing can be downloaded); or pass --no_fid.")
-    if args.num_images is not None and args.num_images < 2:
-        parser.error("--num_images must be at least 2.")
-    if args.batch_size < 1:
-        parser.error("--batch_size must be at least 1.")
+    ranges = [("--num_images", args.num_images, 2, None), ("--batch_size", args.batch_size, 1, None),
+              ("--seed", args.seed, 0, SEED_MAX), ("--resolution", args.resolution, 1, None)]
+    for flag, value, low, high in ranges:
+        if value is not None:
+            as_argument_error(parser, lambda: check_number_in_range(flag, value, low, high, integer=True))
+    for flag in ("--inception_weights", "--fid_stats"):
+        path = getattr(args, flag[2:])
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"{flag} {path!r} is not a file.")
+    if args.output is not None:
+        as_argument_error(parser, lambda: check_output_file("--output", args.output))
+    if args.save_stats is not None:
+        as_argument_error(parser, lambda: check_output_file("--save_stats", args.save_stats, suffix=".npz",
+                                                            overwrite=args.overwrite))
     if args.device is not None:
         from galip_core.machine import check_device
 
@@ -116,35 +145,48 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "galip-eval") -> int:
     """``galip-eval`` / ``galip eval``: 0 on success, 1 on an error (one line on stderr), 2 on bad arguments."""
-    return run_cli(_run, build_parser(prog), argv, check=check_args)
+    parser = build_parser(prog)
+    return run_cli(lambda args: _run(args, parser), parser, argv, check=check_args)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Load the data set and check what depends on it and the FID inputs (``parser.error``: exit code 2), then load
+    the model and evaluate."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dataset = _load_eval_dataset(args)
+    size = len(dataset) if hasattr(dataset, "__len__") else None
+    default = COCO30K_IMAGES if args.protocol == "coco30k" and args.save_stats is None else None
+    num_images, note = as_argument_error(parser, lambda: num_evaluation_images(args.num_images, size, default))
+    if note:
+        print(f"{parser.prog}: note: {note}", file=sys.stderr)
     if args.save_stats is not None:
         mu, sigma, n, meta = dataset_fid_statistics(
             dataset, args.inception_weights, protocol=args.protocol, image_column=args.image_column,
-            num_images=args.num_images, batch_size=args.batch_size, resolution=args.resolution, seed=args.seed,
+            num_images=num_images, batch_size=args.batch_size, resolution=args.resolution, seed=args.seed,
             fid_feature=args.fid_feature,
         )
-        save_fid_statistics(args.save_stats, mu, sigma, n, **meta)
+        save_fid_statistics(args.save_stats, mu, sigma, n, overwrite=args.overwrite, **meta)
         result = {"fid_stats": args.save_stats, "num_images": n, **meta}
     else:
         import galip_diffusers  # noqa: F401  (registers the classes)
 
         from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
+        metric = None  # a bad weights or statistics file is an argument error, found before the model loads
+        if not args.no_fid:
+            metric = as_argument_error(
+                parser, lambda: prepare_fid_metric(args.inception_weights, args.fid_feature, args.fid_stats))
         pipe = GALIPPipeline.from_pretrained(args.model).to(device)
         pipe.set_progress_bar_config(disable=True)
         scorer = CLIPScorer.from_pretrained(args.clip_model, device) if args.clip_model else None
         result = {"model": args.model, **evaluate_pipeline(
-            pipe, dataset, protocol=args.protocol, num_images=args.num_images, batch_size=args.batch_size,
+            pipe, dataset, protocol=args.protocol, num_images=num_images, batch_size=args.batch_size,
             seed=args.seed, image_column=args.image_column, caption_column=args.caption_column,
             inception_weights=args.inception_weights, fid_stats=args.fid_stats, fid_feature=args.fid_feature,
-            clip_scorer=scorer,
-            resolution=args.resolution, compute_fid=not args.no_fid,
+            clip_scorer=scorer, resolution=args.resolution, compute_fid=not args.no_fid, fid_metric=metric,
         )}
+    if note:
+        result["num_images_note"] = note
     print(format_table(result))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

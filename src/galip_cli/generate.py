@@ -18,7 +18,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from galip_cli.common import DTYPES, CommandParser, resolve_dtype_name, run_cli, torch_dtype
+from galip_cli.common import DTYPES, CommandParser, check_output_folder, resolve_dtype_name, run_cli, torch_dtype
 from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS
 
 if TYPE_CHECKING:
@@ -169,8 +169,7 @@ def check_noise_memory(total: int, z_dim: int) -> None:
 
 def check_out_folder(out: str) -> None:
     """``--out`` must be a writable folder, created here if missing: checked before the model loads."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise NotADirectoryError(f"--out {out!r} is a file; give a folder (it is created if missing).")
+    check_output_folder("--out", out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as err:

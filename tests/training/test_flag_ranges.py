@@ -135,9 +135,11 @@ def test_eval_emoji_refuses_bad_values(scripts, capsys, argv, expected):
 
 
 def test_eval_emoji_refuses_a_file_as_results_dir_and_takes_the_defaults(scripts, capsys, a_file, tmp_path):
-    for path, where in ((a_file, "is a file"), (a_file / "sub", f"is inside {str(a_file)!r}, which is a file")):
+    for path, expected in ((a_file, f"--results_dir {str(a_file)!r} is a file; give a folder"),
+                           (a_file / "sub", f"--results_dir: {str(a_file)!r} is a file, not a folder, so the folder "
+                                            f"{str(a_file / 'sub')!r} cannot be created")):
         message = _refused(scripts["eval_emoji"], ["--model", "m", "--results_dir", str(path)], capsys)
-        assert f"error: --results_dir {str(path)!r} {where}" in message
+        assert f"error: {expected}" in message
     assert a_file.read_text() == "keep me"
     args = scripts["eval_emoji"].parse_args(["--model", "m", "--seed", str(2**63 - 1), "--truncation", "0.8",
                                              "--results_dir", str(tmp_path / "new" / "folder")])

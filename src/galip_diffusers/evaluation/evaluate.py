@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+
+from galip_core.finite import check_number_in_range
 
 from galip_diffusers.evaluation.clip_score import (
     OFFICIAL_CLIP_NOTE,
@@ -49,11 +52,32 @@ from galip_diffusers.evaluation.fid import (
 
 PROTOCOLS = ("official", "coco30k")
 COCO_RESOLUTION = 256
+COCO30K_IMAGES = 30_000  #: images (captions) of the coco30k protocol
+
+
+def num_evaluation_images(num_images: Optional[int], dataset_size: Optional[int],
+                          default: Optional[int] = None) -> tuple[Optional[int], str]:
+    """``(number of images to use, note)``. A given ``num_images`` must be an integer >= 2 and at most
+    ``dataset_size`` (``ValueError`` naming ``--num_images`` and the size otherwise): examples are never repeated, as
+    repeats would bias FID. Not given: ``default`` (coco30k's 30,000; ``None``: the whole data set), capped at
+    ``dataset_size``, and then ``note`` says so (else it is ``""``). ``dataset_size`` is ``None`` for a streaming
+    data set, whose examples are used in order until ``num_images`` or its end."""
+    if num_images is not None:
+        check_number_in_range("--num_images", num_images, 2, integer=True)
+        if dataset_size is not None and num_images > dataset_size:
+            raise ValueError(f"--num_images {num_images} is more than the {dataset_size} examples of the data set; "
+                             f"give at most {dataset_size} (examples are never repeated).")
+        return num_images, ""
+    if default is None or dataset_size is None or default <= dataset_size:
+        return default if default is not None else dataset_size, ""
+    return dataset_size, (f"the data set has {dataset_size} examples, fewer than the {default} of the default "
+                          f"--num_images: all {dataset_size} are used.")
 
 
 def evaluation_examples(dataset, image_column: str, caption_column: str, num_images: Optional[int], seed: int):
-    """Yield (PIL image or None, caption) for ``num_images`` examples: a seeded random subset of the data set (cycled
-    if ``num_images`` exceeds it); one caption per example, picked at random when there are several."""
+    """Yield (PIL image or None, caption) for ``num_images`` examples (default: all): a seeded random subset of the
+    data set, never repeated (see :func:`num_evaluation_images`); one caption per example, picked at random when
+    there are several."""
     from galip_diffusers.training.data import decode_image, lazy_image_column, pick_caption, sample_rng
 
     dataset = lazy_image_column(dataset, image_column)  # decode here, so that a corrupt file is skipped, not fatal
@@ -68,10 +92,10 @@ def evaluation_examples(dataset, image_column: str, caption_column: str, num_ima
                 example[caption_column], sample_rng(seed, 0, i)
             )
         return
+    total, _ = num_evaluation_images(num_images, length)
     order = np.random.default_rng(seed).permutation(length)
-    total = length if num_images is None else num_images
     for i in range(total):
-        example = dataset[int(order[i % length])]
+        example = dataset[int(order[i])]
         yield _decode_or_none(decode_image, example.get(image_column)), pick_caption(
             example[caption_column], sample_rng(seed, 0, i)
         )
@@ -130,18 +154,23 @@ def evaluate_pipeline(
     resolution: int = COCO_RESOLUTION,
     compute_fid: bool = True,
     progress: bool = True,
+    fid_metric=None,
 ) -> dict[str, Any]:
     """Generate one image per evaluation caption (image ``i`` uses seed ``seed + i``) and compute FID and CLIP scores.
 
     FID is skipped if ``compute_fid`` is false; its reference is ``fid_stats`` (an ``.npz``) or else the data set's
-    images for the same captions. Returns the result dict that ``galip-eval`` writes as JSON."""
+    images for the same captions; ``fid_metric``, if given, is :func:`prepare_fid_metric`'s for these arguments.
+    ``num_images`` defaults to 30,000 (coco30k; fewer, with a warning, if the data set is smaller) or the whole data
+    set; more than the data set holds is an error. Returns the result dict that ``galip-eval`` writes as JSON."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-    if num_images is None and protocol == "coco30k":
-        num_images = 30_000
-    metric = load_fid_metric(inception_weights, fid_feature) if compute_fid else None
-    if metric is not None and fid_stats is not None:
-        set_real_statistics(metric, *load_fid_statistics(fid_stats))
+    num_images, note = num_evaluation_images(num_images, len(dataset) if hasattr(dataset, "__len__") else None,
+                                             COCO30K_IMAGES if protocol == "coco30k" else None)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    metric = None
+    if compute_fid:
+        metric = fid_metric if fid_metric is not None else prepare_fid_metric(inception_weights, fid_feature, fid_stats)
     scorer = clip_scorer or pipeline_clip_scorer(pipe)
     device = pipe._execution_device if hasattr(pipe, "_execution_device") else torch.device("cpu")
 
@@ -193,6 +222,20 @@ def evaluate_pipeline(
     return result
 
 
+def prepare_fid_metric(inception_weights: Optional[str], fid_feature: int = 2048, fid_stats: Optional[str] = None):
+    """The FID metric, with the reference statistics of ``fid_stats`` (an ``.npz``) loaded if given: built before the
+    images are generated, so that a bad ``--inception_weights`` or ``--fid_stats`` is reported first."""
+    metric = load_fid_metric(inception_weights, fid_feature)
+    if fid_stats is not None:
+        try:
+            set_real_statistics(metric, *load_fid_statistics(fid_stats))
+        except ValueError as err:
+            message = str(err)
+            raise ValueError(message if message.startswith("--fid_stats") else f"--fid_stats {fid_stats!r}: {message}"
+                             ) from err
+    return metric
+
+
 def _fid_fields(metric, protocol: str, fid_stats: Optional[str], resolution: int, inception_weights: Optional[str],
                 fid_feature: int, missing_real: int) -> dict[str, Any]:  # fmt: skip
     """The FID entries of :func:`evaluate_pipeline`'s result: the value and how it was measured."""
@@ -241,8 +284,9 @@ def dataset_fid_statistics(
     dataset = lazy_image_column(dataset, image_column)
     unreadable = 0
     length = len(dataset) if hasattr(dataset, "__len__") else None
+    num_images, _ = num_evaluation_images(num_images, length)
     if length is not None:
-        order = np.random.default_rng(seed).permutation(length)[: num_images or length]
+        order = np.random.default_rng(seed).permutation(length)[:num_images]
         values = (dataset[int(i)][image_column] for i in order)
     else:
         values = (example[image_column] for i, example in enumerate(dataset) if num_images is None or i < num_images)

@@ -69,9 +69,16 @@ def load_fid_metric(inception_weights: str, feature: int = 2048):
     _import_torch_fidelity_without_torchvision()
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(
-        feature=feature, feature_extractor_weights_path=inception_weights, reset_real_features=False
-    )
+    try:
+        return FrechetInceptionDistance(
+            feature=feature, feature_extractor_weights_path=inception_weights, reset_real_features=False
+        )
+    except Exception as err:  # noqa: BLE001  (unpickling and state-dict errors alike: say which flag is wrong)
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(
+            f"--inception_weights {inception_weights!r} is not torch-fidelity's InceptionV3 weights file "
+            f"(weights-inception-2015-12-05-6726825d.pth): {type(err).__name__}: {detail}"
+        ) from err
 
 
 def random_inception_weights(path: str, seed: int = 0) -> str:
@@ -127,19 +134,43 @@ def set_real_statistics(metric, mu: np.ndarray, sigma: np.ndarray, n: int = 50_0
         metric.orig_dtype = torch.float32
 
 
-def save_fid_statistics(path: str, mu: np.ndarray, sigma: np.ndarray, num_images: int, **meta: Any) -> None:
-    """Write pytorch-fid style statistics (``mu``, ``sigma``) plus ``num_images`` and a JSON ``meta`` string."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, mu=mu, sigma=sigma, num_images=np.int64(num_images), meta=json.dumps(meta))
+def save_fid_statistics(path: str, mu: np.ndarray, sigma: np.ndarray, num_images: int, overwrite: bool = False,
+                        **meta: Any) -> None:
+    """Write pytorch-fid style statistics (``mu``, ``sigma``) plus ``num_images`` and a JSON ``meta`` string to
+    exactly ``path`` (no suffix is added). An existing file is refused (``FileExistsError``) unless ``overwrite``;
+    the file is written beside it first and then renamed, so that a failed write leaves the old one intact."""
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(f"--save_stats {path!r} already exists; pass --overwrite to replace it.")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    partial = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
+    try:
+        with open(partial, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma, num_images=np.int64(num_images), meta=json.dumps(meta))
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def load_fid_statistics(path: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mu, sigma, num_images) from an ``.npz`` with ``mu`` and ``sigma`` (num_images defaults to 50,000)."""
+    """(mu, sigma, num_images) from an ``.npz`` with ``mu`` and ``sigma`` (num_images defaults to 50,000);
+    ``ValueError`` naming ``--fid_stats`` if the file is not such an archive."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--fid_stats {path!r} is not a file.")
-    with np.load(path) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except OSError as err:
+        raise OSError(f"--fid_stats {path!r} cannot be read: {err.strerror or err}.") from err
+    except Exception as err:  # noqa: BLE001  (numpy's own messages speak of pickles, not of the flag)
+        raise ValueError(f"--fid_stats {path!r} is not an .npz file (NumPy's zip of arrays) with arrays 'mu' and "
+                         "'sigma'.") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"--fid_stats {path!r} is a single .npy array, not an .npz file with arrays 'mu' and "
+                         "'sigma'.")
+    with data:
         if "mu" not in data or "sigma" not in data:
-            raise ValueError(f"{path!r} must hold arrays 'mu' and 'sigma'; it has {sorted(data.keys())}.")
+            raise ValueError(f"--fid_stats {path!r} must hold arrays 'mu' and 'sigma'; it has {sorted(data.keys())}.")
         n = int(data["num_images"]) if "num_images" in data else 50_000
         return data["mu"].astype(np.float64), data["sigma"].astype(np.float64), n
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import os
 from typing import Any, Sequence
 
 import torch
 
 from galip_core.finite import check_number_in_range
+from galip_core.paths import check_output_folder as check_folder_flag  # noqa: F401  (the scripts' name)
 
 logger = logging.getLogger(__name__)
 
@@ -88,17 +88,6 @@ def check_flag_ranges(args: argparse.Namespace, ranges: dict[str, dict[str, Any]
             if getattr(args, name, None) is not None:
                 check_number_in_range(f"--{name} (--lr_scheduler polynomial decays to {POLYNOMIAL_LR_END:g})",
                                       getattr(args, name), POLYNOMIAL_LR_END, low_open=True)
-
-
-def check_folder_flag(flag: str, path: str) -> None:
-    """``ValueError`` naming ``flag`` unless ``path`` is a folder or can be made one (neither it nor a folder above
-    it is a file): checked before any work whose results would go there."""
-    current = os.path.abspath(path)
-    while not os.path.exists(current) and os.path.dirname(current) != current:
-        current = os.path.dirname(current)
-    if os.path.exists(current) and not os.path.isdir(current):
-        where = "is a file" if current == os.path.abspath(path) else f"is inside {current!r}, which is a file"
-        raise ValueError(f"{flag} {path!r} {where}: give a folder (it is created if missing).")
 
 
 def check_training_flags(args: argparse.Namespace) -> None:
