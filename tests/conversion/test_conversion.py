@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import warnings
 
 import pytest
 import torch
@@ -79,38 +78,9 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def tiny_clip():
-    return fx.make_openai_clip(fx.TINY, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_nets(tiny_clip):
-    return fx.make_official_nets(tiny_clip, fx.TINY, seed=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_files(tiny_clip, tiny_nets, tmp_path_factory):
-    """A DDP-prefixed official checkpoint and the CLIP as a TorchScript archive (the format of ViT-B-32.pt)."""
-    folder = tmp_path_factory.mktemp("tiny_inputs")
-    ckpt, clip_file = str(folder / "tiny.pth"), str(folder / "tiny-clip-jit.pt")
-    torch.save(fx.official_checkpoint(tiny_nets, ddp=True), ckpt)
-    _save_torchscript(tiny_clip, clip_file, fx.TINY)
-    return ckpt, clip_file
-
-
-@pytest.fixture(scope="module")
 def tiny_converted(tiny_files, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tiny_out") / "galip-tiny")
     return convert_official_checkpoint(*tiny_files, out, include_discriminator=True, **TINY_KWARGS)
-
-
-def _save_torchscript(clip_model, path, sizes):
-    res = sizes.clip["image_resolution"]
-    text = torch.zeros(1, 77, dtype=torch.long)
-    text[0, :2] = torch.tensor([49406, 49407])
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.jit.trace(clip_model, (torch.zeros(1, 3, res, res), text), check_trace=False).save(path)
 
 
 def _save(obj, path):

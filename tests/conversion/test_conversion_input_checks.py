@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import official_fixtures as fx  # noqa: E402
-from test_conversion import TINY_KWARGS, _save_torchscript, _transformers_folder  # noqa: E402
+from test_conversion import TINY_KWARGS, _transformers_folder  # noqa: E402
 
 from galip_cli.convert import main  # noqa: E402
 from galip_diffusers.conversion import official as conversion  # noqa: E402
@@ -21,25 +21,6 @@ from galip_diffusers.conversion.official import ConversionError, convert_officia
 from galip_diffusers.conversion.tokenizer import find_clip_bpe_file  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def tiny_clip():
-    return fx.make_openai_clip(fx.TINY, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_nets(tiny_clip):
-    return fx.make_official_nets(tiny_clip, fx.TINY, seed=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_files(tiny_clip, tiny_nets, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_inputs")
-    ckpt, clip_file = str(folder / "tiny.pth"), str(folder / "tiny-clip-jit.pt")
-    torch.save(fx.official_checkpoint(tiny_nets, ddp=True), ckpt)
-    _save_torchscript(tiny_clip, clip_file, fx.TINY)
-    return ckpt, clip_file
 
 
 def _listing(folder):
