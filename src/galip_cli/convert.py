@@ -91,8 +91,8 @@ def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
 def main(argv: list[str] | None = None, prog: str = "galip-convert") -> int:
     """``galip-convert`` / ``galip convert``. Returns the exit code (0 on success, 1 on a conversion error, 2 on bad
     arguments); the error is one line on stderr (``--debug`` re-raises it)."""
-    return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, check=_check_args, plain_errors=(ConversionError,),
-                   interrupt_note="nothing was written")
+    return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, check=_check_args,
+                   plain_errors=(ConversionError,), interrupt_note="nothing was written")
 
 
 if __name__ == "__main__":

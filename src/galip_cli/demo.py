@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Sequence
 
-from galip_cli.common import DTYPES, CommandParser, run_cli, torch_dtype
+from galip_cli.common import DTYPES, CommandParser, as_argument_error, run_cli, torch_dtype
 from galip_diffusers.pretrained import DEFAULT_MODEL
 from galip_diffusers.demo.backend import DemoModelError
 from galip_diffusers.demo.inputs import MAX_IMAGES, MAX_REFINE_STEPS, MAX_REFINE_WORK
@@ -57,10 +57,7 @@ def build_parser(prog: str = "galip-demo") -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from galip_core.machine import check_device
 
-    try:
-        check_device(args.device)
-    except ValueError as err:
-        parser.error(str(err))
+    as_argument_error(parser, lambda: check_device(args.device))
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be from 0 to 65535, got {args.port}")
     if not 1 <= args.max_images <= MAX_IMAGES:

@@ -102,10 +102,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.device is not None:
         from galip_core.machine import check_device
 
-        try:
-            check_device(args.device)
-        except ValueError as err:
-            parser.error(str(err))
+        as_argument_error(parser, lambda: check_device(args.device))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
