@@ -33,7 +33,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 import galip_diffusers  # noqa: F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
-from galip_diffusers.hub import push_folder_to_hub
+from galip_diffusers.hub import HubPushError, push_folder_to_hub
 from galip_diffusers.training.losses import MISMATCH_MODES
 from galip_diffusers.conversion.model_card import render_model_card
 from galip_diffusers.models.clip_bridge import normalize_vision_config
@@ -654,12 +654,19 @@ def main(args):
         save_model_card(args, init_description, summary, len(dataset) if not args.streaming else "streaming",
                         generator.config.output_size, resolution, accelerator, validation_samples, eval_results,
                         speed, max_prompt_tokens=min(77, tokenizer.model_max_length))
-        if args.push_to_hub:  # the pipeline, its model card and galip_settings.json; no checkpoints or logs
+    push_error = None
+    if accelerator.is_main_process and args.push_to_hub:  # the pipeline, card and settings; no checkpoints or logs
+        try:
             push_folder_to_hub(args.output_dir, args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
                                token=args.hub_token, commit_message="End of training")
+        except HubPushError as err:  # the run is saved: say so, let the other processes finish, then exit 1
+            push_error = err
+            logger.error(str(err))
     accelerator.wait_for_everyone()  # the other processes wait for the main one's saving before the group goes away
     del generator, discriminator, optimizer_g, optimizer_d, train_dataloader
     accelerator.end_training()
+    if push_error is not None:
+        raise SystemExit(f"train_galip.py: {push_error}")
 
 
 def check_processes_in_sync(accelerator, models):

@@ -10,6 +10,7 @@ import sys
 from galip_cli.common import CommandParser, run_cli
 from galip_diffusers.conversion.keys import ConversionError
 from galip_diffusers.conversion.official import DTYPES, convert_official_checkpoint
+from galip_diffusers.hub import HubPushError, push_folder_to_hub
 from galip_diffusers.models.clip_bridge import CLIP_PREPROCESS_MODES
 
 
@@ -76,8 +77,6 @@ def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
         overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe, measure_speed=args.measure_speed,
     )  # fmt: skip
     if args.push_to_hub:
-        from galip_diffusers.hub import push_folder_to_hub
-
         repo_id = push_folder_to_hub(out, args.hub_model_id or os.path.basename(os.path.abspath(out)),
                                      private=args.private or None, token=args.hub_token,
                                      commit_message="Convert an official GALIP checkpoint (galip convert)")
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None, prog: str = "galip-convert") -> int:
     """``galip-convert`` / ``galip convert``. Returns the exit code (0 on success, 1 on a conversion error, 2 on bad
     arguments); the error is one line on stderr (``--debug`` re-raises it)."""
     return run_cli(lambda args: _run(args, prog), build_parser(prog), argv, check=_check_args,
-                   plain_errors=(ConversionError,), interrupt_note="nothing was written")
+                   plain_errors=(ConversionError, HubPushError), interrupt_note="nothing was written")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Checks across arguments; ``parser.error`` (exit code 2) on a bad combination."""
     if args.save_stats is None and args.model is None:
         parser.error("give --model (evaluate a pipeline) or --save_stats OUT.npz (statistics of --dataset).")
+    if args.no_fid and args.fid_stats is not None:
+        parser.error("--fid_stats is the reference of FID, which --no_fid turns off: drop one of the two.")
+    if args.overwrite and args.save_stats is None:
+        parser.error("--overwrite only replaces an existing --save_stats file (--output is always replaced): "
+                     "add --save_stats OUT.npz or drop --overwrite.")
     if (args.save_stats is not None or not args.no_fid) and args.inception_weights is None:
         parser.error("FID needs --inception_weights FILE (nothing can be downloaded); or pass --no_fid.")
     ranges = [("--num_images", args.num_images, 2, None), ("--batch_size", args.batch_size, 1, None),

@@ -20,6 +20,11 @@ logger = logging.get_logger(__name__)
 #: ``--dtype`` names of the half-precision variants (diffusers' ``variant=`` names are the same strings)
 VARIANT_DTYPES = ("fp16", "bf16")
 
+class HubPushError(RuntimeError):
+    """An upload to the Hub that failed (no network, a bad token, no write access) after the local folder was
+    complete: the message names the repository, the cause and the command that uploads the folder later."""
+
+
 #: never uploaded: training state and logs next to the final model
 DEFAULT_IGNORE_PATTERNS = ("step_*", "epoch_*", "checkpoint-*", "checkpoints/*", "logs/*", "*.tmp-*", ".*")
 
@@ -58,19 +63,27 @@ def push_folder_to_hub(
 ) -> str:
     """Create (or reuse) the model repository ``repo_id`` and upload ``folder`` to it: weights and their variants,
     configs, ``model_index.json``, the model card ``README.md`` and ``galip_settings.json``; never checkpoints or logs
-    (``ignore_patterns``). Returns the repository id the Hub answered with."""
+    (``ignore_patterns``). Returns the repository id the Hub answered with; a failed upload raises
+    :class:`HubPushError` (the folder is left as it was)."""
     import huggingface_hub
 
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise ValueError(f"--hub_model_id must name a repository (user/name or name), got {repo_id!r}.")
     if not os.path.isfile(os.path.join(folder, "model_index.json")):
         raise FileNotFoundError(f"{folder!r} is not a saved pipeline folder (no model_index.json); nothing to push.")
-    repo = huggingface_hub.create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
-    repo_id = getattr(repo, "repo_id", repo_id)
-    huggingface_hub.upload_folder(
-        repo_id=repo_id, folder_path=os.fspath(folder), token=token, commit_message=commit_message,
-        create_pr=create_pr, ignore_patterns=list(ignore_patterns), repo_type="model",
-    )  # fmt: skip
+    try:  # the Hub client's own errors (HTTP, transport) have no common base: any failure here is the upload's
+        repo = huggingface_hub.create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
+        repo_id = getattr(repo, "repo_id", repo_id)
+        huggingface_hub.upload_folder(
+            repo_id=repo_id, folder_path=os.fspath(folder), token=token, commit_message=commit_message,
+            create_pr=create_pr, ignore_patterns=list(ignore_patterns), repo_type="model",
+        )  # fmt: skip
+    except Exception as err:
+        raise HubPushError(
+            f"pushing {os.fspath(folder)} to the Hugging Face Hub repository {repo_id!r} failed "
+            f"({type(err).__name__}: {err}). The local folder is complete; upload it later with "
+            f"`hf upload {repo_id} {os.fspath(folder)}`."
+        ) from err
     logger.info(f"Pushed {folder} to https://huggingface.co/{repo_id}")
     return repo_id
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import official_fixtures as fx
+from helpers.conversion_helpers import TINY_KWARGS
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,16 @@ def tiny_files(tiny_clip, tiny_nets, tmp_path_factory):
     torch.save(fx.official_checkpoint(tiny_nets, ddp=True), ckpt)
     _save_torchscript(tiny_clip, clip_file, fx.TINY)
     return ckpt, clip_file
+
+
+@pytest.fixture()
+def tiny_cli(monkeypatch):
+    """``galip convert`` (``galip_cli.convert.main``) converting with the tiny fixtures' geometry."""
+    import galip_cli.convert
+    from galip_diffusers.conversion import official
+
+    original = official.convert_official_checkpoint
+    monkeypatch.setattr(galip_cli.convert, "convert_official_checkpoint", lambda *a, **k: original(*a, **k, **TINY_KWARGS))
 
 
 def _save_torchscript(clip_model, path, sizes):

@@ -21,18 +21,17 @@ from huggingface_hub import ModelCard
 
 from helpers import official_fixtures as fx  # noqa: E402
 from helpers import reference_galip as ref  # noqa: E402
+from helpers.conversion_helpers import TINY_GEOMETRY, TINY_KWARGS, transformers_clip_folder  # noqa: E402
 from helpers.hub_helpers import hub  # noqa: E402,F401  (the fixture)
 from diffusers import DiffusionPipeline  # noqa: E402
 from safetensors import safe_open  # noqa: E402
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer  # noqa: E402
+from transformers import CLIPTokenizer  # noqa: E402
 
 import galip_diffusers  # noqa: E402,F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator  # noqa: E402
 from galip_diffusers.conversion import official as conversion  # noqa: E402
 from galip_diffusers.conversion.openai_clip import (  # noqa: E402
     VIT_B_32,
-    CLIPGeometry,
-    image_encoder_from_openai,
     load_clip_source,
     text_encoder_from_openai,
 )
@@ -49,9 +48,6 @@ from galip_diffusers.conversion.tokenizer import build_clip_tokenizer, clip_text
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 ATOL = 1e-4
-TINY_GEOMETRY = CLIPGeometry(**fx.TINY.geometry)
-TINY_KWARGS = dict(clip_geometry=TINY_GEOMETRY, generator_config=fx.TINY.generator_config,
-                   discriminator_config=fx.TINY.discriminator_config)  # fmt: skip
 
 TRICKY_TEXTS = [
     "", "a", "A PHOTO OF A CAT", "  extra   spaces\tand\nnewlines  ", "Tab\tSeparated\tWords",
@@ -214,21 +210,6 @@ def test_saved_tokenizer_folder_has_vocab_and_merges(tiny_converted):
 
 
 # ---------------------------------------------------------------------------------------------------- CLIP sources
-def _transformers_folder(clip_model, path):
-    """A transformers CLIPModel folder holding ``clip_model``'s weights."""
-    geometry = TINY_GEOMETRY
-    text = text_encoder_from_openai(clip_model.state_dict(), geometry)
-    vision = image_encoder_from_openai({k[7:]: v for k, v in clip_model.state_dict().items() if k.startswith("visual.")}, geometry)
-    config = CLIPConfig(text_config=text.config.to_dict(), vision_config=vision.config.to_dict(), projection_dim=16)
-    model = CLIPModel(config)
-    model.text_model.load_state_dict(text.text_model.state_dict())
-    model.text_projection.load_state_dict(text.text_projection.state_dict())
-    model.vision_model.load_state_dict(vision.vision_model.state_dict())
-    model.visual_projection.load_state_dict(vision.visual_projection.state_dict())
-    model.save_pretrained(path)
-    return str(path)
-
-
 def test_clip_formats_give_the_same_towers(tiny_clip, tiny_files, tmp_path):
     from safetensors.torch import save_file
 
@@ -237,7 +218,7 @@ def test_clip_formats_give_the_same_towers(tiny_clip, tiny_files, tmp_path):
         "torchscript": tiny_files[1],
         "state_dict": _save(state, tmp_path / "clip.pt"),
         "ddp_state_dict": _save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "ddp.pt"),
-        "transformers": _transformers_folder(tiny_clip, tmp_path / "hf"),
+        "transformers": transformers_clip_folder(tiny_clip, tmp_path / "hf"),
     }
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "clip.safetensors"))
     paths["safetensors"] = str(tmp_path / "clip.safetensors")
@@ -330,13 +311,9 @@ def test_fp16_conversion_saves_a_variant_beside_the_fp32_weights(tiny_files, tmp
     assert DiffusionPipeline.from_pretrained(out, torch_dtype=torch.bfloat16).generator.dtype == torch.bfloat16
 
 
-def test_cli_push_to_hub_uploads_weights_variant_card_and_settings(tiny_files, tmp_path, monkeypatch, hub, capsys):
-    import galip_cli.convert
+def test_cli_push_to_hub_uploads_weights_variant_card_and_settings(tiny_files, tiny_cli, tmp_path, hub, capsys):
     from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
-    original = conversion.convert_official_checkpoint  # the command's, with the tiny test geometry added
-    monkeypatch.setattr(galip_cli.convert, "convert_official_checkpoint",
-                        lambda *a, **k: original(*a, **k, **TINY_KWARGS))
     out = tmp_path / "converted"
     assert main(["--checkpoint", tiny_files[0], "--clip", tiny_files[1], "--output_dir", str(out), "--dtype", "fp16",
                  "--push_to_hub", "--hub_model_id", "me/galip-tiny", "--private", "--quiet"]) == 0
@@ -347,6 +324,18 @@ def test_cli_push_to_hub_uploads_weights_variant_card_and_settings(tiny_files, t
                                              torch_dtype=torch.float16)
     assert pipe.generator.dtype == torch.float16
     assert "built-in defaults" in GALIPSettings.from_folder(str(out)).notes["_comment"]
+
+
+def test_cli_push_that_fails_keeps_the_folder_and_says_how_to_upload_it(tiny_files, tiny_cli, tmp_path, hub, capsys):
+    hub.fail_with = ("create_repo", RuntimeError("401 Unauthorized: invalid token"))
+    out = tmp_path / "converted"
+    assert main(["--checkpoint", tiny_files[0], "--clip", tiny_files[1], "--output_dir", str(out),
+                 "--push_to_hub", "--hub_model_id", "me/galip-tiny", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("galip-convert: error: pushing ") and len(err.splitlines()) == 1
+    assert "'me/galip-tiny' failed (RuntimeError: 401 Unauthorized: invalid token)" in err
+    assert f"`hf upload me/galip-tiny {out}`" in err
+    assert DiffusionPipeline.from_pretrained(str(out)).generator is not None  # the converted folder is whole
 
 
 # -------------------------------------------------------------------------------------------- errors and safety

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import official_fixtures as fx  # noqa: E402
-from test_conversion import TINY_KWARGS, _transformers_folder  # noqa: E402
+from helpers.conversion_helpers import TINY_KWARGS, transformers_clip_folder  # noqa: E402
 
 from galip_cli.convert import main  # noqa: E402
 from galip_diffusers.conversion import official as conversion  # noqa: E402
@@ -38,7 +38,7 @@ def _checkpoint(tiny_nets, tmp_path, name, net="netG", **changes):
 
 def test_an_input_is_never_the_output_folder_or_inside_it(tiny_clip, tiny_files, tmp_path):
     """``--clip DIR --output_dir DIR --overwrite`` used to replace the CLIP folder with the pipeline."""
-    clip_dir = _transformers_folder(tiny_clip, tmp_path / "hfclip")
+    clip_dir = transformers_clip_folder(tiny_clip, tmp_path / "hfclip")
     before = _listing(clip_dir)
     for overwrite in (False, True):
         with pytest.raises(ConversionError, match=r"--output_dir: .*hfclip' is the --clip input .*hfclip'"):
@@ -71,7 +71,7 @@ def test_non_finite_weights_are_refused_naming_the_key(tiny_nets, tiny_clip, tin
     with pytest.raises(ConversionError, match=r"--checkpoint netD/netC: `netD.DBlocks.0.conv_r.0.weight` holds 1 non"):
         convert_official_checkpoint(path, tiny_files[1], tmp_path / "b", include_discriminator=True, **TINY_KWARGS)
     # the CLIP too, whatever its format (a CLIPModel folder's weights are not key-mapped)
-    clip_dir = _transformers_folder(tiny_clip, tmp_path / "hfclip")
+    clip_dir = transformers_clip_folder(tiny_clip, tmp_path / "hfclip")
     state_file = os.path.join(clip_dir, "model.safetensors")
     from safetensors.torch import load_file, save_file
 

@@ -23,7 +23,8 @@ def fixture_judge(tmp_path_factory):
 
 
 class ReplayPipeline:
-    """Answers each prompt with a real image: the prompt's own (``oracle``) or its other style's (``swap``)."""
+    """Answers each prompt with a real image: the prompt's own (``oracle``) or its other style's (``swap``). A bare
+    label (no style asked) gets the Twemoji image (``oracle``) or the Noto one where there is one (``swap``)."""
 
     def __init__(self, judge, images, mode):
         self.judge, self.images, self.mode = judge, images, mode
@@ -31,7 +32,10 @@ class ReplayPipeline:
     def __call__(self, prompts, generator=None, output_type="np"):
         out = []
         for prompt in prompts:
-            label, style = prompt.rsplit(", ", 1)[0], prompt.rsplit(" ", 2)[-2]
+            if prompt.endswith(" style"):
+                label, style = prompt.rsplit(", ", 1)[0], prompt.rsplit(" ", 2)[-2]
+            else:
+                label, style = prompt, "twemoji"
             row = int(np.flatnonzero((self.judge.label == label) & (self.judge.style == style))[0])
             unified = str(self.judge.unified[row])
             other = "noto" if style == "twemoji" else "twemoji"
@@ -62,6 +66,42 @@ def test_an_oracle_scores_full_marks_and_a_style_swap_does_not(fixture_judge):
                                       held_out_path=held_out)
     assert swapped["held_out_noto"]["style_top1"] == 0.0 and swapped["held_out_tones"]["style_top1"] == 0.0
     assert swapped["seen"]["style_top1"] < 0.5
+
+
+def test_bare_labels_are_judged_in_the_style_they_are_drawn_in(fixture_judge):
+    from galip_diffusers.data.emoji_eval import label_only_markdown, label_only_verdicts
+
+    judge, images, held_out = fixture_judge
+    oracle = evaluate_emoji_pipeline(ReplayPipeline(judge, images, "oracle"), judge, diversity_prompts=3,
+                                     held_out_path=held_out)["labels_only"]
+    assert oracle["seen"]["n"] == 6 and oracle["seen"]["emoji_top1"] == 1.0 and oracle["seen"]["drawn_twemoji"] == 1.0
+    assert oracle["held_out_tones"]["tone_among_variants"] == 1.0 and "style_top1" not in oracle["seen"]
+    swapped = evaluate_emoji_pipeline(ReplayPipeline(judge, images, "swap"), judge, diversity_prompts=3,
+                                      held_out_path=held_out)["labels_only"]
+    # Noto images wherever the fixture has one (red heart has none): either style is right for a bare label
+    assert swapped["seen"]["emoji_top1"] == 1.0 and 0.0 < swapped["seen"]["drawn_twemoji"] < 1.0
+    assert swapped["held_out_tones"]["drawn_twemoji"] == 0.0 and swapped["held_out_tones"]["tone_among_variants"] == 1.0
+    table = label_only_markdown(swapped)
+    assert "| held-out skin tones | 2 | 100.0% | 100.0% | 100.0% | 0.0% |" in table
+
+    # the same emoji in the wrong tone: the emoji is right, the tone is not (judged among the drawn style's variants)
+    dark = judge.index_of("1F44B-1F3FF", "noto")
+    light = images["1F44B-1F3FB/noto"][None]
+    verdict = label_only_verdicts(judge, light, [("waving hand: dark skin tone", dark)])[0]
+    assert verdict["emoji_top1"] and not verdict["tone_among_variants"] and verdict["drawn_style"] == "noto"
+    with pytest.raises(ValueError, match="got 1 images for 2 prompts"):
+        label_only_verdicts(judge, light, [("waving hand", dark)] * 2)
+
+
+def test_a_bare_label_is_judged_against_its_emoji_in_the_drawn_style(fixture_judge):
+    from galip_diffusers.data.emoji_eval import _in_style
+
+    judge, _, _ = fixture_judge
+    dark = {style: judge.index_of("1F44B-1F3FF", style) for style in ("twemoji", "noto")}
+    assert _in_style(judge, dark["twemoji"], "noto") == dark["noto"]
+    assert _in_style(judge, dark["noto"], "noto") == dark["noto"]
+    heart = judge.index_of("2764-FE0F", "twemoji")
+    assert _in_style(judge, heart, "noto") == heart  # no Noto image: the target stays
 
 
 def test_prompt_grid_lays_out_images_with_their_prompts():
@@ -110,6 +150,7 @@ def test_targets_are_checked_and_reported(fixture_judge, tmp_path):
     table = report_markdown(swapped)
     assert "| held-out Noto images | 1 | nearest image has the style | 0.0% | 70% | **no** |" in table
     assert "between seeds of one prompt (3 prompts x 8 seeds)" in table
+    assert "Bare labels" in table and "| seen captions | 6 |" in table
 
     # the files a results folder gets, with the grid's verdicts for the docs (the fixture has 9 prompts in all)
     sets = evaluation_prompts(judge, num_seen=100, held_out_path=held_out)

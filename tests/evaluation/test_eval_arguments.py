@@ -55,6 +55,17 @@ def test_save_stats_never_overwrites_without_overwrite_flag(fx, tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.npz", "precious.npz"]  # no partial file left
 
 
+def test_flags_that_would_be_ignored_are_refused(fx, tmp_path, capsys):
+    stats = tmp_path / "ref.npz"
+    save_fid_statistics(str(stats), np.zeros(2), np.eye(2), 3)
+    base = ["--model", fx["pipe"], "--dataset", fx["data"], "--cache_dir", fx["cache"]]
+    err = _exit_2(base + ["--no_fid", "--fid_stats", str(stats)], capsys)
+    assert "--fid_stats is the reference of FID, which --no_fid turns off" in err
+    err = _exit_2(base + ["--no_fid", "--overwrite", "--output", str(tmp_path / "o.json")], capsys)
+    assert "--overwrite only replaces an existing --save_stats file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.npz"]
+
+
 def test_num_images_beyond_the_data_set_is_refused_not_repeated(fx, capsys):
     err = _exit_2(["--model", fx["pipe"], "--dataset", fx["data"], "--no_fid", "--num_images", "9",
                    "--cache_dir", fx["cache"]], capsys)

@@ -14,14 +14,22 @@ class LocalHub:
 
     def __init__(self, root):
         self.root, self.repos, self.commits = root, {}, []
+        #: ``(call name, exception)``: "create_repo" or "upload_folder" raises the exception (a Hub out of reach)
+        self.fail_with = None
+
+    def _maybe_fail(self, call):
+        if self.fail_with is not None and self.fail_with[0] == call:
+            raise self.fail_with[1]
 
     def create_repo(self, repo_id, private=None, token=None, exist_ok=False, repo_type=None, **_):
+        self._maybe_fail("create_repo")
         self.repos[repo_id] = {"private": private, "token": token}
         os.makedirs(os.path.join(self.root, repo_id), exist_ok=True)
         return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
 
     def upload_folder(self, repo_id, folder_path, commit_message=None, ignore_patterns=(), token=None, **_):
         assert repo_id in self.repos, "upload before create_repo"
+        self._maybe_fail("upload_folder")
         self.commits.append(commit_message)
         for base, _, files in os.walk(folder_path):
             for name in files:

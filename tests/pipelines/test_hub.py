@@ -9,7 +9,7 @@ import torch
 from helpers.hub_helpers import hub  # noqa: F401  (the fixture)
 
 from galip_diffusers import GALIPPipeline
-from galip_diffusers.hub import load_pipeline_settings, push_folder_to_hub, save_half_precision_variant
+from galip_diffusers.hub import HubPushError, load_pipeline_settings, push_folder_to_hub, save_half_precision_variant
 from galip_diffusers.testing_utils import tiny_pipeline
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
@@ -44,6 +44,25 @@ def test_push_skips_checkpoints_and_logs_and_refuses_a_non_pipeline(hub, tmp_pat
         push_folder_to_hub(str(tmp_path), "me/empty")
     with pytest.raises(ValueError, match="--hub_model_id"):
         push_folder_to_hub(str(folder), " ")
+
+
+class ConnectError(Exception):
+    """Stands in for the Hub client's transport error (not an OSError, as httpx's is not)."""
+
+
+@pytest.mark.parametrize("step", ["create_repo", "upload_folder"])
+def test_a_failed_push_names_the_hub_the_repository_and_how_to_upload_later(hub, tmp_path, step):
+    folder = tmp_path / "run"
+    tiny_pipeline().save_pretrained(str(folder))
+    before = sorted(os.listdir(folder))
+    hub.fail_with = (step, ConnectError("[Errno -2] Name or service not known"))
+    with pytest.raises(HubPushError) as info:
+        push_folder_to_hub(str(folder), "me/run")
+    message = str(info.value)
+    assert "Hugging Face Hub repository 'me/run' failed (ConnectError: [Errno -2] Name or service not known)" in message
+    assert f"The local folder is complete; upload it later with `hf upload me/run {folder}`." in message
+    assert isinstance(info.value.__cause__, ConnectError)
+    assert sorted(os.listdir(folder)) == before and hub.files("me/run") == []
 
 
 def test_half_precision_variant_loads_with_variant_and_torch_dtype(tmp_path):

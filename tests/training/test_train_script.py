@@ -381,6 +381,20 @@ def test_push_to_hub_uploads_the_pipeline_card_and_settings_but_no_checkpoints(s
     assert "train_galip.py" in settings["_comment"] and settings["refinement"]["num_steps"] == 200
 
 
+def test_a_failed_push_exits_with_the_reason_after_the_run_is_saved(script, fixtures, tmp_path, hub):
+    out = tmp_path / "unpushed"
+    hub.fail_with = ("upload_folder", ConnectionResetError("connection reset by peer"))
+    with pytest.raises(SystemExit) as info:
+        script.main(script.parse_args(["--pretrained_model_name_or_path", fixtures["pipe"]] + _common(
+            fixtures, out, "--max_train_steps", "1", "--checkpointing_steps", "1", "--push_to_hub",
+            "--hub_model_id", "me/galip-ft")))
+    message = str(info.value.code)
+    assert message.startswith("train_galip.py: pushing ") and "'me/galip-ft' failed (ConnectionResetError" in message
+    assert f"`hf upload me/galip-ft {out}`" in message
+    assert os.path.isfile(out / "model_index.json") and os.path.isfile(out / "README.md")  # the run is saved
+    assert hub.files("me/galip-ft") == []
+
+
 def test_diffusers_style_flags_end_to_end(script, fixtures, tmp_path, recwarn):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -7,6 +7,8 @@ Prompts are ``"{label}, {style} style"``, one per target image, in three sets:
 * ``held_out_tones``: the 316 held-out skin-tone variants, in both styles (632 prompts).
 
 Each prompt gets one image (seed ``seed + i``) judged by :class:`~galip_diffusers.data.emoji_judge.EmojiJudge`.
+The caption contract's other form, the bare ``"{label}"``, is judged too (not a target): the seen prompts' and the
+held-out tones' labels without a style, each image judged in the style it was drawn in (:func:`label_only_verdicts`).
 Diversity is the mean RMS pixel distance (32x32) between images of one prompt across seeds, next to the same figure
 between the two real styles of the same emoji.
 """
@@ -38,6 +40,8 @@ TARGETS: Dict[str, Dict[str, float]] = {
 SET_NAMES = {"seen": "seen captions", "held_out_noto": "held-out Noto images", "held_out_tones": "held-out skin tones"}
 CHECK_NAMES = {"emoji_top1": "nearest image is the emoji", "emoji_top5": "emoji among the 5 nearest",
                "style_top1": "nearest image has the style", "tone_among_variants": "nearest tone variant is the tone"}
+#: the prompt sets whose bare labels are judged as well (``report["labels_only"]``)
+LABEL_ONLY_SETS = ("seen", "held_out_tones")
 
 
 def evaluation_prompts(judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
@@ -112,8 +116,48 @@ def evaluate_emoji_pipeline(pipe, judge: EmojiJudge, num_seen: int = 1000, seed:
         verdicts = judge.judge(images, [t for _, t in prompts])
         report[name] = summarize(verdicts)
         report[name + "_examples"] = [{"prompt": c, **v} for (c, _), v in list(zip(prompts, verdicts))[:8]]
+    report["labels_only"] = {}
+    for name in LABEL_ONLY_SETS:
+        labels = [(str(judge.label[target]), target) for _, target in sets[name]]
+        images = generate_uint8(pipe, [label for label, _ in labels], seed=seed, **kwargs)
+        report["labels_only"][name] = summarize_label_only(label_only_verdicts(judge, images, labels))
     report["diversity"] = seed_diversity(pipe, judge, sets["seen"][:diversity_prompts], **kwargs)
     return report
+
+
+def label_only_verdicts(judge: EmojiJudge, images: np.ndarray, prompts: Sequence[Prompt]) -> List[Dict[str, Any]]:
+    """Verdicts for bare ``"{label}"`` prompts, which ask for no style: each image is judged against its emoji's real
+    image *in the style of the image's nearest real image* (either style is right), so ``emoji_top1``/``emoji_top5``
+    and ``tone_among_variants`` (among that style's tone variants) mean what they mean for styled prompts. Each verdict
+    adds ``drawn_style``; ``style_top1`` is dropped, being true by construction."""
+    if len(images) != len(prompts):
+        raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
+    if not len(prompts):
+        return []
+    drawn = [str(judge.style[index]) for index in np.argmin(judge.distances(images), axis=1)]
+    verdicts = judge.judge(images, [_in_style(judge, target, style) for (_, target), style in zip(prompts, drawn)])
+    for verdict, style in zip(verdicts, drawn):
+        del verdict["style_top1"]
+        verdict["drawn_style"] = style
+    return verdicts
+
+
+def _in_style(judge: EmojiJudge, target: int, style: str) -> int:
+    """The index of ``target``'s emoji (same code, so the same tone) in ``style``; ``target`` itself where the data set
+    has no image of it in that style."""
+    try:
+        return judge.index_of(str(judge.unified[target]), style)
+    except KeyError:
+        return target
+
+
+def summarize_label_only(verdicts: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
+    """:func:`~galip_diffusers.data.emoji_judge.summarize` of :func:`label_only_verdicts`, plus ``drawn_twemoji``: the
+    share of images drawn in Twemoji style (the rest are Noto)."""
+    summary = summarize(verdicts)
+    shares = [v["drawn_style"] == "twemoji" for v in verdicts]
+    summary["drawn_twemoji"] = float(np.mean(shares)) if shares else float("nan")
+    return summary
 
 
 def prompt_grid(images: np.ndarray, prompts: Sequence[str], columns: int = 8, scale: int = 2):
@@ -173,6 +217,8 @@ def report_markdown(report: Dict[str, Any]) -> str:
             met = "" if target is None else ("yes" if value >= target else "**no**")
             lines.append(f"| {SET_NAMES[name]} | {report[name]['n']} | {CHECK_NAMES.get(check, check)} | "
                          f"{100 * value:.1f}% | {'' if target is None else f'{100 * target:.0f}%'} | {met} |")
+    if "labels_only" in report:
+        lines += ["", label_only_markdown(report["labels_only"]).rstrip("\n")]
     d = report["diversity"]
     lines += ["", f"Diversity: {d['between_seeds']:.3f} mean RMS pixel distance (32x32, [0, 1]) between seeds of one "
               f"prompt ({d['num_prompts']} prompts x {d['num_seeds']} seeds), against {d['between_real_styles']:.3f} "
@@ -180,6 +226,19 @@ def report_markdown(report: Dict[str, Any]) -> str:
     if "style_probe" in report:  # an additional, more lenient reader of the style (not the targets' judge)
         lines += ["", "Style probe (a Noto/Twemoji classifier trained on the seen real images; an additional figure, "
                   "not the judge):", "", probe_markdown(report["style_probe"]).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def label_only_markdown(labels_only: Mapping[str, Mapping[str, float]]) -> str:
+    """The bare-label figures of a report (``report["labels_only"]``) as a Markdown table."""
+    lines = ['Bare labels (`"{label}"`, no style asked; not a target; judged in the style each image is drawn in):', "",
+             "| labels of | images | nearest image is the emoji | emoji among the 5 nearest | asked tone nearest "
+             "among its variants | drawn in Twemoji style |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, summary in labels_only.items():
+        tone = summary.get("tone_among_variants")
+        lines.append(f"| {SET_NAMES[name]} | {summary['n']} | {100 * summary['emoji_top1']:.1f}% | "
+                     f"{100 * summary['emoji_top5']:.1f}% | {'' if tone is None else f'{100 * tone:.1f}%'} | "
+                     f"{100 * summary['drawn_twemoji']:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
