@@ -11,7 +11,8 @@ from PIL import Image
 import galip_diffusers  # noqa: F401  (registers the classes with diffusers)
 from galip_cli.generate import main as generate_main
 from galip_diffusers import GALIPPipeline
-from galip_diffusers.data.emoji_eval import evaluation_prompts, generate_uint8, seed_diversity
+from galip_diffusers.data.emoji_eval import (evaluation_prompts, generate_uint8, label_only_verdicts, seed_diversity,
+                                             summarize_label_only)
 from galip_diffusers.data.emoji_judge import summarize
 from galip_diffusers.pretrained import PRETRAINED_MODELS, resolve_pretrained
 
@@ -23,6 +24,9 @@ SHIPPED_MEASURED = {
     "held_out_noto": {"style_top1": 0.438, "emoji_top5": 0.656},
     "held_out_tones": {"emoji_top5": 1.0, "tone_among_variants": 0.922},
 }
+#: the same for bare "{label}" prompts (no style asked): 64 of the sampled seen prompts' labels, 32 held-out tones'
+SHIPPED_LABELS_ONLY = {"seen": {"emoji_top1": 0.828, "emoji_top5": 0.891}, "held_out_tones": {"emoji_top5": 0.969}}
+LABELS_ONLY_SAMPLE = {"seen": 64, "held_out_tones": 32}
 MARGIN = 0.08
 SAMPLE = {"seen": 128, "held_out_noto": 32, "held_out_tones": 64}
 
@@ -64,6 +68,18 @@ def test_fixed_sample_keeps_the_shipped_quality(sample_scores, one_thread):
     for name, checks in SHIPPED_MEASURED.items():
         for check, measured in checks.items():
             assert sample_scores[name][check] >= measured - MARGIN, (name, check, sample_scores[name])
+
+
+def test_bare_labels_draw_their_emoji_in_either_style(pipe, real_emoji, one_thread):
+    judge = real_emoji[0]
+    sets = evaluation_prompts(judge, num_seen=SAMPLE["seen"], seed=0)
+    for name, checks in SHIPPED_LABELS_ONLY.items():
+        count = LABELS_ONLY_SAMPLE[name]
+        labels = [(str(judge.label[target]), target) for _, target in sets[name][:: len(sets[name]) // count][:count]]
+        summary = summarize_label_only(label_only_verdicts(judge, generate_uint8(pipe, [c for c, _ in labels]), labels))
+        for check, measured in checks.items():
+            assert summary[check] >= measured - MARGIN, (name, check, summary)
+        assert 0.2 <= summary["drawn_twemoji"] <= 0.8, summary  # no style asked: both styles come out
 
 
 def test_seeds_give_different_images(pipe, real_emoji, one_thread):

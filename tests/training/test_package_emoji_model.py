@@ -58,6 +58,8 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
     assert probe["calibration"]["held_out_noto"] > 0.6 and probe["calibration"]["their_twemoji"] > 0.6
     card = (out / "README.md").read_text()
     assert "Style probe" in card and f"{100 * probe['held_out_noto']:.1f}%" in card
+    bare = report["labels_only"]["seen"]
+    assert bare["n"] == 8 and f"| seen captions | 8 | {100 * bare['emoji_top1']:.1f}% |" in card  # bare "{label}" prompts
     assert "license: cc-by-4.0" in card and "CC-BY 4.0" in card and "Twitter, Inc" in card
     assert "emoji-datasource-twitter@16.0.0" in card and "does **not** yet meet the seen-caption targets" in card
     assert "below the 60% target" in card  # a random tiny generator misses the targets, and the card says so
