@@ -24,6 +24,9 @@ from galip_diffusers.evaluation.evaluate import (
 )
 from galip_diffusers.evaluation.fid import save_fid_statistics
 
+#: the default Inception feature layer: the standard pool3 features
+FID_FEATURE = 2048
+
 #: ``--seed`` range: image ``i`` uses seed ``seed + i``, which must stay within torch's 64-bit seeds
 SEED_MAX = 2**63 - 1
 
@@ -61,8 +64,8 @@ def build_parser(prog: str = "galip-eval") -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help=f"0 to {SEED_MAX} (default: 0).")
     parser.add_argument("--inception_weights", default=None, help="Local InceptionV3 weights file (torch-fidelity).")
     parser.add_argument("--fid_stats", default=None, help="Reference .npz with mu and sigma (default: the data set).")
-    parser.add_argument("--fid_feature", type=int, default=2048, choices=[64, 192, 768, 2048],
-                        help="Inception feature layer (2048, the standard pool3 features).")
+    parser.add_argument("--fid_feature", type=int, default=None, choices=[64, 192, 768, 2048],
+                        help="Inception feature layer (default 2048, the standard pool3 features).")
     parser.add_argument("--no_fid", action="store_true", help="Only the CLIP scores.")
     parser.add_argument("--clip_model", default=None, help="CLIPModel folder for the CLIP scores (default: the "
                         "pipeline's scorer, else its own training CLIP).")
@@ -83,11 +86,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Checks across arguments; ``parser.error`` (exit code 2) on a bad combination."""
     if args.save_stats is None and args.model is None:
         parser.error("give --model (evaluate a pipeline) or --save_stats OUT.npz (statistics of --dataset).")
-    if args.no_fid and args.fid_stats is not None:
-        parser.error("--fid_stats is the reference of FID, which --no_fid turns off: drop one of the two.")
-    if args.overwrite and args.save_stats is None:
-        parser.error("--overwrite only replaces an existing --save_stats file (--output is always replaced): "
-                     "add --save_stats OUT.npz or drop --overwrite.")
+    refuse_ignored_flags(parser, args)
     if (args.save_stats is not None or not args.no_fid) and args.inception_weights is None:
         parser.error("FID needs --inception_weights FILE (nothing can be downloaded); or pass --no_fid.")
     ranges = [("--num_images", args.num_images, 2, None), ("--batch_size", args.batch_size, 1, None),
@@ -108,6 +107,27 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         from galip_core.machine import check_device
 
         as_argument_error(parser, lambda: check_device(args.device))
+
+
+def refuse_ignored_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags that the chosen mode would not read are refused (``parser.error``), never silently dropped."""
+    if args.save_stats is not None:  # statistics of --dataset: no model, no CLIP score, FID statistics only
+        given = [flag for flag, value in (("--model", args.model), ("--clip_model", args.clip_model),
+                                          ("--fid_stats", args.fid_stats), ("--no_fid", args.no_fid or None))
+                 if value is not None]
+        if given:
+            parser.error(f"--save_stats computes the FID statistics of --dataset only, so {', '.join(given)} would be "
+                         "ignored: drop them, or drop --save_stats to evaluate a model.")
+    elif args.no_fid:
+        fid_flags = (("--fid_stats", args.fid_stats), ("--inception_weights", args.inception_weights),
+                     ("--fid_feature", args.fid_feature))
+        given = [flag for flag, value in fid_flags if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} only serve FID, which --no_fid turns off: drop "
+                         f"{'it' if len(given) == 1 else 'them'} or --no_fid.")
+    if args.overwrite and args.save_stats is None:
+        parser.error("--overwrite only replaces an existing --save_stats file (--output is always replaced): "
+                     "add --save_stats OUT.npz or drop --overwrite.")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -155,6 +175,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Load the data set and check what depends on it and the FID inputs (``parser.error``: exit code 2), then load
     the model and evaluate."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    fid_feature = args.fid_feature or FID_FEATURE
     dataset = _load_eval_dataset(args)
     size = len(dataset) if hasattr(dataset, "__len__") else None
     default = COCO30K_IMAGES if args.protocol == "coco30k" and args.save_stats is None else None
@@ -165,7 +186,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         mu, sigma, n, meta = dataset_fid_statistics(
             dataset, args.inception_weights, protocol=args.protocol, image_column=args.image_column,
             num_images=num_images, batch_size=args.batch_size, resolution=args.resolution, seed=args.seed,
-            fid_feature=args.fid_feature,
+            fid_feature=fid_feature,
         )
         save_fid_statistics(args.save_stats, mu, sigma, n, overwrite=args.overwrite, **meta)
         result = {"fid_stats": args.save_stats, "num_images": n, **meta}
@@ -177,14 +198,14 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         metric = None  # a bad weights or statistics file is an argument error, found before the model loads
         if not args.no_fid:
             metric = as_argument_error(
-                parser, lambda: prepare_fid_metric(args.inception_weights, args.fid_feature, args.fid_stats))
+                parser, lambda: prepare_fid_metric(args.inception_weights, fid_feature, args.fid_stats))
         pipe = GALIPPipeline.from_pretrained(args.model).to(device)
         pipe.set_progress_bar_config(disable=True)
         scorer = CLIPScorer.from_pretrained(args.clip_model, device) if args.clip_model else None
         result = {"model": args.model, **evaluate_pipeline(
             pipe, dataset, protocol=args.protocol, num_images=num_images, batch_size=args.batch_size,
             seed=args.seed, image_column=args.image_column, caption_column=args.caption_column,
-            inception_weights=args.inception_weights, fid_stats=args.fid_stats, fid_feature=args.fid_feature,
+            inception_weights=args.inception_weights, fid_stats=args.fid_stats, fid_feature=fid_feature,
             clip_scorer=scorer, resolution=args.resolution, compute_fid=not args.no_fid, fid_metric=metric,
         )}
     if note:

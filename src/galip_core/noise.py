@@ -49,7 +49,11 @@ def sample_noise(
 ) -> torch.Tensor:
     """Noise from ``draw()`` (a fresh standard-normal tensor per call), optionally truncated at ±``truncation``:
     ``"resample"`` redraws the values beyond the bound (a truncated normal), ``"clamp"`` clips them. ``None`` or ``0``:
-    no truncation."""
+    no truncation. The arguments are checked here, so every caller (both engines' public ``prepare_latents``) refuses
+    a NaN or negative ``truncation`` and an unknown mode instead of returning NaN or constant noise."""
+    check_truncation(truncation)
+    check_truncation_mode(truncation_mode)
+    check_number_in_range("`max_resample_rounds`", max_resample_rounds, 1, integer=True)
     latents = draw()
     if truncation:
         if truncation_mode == "resample":
@@ -60,3 +64,15 @@ def sample_noise(
                 latents = torch.where(outside, draw(), latents)
         latents = latents.clamp(-truncation, truncation)
     return latents
+
+
+def cpu_normal(shape: tuple[int, int], generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    """``N(0, I)`` noise of ``shape`` on the CPU in float32, drawn as diffusers' ``randn_tensor`` draws it there: one
+    draw of the whole batch from one generator, or one row per generator from a list (which must hold ``shape[0]``)."""
+    check_generator(generator)
+    if not isinstance(generator, list):
+        return torch.randn(shape, generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"You passed a list of {len(generator)} generators for {shape[0]} images; pass one generator "
+                         "per image or a single one.")
+    return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])

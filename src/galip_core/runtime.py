@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from galip_core.finite import check_finite_output, check_finite_tensor
+from galip_core.finite import check_finite_output, check_finite_tensor, check_number_in_range
 from galip_core.folder import (
     FolderError,
     check_generator_config,
@@ -32,12 +32,11 @@ from galip_core.folder import (
     safetensors_shapes,
 )
 from galip_core.layers import GeneratorLayers
-from galip_core.noise import (
-    check_generator, check_latents_without_truncation, check_truncation, check_truncation_mode, sample_noise,
-)
+from galip_core.memory import check_memory
+from galip_core.noise import check_generator, check_latents_without_truncation, cpu_normal, sample_noise
 from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS, unknown_model_note  # noqa: F401  (re-exported)
-from galip_core.settings import GALIPSettings, load_settings
-from galip_core.text import LiteTokenizer
+from galip_core.settings import GALIPSettings, as_settings, load_settings
+from galip_core.text import LiteTokenizer, prompt_list
 from galip_core.vit import prompted_vit
 
 # ------------------------------------------------------------------------------- CLIP's layers, as functions
@@ -186,8 +185,11 @@ def packaged_models_dir() -> str:
 
 def resolve_pretrained(name_or_path: str | os.PathLike | None) -> str | os.PathLike:
     """Map a packaged model's short name (``"galip-shapes"``) to its folder; anything else (a path, a Hub id) is
-    returned unchanged. ``None`` means the default model."""
-    name = str(DEFAULT_MODEL if name_or_path is None else name_or_path)
+    returned unchanged. ``None`` means the default model; anything but a str or path is a ``TypeError``."""
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"`pretrained_model_name_or_path` must be a folder, a Hub id or a packaged model name "
+                        f"({unknown_model_note('')}), got {type(name_or_path).__name__} {name_or_path!r}.")
+    name = os.fspath(DEFAULT_MODEL if name_or_path is None else name_or_path)
     if name in PACKAGED_MODELS and not os.path.exists(name):
         folder = os.path.join(packaged_models_dir(), name)
         if not os.path.isfile(os.path.join(folder, "model_index.json")):
@@ -271,8 +273,16 @@ class LitePipeline:
         self.generator_config = generator_config
         self.generator = RuntimeGenerator.from_weights(generator_config, generator_weights)
         self.source: str | None = None  # the folder, once loaded: named in errors
-        #: the model's recommended settings (``galip_settings.json``), as in ``GALIPPipeline``: the call defaults
         self.settings = GALIPSettings()
+
+    @property
+    def settings(self) -> GALIPSettings:
+        """The model's recommended settings (``galip_settings.json``), as in ``GALIPPipeline``: the call defaults."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: GALIPSettings | dict) -> None:
+        self._settings = as_settings(value)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None) -> "LitePipeline":
@@ -292,31 +302,32 @@ class LitePipeline:
         return pipe
 
     @torch.no_grad()
-    def encode_prompt(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Sentence embeddings (len(prompts), cond_dim), as ``GALIPPipeline.encode_prompt``."""
-        return clip_text_embeds(self.text_weights, self.text_config, self.tokenizer(prompts))
+    def encode_prompt(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Sentence embeddings (number of prompts, cond_dim), as ``GALIPPipeline.encode_prompt`` (one string is one
+        prompt)."""
+        return clip_text_embeds(self.text_weights, self.text_config, self.tokenizer(prompt_list(prompts, "prompts")))
 
-    def prepare_latents(self, num_images: int, generator: torch.Generator | None = None,
+    def prepare_latents(self, num_images: int, generator: torch.Generator | list[torch.Generator] | None = None,
                         truncation: float | None = None, truncation_mode: str = "resample") -> torch.Tensor:  # fmt: skip
-        """Noise (num_images, z_dim) drawn exactly as ``GALIPPipeline.__call__`` draws it on CPU: ``truncation=None``
-        takes the model's ``sampling.truncation`` setting, ``0`` turns it off."""
+        """Noise (num_images, z_dim) drawn exactly as ``GALIPPipeline.__call__`` draws it on CPU (a list of
+        generators: one per image): ``truncation=None`` takes the model's ``sampling.truncation`` setting, ``0`` turns
+        it off."""
+        check_number_in_range("`num_images`", num_images, 1, integer=True)
         truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
-        check_truncation_mode(truncation_mode)
-        check_truncation(truncation)
         check_generator(generator)
-        shape = (num_images, self.generator_config["z_dim"])
-        return sample_noise(lambda: torch.randn(shape, generator=generator), truncation, truncation_mode)
+        shape = (int(num_images), self.generator_config["z_dim"])
+        return sample_noise(lambda: cpu_normal(shape, generator), truncation, truncation_mode)
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], latents: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, truncation: float | None = None) -> list[Image.Image]:
+    def __call__(self, prompts: str | Sequence[str], latents: torch.Tensor | None = None,
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 truncation: float | None = None) -> list[Image.Image]:  # fmt: skip
         """One image per prompt (one generator forward pass), as PIL images. ``truncation`` as in ``GALIPPipeline``
         (``None``: the model's setting; it applies to the noise drawn here, not to given ``latents``)."""
         check_latents_without_truncation(latents, truncation)
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"`prompts` must be a string or a non-empty list of strings, got {prompts!r}.")
+        prompts = prompt_list(prompts, "prompts")
+        check_memory("prompts", f"[{len(prompts)} prompts]", self.generator_config, len(prompts), None,
+                     torch.device("cpu"))
         if latents is None:
             latents = self.prepare_latents(len(prompts), generator, truncation)
         expected = (len(prompts), self.generator_config["z_dim"])

@@ -60,6 +60,7 @@ class GALIPSettings:
 
     def __init__(self, settings: Mapping[str, Any] | None = None, source: str = SETTINGS_NAME):
         settings = dict(settings or {})
+        self.source = source  # named by later errors about a value from here (e.g. compose's `layer`)
         self.notes = {k: v for k, v in settings.items() if k.startswith("_")}
         self.sections: dict[str, dict[str, Any]] = {}
         for section, values in settings.items():
@@ -82,20 +83,27 @@ class GALIPSettings:
     def from_folder(cls, folder: str | os.PathLike) -> "GALIPSettings":
         """The settings of a model folder; empty (built-in defaults) when it has no ``galip_settings.json``."""
         path = os.path.join(folder, SETTINGS_NAME)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             return cls()
         return cls.from_file(path)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "GALIPSettings":
-        """Read a ``galip_settings.json``; a malformed file is a ``ValueError`` naming it."""
+        """Read a ``galip_settings.json``; a malformed file (a key written twice in one object included) or a folder
+        of that name is a ``ValueError`` that starts with its path."""
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a folder; {SETTINGS_NAME} must be a JSON file (or absent: built-in defaults).")
         try:
             with open(path, encoding="utf-8") as f:
-                content = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}).") from err
+                content = json.load(f, object_pairs_hook=_refuse_duplicate_keys)
+        except _DuplicateKeyError as err:
+            raise ValueError(f"{path}: the key {err.key!r} is written twice in one object; JSON would silently keep "
+                             "only the last one. Keep one.") from None
         except UnicodeDecodeError as err:
             raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); JSON files are UTF-8.") from None
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, an integer too long to read, deep nesting
+            reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+            raise ValueError(f"{path} is not valid JSON ({reason}).") from None
         if not isinstance(content, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(content).__name__}.")
         return cls(content, source=os.fspath(path))
@@ -143,6 +151,23 @@ class GALIPSettings:
         return f"GALIPSettings({self.to_dict()!r})"
 
 
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.load``'s ``object_pairs_hook``: the object as a dict, or :class:`_DuplicateKeyError` for a key written
+    twice (JSON itself keeps the last one silently)."""
+    content: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in content:
+            raise _DuplicateKeyError(key)
+        content[key] = value
+    return content
+
+
 def _check_value(section: str, name: str, value: Any, source: str = SETTINGS_NAME) -> None:
     allowed = BUILTIN_DEFAULTS[section]
     if name not in allowed:
@@ -186,3 +211,14 @@ def starting_settings(base_folder: str | os.PathLike | None, writer: str) -> GAL
         note = (f"Written by {writer}: the settings of the model it started from ({os.path.basename(os.fspath(base_folder))}); "
                 "re-measure on this model (training/eval_fusedream.py) and edit.")
     return GALIPSettings({"_comment": note, **copy.deepcopy(sections)})
+
+
+def as_settings(value: Any) -> GALIPSettings:
+    """What a pipeline's ``settings`` attribute may be set to: a :class:`GALIPSettings`, or a mapping with the file's
+    content (checked like the file; ``{}`` is the built-in defaults). Anything else is a ``TypeError``."""
+    if isinstance(value, GALIPSettings):
+        return value
+    if isinstance(value, Mapping):
+        return GALIPSettings(value, source="`settings`")
+    raise TypeError(f"`settings` must be a GALIPSettings or a dict like the content of {SETTINGS_NAME}, got "
+                    f"{type(value).__name__} {value!r}.")

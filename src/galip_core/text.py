@@ -8,9 +8,24 @@ import json
 import os
 import re
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
+
+
+def prompt_list(prompt: Any, name: str = "prompt") -> list[str]:
+    """``[prompt]`` for one string, ``list(prompt)`` for a non-empty list or tuple of strings: the prompt check of both
+    engines (``TypeError``/``ValueError`` naming ``name`` otherwise; a bare string is never split into characters)."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not isinstance(prompt, (list, tuple)):
+        raise TypeError(f"`{name}` has to be of type `str` or a list of `str`, but is {type(prompt).__name__}.")
+    if len(prompt) == 0:
+        raise ValueError(f"`{name}` is an empty list: pass at least one prompt.")
+    bad = sorted({type(p).__name__ for p in prompt if not isinstance(p, str)})
+    if bad:
+        raise TypeError(f"`{name}` must be a list of `str`, but it contains {bad}.")
+    return list(prompt)
 
 
 def clip_text_clean(text: str) -> str:

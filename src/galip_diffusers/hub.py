@@ -20,6 +20,7 @@ logger = logging.get_logger(__name__)
 #: ``--dtype`` names of the half-precision variants (diffusers' ``variant=`` names are the same strings)
 VARIANT_DTYPES = ("fp16", "bf16")
 
+
 class HubPushError(RuntimeError):
     """An upload to the Hub that failed (no network, a bad token, no write access) after the local folder was
     complete: the message names the repository, the cause and the command that uploads the folder later."""
@@ -68,7 +69,8 @@ def push_folder_to_hub(
     import huggingface_hub
 
     if not isinstance(repo_id, str) or not repo_id.strip():
-        raise ValueError(f"--hub_model_id must name a repository (user/name or name), got {repo_id!r}.")
+        raise ValueError(f"The Hub repository (`repo_id`, --hub_model_id) must be a name (user/name or name), got "
+                         f"{repo_id!r}.")
     if not os.path.isfile(os.path.join(folder, "model_index.json")):
         raise FileNotFoundError(f"{folder!r} is not a saved pipeline folder (no model_index.json); nothing to push.")
     try:  # the Hub client's own errors (HTTP, transport) have no common base: any failure here is the upload's

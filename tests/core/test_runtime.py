@@ -90,13 +90,29 @@ def test_images_noise_and_embeddings_match_the_pipeline(model_dir):
     assert diff.max() <= 1 and diff.mean() < 1e-3
 
 
+def test_a_string_prompt_is_one_prompt_and_generator_lists_match_the_diffusers_pipeline(model_dir):
+    lite, pipe = LitePipeline.from_pretrained(str(model_dir)), GALIPPipeline.from_pretrained(str(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    one = lite.encode_prompt("a large red circle on a white background")
+    assert one.shape == (1, 16)  # not one row per character
+    torch.testing.assert_close(one, lite.encode_prompt(["a large red circle on a white background"]))
+    generators = lambda: [torch.Generator().manual_seed(s) for s in (3, 4)]  # noqa: E731  (one per image)
+    images = lite(["a", "b"], generator=generators())
+    expected = pipe(["a", "b"], generator=generators()).images
+    diff = np.abs(np.stack([np.asarray(i, np.int16) for i in images]) - np.stack([np.asarray(i, np.int16) for i in expected]))
+    assert diff.max() <= 1
+    torch.testing.assert_close(lite.prepare_latents(2, generators())[1:], lite.prepare_latents(1, generators()[1:]))
+    with pytest.raises(ValueError, match="a list of 2 generators for 3 images"):
+        lite(["a", "b", "c"], generator=generators())
+
+
 def test_bad_input(model_dir, tmp_path):
     lite = LitePipeline.from_pretrained(str(model_dir))
     with pytest.raises(ValueError, match="`latents` must be a floating-point tensor of shape \\(2, 8\\)"):
         lite(["a", "b"], latents=torch.zeros(3, 8))
     with pytest.raises(ValueError, match="`latents` must be a floating-point tensor of shape .* got list"):
         lite(["a"], latents=[[0.0] * 8])
-    with pytest.raises(ValueError, match="`prompts` must be a string or a non-empty list of strings, got 5"):
+    with pytest.raises(TypeError, match="`prompts` has to be of type `str` or a list of `str`, but is int"):
         lite(5)
     with pytest.raises(TypeError, match="`generator` must be None, a `torch.Generator`"):
         lite("a", generator=0)
@@ -104,8 +120,15 @@ def test_bad_input(model_dir, tmp_path):
         lite.prepare_latents(1, truncation=-1)
     torch.testing.assert_close(lite.prepare_latents(2, torch.Generator().manual_seed(0), truncation=0),
                                lite.prepare_latents(2, torch.Generator().manual_seed(0)))
-    with pytest.raises(ValueError, match="`prompts` must be a string or a non-empty list of strings"):
+    with pytest.raises(ValueError, match="`prompts` is an empty list"):
         lite([])
+    with pytest.raises(ValueError, match="`prompts` is an empty list"):
+        lite.encode_prompt([])
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(ValueError, match=r"`num_images` must be an integer >= 1"):
+            lite.prepare_latents(bad)
+    with pytest.raises(TypeError, match="`settings` must be a GALIPSettings or a dict"):
+        lite.settings = None
     with pytest.raises(ValueError, match="`truncation_mode` must be one of"):
         lite.prepare_latents(2, truncation=1.0, truncation_mode="wrap")
     assert "no model_index.json" in lite_support_problem(tmp_path)

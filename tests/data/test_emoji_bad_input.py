@@ -111,6 +111,26 @@ def test_k_outside_one_to_the_number_of_references_is_refused(fixture, bad):
         judge.judge([WHITE], [0], k=bad)
 
 
+@pytest.mark.parametrize("missing", ["concept", "label"])
+def test_a_record_missing_a_key_is_named_with_its_index(fixture, missing):
+    judge, images, _ = fixture
+    records = [{name: str(getattr(judge, name)[i]) for name in ("unified", "concept", "style", "tone", "label")}
+               for i in range(2)]
+    del records[1][missing]
+    with pytest.raises(ValueError, match=rf"`records\[1\]` has no '{missing}': every record needs the keys "
+                                         r"unified, concept, style, tone, label"):
+        EmojiJudge.from_records(records, images[:2])
+
+
+@pytest.mark.parametrize("shape", [(2, 10), (2, 32 * 32 * 3 + 1), (32 * 32 * 3,), (1, 2, 32 * 32 * 3)])
+def test_pixel_distances_of_the_wrong_width_name_the_expected_shape(fixture, shape):
+    judge, _, _ = fixture
+    with pytest.raises(ValueError, match=r"`x` must be judge pixels of shape \(N, 3072\) \(to_judge_pixels at "
+                                         r"size 32"):
+        judge.pixel_distances(np.zeros(shape, np.float32))
+    assert judge.pixel_distances(judge.pixels[:2]).shape == (2, 9)
+
+
 # ----------------------------------------------------------------------------- image batches
 def test_one_array_without_a_batch_axis_says_so(fixture):
     judge, _, _ = fixture

@@ -176,6 +176,30 @@ def test_to_imagefolder_round_trip(tmp_path):
     assert len((out / "metadata.jsonl").read_text().splitlines()) == 5
 
 
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(dataset_or_num_images=-1), "dataset_or_num_images"),
+    (dict(dataset_or_num_images=10.0), "dataset_or_num_images"),
+    (dict(dataset_or_num_images="10"), "dataset_or_num_images"),
+    (dict(dataset_or_num_images=True), "dataset_or_num_images"),
+    (dict(dataset_or_num_images=3, split="validation"), "split"),
+    (dict(dataset_or_num_images=3, seed=-1), "seed"),
+    (dict(dataset_or_num_images=3, overwrite="yes"), "overwrite"),
+    (dict(dataset_or_num_images="dataset without text"), "'text' column"),
+])
+def test_to_imagefolder_checks_every_argument_before_deleting(tmp_path, bad, error):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.new("RGB", (4, 4), "red").save(folder / "my_photo.png")
+    (folder / "metadata.jsonl").write_text('{"file_name": "my_photo.png", "text": "mine"}\n')
+    if bad["dataset_or_num_images"] == "dataset without text":
+        bad = dict(dataset_or_num_images=S.make_dataset(2).remove_columns("text"))
+    with pytest.raises((ValueError, TypeError), match=error):
+        S.to_imagefolder(directory=folder, **{"overwrite": True, **bad})
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.jsonl", "my_photo.png"]
+    assert "mine" in (folder / "metadata.jsonl").read_text()
+
+
 # ----------------------------------------------------------------------------- evaluator
 def _stack(renders):
     return np.stack([_pixels(r[0]) for r in renders]), [r[1] for r in renders]
@@ -243,3 +267,42 @@ def test_score_bad_inputs(renders):
         S.score_images(arrays, ["a big red circle on a white background"] * 4)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         S.score_images(arrays.astype(np.float32) / 127.5 - 1.0, captions)
+
+
+
+def test_score_images_reads_integer_arrays_as_0_255():
+    import torch
+
+    arrays, captions = _stack(S.generate_shapes(4, seed=3, as_array=True))
+    nchw = torch.from_numpy(arrays).permute(0, 3, 1, 2)
+    for images in (arrays.astype(np.int64), list(arrays.astype(np.int32)), nchw.long(), nchw,
+                   (nchw.float() / 255.0).bfloat16(), [Image.fromarray(a) for a in arrays]):
+        assert S.score_images(images, captions)["all"] == 1.0
+    assert S.score_images(np.zeros((0, 64, 64, 3), np.float32), [])["n"] == 0
+
+
+def test_score_images_refuses_0_255_floats_non_finite_and_odd_dtypes():
+    import torch
+
+    arrays, captions = _stack(S.generate_shapes(2, seed=3, as_array=True))
+    floats = arrays.astype(np.float32)
+    nan, inf = floats / 255.0, floats / 255.0
+    nan[0, 0, 0, 0], inf[1, 5, 5, 2] = np.nan, np.inf
+    cases = [(floats, r"images must hold uint8 .*0\.\.255, or floats in \[0, 1\].*up to 2\d\d"),
+             (torch.from_numpy(floats).permute(0, 3, 1, 2), r"images must hold .*up to 2\d\d"),
+             (list(floats), r"images\[0\] must hold .*up to 2\d\d"),
+             (arrays.astype(np.int64) * 2, "images must hold .*integer values from"),
+             (arrays.astype(np.int16) - 300, "images must hold .*integer values from -"),
+             (nan, r"images holds 1 non-finite value\(s\)"), (inf, r"images holds 1 non-finite value\(s\)"),
+             (arrays > 100, "got dtype bool")]
+    for images, message in cases:
+        with pytest.raises(ValueError, match=message):
+            S.score_images(images, captions)
+    with pytest.raises(ValueError, match=r"image must hold .*0\.\.255, or floats in \[0, 1\]"):
+        S.predict_attributes(floats[0])
+
+
+def test_predict_attributes_refuses_a_list_by_name():
+    image = S.generate_shapes(1, seed=3, as_array=True)[0][0]
+    with pytest.raises(ValueError, match=r"image must be one PIL image, an \(H, W, 3\) numpy array.*got list"):
+        S.predict_attributes([image])

@@ -55,15 +55,28 @@ def test_save_stats_never_overwrites_without_overwrite_flag(fx, tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.npz", "precious.npz"]  # no partial file left
 
 
-def test_flags_that_would_be_ignored_are_refused(fx, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--no_fid", "--fid_stats", "REF"], "--fid_stats only serve FID, which --no_fid turns off"),
+        (["--no_fid", "--inception_weights", "JUNK"], "--inception_weights only serve FID"),
+        (["--no_fid", "--fid_feature", "64"], "--fid_feature only serve FID"),
+        (["--no_fid", "--overwrite"], "--overwrite only replaces an existing --save_stats file"),
+    ],
+)
+def test_flags_that_would_be_ignored_are_refused(fx, tmp_path, capsys, extra, match):
     stats = tmp_path / "ref.npz"
     save_fid_statistics(str(stats), np.zeros(2), np.eye(2), 3)
-    base = ["--model", fx["pipe"], "--dataset", fx["data"], "--cache_dir", fx["cache"]]
-    err = _exit_2(base + ["--no_fid", "--fid_stats", str(stats)], capsys)
-    assert "--fid_stats is the reference of FID, which --no_fid turns off" in err
-    err = _exit_2(base + ["--no_fid", "--overwrite", "--output", str(tmp_path / "o.json")], capsys)
-    assert "--overwrite only replaces an existing --save_stats file" in err
+    extra = [str(stats) if a == "REF" else fx["junk"] if a == "JUNK" else a for a in extra]
+    base = ["--model", fx["pipe"], "--dataset", fx["data"], "--cache_dir", fx["cache"], "--output", str(tmp_path / "o.json")]
+    assert match in _exit_2(base + extra, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.npz"]
+
+
+def test_save_stats_refuses_the_flags_of_a_model_evaluation(fx, tmp_path, capsys):
+    base = ["--dataset", fx["data"], "--inception_weights", fx["junk"], "--save_stats", str(tmp_path / "s.npz")]
+    err = _exit_2(base + ["--model", fx["pipe"], "--clip_model", fx["clip"], "--no_fid"], capsys)
+    assert "--save_stats computes the FID statistics of --dataset only, so --model, --clip_model, --no_fid" in err
 
 
 def test_num_images_beyond_the_data_set_is_refused_not_repeated(fx, capsys):
@@ -95,11 +108,15 @@ def test_default_num_images_is_capped_at_the_data_set_with_a_note(fx, tmp_path, 
     (["--resolution", "-3"], "--resolution must be an integer >= 1"),
     (["--batch_size", "0"], "--batch_size must be an integer >= 1"),
     (["--num_images", "1"], "--num_images must be an integer >= 2"),
-    (["--inception_weights", "missing.pth"], "--inception_weights 'missing.pth' is not a file"),
 ])
 def test_bad_values_are_argument_errors_naming_the_flag(fx, extra, message, capsys):
     argv = ["--model", fx["pipe"], "--dataset", fx["data"], "--no_fid", "--num_images", "2", *extra]
     assert message in _exit_2(argv, capsys)
+
+
+def test_a_missing_inception_weights_file_is_named(fx, capsys):
+    argv = ["--model", fx["pipe"], "--dataset", fx["data"], "--num_images", "2", "--inception_weights", "missing.pth"]
+    assert "--inception_weights 'missing.pth' is not a file" in _exit_2(argv, capsys)
 
 
 def test_output_folder_is_refused_before_the_evaluation(fx, tmp_path, capsys):

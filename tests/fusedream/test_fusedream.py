@@ -202,7 +202,7 @@ def test_bad_input_gives_clear_errors(pipe):
         GALIPFuseDreamPipeline(**{**components, "scorer": same})
     with pytest.raises(ValueError, match=r"`top_k` \(7\) cannot exceed `num_candidates` \(6\)"):
         pipe("a red circle", num_candidates=6, top_k=7)
-    with pytest.raises(ValueError, match=r"`layer` must be an int in \[0, 3\]"):
+    with pytest.raises(ValueError, match=r"`layer` \(the G-block .*\) must be an integer >= 0 and <= 3, got 4"):
         pipe.compose(OBJECTS, layer=4, **SMALL)
     with pytest.raises(ValueError, match=r"`masks` must have shape \(2, H, W\)"):
         pipe.compose(OBJECTS, masks=torch.ones(3, 8, 8), **SMALL)

@@ -2,12 +2,13 @@
 allocating anything) and never returns a NaN image: corrupt weights and a diverged search each say so."""
 
 import math
+import re
 
 import pytest
 import torch
 
-import galip_diffusers.pipelines.call_checks as call_checks
-from galip_diffusers.fusedream.checks import SearchDivergedError
+import galip_core.machine as machine
+from galip_diffusers.fusedream.checks import SearchDivergedError, check_callback
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent
 from galip_diffusers.fusedream.options import SearchOptions
 from galip_diffusers.testing_utils import tiny_fusedream_pipeline
@@ -42,7 +43,7 @@ def pipe():
 @pytest.fixture
 def known_memory(monkeypatch):
     """16 GiB free, whatever this machine has, so that the memory checks decide the same everywhere."""
-    monkeypatch.setattr(call_checks, "available_bytes", lambda device: 16 * 2**30)
+    monkeypatch.setattr(machine, "available_bytes", lambda device: 16 * 2**30)
 
 
 def seeded(seed=0):
@@ -82,6 +83,67 @@ def test_bad_compose_argument_is_refused_naming_it(pipe, case):
     masks = torch.stack([torch.ones(8, 8), torch.zeros(8, 8)])  # given masks: `mask_layout` is still checked
     with pytest.raises(ValueError, match=rf"`{name}` must"):
         pipe.compose(OBJECTS, masks=masks, layer=1, generator=seeded(), output_type="pt", **{**SMALL, name: value})
+
+
+class NoWork:
+    """Put on `select_candidates`: the call must be refused before any candidate is drawn."""
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the search started before the bad argument was refused")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(callback_on_step_end=True), TypeError, r"`callback_on_step_end` must be None or a callable .*got bool"),
+    (dict(callback_on_step_end_tensor_inputs="latents"), TypeError,
+     r"`callback_on_step_end_tensor_inputs` must be a list of names among \['latents', .*got str 'latents' \(for one "
+     r"name, pass \['latents'\]\)"),
+    (dict(callback_on_step_end_tensor_inputs=["latents", "noise"]), ValueError,
+     r"`callback_on_step_end_tensor_inputs` must be in \[.*\], got \['noise'\]"),
+    (dict(prompts=["a red circle", None]), ValueError, r"`prompts` must be a list of >= 2 object prompts \(str\)"),
+])  # fmt: skip
+def test_compose_refuses_a_bad_callback_or_prompt_before_any_work(pipe, monkeypatch, kwargs, error, message):
+    monkeypatch.setattr(pipe, "select_candidates", NoWork())
+    call = {"prompts": OBJECTS, "layer": 1, "generator": seeded(), "output_type": "pt", **SMALL, **kwargs}
+    with pytest.raises(error, match=message):
+        pipe.compose(**call)
+
+
+def test_compose_takes_a_numpy_integer_layer_as_the_int_it_is(pipe):
+    import numpy as np
+
+    small = {**SMALL, "num_steps": 0}
+    as_int = pipe.compose(OBJECTS, layer=1, generator=seeded(), output_type="pt", **small)
+    as_numpy = pipe.compose(OBJECTS, layer=np.int64(1), generator=seeded(), output_type="pt", **small)
+    torch.testing.assert_close(as_numpy.images, as_int.images)
+    too_deep = r"`layer` \(the G-block .*\) must be an integer >= 0 and <= 3, got (np\.int64\()?4"
+    with pytest.raises(ValueError, match=too_deep):
+        pipe.compose(OBJECTS, layer=np.int64(4), generator=seeded(), output_type="pt", **small)
+
+
+def test_a_recommended_layer_the_model_lacks_names_the_settings_file(pipe, monkeypatch, tmp_path):
+    from galip_core.settings import SETTINGS_NAME, GALIPSettings
+
+    (tmp_path / SETTINGS_NAME).write_text('{"composition": {"layer": 999}}')
+    monkeypatch.setattr(pipe, "settings", GALIPSettings.from_folder(tmp_path))
+    monkeypatch.setattr(pipe, "select_candidates", NoWork())
+    path = re.escape(str(tmp_path / SETTINGS_NAME))
+    with pytest.raises(ValueError, match=rf"^composition.layer of {path} \(the model's recommended `layer`.*pass "
+                                         r"`layer` to override it\) must be an integer >= 0 and <= 3, got 999"):
+        pipe.compose(OBJECTS, generator=seeded(), output_type="pt", **SMALL)
+    with pytest.raises(ValueError, match=r"^`layer` \(the G-block"):  # an explicit argument is named as such
+        pipe.compose(OBJECTS, layer=5, generator=seeded(), output_type="pt", **SMALL)
+
+
+def test_callback_check_refuses_non_callables_and_bare_strings():
+    allowed = ["latents", "scores"]
+    check_callback(None, ("latents",), allowed)
+    check_callback(print, ["latents", "scores"], allowed)
+    with pytest.raises(TypeError, match="`callback_on_step_end` must be None or a callable"):
+        check_callback("print", [], allowed)
+    with pytest.raises(TypeError, match=r"for one name, pass \['scores'\]"):
+        check_callback(None, "scores", allowed)
+    with pytest.raises(TypeError, match="`callback_on_step_end_tensor_inputs` must be a list of names"):
+        check_callback(None, None, allowed)
 
 
 def test_top_k_above_num_candidates_names_both(pipe):
@@ -167,3 +229,10 @@ def test_far_out_candidate_inputs_are_reported_with_their_size(pipe):
     """A finite but huge `candidate_text_noise` makes the generator overflow: the error reports the inputs' size."""
     with pytest.raises(RuntimeError, match=r"generator.*non-finite.*\|text_embeddings\| 1\.\d+e\+30"):
         pipe("a red circle", candidate_text_noise=1e30, generator=seeded(), output_type="pt", **SMALL)
+
+
+@pytest.mark.parametrize("kwargs", [dict(callback_on_step_end=True), dict(callback_on_step_end_tensor_inputs="latents")])
+def test_call_refuses_a_bad_callback_before_any_work(pipe, monkeypatch, kwargs):
+    monkeypatch.setattr(pipe, "select_candidates", NoWork())
+    with pytest.raises(TypeError, match="callback_on_step_end"):
+        pipe("a red circle", generator=seeded(), output_type="pt", **SMALL, **kwargs)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from galip_core import machine
 from galip_diffusers.pipelines import call_checks
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 from galip_core.runtime import LitePipeline
@@ -131,10 +132,14 @@ def test_calls_too_large_for_the_memory_are_refused_up_front(model_dir, monkeypa
     config = pipe.generator.config
     one = call_checks.estimate_call_bytes(config, 1, None)
     assert call_checks.estimate_call_bytes(config, 1000, 10) < 1000 * one  # chunking bounds the activations
-    monkeypatch.setattr(call_checks, "available_bytes", lambda device: 2**30)  # a 1 GiB machine
+    monkeypatch.setattr(machine, "available_bytes", lambda device: 2**30)  # a 1 GiB machine
     with pytest.raises(ValueError, match=r"`num_images_per_prompt`=1000000 asks for 1000000 images of 32 px, which "
                                          r"need about \d+\.\d GiB; cpu has 1.0 GiB free"):
         pipe("a red circle", num_images_per_prompt=10**6)
     with pytest.raises(ValueError, match=r"`num_steps`=1000000 asks for 1999999 images of 32 px"):
         pipe.interpolate(["a", "b", "c"], num_steps=10**6)
     assert len(pipe("a red circle", num_images_per_prompt=2).images) == 2  # what fits still runs
+    lite = LitePipeline.from_pretrained(str(model_dir))  # the fast runtime makes the same estimate
+    with pytest.raises(ValueError, match=r"`prompts`=\[1000000 prompts\] asks for 1000000 images of 32 px"):
+        lite(["a red circle"] * 10**6)
+    assert len(lite(["a red circle"] * 2)) == 2

@@ -27,6 +27,8 @@ from PIL import Image
 from galip_core.finite import check_number_in_range
 
 JUDGE_SIZE = 32
+#: the metadata every record of :meth:`EmojiJudge.from_records` needs
+RECORD_KEYS = ("unified", "concept", "style", "tone", "label")
 ImageBatch = Union[np.ndarray, Sequence[Image.Image]]
 
 
@@ -109,8 +111,13 @@ class EmojiJudge:
         """From :func:`~galip_diffusers.data.emoji.read_emoji_images` output (or rows of the data set)."""
         if len(records) != len(images):
             raise ValueError(f"got {len(records)} records for {len(images)} images")
+        for index, record in enumerate(records):
+            missing = [name for name in RECORD_KEYS if not isinstance(record, Mapping) or name not in record]
+            if missing:
+                raise ValueError(f"`records[{index}]` has no {', '.join(map(repr, missing))}: every record needs the "
+                                 f"keys {', '.join(RECORD_KEYS)}")
         column = lambda name: np.array([r[name] for r in records])  # noqa: E731
-        return cls(to_judge_pixels(images), *(column(name) for name in ("unified", "concept", "style", "tone", "label")))
+        return cls(to_judge_pixels(images), *(column(name) for name in RECORD_KEYS))
 
     @classmethod
     def from_dataset(cls, dataset) -> "EmojiJudge":
@@ -145,6 +152,12 @@ class EmojiJudge:
     def pixel_distances(self, x: np.ndarray) -> np.ndarray:
         """``(N, R)`` RMS distances between judge pixels ``x`` (``(N, D)``, e.g. rows of :attr:`pixels`) and every
         real image."""
+        width = self.pixels.shape[1]
+        if np.ndim(x) != 2 or np.shape(x)[1] != width:
+            side = int(round((width / 3) ** 0.5))
+            raise ValueError(f"`x` must be judge pixels of shape (N, {width}) (to_judge_pixels at size {side}, as the "
+                             f"reference set), got shape {np.shape(x)}")
+        x = np.asarray(x)
         sq = (x**2).sum(1)[:, None] + (self.pixels**2).sum(1)[None, :] - 2.0 * x @ self.pixels.T
         return np.sqrt(np.maximum(sq, 0.0) / self.pixels.shape[1])
 

@@ -14,13 +14,16 @@ Geometry: a shape of ``size_px`` fills a ``size_px x size_px`` box whose top-lef
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
+
+from galip_core.finite import check_number_in_range
 
 from .shape_judge import judge_shape
 
@@ -188,8 +191,8 @@ def generate_shapes(num_images: int, seed: int = 0, split: str = "train", as_arr
 
     Uses ``numpy.random.Generator(PCG64(seed))``: same arguments, identical pixels and captions.
     """
-    if not isinstance(num_images, (int, np.integer)) or num_images < 0:
-        raise ValueError(f"invalid num_images={num_images!r}; must be a non-negative integer")
+    check_number_in_range("num_images", num_images, low=0, integer=True)
+    check_number_in_range("seed", seed, low=0, integer=True)
     _check("split", split, SPLITS)
     rng = np.random.Generator(np.random.PCG64(seed))
     out = []
@@ -216,9 +219,15 @@ def to_imagefolder(dataset_or_num_images: Any, directory: Union[str, Path], seed
 
     ``dataset_or_num_images`` is a ``datasets.Dataset`` with ``image``/``text`` columns (``seed``
     and ``split`` are then ignored) or a number of images to generate. A non-empty ``directory``
-    raises ValueError unless ``overwrite=True``, which first deletes its top-level ``*.png`` and
-    ``metadata.jsonl`` files (other files are left alone).
+    raises ValueError unless ``overwrite=True``, which deletes its top-level ``*.png`` and
+    ``metadata.jsonl`` files (other files are left alone). Every argument is checked, and the
+    images are generated, before anything is deleted or written.
     """
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    if not isinstance(directory, (str, os.PathLike)) or not str(directory):
+        raise ValueError(f"directory must be a non-empty str or path of a folder, got {directory!r}")
+    pairs = _imagefolder_pairs(dataset_or_num_images, seed, split)
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
@@ -226,13 +235,6 @@ def to_imagefolder(dataset_or_num_images: Any, directory: Union[str, Path], seed
         for old in [*directory.glob("*.png"), directory / "metadata.jsonl"]:
             old.unlink(missing_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
-    if isinstance(dataset_or_num_images, (int, np.integer)):
-        pairs = generate_shapes(dataset_or_num_images, seed=seed, split=split)
-    elif hasattr(dataset_or_num_images, "column_names"):
-        pairs = ((row["image"], row["text"]) for row in dataset_or_num_images)
-    else:
-        raise TypeError("dataset_or_num_images must be a datasets.Dataset or an int, "
-                        f"got {type(dataset_or_num_images).__name__}")
     with open(directory / "metadata.jsonl", "w", encoding="utf-8") as meta_file:
         for index, (image, text) in enumerate(pairs):
             name = f"{index:05d}.png"
@@ -241,12 +243,53 @@ def to_imagefolder(dataset_or_num_images: Any, directory: Union[str, Path], seed
     return directory
 
 
+def _imagefolder_pairs(source: Any, seed: int, split: str) -> Iterable[Tuple[Any, str]]:
+    """The ``(image, text)`` pairs :func:`to_imagefolder` writes, after checking its arguments: generated now from a
+    number of images (checked with ``seed`` and ``split``), or read lazily from a data set whose ``image`` and
+    ``text`` columns are checked now."""
+    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
+        check_number_in_range("dataset_or_num_images (a number of images)", source, low=0, integer=True)
+        return generate_shapes(source, seed=seed, split=split)
+    if not hasattr(source, "column_names"):
+        raise TypeError("dataset_or_num_images must be a datasets.Dataset or an int, "
+                        f"got {type(source).__name__}")
+    from datasets import Image as ImageFeature
+
+    features = getattr(source, "features", None) or {}
+    if "text" not in (source.column_names or ()) or not isinstance(features.get("image"), ImageFeature):
+        found = {name: type(feature).__name__ for name, feature in features.items()}
+        raise ValueError("dataset_or_num_images must have an 'image' column of datasets.Image and a 'text' column, "
+                         f"got columns {found or source.column_names}")
+    return ((row["image"], row["text"]) for row in source)
+
+
 # ----------------------------------------------------------------------------- evaluator
-def _float_to_255(arr: np.ndarray) -> np.ndarray:
-    if arr.size and float(np.min(arr)) < -0.25:
-        raise ValueError("float images must be in [0, 1] (values far below 0 found; "
-                         "rescale [-1, 1] outputs with (x + 1) / 2)")
-    return np.clip(arr, 0.0, 1.0) * 255.0
+def _to_255(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` (images of any shape) as float32 in 0..255, or ``ValueError`` naming ``name``. Integer arrays (uint8
+    or any other integer dtype) hold pixel values in 0..255; float arrays hold [0, 1], and values down to -0.25 or
+    up to 1.25 are clipped (rounding, not another range); NaN/inf and other dtypes are refused."""
+    expected = "uint8 (or other integer) pixel values in 0..255, or floats in [0, 1]"
+    if arr.dtype.kind in "iu":
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+            raise ValueError(f"{name} must hold {expected}; got integer values from {int(arr.min())} to "
+                             f"{int(arr.max())}")
+        return arr.astype(np.float32)
+    if arr.dtype.kind != "f":
+        raise ValueError(f"{name} must hold {expected}; got dtype {arr.dtype}")
+    if not arr.size:
+        return arr.astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf) out of {arr.size}; it must hold "
+                         f"{expected}")
+    low, high = float(np.min(arr)), float(np.max(arr))
+    if low < -0.25:
+        raise ValueError(f"{name} must hold {expected}; got float values down to {low:g} (rescale [-1, 1] outputs "
+                         "with (x + 1) / 2)")
+    if high > 1.25:
+        raise ValueError(f"{name} must hold {expected}; got float values up to {high:g} (0..255 values as floats? "
+                         "divide them by 255, or pass uint8)")
+    return np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0
 
 
 def _resize(arr: np.ndarray) -> np.ndarray:
@@ -257,29 +300,27 @@ def _resize(arr: np.ndarray) -> np.ndarray:
     return np.asarray(img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX), dtype=np.float32)
 
 
-def _to_batch(images: Any) -> np.ndarray:
-    """Convert supported inputs to a float32 ``(N, 64, 64, 3)`` array in 0..255."""
+def _to_batch(images: Any, name: str = "images") -> np.ndarray:
+    """Convert supported inputs (see :func:`score_images`) to a float32 ``(N, 64, 64, 3)`` array in 0..255;
+    ``ValueError`` naming ``name`` for anything else."""
     if type(images).__module__.split(".")[0] == "torch":  # torch imported only if given a tensor
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"torch images must have shape (N, 3, H, W), got {tuple(images.shape)}")
-        is_uint8 = str(images.dtype) == "torch.uint8"
-        images = images.detach().cpu().permute(0, 2, 3, 1).float().numpy()
-        images = images.astype(np.uint8) if is_uint8 else images
+            raise ValueError(f"{name} as a torch tensor must have shape (N, 3, H, W), got {tuple(images.shape)}")
+        images = images.detach().cpu().permute(0, 2, 3, 1)
+        images = (images.float() if images.is_floating_point() else images).numpy()  # numpy has no bfloat16
     if isinstance(images, (list, tuple)):
         arrays = [np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else np.asarray(im)
                   for im in images]
         if any(a.ndim != 3 or a.shape[-1] != 3 for a in arrays):
-            raise ValueError("every image in the list must be a PIL image or an (H, W, 3) array")
-        arrays = [a.astype(np.float32) if a.dtype == np.uint8 else _float_to_255(a.astype(np.float32))
-                  for a in arrays]
+            raise ValueError(f"every image in the list {name} must be a PIL image or an (H, W, 3) array")
+        arrays = [_to_255(a, f"{name}[{index}]") for index, a in enumerate(arrays)]
         return np.stack([_resize(a) for a in arrays]) if arrays else np.zeros((0, 64, 64, 3), np.float32)
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"numpy images must have shape (N, H, W, 3), got {images.shape}")
-        arr = images.astype(np.float32)
-        arr = arr if images.dtype == np.uint8 else _float_to_255(arr)
+            raise ValueError(f"{name} as a numpy array must have shape (N, H, W, 3), got {images.shape}")
+        arr = _to_255(images, name)
         return arr if arr.shape[1:3] == (IMAGE_SIZE, IMAGE_SIZE) else np.stack([_resize(a) for a in arr])
-    raise ValueError("images must be a list of PIL images, an (N, H, W, 3) numpy array or an "
+    raise ValueError(f"{name} must be a list of PIL images, an (N, H, W, 3) numpy array or an "
                      f"(N, 3, H, W) torch tensor, got {type(images).__name__}")
 
 
@@ -346,13 +387,16 @@ def _predict_array(img: np.ndarray) -> Dict[str, Any]:
 def predict_attributes(image: ImageLike) -> Dict[str, Any]:
     """Read ``background``, ``color``, ``shape``, ``size``, ``size_px`` and ``center`` from pixels.
 
-    ``image``: PIL image, ``(H, W, 3)`` array (uint8, or float in [0, 1]) or ``(3, H, W)`` torch
-    tensor in [0, 1]; other resolutions are area-resized to 64x64 first (``size_px`` and
+    ``image``: one PIL image, ``(H, W, 3)`` array or ``(3, H, W)`` torch tensor, with values as in
+    :func:`score_images`; other resolutions are area-resized to 64x64 first (``size_px`` and
     ``center`` are in 64x64 pixel units). Object fields are None when no object is found.
     """
     if isinstance(image, Image.Image):
-        return _predict_array(_to_batch([image])[0])
-    return _predict_array(_to_batch(image[None])[0])
+        return _predict_array(_to_batch([image], "image")[0])
+    if not (isinstance(image, np.ndarray) or type(image).__module__.split(".")[0] == "torch"):
+        raise ValueError("image must be one PIL image, an (H, W, 3) numpy array or a (3, H, W) torch tensor, got "
+                         f"{type(image).__name__} (score_images takes a list)")
+    return _predict_array(_to_batch(image[None], "image")[0])
 
 
 def object_center(image: ImageLike) -> Optional[Tuple[float, float]]:
@@ -363,8 +407,11 @@ def object_center(image: ImageLike) -> Optional[Tuple[float, float]]:
 def score_images(images: Any, captions: Sequence[str], return_predictions: bool = False) -> Dict[str, Any]:
     """Per-attribute accuracy of ``images`` against ``captions`` read back from pixels.
 
-    ``images``: list of PIL images, ``(N, H, W, 3)`` numpy array (uint8 or float in [0, 1]) or
-    ``(N, 3, H, W)`` torch tensor in [0, 1]; non-64x64 inputs are area-resized to 64x64.
+    ``images``: list of PIL images or ``(H, W, 3)`` arrays, ``(N, H, W, 3)`` numpy array or
+    ``(N, 3, H, W)`` torch tensor; non-64x64 inputs are area-resized to 64x64. Arrays and tensors of
+    an integer dtype (uint8, int64, ...) hold pixel values in 0..255; float ones hold [0, 1]
+    (values down to -0.25 and up to 1.25 are clipped as rounding). Anything else, such as floats
+    in 0..255 or [-1, 1], NaN/inf, or bool/complex dtypes, is refused with a ``ValueError``.
     Returns ``{"background", "color", "shape", "size", "mean", "all", "n"}`` (plus
     ``"per_image"`` predictions if requested). A missing object counts as wrong.
     """

@@ -216,9 +216,8 @@ def evaluate_pipeline(
         result.update(_fid_fields(metric, protocol, fid_stats, resolution, inception_weights, fid_feature, missing_real))
     if scorer is not None:
         result.update(_clip_fields(scorer, torch.cat(standard), torch.cat(official)))
-    result["headline"] = (
-        ["fid", "clip_cosine_official"] if protocol == "official" else ["fid", "clip_score"]
-    )
+    headline = ["fid", "clip_cosine_official"] if protocol == "official" else ["fid", "clip_score"]
+    result["headline"] = [name for name in headline if name in result]  # only the figures computed
     return result
 
 

@@ -6,7 +6,7 @@ appears after Adam steps means the optimisation ran away (:class:`SearchDiverged
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -25,6 +25,22 @@ def check_compose_numbers(barrier_alpha: Any, closeness_weight: Any, containment
     for name, value in (("barrier_alpha", barrier_alpha), ("closeness_weight", closeness_weight),
                         ("containment_weight", containment_weight), ("object_weight", object_weight)):  # fmt: skip
         check_number_in_range(f"`{name}`", value, low=0)
+
+
+def check_callback(callback: Any, tensor_inputs: Any, allowed: Sequence[str]) -> None:
+    """Before any work: ``TypeError`` unless ``callback_on_step_end`` is ``None`` or callable and
+    ``callback_on_step_end_tensor_inputs`` is a list or tuple of names (a bare str is refused, not split into
+    characters); ``ValueError`` for a name not in ``allowed`` (the pipeline's ``_callback_tensor_inputs``)."""
+    if callback is not None and not callable(callback):
+        raise TypeError("`callback_on_step_end` must be None or a callable `callback(pipe, step, timestep, "
+                        f"callback_kwargs)`, got {type(callback).__name__} {callback!r}.")
+    if not isinstance(tensor_inputs, (list, tuple)):
+        hint = f" (for one name, pass [{tensor_inputs!r}])" if isinstance(tensor_inputs, str) else ""
+        raise TypeError(f"`callback_on_step_end_tensor_inputs` must be a list of names among {list(allowed)}, got "
+                        f"{type(tensor_inputs).__name__} {tensor_inputs!r}{hint}.")
+    bad = [name for name in tensor_inputs if name not in allowed]
+    if bad:
+        raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {list(allowed)}, got {bad}.")
 
 
 def check_search_memory(config: Mapping[str, Any], options: SearchOptions, num_images_per_prompt: int, batch: int,

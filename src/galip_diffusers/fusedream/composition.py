@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 
+from galip_core.finite import check_number_in_range
 from galip_diffusers.fusedream import augclip
 from galip_diffusers.fusedream.checks import check_compose_numbers
 from galip_diffusers.fusedream.masks import (
@@ -46,19 +47,19 @@ class FuseDreamCompositionMixin:
     def check_compose_inputs(
         self, prompts: Any, prompt: Any, layer: Any, decode_condition: Any, closeness: Any, constraint: Any,
         barrier_alpha: Any, containment_weight: Any = 0.0, object_weight: Any = 0.0, closeness_weight: Any = 1.0,
-        mask_layout: Any = "split",
+        mask_layout: Any = "split", layer_source: str | None = None,
     ) -> None:
-        """Raise a ``ValueError`` naming the argument and its allowed values for a bad argument of `compose`."""
+        """Raise a ``ValueError`` naming the argument and its allowed values for a bad argument of `compose`.
+        `layer_source`: the settings file `layer` came from (the model's recommended value), which the error names."""
         if not isinstance(prompts, (list, tuple)) or len(prompts) < 2 or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"`prompts` must be a list of >= 2 object prompts (str), got {prompts!r}.")
         if not isinstance(prompt, str):
             raise TypeError(f"`prompt` (the joint prompt) must be a str, got {type(prompt).__name__}.")
-        num_blocks = self.generator.num_blocks
-        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= num_blocks:
-            raise ValueError(
-                f"`layer` must be an int in [0, {num_blocks}] (blend the features after that many G-blocks; 0 = the "
-                f"CLIP adapter output), got {layer!r}."
-            )
+        what = "the G-block after which the features are blended; 0 = the CLIP adapter output"
+        layer_name = (f"`layer` ({what})" if layer_source is None else
+                      f"composition.layer of {layer_source} (the model's recommended `layer`, {what}; pass `layer` to "
+                      "override it)")
+        check_number_in_range(layer_name, layer, low=0, high=self.generator.num_blocks, integer=True)
         for name, value, allowed in (("decode_condition", decode_condition, DECODE_CONDITIONS),
                                      ("closeness", closeness, CLOSENESS_MODES), ("constraint", constraint, CONSTRAINTS),
                                      ("mask_layout", mask_layout, MASK_LAYOUTS)):  # fmt: skip
@@ -124,14 +125,17 @@ class FuseDreamCompositionMixin:
             (B, J, H, W) at output resolution; the scores are the joint prompt's AugCLIP.
         """
         o = self.resolve_search_options("composition", search, search_kwargs, COMPOSE_DEFAULTS)
-        prompt = " and ".join(prompts) if prompt is None and isinstance(prompts, (list, tuple)) else prompt
+        if prompt is None and isinstance(prompts, (list, tuple)) and all(isinstance(p, str) for p in prompts):
+            prompt = " and ".join(prompts)  # else the check below names the bad `prompts`
         recommended = self.settings.resolve("composition", layer=layer, containment_weight=containment_weight)
+        layer_source = self.settings.source if layer is None and recommended["layer"] is not None else None
         layer, containment_weight = recommended["layer"], recommended["containment_weight"]
         layer = self.generator.num_blocks // 2 if layer is None else layer
         self.check_scorer()
         self.check_compose_inputs(prompts, prompt, layer, decode_condition, closeness, constraint, barrier_alpha,
-                                  containment_weight, object_weight, closeness_weight, mask_layout)
-        self.check_search_inputs(o, generator, list(callback_on_step_end_tensor_inputs))
+                                  containment_weight, object_weight, closeness_weight, mask_layout, layer_source)
+        layer = int(layer)  # a numpy integer is accepted as the int it is
+        self.check_search_inputs(o, generator, callback_on_step_end, callback_on_step_end_tensor_inputs)
         self.check_inputs(list(prompts), num_images_per_prompt, None, None, None, output_type, o.truncation, "resample",
                           o.max_batch_size)
         device, batch, num_objects = self._execution_device, num_images_per_prompt, len(prompts)

@@ -12,9 +12,10 @@ max abs diff ~1e-6 in fp32, see ``tests/models/test_fast_inference.py`` and the 
 * **Phase-decomposed "upsample 2x + conv3x3"** (``upsample_conv="phase"``). A 3x3 conv of a nearest-2x-upsampled
   map equals four 2x2 convs of the low-resolution map (one per output phase) with summed weights: 16 instead of 36
   multiply-adds per input pixel (2.25x fewer FLOPs in the G-blocks that double their resolution).
-* **In-place activations, channels_last memory format, low-precision weights.** ``dtype=torch.bfloat16`` keeps
-  bf16 copies of the conv/linear weights so that autocast does not re-cast them on every call (the fp32 weights stay
-  the model's parameters; the state dict is unchanged).
+* **In-place activations, channels_last memory format, low-precision weights.** ``dtype=torch.bfloat16`` casts the
+  conv/linear weights to bf16 once, like ``.to(dtype)`` (norms and embeddings stay fp32), so that autocast does not
+  re-cast them on every call; ``dtype=torch.float32`` later casts them back (the rounding of the cast stays, as after
+  ``.to(torch.bfloat16).to(torch.float32)``).
 
 The plan holds *copies* of weights: call :meth:`GALIPGenerator.enable_fast_inference` again after changing the
 weights (it is meant for inference; training keeps using the default path, which is also used whenever autograd is

@@ -147,7 +147,8 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
             dtype (`torch.dtype`, *optional*): run under autocast in this dtype (`torch.bfloat16` on CPUs with
                 AVX512-BF16/AMX, `torch.float16`/`torch.bfloat16` on GPUs). Like `.to(dtype)` in diffusers, the conv
                 and linear weights are cast to it (norms and embeddings stay in fp32), so autocast does not re-cast
-                them on every call.
+                them on every call. `torch.float32` casts every weight back to float32 (the rounding of an earlier
+                half-precision cast stays, as with `.to()`); `None` leaves the weights' dtypes as they are.
             channels_last (`bool`, defaults to `True`): NHWC memory format for the convolutional part.
             fuse_affine (`bool`, defaults to `True`): evaluate all Affine MLPs with one matmul + one batched matmul
                 per width.
@@ -161,6 +162,8 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
         options = FastInferenceOptions(None if dtype == torch.float32 else dtype, channels_last, fuse_affine,
                                        upsample_conv)
         options.check()
+        if dtype == torch.float32:  # asked for explicitly: undo an earlier half-precision plan or `.to(float16)`
+            self.to(torch.float32)
         dtype = options.dtype
         self._fast_plan = None
         plan = FastGeneratorPlan(self, options)  # built from the current (full-precision) weights

@@ -1,17 +1,17 @@
 """Argument checks of ``GALIPPipeline.__call__`` and ``interpolate``: types, shapes, finiteness (a NaN noise or
-embedding would make a black image), and an up-front estimate of the memory a call needs, so that
-``num_images_per_prompt=10**6`` is refused at once, naming the argument, instead of running until an allocation
-fails minutes later."""
+embedding would make a black image). The up-front memory estimate is :mod:`galip_core.memory`'s, shared with the fast
+runtime."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Mapping
 
 import torch
 
 from galip_core.finite import check_finite_tensor, check_number_in_range
-from galip_core.layers import generator_channels
-from galip_core.machine import available_bytes
+from galip_core.memory import check_memory, estimate_call_bytes  # noqa: F401  (used by the pipelines)
+from galip_core.text import prompt_list
 from galip_core.noise import (  # noqa: F401  (check_latents_without_truncation: used by the pipelines)
     check_generator, check_latents_without_truncation, check_truncation, check_truncation_mode,
 )
@@ -19,25 +19,35 @@ from galip_core.noise import (  # noqa: F401  (check_latents_without_truncation:
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-def _check_prompt(prompt: Any) -> int:
-    if not isinstance(prompt, (str, list)):
-        raise TypeError(f"`prompt` has to be of type `str` or `list` but is {type(prompt)}.")
-    if isinstance(prompt, list):
-        if len(prompt) == 0:
-            raise ValueError("`prompt` is an empty list: pass at least one prompt.")
-        bad = [type(p).__name__ for p in prompt if not isinstance(p, str)]
-        if bad:
-            raise TypeError(f"`prompt` must be a list of `str`, but it contains {sorted(set(bad))}.")
-    return 1 if isinstance(prompt, str) else len(prompt)
-
-
 def _check_prompt_embeds(prompt_embeds: Any, width: int) -> int:
     if not isinstance(prompt_embeds, torch.Tensor) or prompt_embeds.ndim != 2:
         raise ValueError(f"`prompt_embeds` must be a 2-D tensor (batch, {width}).")
     if prompt_embeds.shape[1] != width or prompt_embeds.shape[0] == 0:
         raise ValueError(f"`prompt_embeds` must have shape (batch >= 1, {width}), got {tuple(prompt_embeds.shape)}.")
+    if not prompt_embeds.is_floating_point():
+        raise TypeError(f"`prompt_embeds` must be a floating-point tensor, got dtype {prompt_embeds.dtype}.")
     check_finite_tensor("prompt_embeds", prompt_embeds)
     return prompt_embeds.shape[0]
+
+
+def check_count(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is an integer >= 1 (numpy integers included, never a bool): ``TypeError`` for
+    another type, ``ValueError`` below 1, both naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int >= 1, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    return int(value)
+
+
+def check_latents(latents: Any, expected: tuple[int, int]) -> None:
+    """Given noise must be a finite floating-point tensor of shape ``expected`` (``(num_images, z_dim)``)."""
+    if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != tuple(expected):
+        got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+        raise ValueError(f"`latents` must be a tensor of shape {tuple(expected)}, got {got}.")
+    if not latents.is_floating_point():
+        raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
+    check_finite_tensor("latents", latents)
 
 
 def check_max_batch_size(max_batch_size: Any) -> None:
@@ -57,12 +67,9 @@ def check_call_inputs(
         )
     if prompt is None and prompt_embeds is None:
         raise ValueError("Provide either `prompt` or `prompt_embeds`. Cannot leave both undefined.")
-    batch_size = _check_prompt(prompt) if prompt is not None else _check_prompt_embeds(prompt_embeds, config["cond_dim"])
-    if not isinstance(num_images_per_prompt, int) or isinstance(num_images_per_prompt, bool):
-        raise TypeError(f"`num_images_per_prompt` must be an int >= 1, got {num_images_per_prompt!r}.")
-    if num_images_per_prompt < 1:
-        raise ValueError(f"`num_images_per_prompt` must be >= 1, got {num_images_per_prompt}.")
-    total = batch_size * num_images_per_prompt
+    batch_size = len(prompt_list(prompt)) if prompt is not None else _check_prompt_embeds(prompt_embeds,
+                                                                                           config["cond_dim"])
+    total = batch_size * check_count("num_images_per_prompt", num_images_per_prompt)
     check_generator(generator)
     if isinstance(generator, list) and len(generator) != total:
         raise ValueError(
@@ -70,13 +77,7 @@ def check_call_inputs(
             f"({batch_size} prompt(s) x {num_images_per_prompt}); pass one generator per image or a single one."
         )
     if latents is not None:
-        expected = (total, config["z_dim"])
-        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
-            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"`latents` must be a tensor of shape {expected}, got {got}.")
-        if not latents.is_floating_point():
-            raise TypeError(f"`latents` must be a floating-point tensor, got dtype {latents.dtype}.")
-        check_finite_tensor("latents", latents)
+        check_latents(latents, (total, config["z_dim"]))
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
     check_truncation(truncation)
@@ -85,29 +86,31 @@ def check_call_inputs(
     return total
 
 
-# ------------------------------------------------------------------------------------------------ memory estimate
-def estimate_call_bytes(config: Mapping[str, Any], num_images: int, max_batch_size: int | None,
-                        dtype_bytes: int = 4) -> int:  # fmt: skip
-    """Bytes a call making ``num_images`` needs at its peak, roughly: every output image (kept until the end, plus a
-    float copy and a uint8 copy when post-processed), the noise and embeddings, and the generator's activations for
-    one chunk of ``max_batch_size`` images (all of them without chunking)."""
-    size = config["output_size"]
-    channels = generator_channels(config["ngf"], size)
-    per_image_out = 3 * size * size * (dtype_bytes + 4 + 1) + (config["z_dim"] + config["cond_dim"]) * 4 + 1024
-    # the widest G-block output at its size, a few tensors alive at once (input, fused, conv, shortcut)
-    sizes = [min(2 ** (3 + i), size) for i in range(len(channels))]
-    per_image_forward = 4 * max(c * s * s for c, s in zip(channels, sizes)) * dtype_bytes
-    chunk = min(num_images, max_batch_size or num_images)
-    return num_images * per_image_out + chunk * per_image_forward
+def check_components(pipe: Any, call: str, text_encoder: bool) -> None:
+    """``ValueError`` naming the missing component if ``pipe`` lacks what ``call`` needs: always the generator, and the
+    tokenizer and text encoder when prompts are to be encoded (``text_encoder``)."""
+    needed = ["generator"] + (["tokenizer", "text_encoder"] if text_encoder else [])
+    missing = [name for name in needed if getattr(pipe, name, None) is None]
+    if missing:
+        raise ValueError(f"`{call}` needs the pipeline's {' and '.join(missing)}, but "
+                         f"{'it is' if len(missing) == 1 else 'they are'} None: load a complete GALIP folder"
+                         + (", or pass `prompt_embeds` instead of prompts." if "generator" not in missing else "."))
 
 
-def check_memory(argument: str, value: int, config: Mapping[str, Any], num_images: int, max_batch_size: int | None,
-                 device: torch.device, dtype_bytes: int = 4) -> None:  # fmt: skip
-    """``ValueError`` naming ``argument`` if a call making ``num_images`` would need more memory than ``device`` has
-    free (estimated with :func:`estimate_call_bytes`; nothing is allocated to find out)."""
-    needed, free = estimate_call_bytes(config, num_images, max_batch_size, dtype_bytes), available_bytes(device)
-    if free is not None and needed > free:
-        raise ValueError(
-            f"`{argument}`={value} asks for {num_images} images of {config['output_size']} px, which need about "
-            f"{needed / 2**30:.1f} GiB; {device.type} has {free / 2**30:.1f} GiB free. Make fewer images per call."
-        )
+#: ``torch.compile`` modes (``None``: torch's default)
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_fast_inference_options(dtype: Any, compile: Any, compile_mode: Any, trim_text_padding: Any) -> None:
+    """The pipeline-level options of ``enable_fast_inference``, checked before anything changes (the generator's own
+    options, ``dtype`` included, are checked by ``FastInferenceOptions.check``)."""
+    for name, value in (("compile", compile), ("trim_text_padding", trim_text_padding)):
+        if not isinstance(value, bool):
+            raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"`compile_mode` must be one of {COMPILE_MODES}, got {compile_mode!r}.")
+    if compile_mode is not None and not compile:
+        raise ValueError(f"`compile_mode`={compile_mode!r} only applies with `compile=True`; pass both or neither.")
+    from galip_diffusers.models.fast_inference import FastInferenceOptions
+
+    FastInferenceOptions(None if dtype == torch.float32 else dtype).check()

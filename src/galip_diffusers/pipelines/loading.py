@@ -9,6 +9,9 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from typing import Any
+
+from diffusers.utils import logging
 
 from galip_core.folder import (  # noqa: F401  (FolderError: the error type of these checks)
     FolderError,
@@ -20,6 +23,8 @@ from galip_core.folder import (  # noqa: F401  (FolderError: the error type of t
 )
 
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
+
+logger = logging.get_logger(__name__)
 
 #: Written next to model_index.json so that ``custom_pipeline="pipeline_galip", trust_remote_code=True`` loads a saved
 #: folder without importing galip_diffusers first (it still has to be installed).
@@ -89,6 +94,37 @@ def check_pipeline_folder(folder: str) -> None:
             check_generator_folder(component)
 
 
+def check_save_directory(save_directory: Any) -> None:
+    """Before ``save_pretrained`` writes anything: ``save_directory`` must be a non-empty path that is not a file
+    (an empty one would write into the current folder), and a ``pipeline_galip.py`` already there must be this
+    package's remote-code shim, which the save rewrites (another file of that name is refused, never replaced)."""
+    if not isinstance(save_directory, (str, os.PathLike)) or not os.fspath(save_directory):
+        raise ValueError(f"`save_directory` must be a folder path (created if missing), got {save_directory!r}.")
+    if os.path.exists(save_directory) and not os.path.isdir(save_directory):
+        raise NotADirectoryError(f"`save_directory` {os.fspath(save_directory)!r} is a file; give a folder.")
+    shim = os.path.join(save_directory, "pipeline_galip.py")
+    if os.path.isfile(shim):
+        with open(shim, encoding="utf-8", errors="replace") as f:
+            if "from galip_diffusers import GALIPPipeline" not in f.read():
+                raise FileExistsError(f"{shim} exists and is not GALIP's remote-code shim, which save_pretrained "
+                                      "writes there: move it, or save into another folder. Nothing was written.")
+
+
+def settings_of_generic_load(name_or_path: Any) -> GALIPSettings:
+    """The settings of a pipeline that diffusers' own ``DiffusionPipeline.from_pretrained`` (or ``from_pipe``) built
+    from ``name_or_path``: a local folder's ``galip_settings.json``. diffusers does not download that file from the
+    Hub and does not pass on its download options, so a Hub id gets the built-in defaults and a warning that says how
+    to load them (``GALIPPipeline.from_pretrained`` fetches them with the same revision)."""
+    if isinstance(name_or_path, (str, os.PathLike)) and os.path.isdir(name_or_path):
+        return GALIPSettings.from_folder(os.fspath(name_or_path))
+    if name_or_path:
+        logger.warning(
+            f"DiffusionPipeline.from_pretrained({str(name_or_path)!r}) does not download {SETTINGS_NAME}, so this "
+            "model's recommended settings are not applied: load it with GALIPPipeline.from_pretrained (same "
+            "arguments), or set `pipe.settings = galip_diffusers.hub.load_pipeline_settings(repo_id, {})`."
+        )
+    return GALIPSettings()
+
 
 def finish_saved_folder(save_directory: str | os.PathLike, settings: GALIPSettings) -> None:
     """After diffusers' ``save_pretrained``: record our component classes under the ``diffusers`` library name (they
@@ -107,5 +143,7 @@ def finish_saved_folder(save_directory: str | os.PathLike, settings: GALIPSettin
     settings_path = os.path.join(save_directory, SETTINGS_NAME)
     if not settings.is_empty():
         settings.save(save_directory)
-    elif os.path.isfile(settings_path):
-        os.remove(settings_path)  # a stale file of another model
+    elif os.path.isfile(settings_path):  # the file of the model saved there before: it does not describe this one
+        os.remove(settings_path)
+        logger.warning(f"Removed {settings_path}, the recommended settings of the model saved in this folder before: "
+                       "this pipeline has none. Set `pipe.settings` before saving to keep settings in the folder.")

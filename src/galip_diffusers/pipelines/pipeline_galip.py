@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 
 import torch
@@ -15,16 +16,24 @@ from galip_core.finite import check_finite_output
 from galip_core.machine import warn_if_emulated_bf16
 from galip_core.noise import sample_noise
 from galip_core.packaged import unknown_model_note
-from galip_core.settings import GALIPSettings
+from galip_core.settings import GALIPSettings, as_settings
+from galip_core.text import prompt_list
 
 from galip_diffusers.conversion.tokenizer import clip_text_clean
 from galip_diffusers.models.generator import GALIPGenerator
 from galip_diffusers.pipelines.call_checks import (  # noqa: F401
-    OUTPUT_TYPES, check_call_inputs, check_latents_without_truncation, check_max_batch_size, check_memory,
+    OUTPUT_TYPES, check_call_inputs, check_components, check_count, check_fast_inference_options, check_latents,
+    check_latents_without_truncation, check_memory,
 )
-from galip_diffusers.pipelines.loading import REMOTE_CODE_SHIM, check_pipeline_folder, finish_saved_folder  # noqa: F401
+from galip_diffusers.pipelines.interpolation import interpolate_frames, slerp  # noqa: F401  (slerp: public helper)
+from galip_diffusers.pipelines.loading import (  # noqa: F401
+    REMOTE_CODE_SHIM, check_pipeline_folder, check_save_directory, finish_saved_folder, settings_of_generic_load,
+)
 
 logger = logging.get_logger(__name__)
+
+#: set while `GALIPPipeline.from_pretrained` / `from_pipe` run diffusers' loader: they set the settings themselves
+_OWN_LOADER: contextvars.ContextVar[bool] = contextvars.ContextVar("galip_own_loader", default=False)
 
 
 EXAMPLE_DOC_STRING = """
@@ -34,7 +43,8 @@ EXAMPLE_DOC_STRING = """
         >>> import galip_diffusers  # registers the GALIP classes with diffusers
         >>> from diffusers import DiffusionPipeline
 
-        >>> pipe = DiffusionPipeline.from_pretrained("galip-shapes")  # or a converted official folder
+        >>> pipe = DiffusionPipeline.from_pretrained("path/to/galip-folder")  # a saved or converted GALIP folder
+        >>> # packaged models by name: GALIPPipeline.from_pretrained("galip-emoji")
         >>> images = pipe(
         ...     ["a large red circle on a white background", "a small blue square on a black background"],
         ...     num_images_per_prompt=4,
@@ -42,19 +52,6 @@ EXAMPLE_DOC_STRING = """
         ... ).images
         ```
 """
-
-def slerp(v0: torch.Tensor, v1: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation between rows of ``v0`` and ``v1``; lerp where they are parallel or one is zero (the
-    angle is undefined there, e.g. for the zero noise)."""
-    v0f, v1f = v0.float(), v1.float()
-    norms = v0f.norm(dim=-1, keepdim=True) * v1f.norm(dim=-1, keepdim=True)
-    dot = (v0f * v1f).sum(-1, keepdim=True) / norms.clamp_min(torch.finfo(torch.float32).tiny)
-    omega = torch.arccos(dot.clamp(-1.0, 1.0))
-    sin_omega = torch.sin(omega)
-    lerp = (1 - t) * v0f + t * v1f
-    spherical = (torch.sin((1 - t) * omega) * v0f + torch.sin(t * omega) * v1f) / sin_omega.clamp_min(1e-8)
-    return torch.where((sin_omega.abs() < 1e-6) | (norms == 0), lerp, spherical).to(v0.dtype)
-
 
 class GALIPPipeline(DiffusionPipeline):
     r"""Text-to-image generation with GALIP (Generative Adversarial CLIPs): one generator forward pass per batch.
@@ -95,8 +92,25 @@ class GALIPPipeline(DiffusionPipeline):
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
         self._trim_text_padding = False
         self._device_lookup_cache: tuple | None = None
-        #: the model's recommended settings (``galip_settings.json`` of its folder): the defaults of the calls
         self.settings = GALIPSettings()
+
+    @property
+    def settings(self) -> GALIPSettings:
+        """The model's recommended settings (``galip_settings.json`` of its folder): the defaults of the calls. Set it
+        to a [`GALIPSettings`] or to a dict of the file's content (checked the same way)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: GALIPSettings | dict) -> None:
+        self._settings = as_settings(value)
+
+    def register_to_config(self, **kwargs) -> None:
+        """diffusers' own loaders (``DiffusionPipeline.from_pretrained`` of a GALIP folder, ``from_pipe``) build this
+        class through ``__init__`` and then record the source here; its ``galip_settings.json`` is read at that point
+        (:func:`settings_of_generic_load`), so the settings apply whichever way the folder is loaded."""
+        super().register_to_config(**kwargs)
+        if "_name_or_path" in kwargs and not _OWN_LOADER.get():
+            self.settings = settings_of_generic_load(kwargs["_name_or_path"])
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
@@ -110,6 +124,7 @@ class GALIPPipeline(DiffusionPipeline):
         if os.path.isdir(path):
             check_pipeline_folder(path)
         warn_if_emulated_bf16(kwargs.get("torch_dtype", kwargs.get("dtype")), "cpu")  # pipelines load on the CPU
+        own = _OWN_LOADER.set(True)  # the settings are read below, with the download options of this call
         try:
             pipe = super().from_pretrained(path, **kwargs)
         except (OSError, ValueError) as err:  # diffusers: OSError (not on the Hub), ValueError (not a repo id)
@@ -118,20 +133,28 @@ class GALIPPipeline(DiffusionPipeline):
             hub = " ".join(str(err).replace("Please check out the root cause in the stacktrace above.", "").split())
             raise (ValueError if isinstance(err, ValueError) else OSError)(f"{str(path)!r} is not a local folder or a packaged model ({unknown_model_note(path)}), "
                           f"and the Hub could not provide it: {hub}") from err
+        finally:
+            _OWN_LOADER.reset(own)
         pipe.settings = load_pipeline_settings(path, kwargs)
         return pipe
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
         """Like [`DiffusionPipeline.from_pipe`]; the model's recommended settings (`settings`) come along."""
-        pipe = super().from_pipe(pipeline, **kwargs)
-        pipe.settings = GALIPSettings(getattr(pipeline, "settings", GALIPSettings()).to_dict())
+        own = _OWN_LOADER.set(True)
+        try:
+            pipe = super().from_pipe(pipeline, **kwargs)
+        finally:
+            _OWN_LOADER.reset(own)
+        settings = getattr(pipeline, "settings", GALIPSettings())
+        pipe.settings = GALIPSettings(settings.to_dict(), source=settings.source)  # a copy that still names its file
         return pipe
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
         """Save as safetensors, with the `settings` (``galip_settings.json``; see `finish_saved_folder`). With
         `push_to_hub`, the finished folder (model card and settings included) goes to `repo_id` (default: the
         folder's name), with `private`, `token`, `commit_message` and `create_pr` as in diffusers."""
+        check_save_directory(save_directory)  # before diffusers writes anything
         hub = {k: kwargs.pop(k) for k in ("repo_id", "private", "token", "commit_message", "create_pr") if k in kwargs}
         super().save_pretrained(save_directory, *args, **kwargs)
         finish_saved_folder(save_directory, self.settings)
@@ -157,7 +180,8 @@ class GALIPPipeline(DiffusionPipeline):
         Args:
             dtype (`torch.dtype`, *optional*): `torch.bfloat16` (CPUs with AVX512-BF16/AMX, recent GPUs) or
                 `torch.float16` (GPUs): the generator runs under autocast with its conv/linear weights cast once, and
-                the text encoder is cast to `dtype`. `None` keeps full precision.
+                the text encoder is cast to `dtype`. `torch.float32` casts both back to full precision (after an
+                earlier half-precision call or `.to(torch.float16)`); `None` keeps the dtypes they have.
             channels_last, fuse_affine, upsample_conv: generator options, all on by default. In fp32 the images
                 differ from the default path by float rounding only (max abs diff ~1e-6); bf16 differs by ~1e-2.
             compile (`bool`, defaults to `False`): also `torch.compile` the generator (minutes of compilation on
@@ -171,11 +195,13 @@ class GALIPPipeline(DiffusionPipeline):
         The execution device and the generator's dtype are also cached from here on (diffusers looks them up by walking
         every submodule, ~7 ms per call on a 2-core CPU); a `.to()`, a cast or CPU offloading refreshes the cache.
         """
+        check_fast_inference_options(dtype, compile, compile_mode, trim_text_padding)  # before anything changes
+        check_components(self, "enable_fast_inference", text_encoder=dtype is not None)
         warn_if_emulated_bf16(dtype, self.generator.device)
         self.generator.enable_fast_inference(
             dtype=dtype, channels_last=channels_last, fuse_affine=fuse_affine, upsample_conv=upsample_conv
         )
-        if dtype is not None:
+        if dtype is not None:  # torch.float32 too: an explicit full precision undoes an earlier half-precision call
             self.text_encoder.to(dtype)
         self._trim_text_padding = trim_text_padding
         self._device_lookup_cache = None
@@ -196,7 +222,7 @@ class GALIPPipeline(DiffusionPipeline):
         of the first parameter of the generator and of the text encoder, and any accelerate/diffusers hook on them."""
         key = []
         for module in (self.generator, self.text_encoder):
-            first = next(module.parameters(), None)
+            first = None if module is None else next(module.parameters(), None)
             key += [None if first is None else (first.device, first.dtype),
                     hasattr(module, "_hf_hook") or hasattr(module, "_diffusers_hook")]
         return tuple(key)
@@ -241,10 +267,12 @@ class GALIPPipeline(DiffusionPipeline):
         """CLIP sentence embeddings (projected EOT state, not normalised), repeated so that each prompt's images are
         adjacent: shape (len(prompt) * num_images_per_prompt, cond_dim). Prompts longer than the tokenizer's
         ``model_max_length`` are truncated with a warning."""
+        num_images_per_prompt = check_count("num_images_per_prompt", num_images_per_prompt)
+        check_components(self, "encode_prompt", text_encoder=True)
         device = device or self._execution_device
         # The cleaning OpenAI's `clip.tokenize` applies (ftfy, HTML entities, whitespace): exact parity with the
         # official GALIP text path, also for curly quotes or full-width characters.
-        prompt = [clip_text_clean(p) for p in ([prompt] if isinstance(prompt, str) else prompt)]
+        prompt = [clip_text_clean(p) for p in prompt_list(prompt)]
         max_length = self.tokenizer.model_max_length
         # CLIP's text tower is causal: the EOT state does not depend on the padding after it, so fast inference pads
         # to the longest prompt only (same embeddings up to float rounding, fewer FLOPs).
@@ -278,8 +306,11 @@ class GALIPPipeline(DiffusionPipeline):
         """Noise ``z ~ N(0, I)`` of shape (batch_size, z_dim), drawn with diffusers' ``randn_tensor``.
 
         With ``truncation=t``, values beyond ±t are either redrawn from the same generator(s) (``"resample"``, a
-        truncated normal) or clamped (``"clamp"``). Given ``latents`` are used as they are."""
+        truncated normal) or clamped (``"clamp"``). Given ``latents`` are used as they are (a finite floating-point
+        tensor of shape (batch_size, z_dim))."""
+        batch_size = check_count("batch_size", batch_size)
         if latents is not None:
+            check_latents(latents, (batch_size, self.generator.config.z_dim))
             return latents.to(device=device, dtype=dtype)
         shape = (batch_size, self.generator.config.z_dim)
         draw = lambda: randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)  # noqa: E731
@@ -346,6 +377,7 @@ class GALIPPipeline(DiffusionPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the generated images.
         """
         check_latents_without_truncation(latents, truncation)
+        check_components(self, "__call__", text_encoder=prompt_embeds is None)
         truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
         total = self.check_inputs(
             prompt, num_images_per_prompt, generator, latents, prompt_embeds, output_type,
@@ -390,41 +422,5 @@ class GALIPPipeline(DiffusionPipeline):
                 off stays at its first endpoint.
             truncation, max_batch_size, output_type, return_dict: as in `__call__`.
         """
-        if prompt is not None and prompt_embeds is not None:
-            raise ValueError("Cannot forward both `prompt` and `prompt_embeds` to `interpolate`; pass one of them.")
-        check_latents_without_truncation(latents, truncation)
-        truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
-        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 2:
-            raise ValueError(f"`num_steps` must be an int >= 2 (frames per segment, endpoints included), got {num_steps!r}.")
-        if latents is not None and not (isinstance(latents, torch.Tensor) and latents.ndim == 2):
-            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"`latents` must be a 2-D tensor (K endpoints or 1, z_dim), got {got}.")
-        check_max_batch_size(max_batch_size)
-        device, dtype = self._device_and_dtype()
-        if prompt_embeds is None:
-            if prompt is None:
-                raise ValueError("Provide either `prompt` or `prompt_embeds` to `interpolate`.")
-            self.check_inputs(prompt, 1, None, None, None, output_type)
-            text_points = self.encode_prompt(prompt, device)
-            check_finite_output(text_points, "text encoder", getattr(self.text_encoder.config, "_name_or_path", None))
-        else:
-            self.check_inputs(None, 1, None, None, prompt_embeds, output_type)
-            text_points = prompt_embeds.to(device)
-        num_points = max(text_points.shape[0], latents.shape[0] if latents is not None else 2)
-        if text_points.shape[0] == 1:
-            text_points = text_points.expand(num_points, -1)
-        if latents is not None and latents.shape[0] == 1:
-            latents = latents.expand(num_points, -1)
-        self.check_inputs(None, 1, generator, latents, text_points, output_type, truncation, "resample", max_batch_size)
-        num_frames = (num_points - 1) * (num_steps - 1) + 1
-        check_memory("num_steps", num_steps, self.generator.config, num_frames, max_batch_size, device, dtype.itemsize)
-        noise_points = self.prepare_latents(num_points, dtype, device, generator, latents, truncation)
-
-        frames_z, frames_t = [], []
-        for k in range(num_points - 1):
-            for step in range(0 if k == 0 else 1, num_steps):
-                t = step / (num_steps - 1)
-                frames_z.append(slerp(noise_points[k : k + 1], noise_points[k + 1 : k + 2], t) if interpolate_noise else noise_points[:1])
-                frames_t.append(torch.lerp(text_points[k : k + 1], text_points[k + 1 : k + 2], t) if interpolate_text else text_points[:1])
-        images = self._generate(torch.cat(frames_z), torch.cat(frames_t).to(dtype), max_batch_size)
-        return self._postprocess(images, output_type, return_dict)
+        return interpolate_frames(self, prompt, prompt_embeds, num_steps, latents, generator, interpolate_noise,
+                                  interpolate_text, truncation, max_batch_size, output_type, return_dict)

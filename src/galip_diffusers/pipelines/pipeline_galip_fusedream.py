@@ -122,15 +122,13 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
                 "CLIP to score images. Pass a different CLIPModel as `scorer`."
             )
 
-    def check_search_inputs(self, options: SearchOptions, generator: Any, callback_inputs: list[str]) -> None:
-        """Validate the search settings shared by `__call__` and `compose`."""
+    def check_search_inputs(self, options: SearchOptions, generator: Any, callback: Any, callback_inputs: Any) -> None:
+        """Validate the search settings and the step callback shared by `__call__` and `compose` (before any work)."""
         options.check()
         check_generator(generator)
         if isinstance(generator, list):
             raise ValueError("The search takes a single `torch.Generator` (or None), not a list of generators.")
-        bad = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
-        if bad:
-            raise ValueError(f"`callback_on_step_end_tensor_inputs` must be in {self._callback_tensor_inputs}, got {bad}.")
+        search_checks.check_callback(callback, callback_inputs, self._callback_tensor_inputs)
 
     def check_search_memory(self, options: SearchOptions, num_images_per_prompt: int, batch: int, renders: int,
                             num_objectives: int = 1) -> None:  # fmt: skip
@@ -347,7 +345,7 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         """
         o = self.resolve_search_options("refinement", search, search_kwargs)
         self.check_scorer()
-        self.check_search_inputs(o, generator, list(callback_on_step_end_tensor_inputs))
+        self.check_search_inputs(o, generator, callback_on_step_end, callback_on_step_end_tensor_inputs)
         total = self.check_inputs(prompt, num_images_per_prompt, None, None, None, output_type, o.truncation,
                                   "resample", o.max_batch_size)
         self.check_search_memory(o, num_images_per_prompt, total, total)
