@@ -7,6 +7,7 @@ error, 2 for invalid command-line arguments (nothing runs).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -120,6 +121,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if "none" in peers and len(peers) > 1:
         parser.error(f"--peers: 'none' cannot be combined with peers ({args.peers!r}); give 'none' alone, or the "
                      f"peers to run from {', '.join(PEERS)}")
+    folders = [flag for flag, folder in (("--sd", args.sd), ("--ldm", args.ldm), ("--sd_turbo", args.sd_turbo))
+               if folder is not None]
+    if peers == ["none"] and folders:
+        parser.error(f"--peers none runs GALIP alone, but {', '.join(folders)} adds "
+                     f"{'its peer' if len(folders) == 1 else 'their peers'}: drop one of the two.")
     as_argument_error(parser, lambda: check_output_folder("--out", args.out))
 
 
@@ -136,6 +142,9 @@ def _run(args: argparse.Namespace, prog: str = "galip-benchmark") -> int:
     error = galip_spec(args.galip).error  # a model that is not there fails here (exit 1, as in the other commands),
     if error:  # not as a row after the peers ran
         raise FileNotFoundError(error)
+    for flag, folder in (("--sd", args.sd), ("--ldm", args.ldm), ("--sd_turbo", args.sd_turbo)):
+        if folder is not None and not os.path.isdir(folder):  # the same for a peer's folder, before the GALIP rows
+            raise FileNotFoundError(f"{flag} {folder!r} is not a folder (a local diffusers pipeline folder).")
     report = run_benchmark(args)
     paths = write_report(report, args.out, plot=not args.no_plot)
     print_summary(report, paths)

@@ -114,15 +114,13 @@ def test_add_speedups_uses_same_device_and_dtype_only():
 
 
 def test_bad_input_rows_report_errors_and_others_still_run(tmp_path, capsys):
-    args = TINY + ["--batch-sizes", "1", "--peers", "foo", "--sd", str(tmp_path / "missing"), "--device", "cpu,cuda",
-                   "--out", str(tmp_path)]
+    args = TINY + ["--batch-sizes", "1", "--peers", "foo", "--device", "cpu,cuda", "--out", str(tmp_path)]
     code = benchmark_cli.main(args)
     assert code == 1
     rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
     by_key = {(r["model"], r["device"]): r for r in rows}
     assert by_key[("galip", "cpu")]["status"] == "ok"
     assert "unknown peer 'foo'" in by_key[("foo", "cpu")]["error"] and "sd-1.5" in by_key[("foo", "cpu")]["error"]
-    assert "does not exist" in by_key[("sd-1.5", "cpu")]["error"]
     if not torch.cuda.is_available():
         assert "no CUDA GPU" in by_key[("galip", "cuda")]["error"]
     err = capsys.readouterr().err

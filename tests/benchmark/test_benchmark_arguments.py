@@ -39,6 +39,21 @@ def test_benchmark_arguments_checked_before_running(argv, message, capsys, monke
     assert message in _exit_2(benchmark_cli.main, ["--galip", "tiny", *argv], capsys)
 
 
+def test_a_peer_folder_with_peers_none_is_refused(capsys, monkeypatch):
+    monkeypatch.setattr(benchmark_cli, "run_benchmark", lambda args: pytest.fail("the benchmark ran"))
+    err = _exit_2(benchmark_cli.main, ["--galip", "tiny", "--peers", "none", "--sd", "/nope/sd"], capsys)
+    assert "--peers none runs GALIP alone, but --sd adds its peer" in err
+
+
+def test_a_missing_peer_folder_fails_before_any_row_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark_cli, "run_benchmark", lambda args: pytest.fail("the benchmark ran"))
+    assert benchmark_cli.main(["--galip", "tiny", "--peers", "sd-1.5", "--sd", str(tmp_path / "missing"),
+                               "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--sd '{tmp_path / 'missing'}' is not a folder (a local diffusers pipeline folder).")
+    assert len(err.splitlines()) == 1
+
+
 def test_a_missing_galip_model_fails_before_any_row_runs(capsys, monkeypatch):
     """Like a missing model in the other commands: a run-time error (exit 1) in one line, before the peers run."""
     monkeypatch.setattr(benchmark_cli, "run_benchmark", lambda args: pytest.fail("the benchmark ran"))
