@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import socket
 import sys
 from typing import Sequence
 
@@ -58,8 +59,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     from galip_core.machine import check_device
 
     as_argument_error(parser, lambda: check_device(args.device))
-    if not 0 <= args.port <= 65535:
-        parser.error(f"--port must be from 0 to 65535, got {args.port}")
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be from 1 to 65535 (the demo serves on that fixed port), got {args.port}")
+    as_argument_error(parser, lambda: check_listen_address(args.host, args.port))
     if not 1 <= args.max_images <= MAX_IMAGES:
         parser.error(f"--max_images must be from 1 to {MAX_IMAGES}, got {args.max_images}")
     if not args.max_images <= args.max_refine_work <= args.max_images * MAX_REFINE_STEPS:
@@ -69,6 +71,25 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--concurrency_limit must be >= 1, got {args.concurrency_limit}")
     if args.max_queue < 1:
         parser.error(f"--max_queue must be >= 1, got {args.max_queue}")
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Before the model loads: ``--host`` must be an address of this machine and ``--port`` free on it (the demo's
+    server would otherwise fail after the load, with an error that names neither flag). Binds and closes a socket."""
+    if not host.strip():
+        raise ValueError("--host is empty: give an address such as 127.0.0.1 (this machine only) or 0.0.0.0 (every "
+                         "network interface).")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ValueError(f"--host {host!r} is not an address this machine can listen on ({err}).") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ValueError(f"cannot listen on --host {host} --port {port} ({err.strerror or err}): choose another "
+                             "--port, or a --host of this machine.") from None
 
 
 def require_gradio() -> None:

@@ -135,10 +135,19 @@ def _run(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--accelerate_args`` is split like a shell line: an unbalanced quote is an argument error naming the flag."""
+    try:
+        shlex.split(args.accelerate_args)
+    except ValueError as err:
+        parser.error(f"--accelerate_args {args.accelerate_args!r} cannot be split like a shell line ({err}); "
+                     "balance its quotes.")
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "galip train") -> int:
     """Entry point of ``galip train``."""
     plain = (TrainScriptNotFound, TrainArgumentsError)
-    return run_cli(_run, build_parser(prog), argv, pass_unknown=True, plain_errors=plain)
+    return run_cli(_run, build_parser(prog), argv, check=check_args, pass_unknown=True, plain_errors=plain)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,13 @@ def test_train_prints_the_accelerate_command(capsys):
     assert capsys.readouterr().out.strip() == "accelerate launch training/train_galip.py --ru 1"
 
 
+def test_train_accelerate_args_with_an_unbalanced_quote_name_the_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--accelerate_args=--num_processes \"2", "--output_dir", "out"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--accelerate_args '--num_processes \"2' cannot be split like a shell line" in err
+
+
 def test_train_run_executes_the_script_through_accelerate(tmp_path):
     script = tmp_path / "train_echo.py"
     record = tmp_path / "argv.txt"

@@ -262,6 +262,26 @@ def test_cli_refuses_an_existing_folder_before_building(tmp_path, monkeypatch, c
     assert "error: output_dir" in line and "already exists" in line and "nothing was overwritten" in line
 
 
+@pytest.mark.parametrize("where,message", [("", "output_dir is empty"), ("file/sub", "is a file, not a folder")])
+def test_cli_checks_the_output_path_before_building(tmp_path, monkeypatch, capsys, where, message):
+    monkeypatch.setattr(emoji, "build_dataset", NeverCalled())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        emoji.main([str(tmp_path / where) if where else ""])
+    assert exit_info.value.code == 2 and message in _one_line_error(capsys)
+
+
+def test_cli_interrupted_says_nothing_was_written(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(emoji, "build_dataset", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        emoji.main([str(tmp_path / "out")])
+    assert exit_info.value.code == 130 and "interrupted; nothing was written" in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_reports_a_missing_tarball_in_one_line(tmp_path, capsys):
     missing = str(tmp_path / "nope.tgz")
     with pytest.raises(SystemExit) as exit_info:

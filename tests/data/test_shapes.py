@@ -306,3 +306,27 @@ def test_predict_attributes_refuses_a_list_by_name():
     image = S.generate_shapes(1, seed=3, as_array=True)[0][0]
     with pytest.raises(ValueError, match=r"image must be one PIL image, an \(H, W, 3\) numpy array.*got list"):
         S.predict_attributes([image])
+
+
+# ------------------------------------------------------------------------------------------------- command line
+def test_the_command_line_writes_a_new_folder_and_refuses_bad_arguments_first(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from datasets import load_from_disk
+
+    from galip_diffusers.data.shapes_cli import main
+
+    main([str(tmp_path / "arrow"), "--num_images", "3", "--seed", "1"])
+    assert load_from_disk(str(tmp_path / "arrow"))["text"] == [t for _, t in S.generate_shapes(3, seed=1)]
+    main([str(tmp_path / "folder"), "--num_images", "2", "--format", "imagefolder", "--split", "held_out"])
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["00000.png", "00001.png", "metadata.jsonl"]
+    capsys.readouterr()
+    for argv, message in [([str(tmp_path / "arrow")], "already exists"), ([str(tmp_path / "x"), "--num_images", "0"],
+                          "--num_images must be an integer >= 1"), ([""], "output_dir is empty")]:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    done = subprocess.run([sys.executable, "-m", "galip_diffusers.data.shapes", str(tmp_path / "m"), "--num_images",
+                           "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "wrote 1 train images" in done.stdout and "RuntimeWarning" not in done.stderr

@@ -77,6 +77,18 @@ def test_a_long_prompt_is_cut_to_77_tokens_with_a_warning(tokenizer):
     assert "332 tokens" in capped.warning and "at most 77" in capped.warning and capped.text in capped.warning
 
 
+@pytest.mark.parametrize("prompt", ["😀" * 100, "東京の夜景" * 40, "ä" * 200], ids=["emoji", "cjk", "umlaut"])
+def test_a_cut_never_splits_a_character_and_really_fits(prompt):
+    from galip_diffusers.pretrained import PRETRAINED_MODELS
+    from transformers import CLIPTokenizer
+
+    for tokenizer in (byte_level_clip_tokenizer(), CLIPTokenizer.from_pretrained(PRETRAINED_MODELS["galip-emoji"],
+                                                                                  subfolder="tokenizer")):
+        capped = cap_prompt(prompt, tokenizer)
+        assert capped.truncated and capped.text and "\ufffd" not in capped.text
+        assert _num_tokens(tokenizer, capped.text) <= 77 and prompt.startswith(capped.text)
+
+
 def test_the_tokenizer_limit_applies_when_smaller_than_77():
     short = byte_level_clip_tokenizer(model_max_length=16)
     capped = cap_prompt("a large red circle on a white background", short)
@@ -99,6 +111,7 @@ def test_valid_requests_are_normalised(tokenizer):
 @pytest.mark.parametrize("kwargs, message", [
     ({"prompt": "   "}, "Enter a prompt"),
     ({"prompt": None}, "Enter a prompt"),
+    ({"prompt": "\x00\x00"}, "Enter a prompt"),  # CLIP's text cleaning leaves nothing: an unconditioned image
     ({"num_images": 0}, "number of images must be an integer from 1 to 16, got 0"),
     ({"num_images": MAX_IMAGES + 1}, "number of images must be an integer from 1 to 16, got 17"),
     ({"num_images": 2.5}, "number of images must be an integer"),
@@ -231,6 +244,24 @@ def test_bad_demo_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         demo_launch.main(argv)
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_host_and_port_are_checked_before_the_model_loads(capsys):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        cases = [(["--port", "0"], "--port must be from 1 to 65535"), (["--host", ""], "--host is empty"),
+                 (["--host", "nonexistent.invalid"], "--host 'nonexistent.invalid' is not an address"),
+                 (["--port", str(busy.getsockname()[1])], "cannot listen on --host 127.0.0.1 --port")]
+        for argv, message in cases:
+            with pytest.raises(SystemExit) as info:
+                demo_launch.main(["--model", "/nope/not/loaded", *argv])
+            assert info.value.code == 2 and message in capsys.readouterr().err, argv
+    finally:
+        busy.close()
 
 
 # ---------------------------------------------------------------------------------------------------- requests

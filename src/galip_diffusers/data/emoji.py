@@ -419,29 +419,11 @@ def export_imagefolder(dataset: "Dataset", directory: PathLike, split: str = "al
 
 
 def main(argv: Optional[Iterable[str]] = None) -> None:
-    """``python -m galip_diffusers.data.emoji OUT [--split train] [--format arrow|imagefolder] [--cache_dir DIR]``."""
-    import argparse
+    """``python -m galip_diffusers.data.emoji OUT [--split train] [--format arrow|imagefolder] [--cache_dir DIR]``
+    (:func:`galip_diffusers.data.emoji_cli.main`)."""
+    from galip_diffusers.data.emoji_cli import main as cli_main
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m galip_diffusers.data.emoji")
-    parser.add_argument("output_dir", help="New folder to write (must not exist).")
-    parser.add_argument("--split", default="train", choices=SPLITS)
-    parser.add_argument("--format", default="arrow", choices=["arrow", "imagefolder"],
-                        help="arrow: save_to_disk (load_from_disk / --train_data_dir); imagefolder: PNGs + metadata.jsonl")
-    parser.add_argument("--cache_dir", default=None, help="Where `npm pack` puts the tarballs.")
-    for key in PACKAGES:
-        parser.add_argument(f"--{key}_tarball", default=None, help=f"An existing {PACKAGES[key].spec} tarball.")
-    args = parser.parse_args(argv)
-    given = {key: getattr(args, f"{key}_tarball") for key in PACKAGES}
-    if any(given.values()) and not all(given.values()):
-        parser.error("pass all of --twemoji_tarball, --noto_tarball and --labels_tarball, or none")
-    if Path(args.output_dir).exists():  # before the build; the atomic save refuses it again
-        parser.error(f"output_dir {args.output_dir} already exists; choose a new folder (nothing was overwritten)")
-    save = save_dataset if args.format == "arrow" else export_imagefolder
-    try:  # one line, not a traceback: a missing or corrupt tarball, npm failing, a folder made meanwhile, a full disk
-        dataset = build_dataset(given if all(given.values()) else None, cache_dir=args.cache_dir, split=args.split)
-        print(f"wrote {len(dataset)} images to {save(dataset, args.output_dir, split=args.split)}")
-    except (OSError, EmojiDataError, RuntimeError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    cli_main(argv)
 
 
 if __name__ == "__main__":

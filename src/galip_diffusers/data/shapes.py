@@ -431,3 +431,9 @@ def score_images(images: Any, captions: Sequence[str], return_predictions: bool 
     if return_predictions:
         result["per_image"] = preds
     return result
+
+
+if __name__ == "__main__":  # python -m galip_diffusers.data.shapes OUT [...]
+    from galip_diffusers.data.shapes_cli import main
+
+    main()

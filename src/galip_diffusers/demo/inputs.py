@@ -72,17 +72,27 @@ def cap_prompt(prompt: str, tokenizer: Any, max_tokens: int = MAX_PROMPT_TOKENS)
     Tokens are counted on the text the pipeline encodes (after CLIP's text cleaning). A prompt that fits is returned
     unchanged; a longer one is replaced by the decoded text of its first ``limit - 2`` tokens."""
     limit = token_limit(tokenizer, max_tokens)
-    ids = tokenizer(clip_text_clean(prompt), add_special_tokens=False, verbose=False)["input_ids"]
+    def tokens(text: str) -> list[int]:
+        return tokenizer(clip_text_clean(text), add_special_tokens=False, verbose=False)["input_ids"]
+
+    ids = tokens(prompt)
     num_tokens = len(ids) + 2
     if num_tokens <= limit:
         return CappedPrompt(prompt, num_tokens, limit)
-    text = tokenizer.decode(ids[: limit - 2], skip_special_tokens=True).strip()
-    return CappedPrompt(text, num_tokens, limit)
+    # A byte-level BPE can split one character (an emoji, CJK) over several tokens, and decoded text can re-tokenize
+    # differently: drop tokens until the text is whole (no U+FFFD) and really fits.
+    for keep in range(limit - 2, 0, -1):
+        text = tokenizer.decode(ids[:keep], skip_special_tokens=True).strip()
+        if "\ufffd" not in text and len(tokens(text)) <= limit - 2:
+            return CappedPrompt(text, num_tokens, limit)
+    return CappedPrompt("", num_tokens, limit)
 
 
 # ------------------------------------------------------------------------------------------------------- fields
 def check_prompt(prompt: Any, name: str = "prompt") -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
+    """The prompt, stripped; empty is an error, also when only what CLIP's text cleaning removes is left (control
+    characters), which would give an unconditioned image."""
+    if not isinstance(prompt, str) or not clip_text_clean(prompt):
         raise DemoInputError(f"Enter a {name}: it is empty.")
     return prompt.strip()
 

@@ -3,20 +3,14 @@ between sentence embeddings (one generator pass for the whole strip, or chunks o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from galip_core.finite import check_finite_output, check_number_in_range
 
 from galip_diffusers.pipelines.call_checks import (
     check_components, check_latents_without_truncation, check_max_batch_size, check_memory,
 )
-
-if TYPE_CHECKING:
-    from diffusers import ImagePipelineOutput
-
-    from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
 
 def slerp(v0: torch.Tensor, v1: torch.Tensor, t: float) -> torch.Tensor:
@@ -50,10 +44,10 @@ def _check_interpolation_inputs(prompt, prompt_embeds, num_steps, latents, inter
     check_max_batch_size(max_batch_size)
 
 
-def interpolate_frames(pipe: "GALIPPipeline", prompt, prompt_embeds, num_steps, latents, generator, interpolate_noise,
+def interpolate_frames(pipe: DiffusionPipeline, prompt, prompt_embeds, num_steps, latents, generator, interpolate_noise,
                        interpolate_text, truncation, max_batch_size, output_type, return_dict
-                       ) -> "ImagePipelineOutput | tuple":  # fmt: skip
-    """The body of :meth:`GALIPPipeline.interpolate` (its docstring describes the arguments)."""
+                       ) -> ImagePipelineOutput | tuple:  # fmt: skip
+    """The body of :meth:`GALIPPipeline.interpolate` (``pipe``; its docstring describes the arguments)."""
     _check_interpolation_inputs(prompt, prompt_embeds, num_steps, latents, interpolate_noise, interpolate_text,
                                 truncation, max_batch_size)
     check_components(pipe, "interpolate", text_encoder=prompt_embeds is None)
