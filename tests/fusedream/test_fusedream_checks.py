@@ -134,6 +134,17 @@ def test_a_recommended_layer_the_model_lacks_names_the_settings_file(pipe, monke
         pipe.compose(OBJECTS, layer=5, generator=seeded(), output_type="pt", **SMALL)
 
 
+def test_a_recommended_top_k_above_an_explicit_num_candidates_names_the_settings_file(pipe, monkeypatch, tmp_path):
+    from galip_core.settings import SETTINGS_NAME, GALIPSettings
+
+    (tmp_path / SETTINGS_NAME).write_text('{"refinement": {"num_candidates": 16, "top_k": 5}}')
+    monkeypatch.setattr(pipe, "settings", GALIPSettings.from_folder(tmp_path))
+    monkeypatch.setattr(pipe, "select_candidates", NoWork())
+    with pytest.raises(ValueError, match=r"`num_candidates`=3 is below the model's recommended `top_k`=5 "
+                                         r"\(refinement.top_k of .*galip_settings.json\)"):
+        pipe("a red circle", num_candidates=3, num_steps=2, generator=seeded(), output_type="pt")
+
+
 def test_callback_check_refuses_non_callables_and_bare_strings():
     allowed = ["latents", "scores"]
     check_callback(None, ("latents",), allowed)

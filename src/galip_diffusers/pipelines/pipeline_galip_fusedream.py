@@ -156,6 +156,11 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         names = {f.name for f in fields(SearchOptions)}
         recommended = {k: v for k, v in self.settings.sections.get(section, {}).items() if k in names}
         options = SearchOptions.resolve(search, {**(base or {}), **recommended}, **overrides)
+        from_file = search is None and "top_k" in recommended and "top_k" not in overrides
+        if from_file and options.top_k > options.num_candidates:
+            raise ValueError(f"`num_candidates`={options.num_candidates} is below the model's recommended `top_k`="
+                             f"{options.top_k} ({section}.top_k of {self.settings.source}): pass a `top_k` <= "
+                             "`num_candidates` too.")
         return replace(options, truncation=None) if options.truncation == 0 else options
 
     # ------------------------------------------------------------------ building blocks
