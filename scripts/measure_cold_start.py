@@ -51,6 +51,17 @@ def time_python(code: str, repeats: int) -> dict[str, float | list[float]]:
     return runs_summary(runs)
 
 
+def check_pipeline_model(flag: str, name_or_path: str) -> None:
+    """``galip generate --model`` must find a pipeline folder (``model_index.json``) or a packaged model."""
+    from galip_core.packaged import unknown_model_note
+    from galip_core.runtime import resolve_pretrained
+
+    folder = resolve_pretrained(name_or_path)
+    if not os.path.isfile(os.path.join(folder, "model_index.json")):
+        raise FileNotFoundError(f"{flag} {name_or_path!r} is not a pipeline folder (no model_index.json) or a packaged "
+                                f"model ({unknown_model_note(name_or_path)}).")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="galip-shapes", help="pipeline folder or packaged name")
@@ -60,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     as_argument_error(parser, lambda: check_number_in_range("--repeats", args.repeats, 1, integer=True))
     as_argument_error(parser, lambda: check_output_folder("--out", args.out))
+    as_argument_error(parser, lambda: check_pipeline_model("--model", args.model))  # before any timing
 
     commands = {}  # name -> (command, extra arguments)
     on_path = shutil.which("galip-generate")

@@ -6,7 +6,7 @@ Builds (once, in ``--workdir``) a random GALIP checkpoint with exactly the relea
 full-size Adam states (so the file is about as large as ``pre_coco.pth``), and an OpenAI-style CLIP ViT-B/32
 TorchScript archive in fp16 (like ``ViT-B-32.pt``). Then runs ``galip-convert --include_discriminator`` on them in a
 child process (``galip_cli.convert.main``), measures its wall time and peak resident memory, and writes
-``results/conversion_benchmark.json`` (``--results``). The inputs are built with the test fixtures
+``results/conversion_benchmark-SIZE-DTYPE.json`` (``--results``). The inputs are built with the test fixtures
 (``tests/helpers/official_fixtures.py``), so run it from a source checkout.
 
 ``--size tiny`` does the same with the tests' tiny geometry (seconds, not minutes): a smoke test of this script.
@@ -24,6 +24,8 @@ import sys
 import time
 
 import torch
+
+from galip_core.paths import check_output_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))  # the test fixtures build the official-format inputs
@@ -88,8 +90,17 @@ def main() -> None:
                         help="the converter's --dtype (fp16/bf16 also write the half-precision variant)")
     parser.add_argument("--size", choices=sorted(SIZES), default="full",
                         help="full: the released geometry (default); tiny: the tests' tiny one, a quick smoke test")
-    parser.add_argument("--results", default=os.path.join(HERE, os.pardir, "results", "conversion_benchmark.json"))
+    parser.add_argument("--results", default=None,
+                        help="JSON file to write (an existing file is replaced; default: "
+                             "results/conversion_benchmark-SIZE-DTYPE.json, so a tiny smoke test never replaces the "
+                             "full-size figure)")
     args = parser.parse_args()
+    if args.results is None:
+        args.results = os.path.join(HERE, os.pardir, "results", f"conversion_benchmark-{args.size}-{args.dtype}.json")
+    try:  # before the ~30 s conversion, not after it
+        check_output_file("--results", args.results)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
     ckpt, clip_file = build_inputs(args.workdir, args.size)
     out = os.path.join(args.workdir, f"converted-{args.size}-{args.dtype}")
     sizes = SIZES[args.size]

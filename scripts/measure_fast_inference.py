@@ -5,8 +5,8 @@ The two pipelines share their weights' values (the fast one is a deep copy, sinc
 generator); the timed calls alternate (default, fast, default, ...), so that a busy machine slows both alike, and the
 ratio of the medians is the figure. Also reports the largest pixel difference between the two outputs.
 
-    python scripts/measure_fast_inference.py --model default-config --batch-sizes 1 8 --repeats 7 --threads 2
-    python scripts/measure_fast_inference.py --model galip-shapes --batch-sizes 1 64
+    python scripts/measure_fast_inference.py --model default-config --batch_sizes 1 8 --repeats 7 --threads 2
+    python scripts/measure_fast_inference.py --model galip-shapes --batch_sizes 1 64
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from galip_cli.common import as_argument_error, check_output_file
 from galip_core.finite import check_number_in_range
 from galip_core.machine import environment
+from galip_core.paths import check_apart
 from galip_diffusers.benchmark.peers import build_galip_pipeline, galip_spec
 
 
@@ -36,7 +37,10 @@ def timed(pipe, batch: int) -> tuple[float, object]:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Ranges, the model and the output file, before any model loads (``parser.error``: exit code 2)."""
     ranges = [("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--threads", args.threads, 1)]
-    ranges += [("--batch-sizes", batch, 1) for batch in args.batch_sizes]
+    ranges += [("--batch_sizes", batch, 1) for batch in args.batch_sizes]
+    repeated = sorted({batch for batch in args.batch_sizes if args.batch_sizes.count(batch) > 1})
+    if repeated:
+        parser.error(f"--batch_sizes: {', '.join(map(str, repeated))} given more than once")
     for flag, value, low in ranges:
         if value is not None or flag != "--threads":
             as_argument_error(parser, lambda: check_number_in_range(flag, value, low, integer=True))
@@ -45,13 +49,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(error.replace("--galip", "--model", 1))
     if args.out is not None:
         as_argument_error(parser, lambda: check_output_file("--out", args.out))
+        as_argument_error(parser, lambda: check_apart("--out", args.out, {"--model": args.model}))
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="default-config",
                         help="'default-config' (official size, random weights), a packaged name or a folder")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help=">= 1 each (default: 1 8)")
+    parser.add_argument("--batch_sizes", "--batch-sizes", type=int, nargs="+", default=[1, 8],
+                        help=">= 1 each, no repeats (default: 1 8)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per variant and batch size, >= 1")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant and batch size, >= 0")
     parser.add_argument("--threads", type=int, default=None, help="torch threads, >= 1 (default: torch's choice)")

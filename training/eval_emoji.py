@@ -34,8 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a GALIP pipeline folder")
     source.add_argument("--run_dir", help="--output_dir of train_galip.py (with --clip_model_name_or_path)")
-    parser.add_argument("--checkpoint", default=None, help='"latest" or checkpoint-N (EMA generator if saved)')
-    parser.add_argument("--clip_model_name_or_path", help="the bridge CLIP of the run")
+    parser.add_argument("--checkpoint", default=None,
+                        help='with --run_dir: "latest" or checkpoint-N (EMA generator if saved)')
+    parser.add_argument("--clip_model_name_or_path", help="with --run_dir: the bridge CLIP of the run")
     parser.add_argument("--num_seen", type=int, default=1000, help="seen image-caption pairs to judge")
     parser.add_argument("--seed", type=int, default=0, help="image i uses seed + i (0 to 2**63 - 1)")
     parser.add_argument("--truncation", type=float, default=None, help="truncate the noise to [-t, t] (t > 0)")
@@ -47,6 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.run_dir is not None and args.clip_model_name_or_path is None:
         parser.error("--run_dir needs --clip_model_name_or_path (the bridge CLIP the run was trained on)")
+    ignored = [flag for flag in ("--checkpoint", "--clip_model_name_or_path") if getattr(args, flag[2:]) is not None]
+    if args.model is not None and ignored:  # they pick and complete a training run; --model is judged as it is
+        parser.error(f"{' and '.join(ignored)} go{'es' if len(ignored) == 1 else ''} with --run_dir, not with --model "
+                     "(a pipeline folder, judged as it is): pass --run_dir RUN with them to judge a checkpoint of a "
+                     f"run, or leave {'it' if len(ignored) == 1 else 'them'} out.")
     try:  # before the model and the judge load
         check_number_in_range("--num_seen", args.num_seen, 1, integer=True)
         check_number_in_range("--seed", args.seed, 0, MAX_SEED, integer=True)

@@ -37,8 +37,16 @@ from torch import nn
 
 from galip_diffusers.data.emoji import default_cache_dir, fetch_tarballs, load_held_out, read_emoji_images
 from galip_diffusers.data.emoji_judge import EmojiJudge, summarize, to_judge_pixels
+from galip_diffusers.training.options import FLAG_RANGES as TRAINING_FLAG_RANGES
+from galip_diffusers.training.options import check_flag_ranges
+from galip_core.paths import check_output_folder
 
 Pair = Tuple[int, int]  # (index of the Twemoji image, index of the Noto image) in the records
+#: the allowed values of the flags (galip_core.finite.check_number_in_range keywords; the learning rate's and the
+#: seed's as in the training scripts)
+FLAG_RANGES = {**{name: dict(low=1, integer=True) for name in ("steps", "eval_every", "resolution", "channels",
+                                                               "batch_size")},
+               "learning_rate": TRAINING_FLAG_RANGES["learning_rate"], "seed": TRAINING_FLAG_RANGES["seed"]}
 SHRINK_SCALES = (0.95, 0.9, 0.85, 0.8)
 CHECKS = ("emoji_top1", "emoji_top5", "style_top1")
 
@@ -56,9 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--results_dir", default="results/noto_style_ceiling")
     parser.add_argument("--cache_dir", default=None, help="where the npm tarballs are (fetched with npm if missing)")
     args = parser.parse_args(argv)
-    for name in ("steps", "eval_every", "resolution", "channels", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    try:  # every value and the results folder, before the images are read and the translator trains
+        check_flag_ranges(args, FLAG_RANGES)
+        check_output_folder("--results_dir", args.results_dir)
+    except (ValueError, OSError) as error:  # OSError: a results path that cannot be a folder
+        parser.error(str(error))
     if args.resolution % 4:
         parser.error(f"--resolution must be a multiple of 4 (two 2x downsamplings), got {args.resolution}")
     return args

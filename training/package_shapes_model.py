@@ -13,11 +13,16 @@ evaluate the packaged folder and write its model card.
    ``galip-generate``. Figures go to ``--results_dir`` (JSON, Markdown, PNG) and into the model card.
 4. The recommended settings (``galip_settings.json``, ``--settings_file``; by default the shipped folder's own,
    measured in the README's FuseDream section) travel with the folder and are the pipelines' defaults.
+5. The whole folder, card included, is built beside ``--output_dir`` and swapped in at the end (a failed run
+   replaces nothing). Every flag and path is checked first: ``--output_dir`` is never an input (``--run_dir``, the
+   CLIPs) nor holds or lies in one, and a non-empty one, the shipped folder (the default) included, is replaced only
+   with ``--overwrite``. ``--components_from`` and ``--settings_file`` may be the folder being replaced (they are
+   read first and carried into the new one).
 
     python training/package_shapes_model.py --run_dir $RUNS/galip-shapes-run --checkpoint latest \\
-        --clip_model_name_or_path $RUNS/clip-bridge --scorer_model_name_or_path $RUNS/clip-scorer
+        --clip_model_name_or_path $RUNS/clip-bridge --scorer_model_name_or_path $RUNS/clip-scorer --overwrite
     # a run fine-tuned from the shipped folder: take the CLIPs and the scorer from it
-    python training/package_shapes_model.py --run_dir $RUNS/runB --checkpoint latest \\
+    python training/package_shapes_model.py --run_dir $RUNS/runB --checkpoint latest --overwrite \\
         --components_from galip-shapes --history "4,000 steps from scratch." "N more steps from the shipped folder."
 """
 
@@ -32,11 +37,14 @@ import torch
 
 from galip_diffusers import GALIPPipeline
 from galip_diffusers.conversion.model_card import render_model_card
-from galip_diffusers.pretrained import PRETRAINED_MODELS
+from galip_diffusers.pretrained import PRETRAINED_MODELS, resolve_pretrained
 from galip_diffusers.data.shapes_eval import evaluate_shapes_pipeline, interpolation_strip
-from galip_diffusers.training.packaging import (SHIPPED_MODEL_MAX_MB, checkpoint_steps, folder_size_mb, measure_speed,
-                                                save_half_precision, save_strip, speed_markdown)
-from galip_diffusers.training.runs import checkpoint_path, clip_components, run_pipeline
+from galip_diffusers.training.packaging import (SHIPPED_MODEL_MAX_MB, check_package_output, checkpoint_steps,
+                                                folder_size_mb, measure_speed, save_strip, speed_markdown,
+                                                staged_folder, write_half_precision)
+from galip_diffusers.training.runs import check_run, checkpoint_path, clip_components, run_pipeline
+from galip_core.finite import check_number_in_range
+from galip_core.paths import check_output_folder
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
 STRIPS = {
@@ -71,10 +79,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a GALIP pipeline folder (or packaged name, e.g. galip-shapes) to take the tokenizer, text "
                              "encoder, image encoder and scorer from, instead of the two CLIP folders: for a run "
                              "fine-tuned from that pipeline")
-    parser.add_argument("--output_dir", default=PRETRAINED_MODELS["galip-shapes"])
+    parser.add_argument("--output_dir", default=PRETRAINED_MODELS["galip-shapes"],
+                        help="the packaged folder, built beside it and swapped in at the end (default: the shipped "
+                             "galip-shapes folder); never an input folder, nor one holding or inside one")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty --output_dir (needed for the default, the shipped folder, too)")
     parser.add_argument("--history", nargs="*", default=None,
                         help="sentences for the card's training history (e.g. the stages of a fine-tuned run)")
-    parser.add_argument("--num_images", type=int, default=1000, help="generated images per split for the evaluation")
+    parser.add_argument("--num_images", type=int, default=1000,
+                        help="generated images per split for the evaluation (>= 2: the Fréchet distance fits a "
+                             "covariance)")
     parser.add_argument("--results_dir", default=os.path.join("results", "shapes_model"))
     parser.add_argument("--skip_speed", action="store_true", help="skip the timing figures")
     parser.add_argument("--settings_file", default=os.path.join(PRETRAINED_MODELS["galip-shapes"], SETTINGS_NAME),
@@ -83,8 +97,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.components_from is None) == (args.clip_model_name_or_path is None or args.scorer_model_name_or_path is None):
         parser.error("give either --components_from, or both --clip_model_name_or_path and --scorer_model_name_or_path")
-    if args.num_images < 1:
-        parser.error(f"--num_images must be >= 1, got {args.num_images}")
+    try:  # every value and path, before anything loads or is written
+        check_number_in_range("--num_images", args.num_images, 2, integer=True)
+        check_run(args.run_dir, args.checkpoint)
+        if not os.path.isfile(args.settings_file):
+            raise FileNotFoundError(f"--settings_file {args.settings_file!r} is not a file; give a "
+                                    "galip_settings.json.")
+        check_output_folder("--results_dir", args.results_dir)
+        components = resolve_pretrained(args.components_from) if args.components_from is not None else None
+        args.output_dir = check_package_output(
+            args.output_dir, args.overwrite, inputs={"--run_dir": args.run_dir, "--clip_model_name_or_path":
+                                                     args.clip_model_name_or_path, "--scorer_model_name_or_path":
+                                                     args.scorer_model_name_or_path},
+            carried={"--components_from": components, "--settings_file": args.settings_file},
+            results_dir=args.results_dir)
+    except (ValueError, OSError) as error:  # OSError: a missing run or checkpoint, a path that cannot be written
+        parser.error(str(error))
     return args
 
 
@@ -117,7 +145,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_card(args, report: dict[str, Any], source: str, summary: dict[str, Any], table: str) -> None:
+def write_card(args, folder: str, report: dict[str, Any], source: str, summary: dict[str, Any], table: str) -> None:
     card = render_model_card(
         "galip_shapes",
         license="apache-2.0",
@@ -134,34 +162,37 @@ def write_card(args, report: dict[str, Any], source: str, summary: dict[str, Any
         limitations=missed_targets(report),
         history=args.history,
     )
-    card.save(os.path.join(args.output_dir, "README.md"))
+    card.save(os.path.join(folder, "README.md"))
 
 
 @torch.no_grad()
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv)  # every check, before anything loads or is written
     os.makedirs(args.results_dir, exist_ok=True)
-    pipe, discriminator, source = run_pipeline(args.run_dir, args.checkpoint, load_components(args))
-    pipe.settings = GALIPSettings.from_file(args.settings_file)  # read before the folder is replaced
-    save_half_precision(pipe, discriminator, args.output_dir, max_size_mb=SHIPPED_MODEL_MAX_MB)
-    del pipe
+    # the whole folder (card included) is built beside --output_dir, evaluated there, and swapped in at the end
+    with staged_folder(args.output_dir) as folder:
+        pipe, discriminator, source = run_pipeline(args.run_dir, args.checkpoint, load_components(args))
+        pipe.settings = GALIPSettings.from_file(args.settings_file)  # read before the folder is replaced
+        write_half_precision(pipe, discriminator, folder, os.path.basename(args.output_dir),
+                             max_size_mb=SHIPPED_MODEL_MAX_MB)
+        del pipe
 
-    shipped = GALIPPipeline.from_pretrained(args.output_dir)
-    report = evaluate_shapes_pipeline(shipped, num_images=args.num_images, with_speed=False)
-    report["folder_size_mb"] = folder_size_mb(args.output_dir)
-    report["interpolation"] = {}
-    for name, prompts in STRIPS.items():
-        strip, info = interpolation_strip(shipped, prompts, num_steps=8, seed=3)
-        save_strip(strip, os.path.join(args.results_dir, f"interpolation_{name}.png"))
-        report["interpolation"][name] = info
-    if not args.skip_speed:
-        report["speed"] = measure_speed(args.output_dir, prompt="a large red circle on a white background")
-    summary_path = os.path.join(args.run_dir, "training_summary.json")
-    summary = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
-    if args.checkpoint is not None:
-        summary = {**summary, "steps": checkpoint_steps(checkpoint_path(args.run_dir, args.checkpoint))}
-    table = markdown_report(report)
-    write_card(args, report, source, summary, table)
+        shipped = GALIPPipeline.from_pretrained(folder)
+        report = evaluate_shapes_pipeline(shipped, num_images=args.num_images, with_speed=False)
+        report["folder_size_mb"] = folder_size_mb(folder)
+        report["interpolation"] = {}
+        for name, prompts in STRIPS.items():
+            strip, info = interpolation_strip(shipped, prompts, num_steps=8, seed=3)
+            save_strip(strip, os.path.join(args.results_dir, f"interpolation_{name}.png"))
+            report["interpolation"][name] = info
+        if not args.skip_speed:
+            report["speed"] = measure_speed(folder, prompt="a large red circle on a white background")
+        summary_path = os.path.join(args.run_dir, "training_summary.json")
+        summary = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
+        if args.checkpoint is not None:
+            summary = {**summary, "steps": checkpoint_steps(checkpoint_path(args.run_dir, args.checkpoint))}
+        table = markdown_report(report)
+        write_card(args, folder, report, source, summary, table)
     with open(os.path.join(args.results_dir, "eval.json"), "w") as f:
         json.dump({"source": source, **report}, f, indent=2)
     if "speed" in report:

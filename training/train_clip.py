@@ -11,7 +11,9 @@ in CLIP.
 
 Run with ``python training/train_clip.py ...`` or ``accelerate launch training/train_clip.py ...``; the output folder
 loads with ``CLIPModel`` / ``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` / ``CLIPTokenizer``
-``.from_pretrained`` and holds ``zero_shot_eval.json``.
+``.from_pretrained`` and holds ``zero_shot_eval.json``. As in ``train_galip.py``, a new run refuses a non-empty
+``--output_dir`` unless it resumes or is given ``--overwrite_output_dir``, and ``--checkpoints_total_limit`` deletes
+only the checkpoints of this run (``galip_diffusers.training.ownership``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from galip_diffusers.training.clip import (
 )
 from galip_diffusers.training.checkpoints import remove_incomplete_checkpoints, resolve_resume_checkpoint, save_checkpoint
 from galip_diffusers.training.clip_data import evaluate_on_folder, load_caption_pool, sample_batch_captions
-from galip_diffusers.training.options import FLAG_RANGES, LR_SCHEDULERS, check_flag_ranges, check_folder_flag
+from galip_diffusers.training.options import FLAG_RANGES, LR_SCHEDULERS, check_flag_ranges
+from galip_diffusers.training.ownership import check_output_dir, start_run
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
 from galip_diffusers.data.shapes import all_captions, generate_shapes
 
@@ -67,7 +70,12 @@ SIZE_FLAGS = ("vision_width", "vision_layers", "vision_heads", "text_width", "te
 
 def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a small contrastive CLIP on the captioned-shapes data set.")
-    parser.add_argument("--output_dir", type=str, required=True, help="Where the CLIP folder is written.")
+    parser.add_argument("--output_dir", type=str, required=True,
+                        help="Where the CLIP folder is written: empty or new, unless resuming "
+                             "(--resume_from_checkpoint) or --overwrite_output_dir.")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Train a new run into a non-empty --output_dir: its final CLIP is replaced, its "
+                             "checkpoints are kept (never deleted by this run, never picked by 'latest').")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the weights, the data order and the images.")
     # model
     parser.add_argument("--vision_width", type=int, default=128)
@@ -140,16 +148,18 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracker_project_name", type=str, default="galip-clip")
     parser.add_argument("--checkpointing_steps", type=int, default=500,
                         help="save the training state (model, optimiser, LR schedule, RNG) every N steps")
-    parser.add_argument("--checkpoints_total_limit", type=int, default=None, help="keep at most N checkpoints")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None,
+                        help="keep at most N of this run's checkpoints (other runs' are never deleted)")
     parser.add_argument("--resume_from_checkpoint", type=str, default=None,
                         help='a checkpoint folder or "latest": continue from its step (the data order after it '
                              "differs from an uninterrupted run)")
     args = parser.parse_args(input_args)
-    try:  # every numeric flag's range and the output folder, before anything loads
+    try:  # every numeric flag's range, the checkpoint to resume and the output folder, before anything loads
         check_flag_ranges(args, CLIP_FLAG_RANGES)
         check_clip_sizes({name: getattr(args, name) for name in SIZE_FLAGS}, prefix="--")
-        check_folder_flag("--output_dir", args.output_dir)
-    except (ValueError, OSError) as error:  # OSError: an output path that cannot be a folder
+        resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
+    except (ValueError, OSError) as error:  # OSError: a missing checkpoint, an output path that cannot be a folder
         parser.error(str(error))
     if args.train_data_dir is not None:
         if not os.path.isdir(args.train_data_dir):
@@ -204,8 +214,10 @@ def main(args: argparse.Namespace) -> dict:
         raise ImportError("--report_to tensorboard needs the tensorboard package (pip install 'galip-diffusers[train]')"
                           ", or pass --report_to none.")
     set_seed(args.seed)
+    resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)  # before the run is recorded
+    run_id = None  # this run's id (main process): --checkpoints_total_limit deletes only its checkpoints
     if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+        run_id = start_run(args.output_dir, resume_path)
         for path in remove_incomplete_checkpoints(args.output_dir):
             logger.info(f"Removed the incomplete checkpoint {path}")
 
@@ -262,7 +274,6 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_project_name, {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                                for k, v in vars(args).items()})
-    resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if resume_path is not None:
         accelerator.load_state(resume_path)
         logger.info(f"Resumed from {resume_path} (step {progress_state.step})")
@@ -326,7 +337,7 @@ def main(args: argparse.Namespace) -> dict:
                 logger.info(json.dumps(record), main_process_only=True)
                 progress.set_postfix(loss=record["loss"], scale=round(scale, 1))
             if step % args.checkpointing_steps == 0:
-                path = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+                path = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, run_id)
                 logger.info(f"Saved state to {path}")
             if step >= args.max_train_steps:
                 break

@@ -201,9 +201,12 @@ def parse_args(input_args=None):
     parser.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all", "none".')
     parser.add_argument("--logging_dir", type=str, default="logs")
     parser.add_argument("--tracker_project_name", type=str, default="galip-train")
-    parser.add_argument("--validation_prompts", type=str, default=None, nargs="+")
-    parser.add_argument("--validation_steps", type=positive_int, default=500)
-    parser.add_argument("--num_validation_images", type=int, default=4)
+    parser.add_argument("--validation_prompts", type=str, default=None, nargs="+",
+                        help="Prompts sampled during training (a grid per validation, sent to the trackers).")
+    parser.add_argument("--validation_steps", type=positive_int, default=None,
+                        help="Sample the --validation_prompts every N steps (default 500; refused without prompts).")
+    parser.add_argument("--num_validation_images", type=int, default=None,
+                        help="Images per validation prompt (default 4; refused without --validation_prompts).")
     parser.add_argument("--eval_num_images", type=int, default=0, help="Evaluate the final model on this many "
                         "training captions (CLIP score; FID too with --eval_inception_weights).")
     parser.add_argument("--eval_clip_model_name_or_path", type=str, default=None)

@@ -12,6 +12,7 @@ import torch
 
 from galip_cli.common import CommandParser, as_argument_error, check_output_file, run_cli
 from galip_core.finite import check_number_in_range
+from galip_core.paths import check_apart
 from galip_diffusers.evaluation.clip_score import CLIPScorer
 from galip_diffusers.evaluation.evaluate import (
     COCO30K_IMAGES,
@@ -100,6 +101,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"{flag} {path!r} is not a file.")
     if args.output is not None:
         as_argument_error(parser, lambda: check_output_file("--output", args.output))
+    inputs = {"--model": args.model, "--dataset": args.dataset, "--fid_stats": args.fid_stats,
+              "--inception_weights": args.inception_weights, "--clip_model": args.clip_model}
+    for flag in ("--output", "--save_stats"):  # never written over (or into) one of the inputs
+        path = getattr(args, flag[2:])
+        if path is not None:
+            as_argument_error(parser, lambda: check_apart(flag, path, inputs))
     if args.save_stats is not None:
         as_argument_error(parser, lambda: check_output_file("--save_stats", args.save_stats, suffix=".npz",
                                                             overwrite=args.overwrite))

@@ -74,7 +74,8 @@ def test_benchmark_out_file_is_refused_before_running(tmp_path, capsys, monkeypa
     (["--threads", "0"], "--threads must be an integer >= 1"),
     (["--threads", "-2"], "--threads must be an integer >= 1"),
     (["--warmup", "-3"], "--warmup must be an integer >= 0"),
-    (["--batch-sizes", "1", "0"], "--batch-sizes must be an integer >= 1"),
+    (["--batch-sizes", "1", "0"], "--batch_sizes must be an integer >= 1"),
+    (["--batch_sizes", "1", "1"], "--batch_sizes: 1 given more than once"),
     (["--model", "/nope/galip"], "--model: '/nope/galip' is neither"),
 ])
 def test_measure_fast_inference_ranges(argv, message, capsys, monkeypatch):
@@ -88,6 +89,38 @@ def test_measure_fast_inference_out_folder_refused_before_the_model(tmp_path, ca
     monkeypatch.setattr(script, "build_galip_pipeline", lambda spec: pytest.fail("a model was built"))
     err = _exit_2(script.main, ["--model", "tiny", "--out", str(tmp_path)], capsys)
     assert "--out" in err and "is a folder" in err
+
+
+def test_measure_fast_inference_never_writes_into_its_model(tmp_path, capsys, monkeypatch):
+    from galip_diffusers.testing_utils import tiny_pipeline
+
+    script = _script("measure_fast_inference")
+    monkeypatch.setattr(script, "build_galip_pipeline", lambda spec: pytest.fail("a model was built"))
+    tiny_pipeline().save_pretrained(str(tmp_path / "model"))
+    before = (tmp_path / "model" / "model_index.json").read_text()
+    err = _exit_2(script.main, ["--model", str(tmp_path / "model"), "--out", str(tmp_path / "model" / "model_index.json")],
+                  capsys)
+    assert "--out" in err and "is inside the --model folder" in err
+    assert (tmp_path / "model" / "model_index.json").read_text() == before
+
+
+def test_measure_cold_start_checks_its_model_before_timing(tmp_path, capsys, monkeypatch):
+    script = _script("measure_cold_start")
+    monkeypatch.setattr(script, "cold_start_seconds", lambda *a, **k: pytest.fail("something was timed"))
+    err = _exit_2(script.main, ["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "out")], capsys)
+    assert "--model" in err and "is not a pipeline folder (no model_index.json) or a packaged model" in err
+
+
+def test_measure_conversion_checks_its_results_path_before_converting(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "results_dir").mkdir()
+    command = [sys.executable, os.path.join(SCRIPTS, "measure_conversion.py"), "--size",
+               "tiny", "--workdir", str(tmp_path / "work"), "--results", str(tmp_path / "results_dir")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--results" in done.stderr and "is a folder" in done.stderr
+    assert not (tmp_path / "work").exists()  # nothing was built or converted
 
 
 def test_measure_cold_start_checks_repeats_and_out(tmp_path, capsys, monkeypatch):

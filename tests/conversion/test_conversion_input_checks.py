@@ -109,7 +109,8 @@ def test_bad_values_and_paths_are_named_before_anything_is_read(tiny_nets, tiny_
         f.write("#version: 0.2\nh e")
     with pytest.raises(ConversionError, match=r"--bpe: .*short.txt.gz' gives 515 token ids, but the CLIP text encoder"):
         convert_official_checkpoint(ckpt, clip_file, tmp_path / "o", bpe_path=short_bpe, **TINY_KWARGS)
-    with pytest.raises(ConversionError, match=r"--output_dir: .*tiny.pth/sub' cannot be created: .*tiny.pth' is a file"):
+    with pytest.raises(ConversionError, match=r"--output_dir: .*tiny.pth' is a file, not a folder, so the folder "
+                                              r".*tiny.pth/sub' cannot be created"):
         convert_official_checkpoint(ckpt, clip_file, ckpt + "/sub", **TINY_KWARGS)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConversionError, match=r"--clip: the folder .*empty' is not a transformers CLIPModel folder"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from galip_diffusers.data import emoji
+from galip_diffusers.data import emoji, emoji_cli
 from galip_diffusers.data.emoji_eval import evaluate_emoji_pipeline, evaluation_prompts, prompt_grid, seed_diversity
 from galip_diffusers.data.emoji_judge import EmojiJudge, to_judge_pixels
 from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe
@@ -256,7 +256,7 @@ def test_cli_refuses_an_existing_folder_before_building(tmp_path, monkeypatch, c
     monkeypatch.setattr(emoji, "build_dataset", NeverCalled())
     (tmp_path / "out").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        emoji.main([str(tmp_path / "out")])
+        emoji_cli.main([str(tmp_path / "out")])
     assert exit_info.value.code == 2
     line = _one_line_error(capsys)
     assert "error: output_dir" in line and "already exists" in line and "nothing was overwritten" in line
@@ -267,7 +267,7 @@ def test_cli_checks_the_output_path_before_building(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(emoji, "build_dataset", NeverCalled())
     (tmp_path / "file").write_text("x")
     with pytest.raises(SystemExit) as exit_info:
-        emoji.main([str(tmp_path / where) if where else ""])
+        emoji_cli.main([str(tmp_path / where) if where else ""])
     assert exit_info.value.code == 2 and message in _one_line_error(capsys)
 
 
@@ -277,7 +277,7 @@ def test_cli_interrupted_says_nothing_was_written(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(emoji, "build_dataset", interrupted)
     with pytest.raises(SystemExit) as exit_info:
-        emoji.main([str(tmp_path / "out")])
+        emoji_cli.main([str(tmp_path / "out")])
     assert exit_info.value.code == 130 and "interrupted; nothing was written" in _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
 
@@ -285,7 +285,7 @@ def test_cli_interrupted_says_nothing_was_written(tmp_path, monkeypatch, capsys)
 def test_cli_reports_a_missing_tarball_in_one_line(tmp_path, capsys):
     missing = str(tmp_path / "nope.tgz")
     with pytest.raises(SystemExit) as exit_info:
-        emoji.main([str(tmp_path / "out"), "--twemoji_tarball", missing, "--noto_tarball", missing,
+        emoji_cli.main([str(tmp_path / "out"), "--twemoji_tarball", missing, "--noto_tarball", missing,
                     "--labels_tarball", missing])
     assert exit_info.value.code == 1
     line = _one_line_error(capsys)

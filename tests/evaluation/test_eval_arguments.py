@@ -2,6 +2,7 @@
 and it never overwrites a statistics file unless asked."""
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -136,3 +137,13 @@ def test_junk_inception_weights_and_statistics_name_their_flag(fx, tmp_path, cap
     np.savez(tmp_path / "wrong.npz", mean=np.zeros(2))
     with pytest.raises(ValueError, match="--fid_stats .* must hold arrays 'mu' and 'sigma'"):
         load_fid_statistics(str(tmp_path / "wrong.npz"))
+
+
+@pytest.mark.parametrize("inside", ["data", "pipe"])
+def test_output_is_never_written_over_or_into_an_input(fx, capsys, inside):
+    """--output naming the data set's metadata.jsonl or the model's model_index.json used to replace it."""
+    target = os.path.join(fx[inside], "metadata.jsonl" if inside == "data" else "model_index.json")
+    before = open(target, "rb").read()
+    err = _exit_2(["--model", fx["pipe"], "--dataset", fx["data"], "--no_fid", "--num_images", "2",
+                   "--cache_dir", fx["cache"], "--output", target], capsys)
+    assert "--output" in err and "is inside the" in err and open(target, "rb").read() == before

@@ -345,3 +345,35 @@ def test_train_clip_trackers_checkpoints_and_resume(tmp_path):
     assert [r["step"] for r in history] == [1, 2, 3, 4, 5]
     assert [r["loss"] for r in history[:4]] == [r["loss"] for r in full[:4]]  # restored from the checkpoint
     assert history[4]["lr"] == full[4]["lr"]  # the LR schedule resumed at its step
+
+
+TINY_RUN = ["--vision_width", "32", "--vision_layers", "1", "--vision_heads", "2", "--text_width", "32",
+            "--text_layers", "1", "--text_heads", "2", "--projection_dim", "16", "--patch_size", "16",
+            "--num_train_images", "8", "--train_batch_size", "4", "--eval_images", "2", "--report_to", "none",
+            "--patch_init", "random", "--lr_warmup_steps", "0", "--checkpointing_steps", "1",
+            "--checkpoints_total_limit", "1"]
+
+
+def test_train_clip_keeps_the_checkpoint_limit_and_another_runs_checkpoints(tmp_path, one_thread):
+    """--checkpoints_total_limit was ignored (save_checkpoint got no run id, so nothing was ever deleted)."""
+    from accelerate.state import AcceleratorState, GradientState
+    from helpers.training_helpers import training_script
+
+    script = training_script("train_clip")
+    out = tmp_path / "clip"
+    checkpoints = lambda: sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-"))  # noqa: E731
+    try:
+        script.main(script.parse_args([*TINY_RUN, "--output_dir", str(out), "--max_train_steps", "3"]))
+        assert checkpoints() == ["checkpoint-3"]
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        # a second run into the same folder, allowed explicitly: its limit never deletes the first run's checkpoint
+        script.main(script.parse_args([*TINY_RUN, "--output_dir", str(out), "--max_train_steps", "2",
+                                       "--overwrite_output_dir"]))
+        assert checkpoints() == ["checkpoint-2", "checkpoint-3"]
+        assert json.loads((out / "galip_run.json").read_text()) == json.loads(
+            (out / "checkpoint-2" / "galip_run.json").read_text()) != json.loads(
+            (out / "checkpoint-3" / "galip_run.json").read_text())
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()

@@ -1,6 +1,7 @@
-"""Bad numeric and folder flags of the training scripts are refused at parse time (no model, data or judge is loaded),
-with a message naming the flag and its allowed values: train_galip.py, train_clip.py, eval_emoji.py and
-package_emoji_model.py (the ranges: ``galip_diffusers.training.options.FLAG_RANGES``)."""
+"""Bad numeric and folder flags of the training scripts, and flags that would be ignored, are refused at parse time
+(no model, data or judge is loaded), with a message naming the flag and its allowed values: train_galip.py,
+train_clip.py, eval_emoji.py and package_emoji_model.py (the ranges:
+``galip_diffusers.training.options.FLAG_RANGES``)."""
 
 from __future__ import annotations
 
@@ -114,9 +115,50 @@ def test_train_clip_refuses_bad_sizes_and_schedules(scripts, capsys, tmp_path, a
 def test_train_clip_defaults_and_no_clipping_still_parse(scripts, tmp_path, capsys, a_file):
     args = scripts["train_clip"].parse_args(["--output_dir", str(tmp_path / "out")])
     assert (args.max_train_steps, args.max_grad_norm, args.lr_scheduler) == (1600, 1.0, "cosine")
-    assert scripts["train_clip"].parse_args(["--output_dir", str(tmp_path), "--max_grad_norm", "0"]).max_grad_norm == 0
+    args = scripts["train_clip"].parse_args(["--output_dir", str(tmp_path / "o"), "--max_grad_norm", "0"])
+    assert args.max_grad_norm == 0
     message = _refused(scripts["train_clip"], ["--output_dir", str(a_file)], capsys)
     assert f"error: --output_dir {str(a_file)!r} is a file" in message and a_file.read_text() == "keep me"
+
+
+def test_train_clip_refuses_another_runs_folder_as_train_galip_does(scripts, capsys, tmp_path):
+    """A new run into a non-empty --output_dir replaced the earlier run's final CLIP without a word."""
+    out = tmp_path / "clip1"
+    out.mkdir()
+    (out / "model.safetensors").write_text("the first run's CLIP")
+    for extra in ([], ["--resume_from_checkpoint", "latest"]):  # "latest" with no checkpoint starts a new run
+        message = _refused(scripts["train_clip"], ["--output_dir", str(out), *extra], capsys)
+        assert f"error: --output_dir {str(out)!r} is not empty (model.safetensors): it holds another run" in message
+        assert "--overwrite_output_dir" in message
+    assert (out / "model.safetensors").read_text() == "the first run's CLIP"
+    assert scripts["train_clip"].parse_args(["--output_dir", str(out), "--overwrite_output_dir"]).overwrite_output_dir
+    (out / "checkpoint-3").mkdir()
+    assert scripts["train_clip"].parse_args(["--output_dir", str(out), "--resume_from_checkpoint", "latest"])
+    message = _refused(scripts["train_clip"], ["--output_dir", str(out), "--resume_from_checkpoint", "checkpoint-9"],
+                       capsys)
+    assert "error: --resume_from_checkpoint 'checkpoint-9' does not exist" in message
+    message = _refused(scripts["train_clip"], ["--output_dir", ""], capsys)
+    assert "error: --output_dir is empty; give a folder." in message
+
+
+def test_train_galip_refuses_an_empty_output_dir_before_anything_loads(scripts):
+    """``--output_dir ""`` ended in a FileNotFoundError traceback from os.makedirs('')."""
+    args = scripts["train_galip"].parse_args(GALIP_BASE + ["--output_dir", ""])
+    with pytest.raises(ValueError, match=r"^--output_dir is empty; give a folder.$"):
+        scripts["train_galip"].preflight(args)
+
+
+@pytest.mark.parametrize("extra", [[], ["--validation_epochs", "1"], ["--num_validation_images", "2"]])
+def test_train_galip_refuses_validation_flags_without_prompts(scripts, capsys, extra):
+    """--validation_steps without --validation_prompts made no validation image and said nothing."""
+    argv = GALIP_BASE + ["--validation_steps", "1", *extra]
+    message = _refused(scripts["train_galip"], argv, capsys)
+    given = " and ".join(["--validation_steps", *extra[:1]])
+    assert message.startswith(f"{given} need") and "--validation_prompts" in message
+    args = scripts["train_galip"].parse_args(argv + ["--validation_prompts", "a red picture"])
+    assert args.validation_steps == 1 and args.num_validation_images == (2 if "2" in extra else 4)
+    args = scripts["train_galip"].parse_args(GALIP_BASE)  # left out: the defaults, without prompts too
+    assert (args.validation_steps, args.num_validation_images, args.validation_epochs) == (500, 4, None)
 
 
 EMOJI_BAD = [
@@ -147,9 +189,22 @@ def test_eval_emoji_refuses_a_file_as_results_dir_and_takes_the_defaults(scripts
     assert scripts["eval_emoji"].parse_args(["--model", "m"]).seed == 0
 
 
+@pytest.mark.parametrize("extra, ignored", [(["--checkpoint", "checkpoint-99"], "--checkpoint goes"),
+                                            (["--clip_model_name_or_path", "nope"], "--clip_model_name_or_path goes"),
+                                            (["--checkpoint", "latest", "--clip_model_name_or_path", "nope"],
+                                             "--checkpoint and --clip_model_name_or_path go")])
+def test_eval_emoji_refuses_run_flags_with_a_model(scripts, capsys, extra, ignored):
+    """--model judged the final pipeline although --checkpoint named another model (or one that does not exist)."""
+    message = _refused(scripts["eval_emoji"], ["--model", "m", *extra], capsys)
+    assert f"error: {ignored} with --run_dir, not with --model" in message
+    args = scripts["eval_emoji"].parse_args(["--run_dir", "r", "--clip_model_name_or_path", "c", *extra[:2]])
+    assert args.run_dir == "r"
+
+
 @pytest.mark.parametrize("flag", ["--results_dir", "--output_dir"])
-def test_package_emoji_model_refuses_a_file_as_folder(scripts, capsys, a_file, flag):
-    base = ["--run_dir", "r", "--clip_model_name_or_path", "c", "--scorer_model_name_or_path", "s"]
+def test_package_emoji_model_refuses_a_file_as_folder(scripts, capsys, a_file, tmp_path, flag):
+    (tmp_path / "run").mkdir()
+    base = ["--run_dir", str(tmp_path / "run"), "--clip_model_name_or_path", "c", "--scorer_model_name_or_path", "s"]
     message = _refused(scripts["package_emoji_model"], [*base, flag, str(a_file)], capsys)
     assert f"error: {flag} {str(a_file)!r} is a file" in message and a_file.read_text() == "keep me"
 

@@ -94,3 +94,29 @@ def test_bad_arguments_are_named(script, flag, value, capsys):
     with pytest.raises(SystemExit):
         script.parse_args([flag, value])
     assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--learning_rate", "nan"], "--learning_rate must be a finite number > 0, got nan."),
+    (["--learning_rate", "-1"], "--learning_rate must be a finite number > 0, got -1.0."),
+    (["--learning_rate", "inf"], "--learning_rate must be a finite number > 0, got inf."),
+    (["--seed", "-1"], "--seed must be an integer >= 0 and <= 4294967295, got -1."),
+    (["--eval_every", "0"], "--eval_every must be an integer >= 1, got 0."),
+])  # fmt: skip
+def test_bad_values_are_refused_before_the_images_load(script, argv, expected, capsys):
+    """--learning_rate nan ended in torch.optim.Adam's traceback after the images were read."""
+    with pytest.raises(SystemExit):
+        script.parse_args(argv)
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {expected}")
+
+
+def test_a_results_dir_that_cannot_be_a_folder_is_refused_before_the_run(script, tmp_path, capsys):
+    """A file as --results_dir failed in os.makedirs only after the whole run, and the results were lost."""
+    a_file = tmp_path / "gen.json"
+    a_file.write_text("keep me")
+    for path, expected in ((a_file, f"--results_dir {str(a_file)!r} is a file"),
+                           (a_file / "sub", f"--results_dir: {str(a_file)!r} is a file, not a folder")):
+        with pytest.raises(SystemExit):
+            script.main(["--steps", "1", "--results_dir", str(path)], judge_data=("no judge", [], []))
+        assert f"error: {expected}" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"

@@ -84,13 +84,24 @@ def test_a_run_is_packaged_judged_and_documented(tmp_path, one_thread, real_emoj
     assert pngs["lite"].shape == (32, 32, 3) and np.abs(pngs["lite"] - pngs["diffusers"]).max() <= 1
 
 
-def test_bad_arguments_are_refused():
+def test_bad_arguments_are_refused(tmp_path, capsys):
     script = _script()
-    base = ["--run_dir", "r", "--clip_model_name_or_path", "c", "--scorer_model_name_or_path", "s"]
-    assert script.parse_args(base).output_dir.endswith(os.path.join("pretrained", "galip-emoji"))
-    assert script.parse_args(base).style_probe_steps == 3000
-    for extra in (["--num_seen", "0"], ["--truncation", "-1"], ["--truncation", "nan"], ["--style_probe_steps", "-1"]):
+    (tmp_path / "run").mkdir()
+    base = ["--run_dir", str(tmp_path / "run"), "--clip_model_name_or_path", "c", "--scorer_model_name_or_path", "s"]
+    # the default --output_dir is the shipped folder: replaced only with --overwrite
+    assert script.parse_args(base + ["--overwrite"]).output_dir.endswith(os.path.join("pretrained", "galip-emoji"))
+    assert script.parse_args(base + ["--overwrite"]).style_probe_steps == 3000
+    for extra, expected in ((["--num_seen", "0"], "--num_seen must be an integer >= 1"),
+                            (["--truncation", "-1"], "--truncation must be a finite number > 0"),
+                            (["--truncation", "nan"], "--truncation must be a finite number > 0"),
+                            (["--style_probe_steps", "-1"], "--style_probe_steps must be an integer >= 0"),
+                            ([], "galip-emoji' exists and is not empty; pass --overwrite to replace it"),
+                            (["--checkpoint", "latest"], "--checkpoint latest: no checkpoint-N folder in")):
         with pytest.raises(SystemExit):
             script.parse_args(base + extra)
+        assert expected in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        script.parse_args(["--run_dir", "r"])
+        script.parse_args(["--run_dir", str(tmp_path / "run")])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--run_dir", str(tmp_path / "missing"), *base[2:], "--overwrite"])
+    assert f"error: --run_dir {str(tmp_path / 'missing')!r} is not a folder" in capsys.readouterr().err

@@ -46,3 +46,12 @@ def test_replaces_a_folder_and_a_failed_save_keeps_the_old_one(tmp_path, one_thr
 
 def test_checkpoint_steps():
     assert checkpoint_steps("/runs/x/checkpoint-1200") == 1200 and checkpoint_steps("checkpoint-7/") == 7
+
+
+def test_a_failed_save_into_new_folders_leaves_none_of_them(tmp_path, one_thread):
+    out = tmp_path / "new" / "deep" / "galip-x"
+    with pytest.raises(ValueError, match=r"'galip-x' would be .* MiB; shipped models stay under"):
+        save_half_precision(GALIPPipeline(**tiny_components(0)), tiny_discriminator(0), str(out), max_size_mb=0.001)
+    assert os.listdir(tmp_path) == []
+    save_half_precision(GALIPPipeline(**tiny_components(0)), tiny_discriminator(0), str(out))
+    assert os.listdir(out.parent) == ["galip-x"] and (out / "model_index.json").is_file()

@@ -54,6 +54,17 @@ def test_a_new_run_refuses_a_non_empty_output_folder(tmp_path):
         check_output_dir(str(tmp_path / "file"), resuming=False, overwrite=True)
 
 
+def test_an_empty_or_impossible_output_folder_is_refused_before_the_run_starts(tmp_path):
+    """``--output_dir ""`` (an unset shell variable) passed the check and ended in a traceback from os.makedirs."""
+    for resuming, overwrite in ((False, False), (True, True)):
+        with pytest.raises(ValueError, match=r"^--output_dir is empty; give a folder.$"):
+            check_output_dir("", resuming=resuming, overwrite=overwrite)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"^--output_dir: '.*file' is a file, not a folder, so the folder"):
+        check_output_dir(str(tmp_path / "file" / "run"), resuming=False, overwrite=False)
+    assert os.listdir(tmp_path) == ["file"]
+
+
 def test_the_checkpoint_limit_deletes_only_this_runs_checkpoints(tmp_path):
     out = str(tmp_path)
     foreign = [_foreign_checkpoint(out, 1), _foreign_checkpoint(out, 3000), _foreign_checkpoint(out, 4000, None)]

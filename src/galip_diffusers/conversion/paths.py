@@ -4,14 +4,17 @@
 * ``--output_dir`` is not an input, does not contain one and is not inside an input folder: the swap at the end
   replaces ``--output_dir`` wholesale, so ``--clip DIR --output_dir DIR --overwrite`` would delete the CLIP;
 * ``--output_dir`` is not the current, home or root folder or a parent of the current folder (refused even with
-  ``--overwrite``), and can be created (no file on its path);
+  ``--overwrite``), and can be created and written (no file on its path);
 * a non-empty ``--output_dir`` needs ``--overwrite``.
+
+The ``--output_dir`` rules are :func:`galip_core.paths.check_folder_to_replace`, shared with the packaging scripts.
 """
 
 from __future__ import annotations
 
 import os
 
+from galip_core.paths import check_folder_to_replace
 from galip_diffusers.conversion.keys import ConversionError
 
 
@@ -33,47 +36,15 @@ def check_inputs(checkpoint_path: str, clip_path: str, bpe_path: str | None) -> 
         raise ConversionError(f"--bpe: {bpe_path!r} is {kind} (expected CLIP's bpe_simple_vocab_16e6.txt.gz).")
 
 
-def _is_same_or_inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def check_output_dir(output_dir: str, overwrite: bool, inputs: dict[str, str | None]) -> str:
     """The absolute ``--output_dir``, or ``ConversionError`` saying why it cannot be used. ``inputs``:
-    ``{flag: path}`` of the input files and folders (``None``: not given)."""
-    if not output_dir.strip():
-        raise ConversionError("--output_dir must not be empty: pass the folder to create, e.g. ./galip-converted.")
-    out = os.path.abspath(output_dir)
-    real = os.path.realpath(out)
-    cwd = os.path.realpath(os.getcwd())
-    if real in (os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.sep)) or _is_same_or_inside(cwd, real):
-        raise ConversionError(
-            f"--output_dir: refusing to use {out!r}, the current, home or root folder or a parent of the current "
-            "folder: it is never replaced, not even with --overwrite; choose a new folder, e.g. ./galip-converted."
-        )
-    for flag, path in inputs.items():
-        if path is None:
-            continue
-        source = os.path.realpath(path)
-        same = source == real or (os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out))
-        if same or _is_same_or_inside(source, real):
-            relation = "is" if same else "contains"
-            raise ConversionError(
-                f"--output_dir: {out!r} {relation} the {flag} input {path!r}; the converted folder would replace it. "
-                "Choose another folder."
-            )
-        if os.path.isdir(source) and _is_same_or_inside(real, source):
-            raise ConversionError(
-                f"--output_dir: {out!r} is inside the {flag} folder {path!r}; choose a folder outside it."
-            )
-    ancestor = out
-    while not os.path.exists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor):
-        where = "exists and is not a folder" if ancestor == out else f"cannot be created: {ancestor!r} is a file"
-        raise ConversionError(f"--output_dir: {out!r} {where}.")
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise ConversionError(f"--output_dir: {out!r} exists and is not empty; pass --overwrite to replace it.")
-    return out
+    ``{flag: path}`` of the input files and folders (``None``: not given). The rule is the shared one of folders that
+    are built beside and swapped in whole (:func:`galip_core.paths.check_folder_to_replace`)."""
+    try:
+        return check_folder_to_replace("--output_dir", output_dir, overwrite=overwrite, inputs=inputs,
+                                       example="./galip-converted")
+    except (ValueError, OSError) as error:  # one error type for the converter's callers
+        raise ConversionError(str(error)) from None
 
 
 def missing_ancestors(folder: str) -> list[str]:

@@ -38,7 +38,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
@@ -418,13 +418,7 @@ def export_imagefolder(dataset: "Dataset", directory: PathLike, split: str = "al
     return _write_atomically(directory, write)
 
 
-def main(argv: Optional[Iterable[str]] = None) -> None:
-    """``python -m galip_diffusers.data.emoji OUT [--split train] [--format arrow|imagefolder] [--cache_dir DIR]``
-    (:func:`galip_diffusers.data.emoji_cli.main`)."""
-    from galip_diffusers.data.emoji_cli import main as cli_main
+if __name__ == "__main__":  # python -m galip_diffusers.data.emoji OUT [...]: the command line lives in emoji_cli.py,
+    import runpy  # which imports this module; run by name, so that this module never imports its own command line
 
-    cli_main(argv)
-
-
-if __name__ == "__main__":
-    main()
+    runpy.run_module("galip_diffusers.data.emoji_cli", run_name="__main__", alter_sys=True)

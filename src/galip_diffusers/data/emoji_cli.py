@@ -45,3 +45,7 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"{parser.prog}: interrupted; nothing was written to {args.output_dir}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -433,7 +433,7 @@ def score_images(images: Any, captions: Sequence[str], return_predictions: bool 
     return result
 
 
-if __name__ == "__main__":  # python -m galip_diffusers.data.shapes OUT [...]
-    from galip_diffusers.data.shapes_cli import main
+if __name__ == "__main__":  # python -m galip_diffusers.data.shapes OUT [...]: the command line lives in shapes_cli.py,
+    import runpy  # which imports this module; run by name, so that this module never imports its own command line
 
-    main()
+    runpy.run_module("galip_diffusers.data.shapes_cli", run_name="__main__", alter_sys=True)

@@ -45,3 +45,7 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
     except OSError as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     print(f"wrote {args.num_images} {args.split} images to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

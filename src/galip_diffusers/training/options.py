@@ -52,6 +52,9 @@ FLAG_RANGES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 #: diffusers' polynomial schedule decays to this learning rate and refuses a starting one at or below it
 POLYNOMIAL_LR_END = 1e-7
+#: the validation flags of train_galip.py, which only act with --validation_prompts, and the values they take then
+#: when left out (the parser's default is None, so that a flag given without prompts can be told apart and refused)
+VALIDATION_DEFAULTS: dict[str, Any] = {"validation_steps": 500, "validation_epochs": None, "num_validation_images": 4}
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +76,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image_interpolation_mode", default="bilinear", choices=INTERPOLATION_MODES,
                        help="resampling filter of the real-image resize (default: bilinear, as GALIP)")
     group.add_argument("--validation_epochs", type=int, default=None,
-                       help="also sample the validation prompts every N epochs (besides --validation_steps)")
+                       help="also sample the validation prompts every N epochs (besides --validation_steps; refused "
+                            "without --validation_prompts)")
 
 
 def check_flag_ranges(args: argparse.Namespace, ranges: dict[str, dict[str, Any]] | None = None) -> None:
@@ -92,12 +96,29 @@ def check_flag_ranges(args: argparse.Namespace, ranges: dict[str, dict[str, Any]
 
 def check_training_flags(args: argparse.Namespace) -> None:
     """Clear errors for bad values (raised before any model is loaded): the numeric flags' ranges
-    (:func:`check_flag_ranges`), and the EMA / 8-bit Adam flags."""
+    (:func:`check_flag_ranges`), validation flags without prompts (:func:`check_validation_flags`), and the EMA /
+    8-bit Adam flags."""
     check_flag_ranges(args)
+    check_validation_flags(args)
     if args.offload_ema and not getattr(args, "use_ema", False):
         raise ValueError("--offload_ema (and --foreach_ema) place the EMA weights: add --use_ema.")
     if args.use_8bit_adam:
         adam_class(True)  # fail now, not after the data is loaded
+
+
+def check_validation_flags(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the flags if ``--validation_steps``, ``--validation_epochs`` or ``--num_validation_images``
+    is given without ``--validation_prompts``: there is nothing to sample, so the flag would do nothing (diffusers'
+    ``train_text_to_image.py`` ignores ``--validation_epochs`` silently then). Then the flags left out take their
+    values of :data:`VALIDATION_DEFAULTS`."""
+    given = [f"--{name}" for name in VALIDATION_DEFAULTS if getattr(args, name, None) is not None]
+    if given and not getattr(args, "validation_prompts", None):
+        raise ValueError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --validation_prompts (the "
+                         "prompts to sample); without prompts no validation image is made. Add --validation_prompts "
+                         f"\"a prompt\" ..., or leave {'it' if len(given) == 1 else 'them'} out.")
+    for name, default in VALIDATION_DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
 
 
 def scale_learning_rates(args: argparse.Namespace, num_processes: int, names: Sequence[str]) -> None:

@@ -1,8 +1,8 @@
-"""Which training run owns an output folder and its checkpoints, so that ``training/train_galip.py`` never trains over,
-resumes, or deletes another run's work.
+"""Which training run owns an output folder and its checkpoints, so that ``training/train_galip.py`` and
+``training/train_clip.py`` never train over, resume, or delete another run's work.
 
 * A new run refuses a non-empty ``--output_dir`` unless it resumes or is given ``--overwrite_output_dir``
-  (:func:`check_output_dir`).
+  (:func:`check_output_dir`; also an empty ``--output_dir`` and one that cannot be a folder).
 * Each run has an id, written to ``<output_dir>/galip_run.json`` when it starts and into every checkpoint it saves.
   A resumed run keeps the id of the checkpoint it resumed from.
 * ``--checkpoints_total_limit`` deletes only checkpoints that carry this run's id (:func:`checkpoints_to_delete`);
@@ -18,16 +18,18 @@ import os
 import uuid
 from typing import IO, Optional, Sequence
 
+from galip_core.paths import check_output_folder
+
 RUN_FILE = "galip_run.json"
 
 Checkpoints = Sequence[tuple[int, str]]
 
 
 def check_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:
-    """Raise ``ValueError`` if a new run (not ``resuming``) would write into a non-empty ``output_dir`` without
-    ``overwrite``; ``NotADirectoryError`` if ``output_dir`` is a file."""
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise NotADirectoryError(f"--output_dir {output_dir!r} is a file, not a folder.")
+    """Raise ``ValueError`` if ``output_dir`` is empty text, or if a new run (not ``resuming``) would write into a
+    non-empty ``output_dir`` without ``overwrite``; ``NotADirectoryError`` if it (or a folder above it) is a file,
+    ``PermissionError`` if it cannot be written (:func:`galip_core.paths.check_output_folder`)."""
+    check_output_folder("--output_dir", output_dir)
     if resuming or overwrite or not os.path.isdir(output_dir):
         return
     names = sorted(os.listdir(output_dir))

@@ -1,14 +1,16 @@
-"""Packaging a trained run as a shipped pipeline folder: float16 storage that loads in float32, the folder's size,
-and the speed figures of its model card. Shared by ``training/package_shapes_model.py`` and
-``training/package_emoji_model.py``."""
+"""Packaging a trained run as a shipped pipeline folder: the output folder's checks (never an input, a non-empty one
+only with ``--overwrite``), the whole folder built beside it and swapped in at the end, float16 storage that loads in
+float32, the folder's size, and the speed figures of its model card. Shared by ``training/package_shapes_model.py``
+and ``training/package_emoji_model.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -16,7 +18,9 @@ from PIL import Image
 
 from galip_diffusers.benchmark.cold_start import cold_start_seconds
 from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
-from galip_diffusers.conversion.commit import commit, snapshot, temporary_folder
+from galip_core.paths import check_folder_to_replace, is_same_or_inside
+from galip_diffusers.conversion.commit import clean_stale, commit, snapshot, temporary_folder
+from galip_diffusers.conversion.paths import missing_ancestors
 from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
@@ -43,38 +47,84 @@ def _portable_float32_config(config_path: str, folder_name: str) -> None:
         f.write("\n")
 
 
-def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str,
-                        max_size_mb: float | None = None) -> None:
-    """Save with float16 weights and float32 configs, built in a hidden folder and swapped in as ``output_dir`` with
-    the converter's commit (:func:`galip_diffusers.conversion.commit.commit`: an existing folder is replaced in one
-    step, and only if nothing changed in it meanwhile).
+def check_package_output(output_dir: str, overwrite: bool, inputs: Mapping[str, Optional[str]],
+                         carried: Optional[Mapping[str, Optional[str]]] = None,
+                         results_dir: Optional[str] = None) -> str:
+    """The absolute ``--output_dir`` of a packaging script, checked before anything loads with the converter's rule
+    (:func:`galip_core.paths.check_folder_to_replace`): it is none of the ``inputs`` (``{flag: path}``: the run, the
+    CLIPs, ...), holds none and lies in none; it is not the current, home or root folder; it is not, holds or lies in
+    ``results_dir``; and a non-empty folder (the shipped model's too) is replaced only with ``overwrite``.
+    ``carried``: inputs read whole before the work and written into the new folder (``--components_from``,
+    ``--settings_file``); they may be the output folder itself (a file: lie in it), and are otherwise inputs too."""
+    out = os.path.realpath(os.path.abspath(output_dir)) if output_dir.strip() else ""
+    inputs = dict(inputs)
+    for flag, path in (carried or {}).items():
+        real = os.path.realpath(path) if path is not None and path.strip() else None
+        if real is not None and out and (real == out or (os.path.isfile(real) and is_same_or_inside(real, out))):
+            continue
+        inputs[flag] = path
+    return check_folder_to_replace("--output_dir", output_dir, overwrite=overwrite, inputs=inputs,
+                                   outputs={"--results_dir": results_dir})
 
-    Every component's config says float32, so the folder loads in float32 by default, as diffusers models do, and
-    ``torch_dtype=`` still picks another dtype. The discriminator goes to ``discriminator/`` (to continue training).
-    A folder of ``max_size_mb`` MiB or more is refused before the swap, so ``output_dir`` keeps what it held."""
+
+@contextlib.contextmanager
+def staged_folder(output_dir: str) -> Iterator[str]:
+    """A new hidden folder beside ``output_dir`` (``.<name>.tmp-<pid>-*``) to build the whole packaged folder in, card
+    included. When the block ends without an error, the converter's commit swaps it in as ``output_dir``
+    (:func:`galip_diffusers.conversion.commit.commit`: an existing folder is replaced in one step, and only if nothing
+    in it changed since the block began); on an error it is deleted and ``output_dir`` keeps what it held, so a crash
+    never leaves a half-written model. Leftovers of a killed packaging are dealt with first (``clean_stale``)."""
     output_dir = os.path.abspath(output_dir)
-    os.makedirs(os.path.dirname(output_dir), exist_ok=True)
+    parent = os.path.dirname(output_dir)
+    created = missing_ancestors(parent)
+    os.makedirs(parent, exist_ok=True)
+    clean_stale(output_dir)
     checked = snapshot(output_dir)
     tmp = temporary_folder(output_dir)
     try:
-        pipe.to(STORAGE_DTYPE)
-        pipe.save_pretrained(tmp)
-        discriminator.to(STORAGE_DTYPE).save_pretrained(os.path.join(tmp, "discriminator"))
-        for name in os.listdir(tmp):
-            config = os.path.join(tmp, name, "config.json")
-            if os.path.isfile(config):
-                _portable_float32_config(config, os.path.basename(output_dir))
-        size = folder_size_mb(tmp)
-        if max_size_mb is not None and size >= max_size_mb:
-            raise ValueError(f"{output_dir} would be {size:.1f} MiB; shipped models stay under {max_size_mb:g} MiB "
-                             "(nothing was replaced).")
+        yield tmp
         commit(tmp, output_dir, checked)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first; a folder that something else now uses stays
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
         raise
+
+
+def write_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, folder: str, name: str,
+                         max_size_mb: float | None = None) -> None:
+    """Save into the (new, empty) ``folder`` with float16 weights and float32 configs; ``name``: the folder the
+    model ships as (the configs' ``_name_or_path``).
+
+    Every component's config says float32, so the folder loads in float32 by default, as diffusers models do, and
+    ``torch_dtype=`` still picks another dtype. The discriminator goes to ``discriminator/`` (to continue training).
+    A folder of ``max_size_mb`` MiB or more is a ``ValueError`` (in a :func:`staged_folder`: nothing is replaced)."""
+    try:
+        pipe.to(STORAGE_DTYPE)
+        pipe.save_pretrained(folder)
+        discriminator.to(STORAGE_DTYPE).save_pretrained(os.path.join(folder, "discriminator"))
+        for component in os.listdir(folder):
+            config = os.path.join(folder, component, "config.json")
+            if os.path.isfile(config):
+                _portable_float32_config(config, name)
+        size = folder_size_mb(folder)
+        if max_size_mb is not None and size >= max_size_mb:
+            raise ValueError(f"The packaged folder {name!r} would be {size:.1f} MiB; shipped models stay under "
+                             f"{max_size_mb:g} MiB (nothing was replaced).")
     finally:
         pipe.to(torch.float32)
         discriminator.to(torch.float32)
+
+
+def save_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, output_dir: str,
+                        max_size_mb: float | None = None) -> None:
+    """:func:`write_half_precision` into a :func:`staged_folder` swapped in as ``output_dir`` (which must already
+    have been checked, e.g. by :func:`check_package_output`)."""
+    with staged_folder(output_dir) as folder:
+        write_half_precision(pipe, discriminator, folder, os.path.basename(os.path.abspath(output_dir)), max_size_mb)
 
 
 def folder_size_mb(folder: str) -> float:

@@ -28,6 +28,16 @@ def checkpoint_path(run_dir: str, checkpoint: str) -> str:
     return path
 
 
+def check_run(run_dir: str, checkpoint: Optional[str]) -> None:
+    """Before anything loads: ``--run_dir`` is a folder and ``--checkpoint`` (when given) names one in it; a
+    ``FileNotFoundError`` naming the flag otherwise."""
+    if not run_dir.strip() or not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"--run_dir {run_dir!r} is not a folder; give the --output_dir of a train_galip.py "
+                                "run.")
+    if checkpoint is not None:
+        checkpoint_path(run_dir, checkpoint)
+
+
 def clip_components(clip_model_name_or_path: str, scorer_model_name_or_path: Optional[str] = None) -> dict[str, Any]:
     """Tokenizer, text encoder and image encoder of the bridge CLIP, plus the scorer CLIP when given."""
     text_encoder, image_encoder = clip_towers(CLIPModel.from_pretrained(clip_model_name_or_path))
