@@ -47,7 +47,9 @@ from galip_diffusers.training.data import (
     noise_seed,
 )
 from galip_diffusers.training.checkpoints import (
+    ResumeError,
     checkpoint_step,
+    load_checkpoint,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
@@ -545,7 +547,7 @@ def main(args):
         accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run.")
     elif resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {resume_path}")
-        accelerator.load_state(resume_path)
+        load_checkpoint(accelerator, resume_path)
         global_step = checkpoint_step(resume_path)
         restore_lr_schedulers(lr_schedulers, counters.lr_schedulers, global_step)
         first_epoch = global_step // num_update_steps_per_epoch
@@ -790,4 +792,10 @@ if __name__ == "__main__":
         preflight(arguments)
     except (ValueError, OSError) as error:  # bad arguments: one line, as the README promises, not a traceback
         raise SystemExit(f"{os.path.basename(__file__)}: error: {error}") from None
-    main(arguments)
+    try:
+        main(arguments)
+    except KeyboardInterrupt:  # the checkpoints already saved are complete (each is written, then renamed)
+        raise SystemExit(f"{os.path.basename(__file__)}: interrupted; the checkpoints in {arguments.output_dir} are "
+                         "intact: continue with --resume_from_checkpoint latest.") from None
+    except ResumeError as error:
+        raise SystemExit(f"{os.path.basename(__file__)}: error: {error}") from None

@@ -13,6 +13,7 @@ prompt file needs little memory and the progress bar moves as images are written
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -143,13 +144,17 @@ def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", 
 
 def save_png(image: "Image.Image", stem: str, overwrite: bool = False) -> str:
     """Write ``image`` to ``stem.png``, or, unless ``overwrite``, to ``stem-1.png``, ``stem-2.png``, ... when the name
-    is taken (checked and claimed in one step, so two runs writing into the same folder never clash). Returns the
-    path written."""
+    is taken (checked and claimed in one step, so two runs writing into the same folder never clash). The PNG is
+    encoded before the file is claimed and written in one call, so a run killed meanwhile leaves no empty or partial
+    PNG behind. Returns the path written."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
     path, k = f"{stem}.png", 0
     while True:
         try:
             with open(path, "wb" if overwrite else "xb") as f:
-                image.save(f, format="PNG")
+                f.write(data)
             return path
         except FileExistsError:
             k += 1

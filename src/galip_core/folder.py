@@ -48,13 +48,47 @@ def read_json_object(path: str) -> dict[str, Any]:
     return value
 
 
+#: the dtypes a weight may be stored in (safetensors' names); integer tensors are only index buffers (INDEX_BUFFERS)
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+INDEX_BUFFERS = ("position_ids", "num_batches_tracked")
+
+
 def safetensors_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape, from the file's header only; :class:`FolderError` naming the file if it is corrupt."""
+    """Tensor name -> shape, from the file's header only; :class:`FolderError` naming the file if it is corrupt, or
+    naming the tensor if a weight is not stored as floating point (a bool or int weight would be cast silently into
+    a wrong model; only index buffers such as ``position_ids`` may be integers)."""
     try:
         with safe_open(path, framework="pt") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            header = {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}
     except Exception as err:  # noqa: BLE001  (safetensors raises its own error type for bad headers)
         raise FolderError(f"Corrupt safetensors file {path!r}: {err}") from err
+    for key, (_, dtype) in header.items():
+        if dtype not in FLOAT_DTYPES and not key.endswith(INDEX_BUFFERS):
+            raise FolderError(f"{path!r}: the weight {key!r} is stored as {dtype}; weights must be floating point "
+                              f"({', '.join(FLOAT_DTYPES)}). The file is corrupt or not a GALIP component.")
+    return {key: shape for key, (shape, _) in header.items()}
+
+
+def check_text_config(config: Mapping[str, Any], shapes: Shapes, where: str = "text_encoder/config.json",
+                      weights: str = "text_encoder/model.safetensors") -> None:
+    """The CLIP text encoder's ``config.json`` against its weights' shapes: ``num_hidden_layers`` must be the number
+    of layers the weights hold (fewer would silently skip layers), ``hidden_size`` the embedding width and
+    ``projection_dim`` the projection's output. :class:`FolderError` naming both files."""
+    for field in ("num_hidden_layers", "hidden_size"):
+        if field in config and not (_is_int(config[field]) and config[field] >= 1):
+            raise FolderError(f"{where}: {field} must be an integer >= 1, got {config[field]!r}.")
+    layers = _count(shapes, "text_model.encoder.layers.{}.layer_norm1.weight")
+    if "num_hidden_layers" in config and layers and config["num_hidden_layers"] != layers:
+        raise FolderError(f"{where}: num_hidden_layers is {config['num_hidden_layers']}, but {weights} holds {layers} "
+                          "layers.")
+    embedding = shapes.get("text_model.embeddings.token_embedding.weight")
+    if embedding is not None and "hidden_size" in config:
+        _expect(shapes, "text_model.embeddings.token_embedding.weight", (embedding[0], config["hidden_size"]),
+                "hidden_size", where, weights)
+    projection = shapes.get("text_projection.weight")
+    if projection is not None and _is_int(config.get("projection_dim")) and "hidden_size" in config:
+        _expect(shapes, "text_projection.weight", (config["projection_dim"], config["hidden_size"]),
+                "projection_dim, hidden_size", where, weights)
 
 
 def check_tokenizer_files(component: str) -> None:

@@ -1,11 +1,14 @@
 """Output paths checked before the work that would write there, so that a long run is never lost at its end and no
 input is overwritten: one implementation for the commands, the converter, the training scripts and the evaluation
-scripts. Creates nothing."""
+scripts. The checks create nothing; :func:`write_new_folder` creates a new folder atomically (the data set builders)."""
 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping, Optional
 
 
 def check_output_file(flag: str, path: str, *, overwrite: bool | None = None, suffix: str = "") -> None:
@@ -105,3 +108,21 @@ def _check_writable_folder(flag: str, folder: str) -> None:
             "." if existing == folder else f", so the folder {folder!r} cannot be created."))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"{flag}: the folder {existing!r} is not writable.")
+
+
+def write_new_folder(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp_dir)`` into a hidden temporary sibling of ``target``, then rename it into place, so that a user
+    never loads a half-written folder. ``target`` must not exist (``FileExistsError``: nothing is ever overwritten); if
+    ``write`` fails or is interrupted (Ctrl-C included), the temporary folder is removed and ``target`` stays absent."""
+    target = Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; choose a new folder (nothing was overwritten)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

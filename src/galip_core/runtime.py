@@ -27,6 +27,7 @@ from galip_core.folder import (
     FolderError,
     check_generator_config,
     check_generator_types,
+    check_text_config,
     check_tokenizer_files,
     read_json_object,
     safetensors_shapes,
@@ -244,7 +245,9 @@ def check_lite_folder(folder: str | os.PathLike) -> tuple[dict, dict]:
     _require(generator_config["vision_config"], VISION_CONFIG_KEYS, "generator/config.json's vision_config")
     weights = os.path.join(folder, "generator", "diffusion_pytorch_model.safetensors")
     check_generator_config(generator_config, safetensors_shapes(weights), generator_path, weights)
-    safetensors_shapes(os.path.join(folder, "text_encoder", "model.safetensors"))
+    text_weights = os.path.join(folder, "text_encoder", "model.safetensors")
+    check_text_config(text_config, safetensors_shapes(text_weights), os.path.join(folder, "text_encoder", "config.json"),
+                      text_weights)
     activation(text_config["hidden_act"])  # unsupported activations fail here
     activation(generator_config["vision_config"]["hidden_act"])
     return text_config, generator_config

@@ -93,6 +93,8 @@ class GALIPSettings:
         of that name is a ``ValueError`` that starts with its path."""
         if os.path.isdir(path):
             raise ValueError(f"{path} is a folder; {SETTINGS_NAME} must be a JSON file (or absent: built-in defaults).")
+        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device would block the read forever
+            raise ValueError(f"{path} is not a regular file; {SETTINGS_NAME} must be a JSON file (or absent).")
         try:
             with open(path, encoding="utf-8") as f:
                 content = json.load(f, object_pairs_hook=_refuse_duplicate_keys)

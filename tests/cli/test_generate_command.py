@@ -159,3 +159,21 @@ def test_cold_start_is_timed_in_fresh_processes(model_dir):
     with pytest.raises(RuntimeError, match="galip-generate failed"):
         cold_start_seconds(str(model_dir / "missing"), repeats=1,
                            command=[sys.executable, "-m", "galip_diffusers", "generate"])
+
+
+def test_an_interrupted_save_leaves_no_empty_png(tmp_path):
+    from PIL import Image
+
+    from galip_cli.generate import save_png
+
+    class Interrupted(Image.Image):
+        def save(self, fp, format=None, **params):  # noqa: A002  (PIL's own argument name)
+            fp.write(b"\x89PNG")  # a partial encoding, then the interrupt
+            raise KeyboardInterrupt
+
+    image = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        save_png(image, str(tmp_path / "0000_00_seed0"))
+    assert list(tmp_path.iterdir()) == []
+    path = save_png(Image.new("RGB", (4, 4)), str(tmp_path / "0000_00_seed0"))
+    assert Image.open(path).size == (4, 4)

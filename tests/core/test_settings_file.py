@@ -49,3 +49,11 @@ def test_settings_remember_where_they_came_from(tmp_path):
     assert GALIPSettings.from_folder(tmp_path).source == str(path)
     assert GALIPSettings().source == SETTINGS_NAME
     assert GALIPSettings.from_folder(tmp_path / "missing").is_empty()  # no file: the built-in defaults
+
+
+def test_a_fifo_named_like_the_settings_file_is_refused_not_read_forever(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / SETTINGS_NAME)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        GALIPSettings.from_folder(tmp_path)

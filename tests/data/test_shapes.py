@@ -330,3 +330,17 @@ def test_the_command_line_writes_a_new_folder_and_refuses_bad_arguments_first(tm
     done = subprocess.run([sys.executable, "-m", "galip_diffusers.data.shapes", str(tmp_path / "m"), "--num_images",
                            "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "wrote 1 train images" in done.stdout and "RuntimeWarning" not in done.stderr
+
+
+def test_an_interrupted_command_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    from galip_diffusers.data.shapes_cli import main
+
+    def interrupted(num_images, directory, **kwargs):
+        (directory / "00000.png").write_bytes(b"half a data set")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "to_imagefolder", interrupted)
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "out"), "--num_images", "5", "--format", "imagefolder"])
+    assert info.value.code == 130 and "interrupted; nothing was written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither the data set nor its temporary folder

@@ -2,6 +2,7 @@
 what was expected; non-finite values never become images (issue #27, items 4, 5, 6 and 11)."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -85,6 +86,43 @@ def test_corrupt_files_are_named(folder, model_dir):
     (folder / GENERATOR_WEIGHTS).write_bytes((folder / GENERATOR_WEIGHTS).read_bytes()[:100])
     for load in ENGINES.values():
         with pytest.raises(ValueError, match=r"Corrupt safetensors file '.*generator/diffusion_pytorch_model"):
+            load(str(folder))
+
+
+TEXT_WEIGHTS = "text_encoder/model.safetensors"
+
+
+def _edit_weights(folder, name, change):
+    weights = load_file(str(folder / name))
+    change(weights)
+    save_file(weights, str(folder / name))
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_weights_stored_as_bool_or_int_are_named_not_cast(folder, engine):
+    _edit_weights(folder, GENERATOR_WEIGHTS, lambda w: w.update({"conv_out.bias": w["conv_out.bias"] > 0}))
+    with pytest.raises(ValueError, match=r"the weight 'conv_out.bias' is stored as BOOL; weights must be floating "
+                                         r"point \(F16, BF16, F32, F64\)"):
+        ENGINES[engine](str(folder))
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+@pytest.mark.parametrize("layers", [-1, 1])
+def test_a_text_config_that_skips_layers_is_refused(folder, engine, layers):
+    _edit_json(folder, "text_encoder/config.json", _set(num_hidden_layers=layers))
+    message = ("num_hidden_layers must be an integer >= 1" if layers < 1 else
+               r"num_hidden_layers is 1, but .*text_encoder/model.safetensors holds 2 layers")
+    with pytest.raises(ValueError, match=message):
+        ENGINES[engine](str(folder))
+
+
+@pytest.mark.parametrize("weights,key", [(GENERATOR_WEIGHTS, "conv_out.bias"), (TEXT_WEIGHTS, "text_projection.weight")])
+def test_a_missing_tensor_is_named_not_filled_with_random_values(folder, weights, key):
+    from diffusers import DiffusionPipeline
+
+    _edit_weights(folder, weights, lambda w: w.pop(key))
+    for load in (GALIPPipeline.from_pretrained, DiffusionPipeline.from_pretrained):
+        with pytest.raises(ValueError, match=rf"lacks weights its \w+ needs \({re.escape(key)}\)"):
             load(str(folder))
 
 

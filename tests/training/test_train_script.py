@@ -272,6 +272,28 @@ def test_output_folder_checkpoint_flags_and_resume_are_checked_before_anything_l
         script.main(script.parse_args(_scratch(fx) + _common(fx, out, "--resume_from_checkpoint", "checkpoint-7")))
 
 
+def test_a_failed_resume_neither_changes_the_run_nor_prints_a_traceback(script, fixtures, tmp_path):
+    fx, out = fixtures, tmp_path / "run"
+    script.main(script.parse_args(_scratch(fx) + _common(fx, out, "--max_train_steps", "2", "--checkpointing_steps", "1")))
+    run_file = (out / "galip_run.json").read_text()
+    # a folder that is not a checkpoint is refused before anything starts: the run keeps its id, `latest` still works
+    (out / "checkpoint-9").mkdir()
+    for bad in (str(fx["data"]), str(out / "checkpoint-9")):
+        with pytest.raises(ValueError, match="is not a checkpoint saved by training"):
+            script.main(script.parse_args(_scratch(fx) + _common(fx, out, "--resume_from_checkpoint", bad)))
+    assert (out / "galip_run.json").read_text() == run_file
+    (out / "checkpoint-9").rmdir()
+    # a checkpoint with a corrupt file: one line naming it and what to do, nothing deleted
+    (out / "checkpoint-2" / "optimizer.bin").write_bytes(b"")
+    done = subprocess.run([sys.executable, SCRIPT, *_scratch(fx), *_common(fx, out, "--max_train_steps", "3",
+                           "--resume_from_checkpoint", "checkpoint-2")], env=_env(), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_galip.py: error: cannot resume from") and "Nothing was deleted" in last
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
 def test_the_script_run_directly_reports_bad_arguments_in_one_line(fixtures, tmp_path):
     used = tmp_path / "used"
     (used / "checkpoint-5").mkdir(parents=True)

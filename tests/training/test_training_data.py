@@ -185,6 +185,9 @@ def test_checkpoint_folders_ignore_incomplete_saves(tmp_path):
     open(os.path.join(out, "checkpoint-20"), "w").close()  # a file, not a folder
     assert [step for step, _ in list_checkpoints(out)] == [2, 10]
     assert resolve_resume_checkpoint("latest", out) == os.path.join(out, "checkpoint-10")
+    with pytest.raises(ValueError, match="is not a checkpoint saved by training"):  # no random_states_0.pkl in it
+        resolve_resume_checkpoint("checkpoint-2", out)
+    open(os.path.join(out, "checkpoint-2", "random_states_0.pkl"), "w").close()
     assert resolve_resume_checkpoint("checkpoint-2", out) == os.path.join(out, "checkpoint-2")
     assert resolve_resume_checkpoint("latest", str(tmp_path / "empty")) is None
     with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from galip_core.paths import write_new_folder
+
 if TYPE_CHECKING:  # datasets is imported at call time
     from datasets import Dataset
 
@@ -372,26 +374,6 @@ def dataset_card(dataset: "Dataset", split: str, packages: Mapping[str, NpmPacka
     )
 
 
-def _write_atomically(target: PathLike, write) -> Path:
-    """Run ``write(tmp_dir)`` into a temporary sibling of ``target``, then move it into place.
-
-    ``target`` must not exist (nothing is ever overwritten); if ``write`` fails, the temporary folder is removed
-    and ``target`` is left absent, so a user never loads a half-written data set.
-    """
-    target = Path(target)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; choose a new folder (nothing was overwritten)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
 def save_dataset(dataset: "Dataset", directory: PathLike, split: str = "all") -> Path:
     """``dataset.save_to_disk(directory)`` plus its card, written atomically (``directory`` must not exist)."""
 
@@ -399,7 +381,7 @@ def save_dataset(dataset: "Dataset", directory: PathLike, split: str = "all") ->
         dataset.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(dataset_card(dataset, split))
 
-    return _write_atomically(directory, write)
+    return write_new_folder(directory, write)
 
 
 def export_imagefolder(dataset: "Dataset", directory: PathLike, split: str = "all") -> Path:
@@ -415,7 +397,7 @@ def export_imagefolder(dataset: "Dataset", directory: PathLike, split: str = "al
                 metadata.write(json.dumps({"file_name": file_name, **row}) + "\n")
         (tmp / "README.md").write_text(dataset_card(dataset, split))
 
-    return _write_atomically(directory, write)
+    return write_new_folder(directory, write)
 
 
 if __name__ == "__main__":  # python -m galip_diffusers.data.emoji OUT [...]: the command line lives in emoji_cli.py,

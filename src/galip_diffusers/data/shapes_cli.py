@@ -1,6 +1,7 @@
 """The command line of the captioned-shapes data set: ``python -m galip_diffusers.data.shapes OUT [--num_images N]
 [--seed S] [--split train|held_out|all] [--format arrow|imagefolder]``. It writes a new folder only (an existing one
-is refused); the arguments are checked before anything is generated, and errors are one line."""
+is refused), under a temporary name renamed when complete, so an interrupted build leaves nothing; the arguments are
+checked before anything is generated, and errors are one line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from galip_core.finite import check_number_in_range
-from galip_core.paths import check_output_folder
+from galip_core.paths import check_output_folder, write_new_folder
 from galip_diffusers.data import shapes
 
 
@@ -37,13 +38,19 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
         parser.error(str(error))
     if Path(args.output_dir).exists():
         parser.error(f"output_dir {args.output_dir} already exists; choose a new folder (nothing was overwritten)")
-    try:
+
+    def write(folder: Path) -> None:  # into a hidden sibling, renamed when complete: never a half-written data set
         if args.format == "arrow":
-            shapes.make_dataset(args.num_images, seed=args.seed, split=args.split).save_to_disk(args.output_dir)
+            shapes.make_dataset(args.num_images, seed=args.seed, split=args.split).save_to_disk(str(folder))
         else:
-            shapes.to_imagefolder(args.num_images, args.output_dir, seed=args.seed, split=args.split)
+            shapes.to_imagefolder(args.num_images, folder, seed=args.seed, split=args.split)
+
+    try:
+        write_new_folder(args.output_dir, write)
     except OSError as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog}: interrupted; nothing was written to {args.output_dir}\n")
     print(f"wrote {args.num_images} {args.split} images to {args.output_dir}")
 
 

@@ -17,6 +17,7 @@ from galip_core.folder import (  # noqa: F401  (FolderError: the error type of t
     FolderError,
     check_generator_config,
     check_generator_types,
+    check_text_config,
     check_tokenizer_files,
     read_json_object,
     safetensors_shapes,
@@ -88,10 +89,48 @@ def check_pipeline_folder(folder: str) -> None:
         if "Tokenizer" in str(value[1]):
             check_tokenizer_files(component)
             continue
-        read_json_object(os.path.join(component, "config.json"))
+        config = read_json_object(os.path.join(component, "config.json"))
         _check_weights(component)
         if value[1] == "GALIPGenerator":
             check_generator_folder(component)
+        if value[1] == "CLIPTextModelWithProjection" and os.path.isfile(os.path.join(component, "model.safetensors")):
+            weights = os.path.join(component, "model.safetensors")
+            check_text_config(config, safetensors_shapes(weights), os.path.join(component, "config.json"), weights)
+        check_no_missing_weights(component, str(value[1]), config)
+
+
+#: the component classes whose weights are checked for missing tensors (diffusers and transformers would fill a
+#: missing one with random values, a silently wrong model; the lite runtime refuses it)
+_MODEL_CLASSES = ("GALIPGenerator", "GALIPDiscriminator", "CLIPTextModelWithProjection",
+                  "CLIPVisionModelWithProjection", "CLIPModel")
+
+
+def check_no_missing_weights(component: str, class_name: str, config: dict) -> None:
+    """:class:`FolderError` naming the file and the tensors if the component's safetensors weights lack a tensor its
+    class has (built from its config on the meta device: nothing is allocated). Extra tensors are left to the library,
+    as diffusers and transformers ignore them. Sharded and ``.bin`` weights are not checked."""
+    weights = os.path.join(component, "model.safetensors")
+    if not os.path.isfile(weights):
+        weights = os.path.join(component, "diffusion_pytorch_model.safetensors")
+    if class_name not in _MODEL_CLASSES or not os.path.isfile(weights):
+        return
+    import torch
+
+    with torch.device("meta"):
+        if class_name.startswith("GALIP"):
+            from .. import models
+
+            model = getattr(models, class_name).from_config(config)
+        else:
+            import transformers
+
+            model_class = getattr(transformers, class_name)
+            model = model_class(model_class.config_class.from_dict(config))
+    missing = sorted(set(model.state_dict()) - set(safetensors_shapes(weights)))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise FolderError(f"{weights!r} lacks weights its {class_name} needs ({shown}): loading it would fill them "
+                          "with random values. The file is incomplete or belongs to another model.")
 
 
 def check_save_directory(save_directory: Any) -> None:

@@ -110,7 +110,10 @@ class GALIPPipeline(DiffusionPipeline):
         (:func:`settings_of_generic_load`), so the settings apply whichever way the folder is loaded."""
         super().register_to_config(**kwargs)
         if "_name_or_path" in kwargs and not _OWN_LOADER.get():
-            self.settings = settings_of_generic_load(kwargs["_name_or_path"])
+            path = kwargs["_name_or_path"]
+            if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+                check_pipeline_folder(os.fspath(path))  # diffusers' loader skipped GALIP's folder checks: run them now
+            self.settings = settings_of_generic_load(path)
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod

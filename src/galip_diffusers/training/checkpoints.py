@@ -61,11 +61,45 @@ def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str], output_dir:
         return checkpoints[-1][1] if checkpoints else None
     for candidate in (resume_from_checkpoint, os.path.join(output_dir, resume_from_checkpoint)):
         if os.path.isdir(candidate):
+            check_checkpoint_folder(candidate)
             return candidate
     raise FileNotFoundError(
         f"--resume_from_checkpoint {resume_from_checkpoint!r} does not exist (give 'latest', a checkpoint folder, or "
         f"a checkpoint-N name inside --output_dir)."
     )
+
+
+#: what ``accelerator.save_state`` always writes into a checkpoint (the RNG states of process 0)
+CHECKPOINT_MARKER = "random_states_0.pkl"
+
+
+def check_checkpoint_folder(path: str) -> None:
+    """Before anything starts: ``--resume_from_checkpoint PATH`` must be a ``checkpoint-N`` folder that a training
+    script saved (it holds ``random_states_0.pkl``). Any other folder is a ``ValueError`` naming it, so that a failed
+    resume never marks ``--output_dir`` as a new run (and ``latest`` keeps finding this run's checkpoints)."""
+    name = os.path.basename(os.path.normpath(path))
+    if not _CHECKPOINT_RE.match(name) or not os.path.isfile(os.path.join(path, CHECKPOINT_MARKER)):
+        raise ValueError(f"--resume_from_checkpoint {path!r} is not a checkpoint saved by training (expected a "
+                         f"checkpoint-N folder holding {CHECKPOINT_MARKER}); give 'latest' or one of the checkpoint-N "
+                         "folders in --output_dir.")
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint that exists but cannot be loaded (corrupt, incomplete, or saved with other model settings)."""
+
+
+def load_checkpoint(accelerator, path: str) -> None:
+    """``accelerator.load_state(path)``, with a :class:`ResumeError` that says what to do instead of the library's
+    traceback (``EOFError``, a state-dict mismatch, a missing ``optimizer.bin``). Nothing is deleted either way."""
+    try:
+        accelerator.load_state(path)
+    except Exception as err:  # noqa: BLE001  (accelerate, torch and safetensors raise many types here)
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        raise ResumeError(
+            f"cannot resume from {path} ({type(err).__name__}: {first}): the checkpoint is incomplete or corrupt, or "
+            "it was saved with other model settings. Resume from an earlier checkpoint-N of --output_dir, or start "
+            "afresh with --overwrite_output_dir. Nothing was deleted."
+        ) from err
 
 
 def checkpoint_step(path: str) -> int:
