@@ -47,8 +47,8 @@ from galip_diffusers.training.clip import (
     pixel_values_from_uint8,
     save_image_processor,
 )
-from galip_diffusers.training.checkpoints import (ResumeError, load_checkpoint, remove_incomplete_checkpoints,
-                                                   resolve_resume_checkpoint, save_checkpoint)
+from galip_diffusers.training.checkpoints import (load_checkpoint, remove_incomplete_checkpoints,
+                                                   resolve_resume_checkpoint, run_training, save_checkpoint)
 from galip_diffusers.training.clip_data import evaluate_on_folder, load_caption_pool, sample_batch_captions
 from galip_diffusers.training.options import FLAG_RANGES, LR_SCHEDULERS, check_flag_ranges
 from galip_diffusers.training.ownership import check_output_dir, start_run
@@ -382,11 +382,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    try:
-        main(arguments)
-    except KeyboardInterrupt:  # the checkpoints already saved are complete (each is written, then renamed)
-        raise SystemExit(f"train_clip.py: interrupted; the checkpoints in {arguments.output_dir} are intact: continue "
-                         "with --resume_from_checkpoint latest.") from None
-    except ResumeError as error:
-        raise SystemExit(f"train_clip.py: error: {error}") from None
+    run_training(main, parse_args(), "train_clip.py")

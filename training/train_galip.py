@@ -47,11 +47,11 @@ from galip_diffusers.training.data import (
     noise_seed,
 )
 from galip_diffusers.training.checkpoints import (
-    ResumeError,
     checkpoint_step,
     load_checkpoint,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
+    run_training,
     save_checkpoint,
 )
 from galip_diffusers.training.ownership import check_output_dir, open_loss_log, start_run
@@ -792,10 +792,4 @@ if __name__ == "__main__":
         preflight(arguments)
     except (ValueError, OSError) as error:  # bad arguments: one line, as the README promises, not a traceback
         raise SystemExit(f"{os.path.basename(__file__)}: error: {error}") from None
-    try:
-        main(arguments)
-    except KeyboardInterrupt:  # the checkpoints already saved are complete (each is written, then renamed)
-        raise SystemExit(f"{os.path.basename(__file__)}: interrupted; the checkpoints in {arguments.output_dir} are "
-                         "intact: continue with --resume_from_checkpoint latest.") from None
-    except ResumeError as error:
-        raise SystemExit(f"{os.path.basename(__file__)}: error: {error}") from None
+    run_training(main, arguments, os.path.basename(__file__))

@@ -102,6 +102,18 @@ def load_checkpoint(accelerator, path: str) -> None:
         ) from err
 
 
+def run_training(main, args, script: str) -> None:
+    """``main(args)`` of a training script, ending in one line instead of a traceback on Ctrl-C (the checkpoints
+    already saved are complete: each is written, then renamed) and on a :class:`ResumeError`."""
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        raise SystemExit(f"{script}: interrupted; the checkpoints in {args.output_dir} are intact: continue with "
+                         "--resume_from_checkpoint latest.") from None
+    except ResumeError as error:
+        raise SystemExit(f"{script}: error: {error}") from None
+
+
 def checkpoint_step(path: str) -> int:
     """The global step a checkpoint folder was written at (from its ``checkpoint-N`` name)."""
     match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path)))
