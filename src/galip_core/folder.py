@@ -26,7 +26,6 @@ VISION_INT_FIELDS = {"hidden_size": 1, "num_hidden_layers": 1, "num_attention_he
                      "patch_size": 1}  # fmt: skip
 
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 JSON_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -92,9 +91,14 @@ def check_text_config(config: Mapping[str, Any], shapes: Shapes, where: str = "t
 
 
 def check_tokenizer_files(component: str) -> None:
-    """A tokenizer folder has tokenizer files, and each of its JSON files is a readable JSON object."""
-    if not any(os.path.isfile(os.path.join(component, f)) for f in TOKENIZER_FILES):
-        raise FileNotFoundError(f"No tokenizer files ({', '.join(TOKENIZER_FILES)}) in {component!r}.")
+    """A tokenizer folder holds its vocabulary, as ``tokenizer.json`` or as ``vocab.json`` + ``merges.txt`` (without
+    either, transformers would quietly build a tokenizer with another vocabulary: wrong token ids, wrong images), and
+    each of its JSON files is a readable JSON object."""
+    has = lambda name: os.path.isfile(os.path.join(component, name))  # noqa: E731
+    if not (has("tokenizer.json") or (has("vocab.json") and has("merges.txt"))):
+        present = sorted(os.listdir(component)) if os.path.isdir(component) else []
+        raise FileNotFoundError(f"No tokenizer vocabulary in {component!r}: it needs tokenizer.json, or vocab.json and "
+                                f"merges.txt (it holds {present or 'nothing'}).")
     for name in JSON_TOKENIZER_FILES:
         path = os.path.join(component, name)
         if os.path.isfile(path):

@@ -126,6 +126,20 @@ def test_a_missing_tensor_is_named_not_filled_with_random_values(folder, weights
             load(str(folder))
 
 
+def test_a_tokenizer_without_its_vocabulary_is_refused_not_rebuilt(folder, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from galip_cli.generate import main as generate
+
+    (folder / "tokenizer" / "tokenizer.json").unlink()  # tokenizer_config.json alone: another vocabulary
+    for load in (GALIPPipeline.from_pretrained, DiffusionPipeline.from_pretrained):
+        with pytest.raises(FileNotFoundError, match=r"No tokenizer vocabulary in .*tokenizer': it needs tokenizer.json, "
+                                                    r"or vocab.json and merges.txt"):
+            load(str(folder))
+    assert generate(["a red picture", "--model", str(folder), "--out", str(tmp_path / "png")]) == 1
+    assert not (tmp_path / "png").exists() or not list((tmp_path / "png").iterdir())  # no image from a wrong tokenizer
+
+
 @pytest.fixture()
 def nan_folder(folder):
     weights = load_file(str(folder / GENERATOR_WEIGHTS))
