@@ -36,18 +36,27 @@ REMOTE_CODE_SHIM = '"""Loads GALIP pipelines through diffusers\' custom-pipeline
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-def _check_weights(folder: str) -> None:
+#: the weights file of a component, by library (diffusers, transformers)
+_MAIN_WEIGHTS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def _check_weights(folder: str) -> tuple[str | None, dict | None]:
+    """Every weights file of a component folder is readable; returns the path and the tensor shapes of its main
+    safetensors file (:data:`_MAIN_WEIGHTS`), read once for the checks against the config, or ``(None, None)``."""
     weights = sorted(f for f in os.listdir(folder) if f.endswith(_WEIGHT_SUFFIXES))
     if not weights:
         raise FileNotFoundError(
             f"No weights file ({' or '.join('*' + s for s in _WEIGHT_SUFFIXES)}) in component folder {folder!r}."
         )
+    shapes = {}
     for name in weights:
         path = os.path.join(folder, name)
         if name.endswith(".safetensors"):
-            safetensors_shapes(path)
+            shapes[name] = safetensors_shapes(path)
         elif name.endswith(".index.json"):
             read_json_object(path)
+    main = next((name for name in _MAIN_WEIGHTS if name in shapes), None)
+    return (None, None) if main is None else (os.path.join(folder, main), shapes[main])
 
 
 def complete_generator_config(config: dict) -> dict:
@@ -66,17 +75,6 @@ def complete_generator_config(config: dict) -> dict:
     return complete
 
 
-def check_generator_folder(component: str) -> None:
-    """The generator's ``config.json`` (types, ranges) against its safetensors weights' shapes: the check the fast
-    runtime runs too (:func:`galip_core.folder.check_generator_config`)."""
-    config_path = os.path.join(component, "config.json")
-    config = read_json_object(config_path)
-    check_generator_types(config, config_path)
-    weights = os.path.join(component, "diffusion_pytorch_model.safetensors")
-    if os.path.isfile(weights):
-        check_generator_config(complete_generator_config(config), safetensors_shapes(weights), config_path, weights)
-
-
 def check_pipeline_folder(folder: str) -> None:
     """Raise ``FileNotFoundError``/``ValueError`` naming the file if ``folder`` is not a loadable pipeline folder."""
     index = read_json_object(os.path.join(folder, "model_index.json"))
@@ -89,14 +87,24 @@ def check_pipeline_folder(folder: str) -> None:
         if "Tokenizer" in str(value[1]):
             check_tokenizer_files(component)
             continue
-        config = read_json_object(os.path.join(component, "config.json"))
-        _check_weights(component)
+        config_path = os.path.join(component, "config.json")
+        config = read_json_object(config_path)
+        weights, shapes = _check_weights(component)
         if value[1] == "GALIPGenerator":
-            check_generator_folder(component)
-        if value[1] == "CLIPTextModelWithProjection" and os.path.isfile(os.path.join(component, "model.safetensors")):
-            weights = os.path.join(component, "model.safetensors")
-            check_text_config(config, safetensors_shapes(weights), os.path.join(component, "config.json"), weights)
-        check_no_missing_weights(component, str(value[1]), config)
+            check_generator_types(config, config_path)
+        if shapes is not None:
+            check_config_against_weights(str(value[1]), config, config_path, weights, shapes)
+
+
+def check_config_against_weights(class_name: str, config: dict, config_path: str, weights: str, shapes: dict) -> None:
+    """A component's config against its safetensors weights' shapes (read once, by the caller): the generator's
+    fields (the check the fast runtime runs too, :func:`galip_core.folder.check_generator_config`), the text
+    encoder's layers and widths (:func:`galip_core.folder.check_text_config`), and no tensor its class has missing."""
+    if class_name == "GALIPGenerator":
+        check_generator_config(complete_generator_config(config), shapes, config_path, weights)
+    elif class_name == "CLIPTextModelWithProjection":
+        check_text_config(config, shapes, config_path, weights)
+    check_no_missing_weights(class_name, config, weights, shapes)
 
 
 #: the component classes whose weights are checked for missing tensors (diffusers and transformers would fill a
@@ -105,14 +113,12 @@ _MODEL_CLASSES = ("GALIPGenerator", "GALIPDiscriminator", "CLIPTextModelWithProj
                   "CLIPVisionModelWithProjection", "CLIPModel")
 
 
-def check_no_missing_weights(component: str, class_name: str, config: dict) -> None:
-    """:class:`FolderError` naming the file and the tensors if the component's safetensors weights lack a tensor its
-    class has (built from its config on the meta device: nothing is allocated). Extra tensors are left to the library,
-    as diffusers and transformers ignore them. Sharded and ``.bin`` weights are not checked."""
-    weights = os.path.join(component, "model.safetensors")
-    if not os.path.isfile(weights):
-        weights = os.path.join(component, "diffusion_pytorch_model.safetensors")
-    if class_name not in _MODEL_CLASSES or not os.path.isfile(weights):
+def check_no_missing_weights(class_name: str, config: dict, weights: str, shapes: dict) -> None:
+    """:class:`FolderError` naming the file and the tensors if the weights ``shapes`` (of the safetensors file
+    ``weights``) lack a tensor the component's class has (built from its config on the meta device: nothing is
+    allocated). Extra tensors are left to the library, as diffusers and transformers ignore them. Sharded and
+    ``.bin`` weights are not checked."""
+    if class_name not in _MODEL_CLASSES:
         return
     import torch
 
@@ -126,7 +132,7 @@ def check_no_missing_weights(component: str, class_name: str, config: dict) -> N
 
             model_class = getattr(transformers, class_name)
             model = model_class(model_class.config_class.from_dict(config))
-    missing = sorted(set(model.state_dict()) - set(safetensors_shapes(weights)))
+    missing = sorted(set(model.state_dict()) - set(shapes))
     if missing:
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
         raise FolderError(f"{weights!r} lacks weights its {class_name} needs ({shown}): loading it would fill them "
