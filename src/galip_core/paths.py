@@ -98,6 +98,14 @@ def check_folder_to_replace(flag: str, path: str, *, overwrite: bool, inputs: Ma
     return out
 
 
+def check_new_folder(flag: str, path: str) -> None:
+    """:func:`check_output_folder`, and ``path`` must not exist yet (``FileExistsError``): the check of a command
+    that only ever creates a new folder (the data set builders, with :func:`write_new_folder`)."""
+    check_output_folder(flag, path)
+    if os.path.lexists(path):
+        raise FileExistsError(f"{flag} {path} already exists; choose a new folder (nothing was overwritten)")
+
+
 def _check_writable_folder(flag: str, folder: str) -> None:
     """``folder`` exists and is writable, or the nearest existing folder above it is (so that it can be created)."""
     existing = folder

@@ -5,10 +5,9 @@ errors are one line, and an interrupted build leaves nothing where the data set 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Iterable, Optional
 
-from galip_core.paths import check_output_folder
+from galip_core.paths import check_new_folder
 from galip_diffusers.data import emoji as data
 
 
@@ -31,12 +30,10 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
     given = {key: getattr(args, f"{key}_tarball") for key in data.PACKAGES}
     if any(given.values()) and not all(given.values()):
         parser.error("pass all of --twemoji_tarball, --noto_tarball and --labels_tarball, or none")
-    try:  # empty, under a file, not writable: found now, not after the build
-        check_output_folder("output_dir", args.output_dir)
+    try:  # empty, under a file, not writable, existing: found now, not after the build (the save checks again)
+        check_new_folder("output_dir", args.output_dir)
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    if Path(args.output_dir).exists():  # before the build; the atomic save refuses it again
-        parser.error(f"output_dir {args.output_dir} already exists; choose a new folder (nothing was overwritten)")
     save = data.save_dataset if args.format == "arrow" else data.export_imagefolder
     try:  # one line, not a traceback: a missing or corrupt tarball, npm failing, a folder made meanwhile, a full disk
         dataset = data.build_dataset(given if all(given.values()) else None, cache_dir=args.cache_dir, split=args.split)

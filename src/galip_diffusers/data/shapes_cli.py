@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from galip_core.finite import check_number_in_range
-from galip_core.paths import check_output_folder, write_new_folder
+from galip_core.paths import check_new_folder, write_new_folder
 from galip_diffusers.data import shapes
 
 
@@ -33,11 +33,9 @@ def main(argv: Optional[Iterable[str]] = None) -> None:
     try:
         check_number_in_range("--num_images", args.num_images, 1, integer=True)
         check_number_in_range("--seed", args.seed, 0, integer=True)
-        check_output_folder("output_dir", args.output_dir)
+        check_new_folder("output_dir", args.output_dir)
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    if Path(args.output_dir).exists():
-        parser.error(f"output_dir {args.output_dir} already exists; choose a new folder (nothing was overwritten)")
 
     def write(folder: Path) -> None:  # into a hidden sibling, renamed when complete: never a half-written data set
         if args.format == "arrow":
