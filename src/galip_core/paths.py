@@ -1,14 +1,11 @@
 """Output paths checked before the work that would write there, so that a long run is never lost at its end and no
 input is overwritten: one implementation for the commands, the converter, the training scripts and the evaluation
-scripts. The checks create nothing; :func:`write_new_folder` creates a new folder atomically (the data set builders)."""
+scripts. The checks create nothing; :mod:`galip_core.staging` builds new folders atomically."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 
 def check_output_file(flag: str, path: str, *, overwrite: bool | None = None, suffix: str = "") -> None:
@@ -100,7 +97,7 @@ def check_folder_to_replace(flag: str, path: str, *, overwrite: bool, inputs: Ma
 
 def check_new_folder(flag: str, path: str) -> None:
     """:func:`check_output_folder`, and ``path`` must not exist yet (``FileExistsError``): the check of a command
-    that only ever creates a new folder (the data set builders, with :func:`write_new_folder`)."""
+    that only ever creates a new folder (the data set builders, with :func:`galip_core.staging.write_new_folder`)."""
     check_output_folder(flag, path)
     if os.path.lexists(path):
         raise FileExistsError(f"{flag} {path} already exists; choose a new folder (nothing was overwritten)")
@@ -116,21 +113,3 @@ def _check_writable_folder(flag: str, folder: str) -> None:
             "." if existing == folder else f", so the folder {folder!r} cannot be created."))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"{flag}: the folder {existing!r} is not writable.")
-
-
-def write_new_folder(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp_dir)`` into a hidden temporary sibling of ``target``, then rename it into place, so that a user
-    never loads a half-written folder. ``target`` must not exist (``FileExistsError``: nothing is ever overwritten); if
-    ``write`` fails or is interrupted (Ctrl-C included), the temporary folder is removed and ``target`` stays absent."""
-    target = Path(target)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; choose a new folder (nothing was overwritten)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target

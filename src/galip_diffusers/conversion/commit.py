@@ -1,7 +1,7 @@
 """Putting a converted folder in place without losing anything: the last step of ``galip convert``.
 
-The converter builds the new folder under a hidden temporary name beside ``--output_dir`` (``.<name>.tmp-<pid>-*``)
-and then swaps it in (:func:`commit`):
+The converter builds the new folder under a hidden temporary name beside ``--output_dir`` (``.<name>.tmp-<pid>-*``,
+:func:`galip_core.staging.temporary_sibling`) and then swaps it in (:func:`commit`):
 
 * the output folder's contents are recorded when the conversion starts (:func:`snapshot`) and checked again at the
   swap; if anything was added, removed or changed in between, nothing is replaced and the error names the entries;
@@ -20,12 +20,12 @@ import ctypes
 import logging
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
 from typing import Optional
 
+from galip_core.staging import remove_stale_temporaries
 from galip_diffusers.conversion.keys import ConversionError
 
 logger = logging.getLogger(__name__)
@@ -55,46 +55,25 @@ def _differences(before: Optional[Snapshot], after: Optional[Snapshot]) -> list[
     return changes
 
 
-def temporary_folder(out: str) -> str:
-    """A new hidden folder beside ``out`` to build the conversion in; its name carries this process's id."""
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-{os.getpid()}-", dir=os.path.dirname(out))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(out: str) -> list[str]:
-    """Deal with what killed conversions into ``out`` left beside it; returns (and logs) one message per folder."""
+    """Deal with what killed conversions into ``out`` left beside it; returns (and logs) one message per folder: an
+    old model left in a hidden ``.old-*`` folder is put back when ``out`` is missing (kept otherwise), and unfinished
+    ``.tmp-*`` folders of dead processes are deleted (:func:`galip_core.staging.remove_stale_temporaries`)."""
     parent, name = os.path.dirname(out), os.path.basename(out)
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(tmp|old)-(?:(\d+)-)?")
+    pattern = re.compile(rf"^\.{re.escape(name)}\.old-")
     messages = []
     for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
-        match = pattern.match(entry)
         path = os.path.join(parent, entry)
-        if not match or not os.path.isdir(path):
+        if not pattern.match(entry) or not os.path.isdir(path):
             continue
-        kind, pid = match.group(1), match.group(2)
-        if kind == "old":
-            if os.path.exists(out):
-                messages.append(f"Kept {path!r}: an older model left by an interrupted conversion (not deleted).")
-            else:
-                os.rename(path, out)
-                messages.append(f"Restored {out!r} from {path!r}, where an interrupted conversion had left it.")
-        elif pid is not None and int(pid) != os.getpid() and _process_alive(int(pid)):
-            messages.append(f"Left {path!r} alone: process {pid}, which is converting into it, is still running.")
-        elif pid is None or int(pid) != os.getpid():
-            shutil.rmtree(path, ignore_errors=True)
-            messages.append(f"Removed {path!r}, the unfinished folder of an interrupted conversion.")
+        if os.path.exists(out):
+            messages.append(f"Kept {path!r}: an older model left by an interrupted conversion (not deleted).")
+        else:
+            os.rename(path, out)
+            messages.append(f"Restored {out!r} from {path!r}, where an interrupted conversion had left it.")
     for message in messages:
         logger.warning(message)
-    return messages
+    return messages + remove_stale_temporaries(out, kind="conversion")
 
 
 def _exchange(a: str, b: str) -> bool:

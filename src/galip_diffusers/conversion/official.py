@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 from typing import Any, Callable
 
 import torch
@@ -30,9 +29,10 @@ from transformers import CLIPTokenizer
 
 from galip_core import __version__
 from galip_core.settings import starting_settings
+from galip_core.staging import temporary_sibling
 from galip_diffusers.conversion.openai_clip import VISION_KEY_MAP, VIT_B_32, CLIPGeometry, CLIPSource, image_encoder_from_openai, load_clip_source
 from galip_diffusers.conversion.card import converted_card_fields
-from galip_diffusers.conversion.commit import Snapshot, clean_stale, commit, snapshot, temporary_folder
+from galip_diffusers.conversion.commit import Snapshot, clean_stale, commit, snapshot
 from galip_diffusers.conversion.keys import (
     ConversionError,
     KeyRule,
@@ -45,7 +45,7 @@ from galip_diffusers.conversion.keys import (
     strip_prefix,
 )
 from galip_diffusers.conversion.model_card import find_template, render_model_card
-from galip_diffusers.conversion.paths import check_inputs, check_output_dir, missing_ancestors
+from galip_diffusers.conversion.paths import check_inputs, check_output_dir
 from galip_diffusers.hub import save_half_precision_variant
 from galip_diffusers.models.clip_bridge import CLIP_PREPROCESS_MODES
 from galip_diffusers.models.discriminator import GALIPDiscriminator
@@ -352,21 +352,9 @@ def _check_fits_float16(pipe: GALIPPipeline, discriminator: GALIPDiscriminator |
 
 def _write_atomically(out: str, write: Callable[[str], None], checked: Snapshot | None) -> None:
     """``write(folder)`` into a fresh folder next to ``out``, check it, and swap it in for ``out``, whose contents
-    must still be ``checked`` (see :mod:`galip_diffusers.conversion.commit`). On any failure the folder is removed,
-    and so are the parent folders this call created (deepest first, only while empty)."""
-    parent = os.path.dirname(out)
-    created = missing_ancestors(parent)
-    os.makedirs(parent, exist_ok=True)
-    tmp = temporary_folder(out)
-    try:
+    must still be ``checked`` (see :mod:`galip_diffusers.conversion.commit`). On any failure, Ctrl-C or SIGTERM the
+    folder is removed, and so are the parent folders this call created (:func:`galip_core.staging.temporary_sibling`)."""
+    with temporary_sibling(out, kind="conversion") as tmp:
         write(tmp)
         check_pipeline_folder(tmp)
         commit(tmp, out, checked)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in created:
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break
-        raise

@@ -46,11 +46,3 @@ def check_output_dir(output_dir: str, overwrite: bool, inputs: dict[str, str | N
     except (ValueError, OSError) as error:  # one error type for the converter's callers
         raise ConversionError(str(error)) from None
 
-
-def missing_ancestors(folder: str) -> list[str]:
-    """``folder`` and its parents that do not exist yet, deepest first."""
-    missing = []
-    while not os.path.exists(folder):
-        missing.append(folder)
-        folder = os.path.dirname(folder)
-    return missing

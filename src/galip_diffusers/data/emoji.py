@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from galip_core.paths import write_new_folder
+from galip_core.staging import write_new_folder
 
 if TYPE_CHECKING:  # datasets is imported at call time
     from datasets import Dataset

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from galip_core.finite import check_number_in_range
-from galip_core.paths import check_new_folder, write_new_folder
+from galip_core.paths import check_new_folder
+from galip_core.staging import write_new_folder
 from galip_diffusers.data import shapes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 
@@ -34,6 +35,16 @@ logger = logging.get_logger(__name__)
 
 #: set while `GALIPPipeline.from_pretrained` / `from_pipe` run diffusers' loader: they set the settings themselves
 _OWN_LOADER: contextvars.ContextVar[bool] = contextvars.ContextVar("galip_own_loader", default=False)
+
+
+@contextlib.contextmanager
+def _loading_ourselves():
+    """Within the block, `GALIPPipeline.register_to_config` leaves the settings to the caller (see ``_OWN_LOADER``)."""
+    token = _OWN_LOADER.set(True)
+    try:
+        yield
+    finally:
+        _OWN_LOADER.reset(token)
 
 
 EXAMPLE_DOC_STRING = """
@@ -127,28 +138,24 @@ class GALIPPipeline(DiffusionPipeline):
         if os.path.isdir(path):
             check_pipeline_folder(path)
         warn_if_emulated_bf16(kwargs.get("torch_dtype", kwargs.get("dtype")), "cpu")  # pipelines load on the CPU
-        own = _OWN_LOADER.set(True)  # the settings are read below, with the download options of this call
         try:
-            pipe = super().from_pretrained(path, **kwargs)
+            with _loading_ourselves():  # the settings are read below, with the download options of this call
+                pipe = super().from_pretrained(path, **kwargs)
         except (OSError, ValueError) as err:  # diffusers: OSError (not on the Hub), ValueError (not a repo id)
             if os.path.exists(path):
                 raise
             hub = " ".join(str(err).replace("Please check out the root cause in the stacktrace above.", "").split())
-            raise (ValueError if isinstance(err, ValueError) else OSError)(f"{str(path)!r} is not a local folder or a packaged model ({unknown_model_note(path)}), "
-                          f"and the Hub could not provide it: {hub}") from err
-        finally:
-            _OWN_LOADER.reset(own)
+            error_type = ValueError if isinstance(err, ValueError) else OSError
+            raise error_type(f"{str(path)!r} is not a local folder or a packaged model ({unknown_model_note(path)}), "
+                             f"and the Hub could not provide it: {hub}") from err
         pipe.settings = load_pipeline_settings(path, kwargs)
         return pipe
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
         """Like [`DiffusionPipeline.from_pipe`]; the model's recommended settings (`settings`) come along."""
-        own = _OWN_LOADER.set(True)
-        try:
+        with _loading_ourselves():
             pipe = super().from_pipe(pipeline, **kwargs)
-        finally:
-            _OWN_LOADER.reset(own)
         settings = getattr(pipeline, "settings", GALIPSettings())
         pipe.settings = GALIPSettings(settings.to_dict(), source=settings.source)  # a copy that still names its file
         return pipe

@@ -9,7 +9,7 @@ import re
 import shutil
 from typing import Optional
 
-
+from galip_core.staging import terminate_as_interrupt
 from galip_diffusers.models.generator import GALIPGenerator
 
 from .ownership import RUN_FILE, checkpoints_to_delete, own_checkpoints, read_run_id
@@ -103,10 +103,11 @@ def load_checkpoint(accelerator, path: str) -> None:
 
 
 def run_training(main, args, script: str) -> None:
-    """``main(args)`` of a training script, ending in one line instead of a traceback on Ctrl-C (the checkpoints
-    already saved are complete: each is written, then renamed) and on a :class:`ResumeError`."""
+    """``main(args)`` of a training script, ending in one line instead of a traceback on Ctrl-C or SIGTERM (the
+    checkpoints already saved are complete: each is written, then renamed) and on a :class:`ResumeError`."""
     try:
-        main(args)
+        with terminate_as_interrupt():
+            main(args)
     except KeyboardInterrupt:
         raise SystemExit(f"{script}: interrupted; the checkpoints in {args.output_dir} are intact: continue with "
                          "--resume_from_checkpoint latest.") from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from dataclasses import asdict
 from typing import Any, Iterator, Mapping, Optional
 
@@ -19,8 +18,8 @@ from PIL import Image
 from galip_diffusers.benchmark.cold_start import cold_start_seconds
 from galip_diffusers.benchmark.speed_figures import machine_description, measure_pipeline_speed
 from galip_core.paths import check_folder_to_replace, is_same_or_inside
-from galip_diffusers.conversion.commit import clean_stale, commit, snapshot, temporary_folder
-from galip_diffusers.conversion.paths import missing_ancestors
+from galip_core.staging import temporary_sibling
+from galip_diffusers.conversion.commit import clean_stale, commit, snapshot
 from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
 
@@ -72,26 +71,15 @@ def staged_folder(output_dir: str) -> Iterator[str]:
     """A new hidden folder beside ``output_dir`` (``.<name>.tmp-<pid>-*``) to build the whole packaged folder in, card
     included. When the block ends without an error, the converter's commit swaps it in as ``output_dir``
     (:func:`galip_diffusers.conversion.commit.commit`: an existing folder is replaced in one step, and only if nothing
-    in it changed since the block began); on an error it is deleted and ``output_dir`` keeps what it held, so a crash
-    never leaves a half-written model. Leftovers of a killed packaging are dealt with first (``clean_stale``)."""
+    in it changed since the block began); on an error, Ctrl-C or SIGTERM it is deleted and ``output_dir`` keeps what
+    it held, so a crash never leaves a half-written model (:func:`galip_core.staging.temporary_sibling`). Leftovers
+    of a killed packaging are dealt with first (``clean_stale``)."""
     output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    created = missing_ancestors(parent)
-    os.makedirs(parent, exist_ok=True)
     clean_stale(output_dir)
     checked = snapshot(output_dir)
-    tmp = temporary_folder(output_dir)
-    try:
+    with temporary_sibling(output_dir, kind="packaging") as tmp:
         yield tmp
         commit(tmp, output_dir, checked)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in created:  # deepest first; a folder that something else now uses stays
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break
-        raise
 
 
 def write_half_precision(pipe: GALIPPipeline, discriminator: GALIPDiscriminator, folder: str, name: str,
