@@ -13,7 +13,9 @@ Run with ``python training/train_clip.py ...`` or ``accelerate launch training/t
 loads with ``CLIPModel`` / ``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` / ``CLIPTokenizer``
 ``.from_pretrained`` and holds ``zero_shot_eval.json``. As in ``train_galip.py``, a new run refuses a non-empty
 ``--output_dir`` unless it resumes or is given ``--overwrite_output_dir``, and ``--checkpoints_total_limit`` deletes
-only the checkpoints of this run (``galip_diffusers.training.ownership``).
+only the checkpoints of this run (``galip_diffusers.training.ownership``). With ``--train_data_dir``, the data are
+loaded and checked (splits, columns, enough rows for a batch, captions that fit ``--context_length``) before the run is
+recorded in ``--output_dir``: a data error ends in one line and leaves that folder as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import os
 import random
 import time
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -34,7 +37,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.utils import is_tensorboard_available
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
-from transformers import CLIPModel
+from transformers import CLIPModel, CLIPTokenizer
 
 from galip_diffusers.training.clip import (
     build_clip_config,
@@ -49,11 +52,19 @@ from galip_diffusers.training.clip import (
 )
 from galip_diffusers.training.checkpoints import (load_checkpoint, remove_incomplete_checkpoints,
                                                    resolve_resume_checkpoint, run_training, save_checkpoint)
-from galip_diffusers.training.clip_data import evaluate_on_folder, load_caption_pool, sample_batch_captions
+from galip_diffusers.training.clip_data import (
+    CaptionDataError,
+    CaptionPool,
+    check_caption_lengths,
+    evaluate_caption_pool,
+    load_caption_folder,
+    sample_batch_captions,
+)
 from galip_diffusers.training.options import FLAG_RANGES, LR_SCHEDULERS, check_flag_ranges
 from galip_diffusers.training.ownership import check_output_dir, start_run
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
 from galip_diffusers.data.shapes import all_captions, generate_shapes
+from galip_core.paths import check_apart
 
 logger = get_logger(__name__)
 
@@ -96,15 +107,22 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--train_data_dir", type=str, default=None,
         help="Train on this image-caption data set folder (save_to_disk or imagefolder, e.g. the emoji data set) "
-        "instead of generated shapes. Rows whose `held_out` column is true are never used. Implies "
-        "--text_negatives batch.",
+        "instead of generated shapes. Rows whose `held_out` column is true are never used, unreadable images are "
+        "skipped (counted in the log), images are centre-cropped to a square. Implies --text_negatives batch.",
     )
+    parser.add_argument("--train_split", type=str, default=None,
+                        help="The split of --train_data_dir to train on when it holds several (a DatasetDict or an "
+                        "imagefolder with train/, test/... subfolders); such a folder is refused without it.")
     parser.add_argument("--image_column", type=str, default="image", help="Image column of --train_data_dir.")
     parser.add_argument("--caption_column", type=str, default="text",
                         help="Caption column of --train_data_dir: a string or a list of captions per image.")
     parser.add_argument("--eval_data_dir", type=str, default=None,
                         help="With --train_data_dir: the folder whose retrieval accuracy is reported (per value of "
-                        "its `held_out` column); default --train_data_dir.")
+                        "its `held_out` column); default --train_data_dir (with --train_split). Checked before "
+                        "training.")
+    parser.add_argument("--eval_split", type=str, default=None,
+                        help="The split of --eval_data_dir to evaluate on when it holds several; such a folder is "
+                        "refused without it.")
     parser.add_argument("--num_train_images", type=int, default=50000,
                         help="Size of the generated training pool (captions of --caption_split).")
     parser.add_argument(
@@ -158,19 +176,92 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     try:  # every numeric flag's range, the checkpoint to resume and the output folder, before anything loads
         check_flag_ranges(args, CLIP_FLAG_RANGES)
         check_clip_sizes({name: getattr(args, name) for name in SIZE_FLAGS}, prefix="--")
+        # even with --overwrite_output_dir: the CLIP's files would replace the data set's (e.g. its README.md card)
+        check_apart("--output_dir", args.output_dir,
+                    {"--train_data_dir": args.train_data_dir, "--eval_data_dir": args.eval_data_dir})
         resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
         check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
     except (ValueError, OSError) as error:  # OSError: a missing checkpoint, an output path that cannot be a folder
         parser.error(str(error))
+    for flag, folder in (("--train_data_dir", args.train_data_dir), ("--eval_data_dir", args.eval_data_dir)):
+        if folder is not None and not os.path.isdir(folder):
+            parser.error(f"{flag} {folder} is not a folder")
+    if args.eval_data_dir is not None and args.train_data_dir is None:
+        parser.error("--eval_data_dir needs --train_data_dir (a shapes run is evaluated on generated shapes)")
+    for split_flag, flag in (("--train_split", "--train_data_dir"), ("--eval_split", "--eval_data_dir")):
+        if getattr(args, split_flag[2:]) is not None and getattr(args, flag[2:]) is None:
+            parser.error(f"{split_flag} needs {flag}: it picks the split of that folder")
     if args.train_data_dir is not None:
-        if not os.path.isdir(args.train_data_dir):
-            parser.error(f"--train_data_dir {args.train_data_dir} is not a folder")
         args.text_negatives = "batch"
     if args.train_batch_size < 2:
         parser.error("--train_batch_size must be at least 2")
     if args.num_train_images < args.train_batch_size:
         parser.error("--num_train_images must be at least --train_batch_size")
     return args
+
+
+class TrainingData(NamedTuple):
+    """What the run trains and evaluates on, every check of it passed. (A NamedTuple, not a dataclass: the script is
+    also loaded as a module without a ``sys.modules`` entry, e.g. by the tests, where dataclasses fail.)"""
+
+    captions: list[str]  #: the distinct training captions (the caption ids of the shapes run)
+    tokenizer: CLIPTokenizer  #: the BPE learned on the training captions
+    pool: Optional[CaptionPool] = None  #: --train_data_dir's usable rows (held-out and unreadable ones dropped)
+    eval_pool: Optional[CaptionPool] = None  #: --eval_data_dir's rows (default --train_data_dir's), held-out included
+
+
+def check_enough_rows(num_rows: int, batch_size: int, num_processes: int, source: str, note: str = "") -> None:
+    """Refuse fewer rows than one batch on every process: the DataLoader drops the last incomplete batch, so with
+    fewer rows it yields nothing and the training loop would spin forever at step 0 (a process without a batch
+    would leave the others waiting)."""
+    needed = batch_size * num_processes
+    if num_rows < needed:
+        per_process = f" per process, {needed} on {num_processes} processes" if num_processes > 1 else ""
+        raise CaptionDataError(f"{source} has {num_rows} usable rows{note}; --train_batch_size {batch_size} needs at "
+                               f"least {batch_size}{per_process}: lower --train_batch_size or add rows.")
+
+
+def _load_pool(args: argparse.Namespace, train: bool) -> CaptionPool:
+    """--train_data_dir's training rows (``train``), or the evaluation rows: --eval_data_dir's, else every row of
+    --train_data_dir's split, held-out ones included."""
+    if train or args.eval_data_dir is None:
+        folder, flag, split, split_flag = args.train_data_dir, "--train_data_dir", args.train_split, "--train_split"
+    else:
+        folder, flag, split, split_flag = args.eval_data_dir, "--eval_data_dir", args.eval_split, "--eval_split"
+    pool = load_caption_folder(folder, args.image_column, args.caption_column, args.image_size, drop_held_out=train,
+                               flag=flag, split=split, split_flag=split_flag)
+    if pool.num_unreadable:
+        logger.warning(f"{flag} {folder}: skipped {pool.num_unreadable} row(s) whose image could not be read (each "
+                       "one is logged above).")
+    return pool
+
+
+def load_training_data(args: argparse.Namespace, num_processes: int) -> TrainingData:
+    """The tokenizer and, with --train_data_dir, the training and evaluation rows, with every check of the data:
+    folders, splits, columns, images, enough rows for a batch on each process, captions that fit --context_length.
+
+    Called before the run is recorded in --output_dir (``galip_run.json``) and before any training, so a data error
+    costs no training time, leaves --output_dir as it was and the corrected command runs at once. Raises
+    :class:`CaptionDataError`."""
+    if args.train_data_dir is None:  # the tokenizer is learned on the 96 training captions, whatever --caption_split
+        captions = all_captions(args.caption_split)
+        tokenizer = train_bpe_tokenizer(all_captions("train"), model_max_length=args.context_length)
+        check_enough_rows(args.num_train_images, args.train_batch_size, num_processes, "--num_train_images")
+        check_caption_lengths(tokenizer, all_captions("all"), "the shapes data set")
+        return TrainingData(captions, tokenizer)
+    pool = _load_pool(args, train=True)
+    dropped = f" ({pool.num_held_out} held-out rows dropped, {pool.num_unreadable} unreadable images skipped)"
+    check_enough_rows(len(pool.images), args.train_batch_size, num_processes,
+                      f"--train_data_dir {args.train_data_dir}", dropped)
+    eval_pool = _load_pool(args, train=False)
+    captions = sorted({c for row_captions in pool.captions for c in row_captions})
+    tokenizer = train_bpe_tokenizer(captions, model_max_length=args.context_length)
+    check_caption_lengths(tokenizer, captions, "--train_data_dir")
+    check_caption_lengths(tokenizer, [row[-1] for row in eval_pool.captions],
+                          "--eval_data_dir" if args.eval_data_dir else "--train_data_dir (evaluation)")
+    logger.info(f"--train_data_dir {args.train_data_dir}: {len(pool.images)} usable rows{dropped}, "
+                f"{len(captions)} distinct captions; {len(eval_pool.images)} rows to evaluate on")
+    return TrainingData(captions, tokenizer, pool, eval_pool)
 
 
 class TrainingProgress:
@@ -216,24 +307,16 @@ def main(args: argparse.Namespace) -> dict:
                           ", or pass --report_to none.")
     set_seed(args.seed)
     resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)  # before the run is recorded
+    # Data and tokenizer (BPE learned on the training captions, whatever --caption_split is), checked before the run
+    # is recorded: a data error leaves --output_dir untouched.
+    data = load_training_data(args, accelerator.num_processes)
+    train_captions, tokenizer = data.captions, data.tokenizer
     run_id = None  # this run's id (main process): --checkpoints_total_limit deletes only its checkpoints
     if accelerator.is_main_process:
         run_id = start_run(args.output_dir, resume_path)
         for path in remove_incomplete_checkpoints(args.output_dir):
             logger.info(f"Removed the incomplete checkpoint {path}")
 
-    # Tokenizer (BPE learned on the training captions, whatever --caption_split is) and model.
-    if args.train_data_dir is not None:
-        pool_images, pool_captions, pool_extras = load_caption_pool(
-            args.train_data_dir, args.image_column, args.caption_column, args.image_size
-        )
-        train_captions = sorted({c for captions in pool_captions for c in captions})
-    else:
-        train_captions = all_captions(args.caption_split)
-    tokenizer = train_bpe_tokenizer(
-        train_captions if args.train_data_dir is not None else all_captions("train"),
-        model_max_length=args.context_length,
-    )
     config = build_clip_config(
         tokenizer, vision_width=args.vision_width, vision_layers=args.vision_layers, vision_heads=args.vision_heads,
         text_width=args.text_width, text_layers=args.text_layers, text_heads=args.text_heads,
@@ -252,7 +335,7 @@ def main(args: argparse.Namespace) -> dict:
 
     # Data: a deterministic pool of images of the --caption_split captions, kept as uint8.
     if args.train_data_dir is not None:  # labels are row indices; captions are drawn per batch
-        images, labels = pool_images, torch.arange(len(pool_images))
+        images, labels = data.pool.images, torch.arange(len(data.pool.images))
         caption_rng = random.Random(args.seed)
         args.num_train_images = len(images)
     else:
@@ -295,7 +378,7 @@ def main(args: argparse.Namespace) -> dict:
                 batch_images = jitter_brightness_contrast(batch_images)
             pixel_values = pixel_values_from_uint8(batch_images.cpu()).to(accelerator.device)
             if args.train_data_dir is not None:  # the batch's distinct captions; identical strings are positives
-                texts, batch_labels = sample_batch_captions([pool_captions[i] for i in batch_labels.tolist()],
+                texts, batch_labels = sample_batch_captions([data.pool.captions[i] for i in batch_labels.tolist()],
                                                             caption_rng)
                 batch_labels = batch_labels.to(accelerator.device)
                 text_ids = tokenizer(texts, padding="longest", truncation=True, return_tensors="pt").input_ids
@@ -352,8 +435,7 @@ def main(args: argparse.Namespace) -> dict:
         save_bpe_tokenizer(tokenizer, args.output_dir)
         save_image_processor(args.output_dir, args.image_size)
         if args.train_data_dir is not None:
-            report = {"retrieval": evaluate_on_folder(model, tokenizer, args.eval_data_dir or args.train_data_dir,
-                                                      args.image_size, args.caption_column)}
+            report = {"retrieval": evaluate_caption_pool(model, tokenizer, data.eval_pool)}
         else:
             report = evaluate_clip(model, tokenizer, num_images=args.eval_images)
         weights = os.path.join(args.output_dir, "model.safetensors")
@@ -382,4 +464,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    run_training(main, parse_args(), "train_clip.py")
+    run_training(main, parse_args(), "train_clip.py")  # a CaptionDataError (a SetupError) ends in one line

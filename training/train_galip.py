@@ -12,6 +12,7 @@ CLIP text-image similarity term for G; the CLIP-ViTs are frozen in G and D.
 """
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -43,6 +44,7 @@ from galip_diffusers.training.data import (
     GALIPTrainDataset,
     check_columns,
     default_resolution,
+    drop_held_out_rows,
     load_image_text_dataset,
     noise_seed,
 )
@@ -53,7 +55,9 @@ from galip_diffusers.training.checkpoints import (
     resolve_resume_checkpoint,
     run_training,
     save_checkpoint,
+    setup_errors,
 )
+from galip_core.paths import check_apart
 from galip_diffusers.training.ownership import check_output_dir, open_loss_log, start_run
 from galip_diffusers.training.setup import (
     check_config_keys,
@@ -275,6 +279,10 @@ def load_models(args):
         pipe = GALIPPipeline.from_pretrained(path, revision=args.revision, variant=args.variant)
         tokenizer, text_encoder, generator = pipe.tokenizer, pipe.text_encoder, pipe.generator
         image_encoder, scorer = pipe.image_encoder, pipe.scorer
+        if image_encoder is not None and args.clip_model_name_or_path is not None:
+            raise ValueError(f"--clip_model_name_or_path is only used when --pretrained_model_name_or_path has no "
+                             f"image_encoder; {path!r} has its own (which the generator was built on): leave the flag "
+                             "out.")
         if image_encoder is None:
             if args.clip_model_name_or_path is None:
                 raise ValueError(f"{path!r} has no image_encoder (the CLIP image tower the discriminator reads); pass "
@@ -361,17 +369,36 @@ class TrainingCounters:
 
 def preflight(args):
     """The checks that need no model and no data, run before anything loads (and by ``galip train --run`` before it
-    launches): the checkpoint to resume from exists, and the output folder is not another run's. Returns the
-    checkpoint to resume from, or ``None``."""
+    launches): the checkpoint to resume from exists, and the output folder is not another run's, nor is, holds or
+    lies inside a local input (the data set, the pretrained pipeline or CLIP), whose files the final save would
+    replace. Returns the checkpoint to resume from, or ``None``."""
     resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
+    inputs = {flag: path for flag, path in (
+        ("--train_data_dir", args.train_data_dir), ("--dataset_name", args.dataset_name),
+        ("--pretrained_model_name_or_path", args.pretrained_model_name_or_path),
+        ("--clip_model_name_or_path", args.clip_model_name_or_path),
+    ) if path is not None and os.path.exists(path)}  # Hub ids and packaged names are not local paths
+    check_apart("--output_dir", args.output_dir, inputs)
     return resume_path
 
 
-def setup_accelerator(args, resume_path: str | None) -> tuple[Accelerator, str | None]:
-    """The run's ``Accelerator`` (trackers, mixed precision, seedable sampler), logging levels, the seed (one random
-    seed for all processes when ``--seed`` is not given), and the output folder without incomplete checkpoints. Also
-    the run id (main process; :func:`galip_diffusers.training.ownership.start_run`), ``None`` on the other processes."""
+def claim_output_dir(accelerator, output_dir: str, resume_path: str | None) -> str | None:
+    """Once the models and data are ready: this run's id, recorded in ``--output_dir`` by the main process
+    (:func:`galip_diffusers.training.ownership.start_run`; ``None`` on the other processes), and the leftovers of
+    interrupted checkpoint saves removed. A run that fails before this leaves the folder as it found it."""
+    accelerator.wait_for_everyone()  # every process has resolved the checkpoint before the run id is written
+    if not accelerator.is_main_process:
+        return None
+    run_id = start_run(output_dir, resume_path)
+    for path in remove_incomplete_checkpoints(output_dir):
+        logger.info(f"Removed the incomplete checkpoint {path}")
+    return run_id
+
+
+def setup_accelerator(args) -> Accelerator:
+    """The run's ``Accelerator`` (trackers, mixed precision, seedable sampler), logging levels and the seed (one random
+    seed for all processes when ``--seed`` is not given). Writes nothing into ``--output_dir``."""
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -402,13 +429,7 @@ def setup_accelerator(args, resume_path: str | None) -> tuple[Accelerator, str |
     set_seed(args.seed)
     if args.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
-    accelerator.wait_for_everyone()  # every process has resolved the checkpoint before the run id is written
-    run_id = None
-    if accelerator.is_main_process:
-        run_id = start_run(args.output_dir, resume_path)
-        for path in remove_incomplete_checkpoints(args.output_dir):
-            logger.info(f"Removed the incomplete checkpoint {path}")
-    return accelerator, run_id
+    return accelerator
 
 
 def register_checkpoint_hooks(accelerator: Accelerator, ema_generator: EMAModel | None) -> None:
@@ -449,23 +470,32 @@ def build_train_dataloader(args, tokenizer, resolution: int, accelerator: Accele
     dataset = load_image_text_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
                                       args.dataset_split, args.streaming, args.cache_dir)
     check_columns(dataset, args.image_column, args.caption_column)
+    dataset, dropped = drop_held_out_rows(dataset)
+    held_out_note = f" ({dropped} held-out rows dropped)" if dropped else ""
+    if dropped or dropped is None:
+        logger.info(f"Rows whose 'held_out' column is true are never trained on: {dropped or 'all such'} dropped.")
     data_kwargs = dict(image_column=args.image_column, caption_column=args.caption_column, resolution=resolution,
                        seed=args.seed, random_flip=args.random_flip, center_crop=args.center_crop,
                        interpolation=args.image_interpolation_mode)
+    source = args.train_data_dir or args.dataset_name
+    needed = args.train_batch_size * accelerator.num_processes
     if args.streaming:
-        dataset = dataset.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
         if args.max_train_samples is not None:
             dataset = dataset.take(args.max_train_samples)
+        probe = itertools.islice(iter(GALIPIterableTrainDataset(dataset, **data_kwargs)), needed)
+        readable = sum(1 for _ in probe)  # reads at most one batch of the stream, before it is shuffled
+        if readable < needed:
+            raise ValueError(f"The streamed training data set {source!r} yields {readable} readable example(s)"
+                             f"{held_out_note}; one batch needs --train_batch_size x processes = {needed}.")
+        dataset = dataset.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
         train_dataset = GALIPIterableTrainDataset(dataset, **data_kwargs)
     else:
         if args.max_train_samples is not None:
             dataset = dataset.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(dataset))))
-        needed = args.train_batch_size * accelerator.num_processes
         if len(dataset) < needed:
-            source = args.train_data_dir or args.dataset_name
-            raise ValueError(f"The training data set {source!r} has {len(dataset)} example(s); one batch needs "
-                             f"--train_batch_size x processes = {needed}." if len(dataset) else
-                             f"The training data set {source!r} is empty.")
+            raise ValueError(f"The training data set {source!r} has {len(dataset)} example(s){held_out_note}; one batch "
+                             f"needs --train_batch_size x processes = {needed}." if len(dataset) else
+                             f"The training data set {source!r} has no example to train on{held_out_note}.")
         train_dataset = GALIPTrainDataset(dataset, **data_kwargs)
         train_dataset[0]  # fail now, before training, if no image at all can be read
     train_dataloader = torch.utils.data.DataLoader(
@@ -484,12 +514,15 @@ def main(args):
     :func:`build_train_dataloader`; one step is :func:`galip_diffusers.training.step.galip_train_step`.
     """
     resume_path = preflight(args)
-    accelerator, run_id = setup_accelerator(args, resume_path)
+    accelerator = setup_accelerator(args)
 
-    # ------------------------------------------------------------------------------------------------ models
-    tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
-    resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
-    check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
+    # ------------------------------------------------------------------------------------------------ models, data
+    with setup_errors():  # one line, and --output_dir untouched, if the models or the data cannot be used as given
+        tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
+        resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
+        check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
+        dataset, train_dataset, train_dataloader = build_train_dataloader(args, tokenizer, resolution, accelerator)
+    run_id = claim_output_dir(accelerator, args.output_dir, resume_path)
     if args.zero_noise_weights:  # before the EMA copy; a resumed checkpoint's weights replace these anyway
         zeroed = zero_noise_weights(generator)
         logger.info(f"--zero_noise_weights: zeroed {zeroed} generator weights that read the noise")
@@ -509,8 +542,6 @@ def main(args):
     optimizer_g = adam_class(args.use_8bit_adam)(generator.learnable_parameters(), lr=args.learning_rate_g, **adam)
     optimizer_d = adam_class(args.use_8bit_adam)(discriminator.parameters(), lr=args.learning_rate_d, **adam)
 
-    # ------------------------------------------------------------------------------------------------ data
-    dataset, train_dataset, train_dataloader = build_train_dataloader(args, tokenizer, resolution, accelerator)
 
     generator, discriminator, optimizer_g, optimizer_d, train_dataloader = accelerator.prepare(
         generator, discriminator, optimizer_g, optimizer_d, train_dataloader

@@ -153,7 +153,7 @@ def _load_eval_dataset(args: argparse.Namespace):
     else:
         kwargs.update(dataset_name=args.dataset, dataset_config_name=args.dataset_config_name)
     dataset = load_image_text_dataset(split=args.split, **kwargs)
-    check_columns(dataset, args.image_column, args.caption_column if args.save_stats is None else args.image_column)
+    check_columns(dataset, args.image_column, args.caption_column if args.save_stats is None else None)
     return dataset
 
 

@@ -109,9 +109,15 @@ def find_script(script: str | None) -> str:
     )
 
 
-def launch_command(train_args: Sequence[str], accelerate_args: str = "", script: str = SCRIPT) -> list[str]:
-    """``["accelerate", "launch", *accelerate_args, script, *train_args]``."""
-    return ["accelerate", "launch", *shlex.split(accelerate_args), script, *train_args]
+def launch_command(train_args: Sequence[str], accelerate_args: str = "", script: str = SCRIPT,
+                   quiet: bool = False) -> list[str]:
+    """``["accelerate", "launch", *accelerate_args, script, *train_args]``; with ``quiet``, ``--quiet`` is added
+    (unless ``accelerate_args`` has it), so that a script's one-line error is not followed by the launcher's own
+    traceback."""
+    launcher = shlex.split(accelerate_args)
+    if quiet and not {"--quiet", "-q"} & set(launcher):
+        launcher.insert(0, "--quiet")
+    return ["accelerate", "launch", *launcher, script, *train_args]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -128,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     script = find_script(args.script)
     check_training_arguments(script, train_args)
-    command = launch_command(train_args, args.accelerate_args, script)
+    command = launch_command(train_args, args.accelerate_args, script, quiet=True)
     print(shlex.join(command), file=sys.stderr)
     if shutil.which("accelerate") is None:  # same launcher, through this interpreter
         command = [sys.executable, "-m", "accelerate.commands.launch", *command[2:]]

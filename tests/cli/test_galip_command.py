@@ -117,6 +117,21 @@ def test_train_run_executes_the_script_through_accelerate(tmp_path):
     assert "accelerate launch" in done.stderr
 
 
+def test_a_failing_training_run_ends_in_its_own_one_line_error(tmp_path):
+    """`galip train --run` launches quietly: the script's one-line error is not followed by accelerate's traceback."""
+    script = tmp_path / "train_fail.py"
+    script.write_text("raise SystemExit('train_fail.py: error: --caption_column is wrong')\n")
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "galip_diffusers", "train", "--run", "--script", str(script),
+         "--accelerate-args=--num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "train_fail.py: error: --caption_column is wrong" in done.stderr
+    assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr
+
+
 def test_train_run_without_the_script_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train_launcher, "source_checkout_script", lambda: None)  # as in a wheel install

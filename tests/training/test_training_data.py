@@ -106,7 +106,7 @@ def test_dataset_skips_and_counts_corrupt_images(dataset, caplog):
 def test_dataset_with_no_readable_image_raises(tmp_path):
     folder = make_imagefolder(str(tmp_path / "bad"), num_images=3, corrupt=(0, 1, 2))
     dataset = load_image_text_dataset(train_data_dir=folder, cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(RuntimeError, match="None of the 3 training examples could be read"):
+    with pytest.raises(ValueError, match="None of the 3 training examples could be read"):
         GALIPTrainDataset(dataset, resolution=32)[0]
 
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from galip_core.images import rgb_on_white
 from galip_core.staging import write_new_folder
 
 if TYPE_CHECKING:  # datasets is imported at call time
@@ -221,8 +222,7 @@ def composite_on_white(png: bytes, where: str) -> Image.Image:
         raise EmojiDataError(f"{where} is not a readable PNG: {error}") from None
     if rgba.size != (IMAGE_SIZE, IMAGE_SIZE):
         rgba = rgba.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
+    return rgb_on_white(rgba, where)
 
 
 # ----------------------------------------------------------------------------- labels

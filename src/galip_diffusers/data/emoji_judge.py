@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from galip_core.finite import check_number_in_range
+from galip_core.images import rgb_on_white
 
 JUDGE_SIZE = 32
 #: the metadata every record of :meth:`EmojiJudge.from_records` needs
@@ -32,19 +33,14 @@ RECORD_KEYS = ("unified", "concept", "style", "tone", "label")
 ImageBatch = Union[np.ndarray, Sequence[Image.Image]]
 
 
-#: PIL modes read as colour images: opaque ones, and ones with an alpha channel (composited on white)
-OPAQUE_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
-
-
 def to_judge_pixels(images: ImageBatch, size: int = JUDGE_SIZE) -> np.ndarray:
     """``(N, size*size*3)`` float32 in [0, 1] from a sequence of PIL images or a uint8 ``(N, H, W, 3)`` array.
 
-    Every image with transparency (an alpha mode, or ``P``/``L``/``RGB`` with transparency info) is composited on
-    white; the other colour modes of :data:`OPAQUE_MODES` are converted to RGB by PIL. Modes with no single reading
-    as colour (``F``, ``I``, ``I;16``: float or 16/32-bit values of unknown range) are refused: convert them to 8 bits
-    first. Numpy images must be uint8 ``(H, W, 3)``; one image without a batch axis is refused (pass ``image[None]``).
-    Every image is box-filtered to ``size`` x ``size``.
+    PIL images are read by :func:`galip_core.images.rgb_on_white`: transparency (an alpha mode, or ``P``/``L``/``RGB``
+    with transparency info) is composited on white, and modes with no single reading as colour (``F``, ``I``,
+    ``I;16``: float or 16/32-bit values of unknown range) are refused: convert them to 8 bits first. Numpy images must
+    be uint8 ``(H, W, 3)``; one image without a batch axis is refused (pass ``image[None]``). Every image is
+    box-filtered to ``size`` x ``size``.
     """
     check_number_in_range("`size`", size, low=1, integer=True)
     _check_batch(images)
@@ -71,13 +67,6 @@ def _check_batch(images: Any) -> None:
                          f"{images.shape}{hint}")
 
 
-def _has_transparency(image: Image.Image) -> bool:
-    """Pillow >= 10.1's ``Image.has_transparency_data``, for older Pillow too: an alpha mode, transparency info, or a
-    palette with alpha."""
-    palette_alpha = image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
-    return image.mode in ALPHA_MODES or "transparency" in image.info or palette_alpha
-
-
 def _to_rgb(image: Any, name: str) -> Image.Image:
     """One image as RGB: see :func:`to_judge_pixels` for what is accepted."""
     if isinstance(image, np.ndarray):
@@ -86,13 +75,7 @@ def _to_rgb(image: Any, name: str) -> Image.Image:
         return Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise ValueError(f"{name} must be a uint8 (H, W, 3) array or a PIL image, got {type(image).__name__}")
-    if image.mode not in OPAQUE_MODES + ALPHA_MODES:
-        raise ValueError(f"{name} is a PIL image of mode {image.mode!r}, which has no single reading as colour; "
-                         f"accepted modes: {', '.join(OPAQUE_MODES + ALPHA_MODES)} (convert it to 8 bits first)")
-    if _has_transparency(image):
-        rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")  # PIL has no La -> RGBA
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return image.convert("RGB")
+    return rgb_on_white(image, name)
 
 
 @dataclass

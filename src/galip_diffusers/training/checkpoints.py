@@ -3,11 +3,12 @@ renamed) and loading a checkpoint's generator."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-from typing import Optional
+from typing import Iterator, Optional
 
 from galip_core.staging import terminate_as_interrupt
 from galip_diffusers.models.generator import GALIPGenerator
@@ -88,6 +89,23 @@ class ResumeError(RuntimeError):
     """A checkpoint that exists but cannot be loaded (corrupt, incomplete, or saved with other model settings)."""
 
 
+class SetupError(ValueError):
+    """The run cannot start with these arguments: a model or data set that cannot be used as given (a missing
+    column or split, too few rows, an image size the models cannot take). Raised before the run writes anything into
+    its output folder, so the corrected command can be run at once."""
+
+
+@contextlib.contextmanager
+def setup_errors() -> Iterator[None]:
+    """Within the block (a training script loading its models and data), a ``ValueError`` or ``OSError`` (a missing
+    column, split or file, too few rows) becomes a :class:`SetupError`, which :func:`run_training` prints as one
+    line."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        raise SetupError(" ".join(str(error).split())) from error
+
+
 def load_checkpoint(accelerator, path: str) -> None:
     """``accelerator.load_state(path)``, with a :class:`ResumeError` that says what to do instead of the library's
     traceback (``EOFError``, a state-dict mismatch, a missing ``optimizer.bin``). Nothing is deleted either way."""
@@ -104,14 +122,15 @@ def load_checkpoint(accelerator, path: str) -> None:
 
 def run_training(main, args, script: str) -> None:
     """``main(args)`` of a training script, ending in one line instead of a traceback on Ctrl-C or SIGTERM (the
-    checkpoints already saved are complete: each is written, then renamed) and on a :class:`ResumeError`."""
+    checkpoints already saved are complete: each is written, then renamed) and on a :class:`ResumeError` or
+    :class:`SetupError`."""
     try:
         with terminate_as_interrupt():
             main(args)
     except KeyboardInterrupt:
         raise SystemExit(f"{script}: interrupted; the checkpoints in {args.output_dir} are intact: continue with "
                          "--resume_from_checkpoint latest.") from None
-    except ResumeError as error:
+    except (ResumeError, SetupError) as error:
         raise SystemExit(f"{script}: error: {error}") from None
 
 

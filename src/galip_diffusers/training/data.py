@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from galip_core.images import rgb_on_white
+
 logger = logging.getLogger(__name__)
 
 #: The official GALIP augmentation: resize the shorter side to ``resolution * 76 / 64``, random crop, random flip.
@@ -37,13 +39,6 @@ def _is_saved_dataset_dir(path: str) -> bool:
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def _contains_images(folder: str) -> bool:
-    for _, _, files in os.walk(folder):
-        if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in files):
-            return True
-    return False
-
-
 def _json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -55,37 +50,57 @@ def _json_kind(value: Any) -> str:
 def check_imagefolder_metadata(folder: str) -> None:
     """Check every ``metadata.jsonl`` under an imagefolder before ``datasets`` reads it, whose own errors on these
     cases are an ``IndexError`` or a pyarrow parse error: raise ``ValueError`` naming the file (and line and column)
-    if one is empty, holds a line that is not a JSON object, or mixes lists and strings in a column."""
+    if one is empty, holds a line that is not a JSON object, or mixes lists and strings in a column. Also log a
+    warning for image files that no ``metadata.jsonl`` lists, which ``datasets`` leaves out without a word."""
+    listed, found = set(), False
     for root, _, files in os.walk(folder):
-        if "metadata.jsonl" not in files:
-            continue
-        path = os.path.join(root, "metadata.jsonl")
-        kinds: dict[str, tuple[str, int]] = {}  # column -> (list or scalar, first line seen)
-        rows = 0
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
+        if "metadata.jsonl" in files:
+            found = True
+            for row in _checked_metadata_rows(os.path.join(root, "metadata.jsonl")):
+                if isinstance(row.get("file_name"), str):
+                    listed.add(os.path.normpath(os.path.join(root, row["file_name"])))
+    if found:
+        unlisted = sorted(os.path.relpath(path, folder) for path in image_files(folder) - listed)
+        if unlisted:
+            logger.warning(f"{len(unlisted)} image file(s) under {folder!r} are not listed in a metadata.jsonl and are "
+                           f"not used (e.g. {', '.join(unlisted[:3])}).")
+
+
+def image_files(folder: str) -> set[str]:
+    """Every image file under ``folder`` (by extension, :data:`IMAGE_EXTENSIONS`), as normalised paths."""
+    return {os.path.normpath(os.path.join(root, name)) for root, _, files in os.walk(folder)
+            for name in files if name.lower().endswith(IMAGE_EXTENSIONS)}
+
+
+def _checked_metadata_rows(path: str) -> list[dict]:
+    """The rows of one ``metadata.jsonl`` (see :func:`check_imagefolder_metadata` for the checks)."""
+    kinds: dict[str, tuple[str, int]] = {}  # column -> (list or scalar, first line seen)
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path!r} line {number} is not valid JSON: {err}.") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path!r} line {number} is not a JSON object: {line.strip()[:80]!r}.")
+            rows.append(row)
+            for column, value in row.items():
+                if value is None:  # a missing value fits any column type
                     continue
-                try:
-                    row = json.loads(line)
-                except ValueError as err:
-                    raise ValueError(f"{path!r} line {number} is not valid JSON: {err}.") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path!r} line {number} is not a JSON object: {line.strip()[:80]!r}.")
-                rows += 1
-                for column, value in row.items():
-                    if value is None:  # a missing value fits any column type
-                        continue
-                    kind = _json_kind(value)
-                    first = kinds.setdefault(column, (kind, number))
-                    if first[0] != kind:
-                        raise ValueError(
-                            f"{path!r}: column {column!r} is {first[0]} on line {first[1]} but {kind} on line "
-                            f"{number}; give every row the same type (e.g. a list of strings for several captions)."
-                        )
-        if rows == 0:
-            raise ValueError(f"{path!r} is empty: an imagefolder's metadata.jsonl needs one JSON object per image "
-                             '(e.g. {"file_name": "0.png", "text": "a caption"}).')
+                kind = _json_kind(value)
+                first = kinds.setdefault(column, (kind, number))
+                if first[0] != kind:
+                    raise ValueError(
+                        f"{path!r}: column {column!r} is {first[0]} on line {first[1]} but {kind} on line "
+                        f"{number}; give every row the same type (e.g. a list of strings for several captions)."
+                    )
+    if not rows:
+        raise ValueError(f"{path!r} is empty: an imagefolder's metadata.jsonl needs one JSON object per image "
+                         '(e.g. {"file_name": "0.png", "text": "a caption"}).')
+    return rows
 
 
 def load_image_text_dataset(
@@ -103,8 +118,9 @@ def load_image_text_dataset(
     * ``train_data_dir``: an ``imagefolder`` (images + ``metadata.jsonl`` with ``file_name`` and caption columns), or a
       ``save_to_disk`` folder.
 
-    ``split=None`` picks ``validation``, else ``test``, else ``train``, else the only split. Returns a
-    ``datasets.Dataset`` (or ``IterableDataset`` with ``streaming=True``).
+    ``split=None`` picks ``validation``, else ``test``, else ``train``, else the only split. A folder holding one data
+    set without splits is read whole for ``split`` ``None`` or ``"train"``; another split name is a ``ValueError``
+    (it would otherwise be ignored). Returns a ``datasets.Dataset`` (or ``IterableDataset`` with ``streaming=True``).
     """
     import datasets
 
@@ -120,7 +136,7 @@ def load_image_text_dataset(
             dataset_name, dataset_config_name, cache_dir=cache_dir, data_dir=train_data_dir, streaming=streaming
         )
     else:
-        if not _contains_images(train_data_dir):
+        if not image_files(train_data_dir):
             raise ValueError(f"The training data set is empty: --train_data_dir {train_data_dir!r} holds no image files "
                              "(expected an imagefolder: images + metadata.jsonl, or a save_to_disk folder).")
         check_imagefolder_metadata(train_data_dir)
@@ -132,6 +148,10 @@ def load_image_text_dataset(
         if split not in loaded:
             raise ValueError(f"Split {split!r} not found in {source!r}; available splits: {sorted(loaded.keys())}.")
         loaded = loaded[split]
+    elif split not in (None, "train"):  # one data set without splits: it is not the split asked for
+        recorded = f" (recorded as split {str(loaded.split)!r})" if getattr(loaded, "split", None) else ""
+        raise ValueError(f"Split {split!r} not found in {source!r}: it holds a single data set without splits"
+                         f"{recorded}; leave out the split flag (or pass 'train') to use all of it.")
     if streaming and isinstance(loaded, datasets.Dataset):
         loaded = loaded.to_iterable_dataset()
     return loaded
@@ -148,12 +168,49 @@ def dataset_column_names(dataset) -> list[str]:
     return list(names)
 
 
-def check_columns(dataset, image_column: str, caption_column: str) -> None:
-    """Raise a ``ValueError`` naming the missing column and listing the available ones."""
+def check_columns(dataset, image_column: str, caption_column: Optional[str]) -> None:
+    """Raise a ``ValueError`` naming the missing column and listing the available ones, or naming
+    ``--caption_column`` when its column holds no text (numbers, or the image column given by mistake).
+    ``caption_column=None``: images only (e.g. the FID statistics of a data set)."""
     names = dataset_column_names(dataset)
     for flag, column in (("--image_column", image_column), ("--caption_column", caption_column)):
-        if column not in names:
+        if column is not None and column not in names:
             raise ValueError(f"{flag} {column!r} not found; available columns: {names}.")
+    features = getattr(dataset, "features", None)
+    if features is not None and caption_column is not None and caption_column in features:
+        if not _is_text_feature(features[caption_column]):
+            raise ValueError(f"--caption_column {caption_column!r} holds {features[caption_column]}, not text: it must "
+                             "be strings or lists of strings. Pick the caption column with --caption_column "
+                             f"(columns: {names}).")
+
+
+def _is_text_feature(feature: Any) -> bool:
+    """A ``datasets`` feature of strings, or of lists of strings."""
+    dtype = getattr(feature, "dtype", None)
+    if getattr(feature, "_type", None) == "Value":
+        return dtype in ("string", "large_string")
+    inner = feature[0] if isinstance(feature, list) and len(feature) == 1 else getattr(feature, "feature", None)
+    return inner is not None and _is_text_feature(inner)
+
+
+#: a boolean column that marks rows no model may train on (the emoji data set's held-out pairs)
+HELD_OUT_COLUMN = "held_out"
+
+
+def drop_held_out_rows(dataset) -> tuple[Any, Optional[int]]:
+    """The data set without the rows whose ``held_out`` column is true, and how many were dropped (``None`` for a
+    stream, whose length is unknown). A data set without that column is returned as is; a ``held_out`` column that
+    is not boolean is a ``ValueError`` (its rows cannot be told apart safely)."""
+    features = getattr(dataset, "features", None)
+    if HELD_OUT_COLUMN not in dataset_column_names(dataset):
+        return dataset, 0
+    feature = features.get(HELD_OUT_COLUMN) if features is not None else None
+    if feature is not None and getattr(feature, "dtype", None) != "bool":
+        raise ValueError(f"The data set's {HELD_OUT_COLUMN!r} column holds {feature}, not booleans; "
+                         "rows marked held out are never trained on, so it must be true/false.")
+    keep = {"keep_in_memory": True} if hasattr(dataset, "__len__") else {}  # no cache file in the user's folder
+    kept = dataset.filter(lambda held_out: held_out is not True, input_columns=HELD_OUT_COLUMN, **keep)
+    return kept, (len(dataset) - len(kept) if hasattr(dataset, "__len__") else None)
 
 
 def lazy_image_column(dataset, image_column: str):
@@ -168,7 +225,9 @@ def lazy_image_column(dataset, image_column: str):
 
 # ---------------------------------------------------------------------------------------------------- preprocessing
 def decode_image(value: Any) -> Image.Image:
-    """Decode an image column value (PIL image, ``{"bytes", "path"}`` dict, file path, or HWC uint8 array) to RGB."""
+    """Decode an image column value (PIL image, ``{"bytes", "path"}`` dict, file path, or HWC uint8 array) to RGB,
+    with transparency composited on white, as the emoji data set does (:func:`galip_core.images.rgb_on_white`; a
+    16-bit or float image is a ``ValueError``, so the example is skipped with that reason, not read as white)."""
     if isinstance(value, Image.Image):
         image = value
     elif isinstance(value, dict) and (value.get("bytes") is not None or value.get("path")):
@@ -181,7 +240,7 @@ def decode_image(value: Any) -> Image.Image:
     else:
         raise TypeError(f"Cannot decode an image from a value of type {type(value).__name__}.")
     image.load()  # force decoding now, so that truncated files fail here
-    return image.convert("RGB")
+    return rgb_on_white(image, "the image")
 
 
 def pick_caption(value: Any, rng: random.Random) -> str:
@@ -306,7 +365,8 @@ class GALIPTrainDataset(torch.utils.data.Dataset, _SkipCorrupt):
                 logger.warning(f"Skipping unreadable training example {position}: {type(err).__name__}: {err}")
                 continue
             return {"pixel_values": pixel_values, "caption": caption, "num_skipped": num_skipped}
-        raise RuntimeError(f"None of the {len(self)} training examples could be read (all images are unreadable).")
+        raise ValueError(f"None of the {len(self)} training examples could be read: every image is unreadable or "
+                         "every caption invalid (each example's reason is logged above).")
 
 
 class GALIPIterableTrainDataset(torch.utils.data.IterableDataset, _SkipCorrupt):
