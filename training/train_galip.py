@@ -493,8 +493,8 @@ def build_train_dataloader(args, tokenizer, resolution: int, accelerator: Accele
         if args.max_train_samples is not None:
             dataset = dataset.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(dataset))))
         if len(dataset) < needed:
-            raise ValueError(f"The training data set {source!r} has {len(dataset)} example(s){held_out_note}; one batch "
-                             f"needs --train_batch_size x processes = {needed}." if len(dataset) else
+            raise ValueError(f"The training data set {source!r} has {len(dataset)} example(s){held_out_note}; one "
+                             f"batch needs --train_batch_size x processes = {needed}." if len(dataset) else
                              f"The training data set {source!r} has no example to train on{held_out_note}.")
         train_dataset = GALIPTrainDataset(dataset, **data_kwargs)
         train_dataset[0]  # fail now, before training, if no image at all can be read
@@ -639,7 +639,7 @@ def main(args):
             counters.images_seen += total_batch_size
             step_logs = dict(zip(keys, values), skipped_images=counters.skipped_images)
             if new_skipped:
-                logger.warning(f"Skipped {new_skipped} unreadable image(s) at step {global_step} "
+                logger.warning(f"Skipped {new_skipped} unreadable example(s) (image or caption) at step {global_step} "
                                f"({counters.skipped_images} in total).")
             progress_bar.update(1)
             progress_bar.set_postfix({k: f"{step_logs[k]:.3f}" for k in ("loss_d", "loss_g") if k in step_logs})

@@ -340,7 +340,7 @@ def test_corrupt_images_are_skipped_counted_and_logged(script, fixtures, tmp_pat
     assert losses[-1]["skipped_images"] == 2  # one epoch of 8 examples: both corrupt ones met once
     assert json.loads((out / "training_summary.json").read_text())["skipped_images"] == 2
     card = (out / "README.md").read_text()
-    assert "| unreadable images skipped | 2 |" in card
+    assert "| unreadable examples skipped (image or caption) | 2 |" in card
     # end-of-training evaluation (CLIP scores with a second CLIP) lands in eval_results.json and the model card
     result = json.loads((out / "eval_results.json").read_text())
     assert result["num_images"] == 3 and result["clip_model"] == fx["clip"] and "fid" not in result
