@@ -14,8 +14,19 @@ from typing import Callable
 from galip_cli.common import CommandParser, as_argument_error, check_output_folder, run_cli
 from galip_core.finite import check_number_in_range
 from galip_diffusers.benchmark.peers import GALIP_VARIANTS, PEERS, SCALES, galip_spec
-from galip_diffusers.benchmark.runner import run_benchmark
+from galip_diffusers.benchmark.runner import check_batch_memory, run_benchmark
 from galip_diffusers.benchmark.timing import DEVICES, DTYPES
+
+
+#: ``--threads`` may be at most this many times ``os.cpu_count()``. More threads than cores only measures
+#: oversubscription, and a huge count makes torch/OpenMP fail after the model has loaded (``--threads 99999`` ended
+#: in a bare ``MemoryError``); 4x leaves room to measure oversubscription on purpose.
+MAX_THREADS_PER_CPU = 4
+
+
+def max_threads() -> int:
+    """The largest ``--threads`` accepted on this machine (see :data:`MAX_THREADS_PER_CPU`)."""
+    return MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
 
 
 def _int_list(name: str) -> Callable[[str], list[int]]:
@@ -98,7 +109,9 @@ def build_parser(prog: str = "galip-benchmark") -> argparse.ArgumentParser:
     p.add_argument("--quick_steps", type=int, default=3, help="steps timed in --quick mode (>= 2; default 3)")
     p.add_argument("--no_channels_last", action="store_true",
                    help="do not put peers' UNet/VAE in channels_last (default: they are, as GALIP's fast path)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"torch.set_num_threads, 1 to {MAX_THREADS_PER_CPU} x the CPU count ({max_threads()} here; "
+                        "default: torch's choice)")
     p.add_argument("--out", default="results",
                    help="output folder for benchmark.json/.md/.png (checked before anything runs; files of these "
                         "names in it are replaced)")
@@ -110,11 +123,11 @@ def build_parser(prog: str = "galip-benchmark") -> argparse.ArgumentParser:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Checks before anything runs; ``parser.error`` (exit code 2) on a bad value."""
-    for name, low in (("steps", 1), ("repeats", 1), ("peer_repeats", 1), ("warmup", 0), ("quick_steps", 2),
-                      ("threads", 1)):
+    for name, low, high in (("steps", 1, None), ("repeats", 1, None), ("peer_repeats", 1, None), ("warmup", 0, None),
+                            ("quick_steps", 2, None), ("threads", 1, max_threads())):  # fmt: skip
         value = getattr(args, name)
         if value is not None or name != "threads":
-            as_argument_error(parser, lambda: check_number_in_range(f"--{name}", value, low, integer=True))
+            as_argument_error(parser, lambda: check_number_in_range(f"--{name}", value, low, high, integer=True))
     peers = [n.strip().lower() for n in args.peers.split(",") if n.strip()]
     if not peers:
         parser.error(f"--peers is empty: give peers from {', '.join(PEERS)}, or 'none' (GALIP only)")
@@ -145,6 +158,7 @@ def _run(args: argparse.Namespace, prog: str = "galip-benchmark") -> int:
     for flag, folder in (("--sd", args.sd), ("--ldm", args.ldm), ("--sd_turbo", args.sd_turbo)):
         if folder is not None and not os.path.isdir(folder):  # the same for a peer's folder, before the GALIP rows
             raise FileNotFoundError(f"{flag} {folder!r} is not a folder (a local diffusers pipeline folder).")
+    check_batch_memory(args)  # before any model is built
     report = run_benchmark(args)
     paths = write_report(report, args.out, plot=not args.no_plot)
     print_summary(report, paths)

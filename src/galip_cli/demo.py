@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 from galip_cli.common import DTYPES, CommandParser, as_argument_error, run_cli, torch_dtype
+from galip_core.staging import terminate_as_interrupt
 from galip_diffusers.pretrained import DEFAULT_MODEL
 from galip_diffusers.demo.backend import DemoModelError
 from galip_diffusers.demo.inputs import MAX_IMAGES, MAX_REFINE_STEPS, MAX_REFINE_WORK
@@ -98,19 +99,25 @@ def require_gradio() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Load, build, serve until Ctrl-C or SIGTERM; then delete the backend's GIF folder.
+
+    SIGTERM (``kill``, ``docker stop``, systemd) would end the process at once, leaving ``/tmp/galip-demo-*`` and
+    gradio's cached files behind: under :func:`terminate_as_interrupt` it stops the server like Ctrl-C does (gradio
+    closes it and deletes its cache, ``DELETE_CACHE``), and the ``finally`` below runs."""
     require_gradio()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
-    from galip_diffusers.demo.app import build_demo
+    from galip_diffusers.demo.app import build_demo, launch_demo
     from galip_diffusers.demo.backend import DemoBackend
 
-    backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype, args.device),
-                                       max_images=args.max_images, max_refine_work=args.max_refine_work)
-    demo = build_demo(backend, concurrency_limit=args.concurrency_limit, max_queue=args.max_queue)
-    print(f"galip demo: {backend.describe()}", flush=True)
-    try:
-        demo.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, show_error=False)
-    finally:
-        backend.close()
+    with terminate_as_interrupt():
+        backend = DemoBackend.from_model(args.model, args.device, torch_dtype(args.dtype, args.device),
+                                         max_images=args.max_images, max_refine_work=args.max_refine_work)
+        try:
+            demo = build_demo(backend, concurrency_limit=args.concurrency_limit, max_queue=args.max_queue)
+            print(f"galip demo: {backend.describe()}", flush=True)
+            launch_demo(demo, args.host, args.port)
+        finally:
+            backend.close()
     return 0
 
 

@@ -18,6 +18,7 @@ from galip_diffusers.evaluation.evaluate import (
     COCO30K_IMAGES,
     COCO_RESOLUTION,
     PROTOCOLS,
+    check_captions,
     dataset_fid_statistics,
     evaluate_pipeline,
     num_evaluation_images,
@@ -145,6 +146,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _load_eval_dataset(args: argparse.Namespace):
+    """The data set, with its columns and (unless ``--save_stats``) every caption checked: a blank caption is found
+    now, naming its row, not when its batch comes up after hours of generation."""
     from galip_diffusers.training.data import check_columns, load_image_text_dataset
 
     kwargs: dict[str, Any] = {"cache_dir": args.cache_dir}
@@ -154,6 +157,8 @@ def _load_eval_dataset(args: argparse.Namespace):
         kwargs.update(dataset_name=args.dataset, dataset_config_name=args.dataset_config_name)
     dataset = load_image_text_dataset(split=args.split, **kwargs)
     check_columns(dataset, args.image_column, args.caption_column if args.save_stats is None else None)
+    if args.save_stats is None:
+        check_captions(dataset, args.caption_column, args.image_column)
     return dataset
 
 

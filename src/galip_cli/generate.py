@@ -54,7 +54,9 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
         epilog=EXAMPLES,
     )
     parser.add_argument("prompt", nargs="*", help="one or more prompts (quote each)")
-    parser.add_argument("--prompt_file", help="a text file with one prompt per line (blank lines are skipped)")
+    parser.add_argument("--prompt_file",
+                        help="a UTF-8 text file with one prompt per line (blank lines, and lines with no text left "
+                             "after CLIP's text cleaning, are skipped)")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"pipeline folder, Hub id or packaged name ({', '.join(PACKAGED_MODELS)}; "
                              f"default: {DEFAULT_MODEL})")
@@ -81,10 +83,19 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
 
 
 def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
-    """The prompts given as arguments, then those of ``prompt_file`` (one per line, blank lines skipped). A blank
-    argument is refused (as in the demo): it is a quoting slip far more often than a wish for an unconditioned image."""
+    """The prompts given as arguments, then those of ``prompt_file`` (one per line). A blank argument (also one that
+    CLIP's text cleaning empties) is refused, as in the demo: it is a quoting slip far more often than a wish for an
+    unconditioned image.
+
+    The file is read as ``utf-8-sig`` (a BOM some editors write is not part of the first prompt). A line is skipped
+    when CLIP's text cleaning (:func:`galip_core.text.clip_text_clean`, what the tokenizer sees) leaves nothing of it,
+    the demo's rule for an empty prompt: blank lines, but also lines of only a BOM (U+FEFF) or control characters,
+    which would otherwise each make an unconditioned image numbered as a prompt. How many such non-blank lines were
+    skipped is printed on stderr."""
+    from galip_core.text import clip_text_clean
+
     prompts = [p for p in prompts]
-    blank = [i for i, p in enumerate(prompts) if not p.strip()]
+    blank = [i for i, p in enumerate(prompts) if not clip_text_clean(p)]  # "\ufeff" too: no text the model sees
     if blank:
         raise ValueError(f"prompt argument {blank[0] + 1} is blank; give some text (the Python pipeline takes \"\" "
                          "if an empty prompt is really meant).")
@@ -94,11 +105,17 @@ def read_prompts(prompts: Sequence[str], prompt_file: str | None) -> list[str]:
         if not os.path.isfile(prompt_file):
             raise FileNotFoundError(f"--prompt_file: {prompt_file!r} does not exist.")
         try:
-            with open(prompt_file, encoding="utf-8") as f:
-                prompts += [line.strip() for line in f if line.strip()]
+            with open(prompt_file, encoding="utf-8-sig") as f:
+                lines = [line.strip() for line in f]
         except UnicodeDecodeError as err:
             raise ValueError(f"--prompt_file {prompt_file!r} is not UTF-8 text ({err.reason} at byte {err.start}); "
                              "give a text file, one prompt per line.") from None
+        kept = [line for line in lines if line and clip_text_clean(line)]
+        invisible = sum(1 for line in lines if line) - len(kept)
+        if invisible:
+            print(f"warning: --prompt_file {prompt_file!r}: skipped {invisible} line(s) with no text left after CLIP's "
+                  "text cleaning (only a BOM, control or other invisible characters)", file=sys.stderr)
+        prompts += kept
     if not prompts:
         raise ValueError("no prompt given: pass prompts as arguments or with --prompt_file.")
     return prompts

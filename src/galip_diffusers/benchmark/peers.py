@@ -241,6 +241,32 @@ def build_galip_pipeline(spec: ModelSpec):
     return GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), generator=generator.eval())
 
 
+def galip_generator_config(spec: ModelSpec) -> dict[str, Any] | None:
+    """The generator config of a GALIP ``spec``, read without building the model (for the up-front memory check of
+    ``--batch_sizes``): the published config over ``GALIPGenerator``'s defaults, the tiny config, or a folder's
+    ``generator/config.json``. ``None`` where it cannot be read: the row then reports its own error."""
+    import inspect
+
+    from galip_diffusers.models.generator import GALIPGenerator
+
+    defaults = {name: p.default for name, p in inspect.signature(GALIPGenerator.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    if spec.source == "tiny":
+        from galip_diffusers.testing_utils import TINY_GENERATOR_CONFIG
+
+        return {**defaults, **TINY_GENERATOR_CONFIG}
+    if spec.source == "default-config":
+        return {**defaults, **spec.config["components"]["generator"]["config"]}
+    from galip_core.runtime import resolve_pretrained
+
+    try:
+        with open(os.path.join(resolve_pretrained(spec.source), "generator", "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return {**defaults, **config} if isinstance(config, dict) else None
+
+
 def pipeline_modules(pipe) -> dict[str, torch.nn.Module]:
     """The ``torch.nn.Module`` components of a pipeline, by name."""
     return {name: comp for name, comp in pipe.components.items() if isinstance(comp, torch.nn.Module)}

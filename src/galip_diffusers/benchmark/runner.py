@@ -32,6 +32,7 @@ from galip_diffusers.benchmark.peers import (
     build_peer_pipeline,
     count_gflops,
     count_parameters,
+    galip_generator_config,
     galip_spec,
     peer_spec,
     resolve_peer_name,
@@ -276,6 +277,32 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     from galip_core.machine import environment as machine_environment
 
     return machine_environment()
+
+
+def check_batch_memory(args: argparse.Namespace) -> None:
+    """Before any model is built: ``ValueError`` naming ``--batch_sizes`` if the largest GALIP batch would not fit in
+    a requested device's free memory in a requested dtype. Estimated as ``GALIPPipeline`` estimates its own calls
+    (:func:`galip_core.memory.estimate_call_bytes`, unchunked as the benchmark calls it), so it refuses exactly what
+    every row would refuse later, after building the model, and under the name `num_images_per_prompt`=1."""
+    from galip_core import machine
+    from galip_core.memory import estimate_call_bytes
+
+    config = galip_generator_config(galip_spec(args.galip))
+    if config is None:
+        return
+    batch = max(args.batch_sizes)
+    for device_name in args.device:
+        if device_name == "cuda" and not torch.cuda.is_available():
+            continue  # the rows say that CUDA is missing
+        free = machine.available_bytes(device_name)
+        for dtype_name in args.dtype:
+            needed = estimate_call_bytes(config, batch, None, DTYPES[dtype_name].itemsize)
+            if free is not None and needed > free:
+                raise ValueError(
+                    f"--batch_sizes: one GALIP call of {batch} images of {config['output_size']} px in "
+                    f"{dtype_name} needs about {needed / 2**30:.1f} GiB; {device_name} has {free / 2**30:.1f} GiB "
+                    "free. Give smaller --batch_sizes."
+                )
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,8 +5,9 @@ The logic is plain Python that the tests call directly: :mod:`.inputs` (validati
 a page is built, so importing this package never needs gradio.
 
     from galip_diffusers.demo import DemoBackend, build_demo
+    from galip_diffusers.demo.app import launch_demo
     demo = build_demo(DemoBackend.from_model("path/to/galip-folder"))
-    demo.launch()
+    launch_demo(demo)  # demo.launch() with the demo's settings: uploads capped, tracebacks kept in the server log
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from galip_diffusers.demo.backend import DemoBackend, DemoModelError, GenerationResult, InterpolationResult, load_pipeline, make_refiner
 from galip_diffusers.demo.inputs import (
     MAX_IMAGES,
+    MAX_PROMPT_CHARS,
     MAX_PROMPT_TOKENS,
     DemoInputError,
     cap_prompt,
@@ -33,7 +35,7 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
 
 
 __all__ = [
-    "MAX_IMAGES", "MAX_PROMPT_TOKENS", "DemoBackend", "DemoInputError", "DemoModelError", "GenerationResult",
-    "InterpolationResult", "build_demo", "cap_prompt", "load_pipeline", "make_gif",
+    "MAX_IMAGES", "MAX_PROMPT_CHARS", "MAX_PROMPT_TOKENS", "DemoBackend", "DemoInputError", "DemoModelError",
+    "GenerationResult", "InterpolationResult", "build_demo", "cap_prompt", "load_pipeline", "make_gif",
     "make_refiner", "make_strip", "upscale", "validate_generation", "validate_interpolation",
 ]  # fmt: skip

@@ -11,7 +11,14 @@ import logging
 from typing import Any, Callable
 
 from galip_diffusers.demo.backend import DemoBackend, DemoModelError
-from galip_diffusers.demo.inputs import MAX_FRAMES, MAX_REFINE_STEPS, MAX_SEED, MIN_FRAMES, DemoInputError
+from galip_diffusers.demo.inputs import (
+    MAX_FRAMES,
+    MAX_PROMPT_CHARS,
+    MAX_REFINE_STEPS,
+    MAX_SEED,
+    MIN_FRAMES,
+    DemoInputError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +26,13 @@ logger = logging.getLogger(__name__)
 UI_MAX_TRUNCATION = 3.0
 #: Every event runs under this concurrency id, so the two tabs share one limit on the model.
 CONCURRENCY_ID = "galip-model"
+#: Largest file that ``POST /gradio_api/upload`` takes. The page has no upload widget, so no upload is ever needed;
+#: without a limit anyone who can reach the server could fill its disk.
+MAX_UPLOAD_SIZE = "1kb"
+#: ``gr.Blocks(delete_cache=(frequency, age))``, in seconds: every 10 minutes gradio deletes the files it cached (each
+#: served image and GIF, any upload) once older than an hour, and all of them when the server stops. The backend's
+#: own GIF folder keeps only the newest ``KEEP_GIFS`` (gradio serves its copies), so disk use stays bounded.
+DELETE_CACHE = (600, 3600)
 
 
 def _kwargs(component: Callable, **kwargs: Any) -> dict[str, Any]:
@@ -61,6 +75,42 @@ def _user_errors(gr: Any, action: str, num_outputs: int) -> Callable[[Callable],
     return wrap
 
 
+def _missing_inputs_message(block_fn: Any, received: int) -> str:
+    """One line for an API call that sent ``received`` values to an event with more inputs: which fields are missing."""
+    labels = [getattr(block, "label", None) or type(block).__name__ for block in block_fn.inputs]
+    event = getattr(block_fn, "api_name", None) or getattr(block_fn, "name", None) or "this event"
+    return (f"{event} takes {len(labels)} input values ({', '.join(labels)}), got {received}: missing "
+            f"{', '.join(labels[received:])}.")
+
+
+def _blocks_class(gr: Any) -> type:
+    """``gr.Blocks``, with one change: an API call with too few input values gets a ``gr.Error`` that names the
+    missing fields. gradio raises a ``ValueError`` there (``Blocks.validate_inputs``), before any handler and so before
+    :func:`_user_errors`, and with ``show_error=False`` the client saw only ``{"error": null}``."""
+    if not callable(getattr(gr.Blocks, "validate_inputs", None)):
+        return gr.Blocks
+
+    class DemoBlocks(gr.Blocks):
+        def validate_inputs(self, block_fn: Any, inputs: list[Any]) -> None:
+            try:
+                super().validate_inputs(block_fn, inputs)
+            except ValueError:
+                raise gr.Error(_missing_inputs_message(block_fn, len(inputs))) from None
+
+    return DemoBlocks
+
+
+def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> Any:
+    """``demo.launch`` with the demo's server settings: no share link, no browser, tracebacks in the server log only,
+    uploads capped at :data:`MAX_UPLOAD_SIZE`. ``kwargs`` go to ``launch`` too (e.g. ``prevent_thread_lock=True``).
+
+    Ctrl-C, and SIGTERM under :func:`galip_core.staging.terminate_as_interrupt`, stop the server and return normally
+    (gradio's ``block_thread`` catches the interrupt), so the caller's clean-up runs."""
+    settings = {"server_name": host, "server_port": port, "share": False, "inbrowser": False, "show_error": False,
+                "max_file_size": MAX_UPLOAD_SIZE, **kwargs}
+    return demo.launch(**_kwargs(demo.launch, **settings))
+
+
 def _with_warnings(gr: Any, status: str, warnings: tuple[str, ...]) -> str:
     """Show each warning as a toast and append it to the status."""
     for warning in warnings:
@@ -77,7 +127,10 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
         raise ValueError(f"max_queue must be >= 1, got {max_queue}.")
     import gradio as gr
 
-    event = {"concurrency_limit": concurrency_limit, "concurrency_id": CONCURRENCY_ID}
+    # preprocess=False: the handlers get the values as sent and check them all (inputs.py), so that a bad API value
+    # is one message naming its field. gradio's own preprocessing would round a seed of 0.5 to 0 (gr.Number's
+    # precision) and fail on a slider sent null or "2" without a message.
+    event = {"concurrency_limit": concurrency_limit, "concurrency_id": CONCURRENCY_ID, "preprocess": False}
 
     @_user_errors(gr, "Generation", num_outputs=2)
     def generate(prompt, seed, num_images, truncation, refine, refine_steps):
@@ -92,7 +145,9 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
         return result.strip, result.gif_path, _with_warnings(gr, result.status, result.warnings)
 
     examples = backend.example_prompts  # the model's own (galip_settings.json), else the built-in ones
-    with gr.Blocks(**_kwargs(gr.Blocks, title="GALIP text-to-image", analytics_enabled=False)) as demo:
+    blocks = _blocks_class(gr)
+    with blocks(**_kwargs(blocks, title="GALIP text-to-image", analytics_enabled=False,
+                          delete_cache=DELETE_CACHE)) as demo:
         gr.Markdown(
             "# GALIP text-to-image\n"
             "One generator forward pass per image ([GALIP](https://arxiv.org/abs/2301.12959), CVPR 2023). "
@@ -101,9 +156,12 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
         with gr.Tab("Generate"):
             with gr.Row():
                 prompt = gr.Textbox(value=examples[0], label="Prompt", lines=2, elem_id="prompt", scale=4,
-                                    info="At most 77 tokens (longer prompts are cut, with a warning).")
+                                    info="At most 77 tokens (longer prompts are cut, with a warning).",
+                                    **_kwargs(gr.Textbox, max_length=MAX_PROMPT_CHARS))
                 run = gr.Button("Generate", variant="primary", elem_id="generate", scale=1)
             with gr.Row():
+                # precision=0 makes the API schema say "integer"; it rounds nothing here (preprocess=False above), so
+                # check_int refuses a seed of 0.5 instead of serving seed 0
                 seed = gr.Number(value=0, label="Seed", precision=0, elem_id="seed",
                                  **_kwargs(gr.Number, minimum=0, maximum=MAX_SEED))
                 # a slider needs min < max: with --max_images 1 it is shown fixed at 1
@@ -134,11 +192,15 @@ def build_demo(backend: DemoBackend, concurrency_limit: int = 1, max_queue: int 
             gr.Markdown("From prompt A with seed A to prompt B with seed B: spherical interpolation of the noise, "
                         "linear interpolation of the text embedding.")
             with gr.Row():
-                prompt_a = gr.Textbox(value=examples[0], label="Prompt A", elem_id="prompt-a")
-                prompt_b = gr.Textbox(value=examples[1], label="Prompt B", elem_id="prompt-b")
+                prompt_a = gr.Textbox(value=examples[0], label="Prompt A", elem_id="prompt-a",
+                                      **_kwargs(gr.Textbox, max_length=MAX_PROMPT_CHARS))
+                prompt_b = gr.Textbox(value=examples[1], label="Prompt B", elem_id="prompt-b",
+                                      **_kwargs(gr.Textbox, max_length=MAX_PROMPT_CHARS))
             with gr.Row():
-                seed_a = gr.Number(value=0, label="Seed A", precision=0, elem_id="seed-a")
-                seed_b = gr.Number(value=1, label="Seed B", precision=0, elem_id="seed-b")
+                seed_a = gr.Number(value=0, label="Seed A", precision=0, elem_id="seed-a",
+                                   **_kwargs(gr.Number, minimum=0, maximum=MAX_SEED))
+                seed_b = gr.Number(value=1, label="Seed B", precision=0, elem_id="seed-b",
+                                   **_kwargs(gr.Number, minimum=0, maximum=MAX_SEED))
                 num_frames = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=8, step=1, label="Frames", elem_id="frames")
                 run_interp = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
             strip = gr.Image(label="Strip", type="pil", elem_id="strip", **_kwargs(gr.Image, format="png"))

@@ -52,7 +52,8 @@ REFINE_SETTINGS: dict[str, Any] = {
 DISPLAY_SIZE = 256
 STRIP_FRAME_SIZE = 96
 STRIP_COLUMNS = 8
-#: GIFs kept on disk per backend (older ones are deleted; the UI has already copied them to its cache).
+#: GIFs kept on disk per backend (older ones are deleted): gradio serves its own copy, made when the request returns,
+#: and deletes that after an hour (``app.DELETE_CACHE``). The folder itself goes at :meth:`DemoBackend.close`.
 KEEP_GIFS = 16
 
 
@@ -266,7 +267,7 @@ class DemoBackend:
         return path
 
     def close(self) -> None:
-        """Delete the GIFs written so far."""
+        """Delete the GIFs written so far, and their folder (safe to call twice)."""
         self._gif_dir.cleanup()
 
 

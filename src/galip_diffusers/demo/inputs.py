@@ -17,6 +17,10 @@ from galip_diffusers.conversion.tokenizer import clip_text_clean
 
 #: CLIP's context length: start token + 75 prompt tokens + end token.
 MAX_PROMPT_TOKENS = 77
+#: Longest prompt accepted, in characters, checked before any text cleaning or tokenizing. CLIP reads at most 77
+#: tokens (roughly 300-400 characters of English), so a longer prompt is cut anyway; this bound only keeps a huge one
+#: from holding the server: cleaning and tokenizing cost about 2 us and 200 bytes per character (4 MB: 9 s, +0.9 GB).
+MAX_PROMPT_CHARS = 2000
 MAX_IMAGES = 16
 MAX_SEED = 2**32 - 1
 MAX_TRUNCATION = 10.0
@@ -89,29 +93,53 @@ def cap_prompt(prompt: str, tokenizer: Any, max_tokens: int = MAX_PROMPT_TOKENS)
 
 
 # ------------------------------------------------------------------------------------------------------- fields
-def check_prompt(prompt: Any, name: str = "prompt") -> str:
+def check_prompt(prompt: Any, name: str = "prompt", max_chars: int = MAX_PROMPT_CHARS) -> str:
     """The prompt, stripped; empty is an error, also when only what CLIP's text cleaning removes is left (control
-    characters), which would give an unconditioned image."""
-    if not isinstance(prompt, str) or not clip_text_clean(prompt):
+    characters), which would give an unconditioned image.
+
+    The type and the length are checked first: API calls can send any JSON value, and a prompt of megabytes would
+    spend seconds and gigabytes in the cleaning and the tokenizer (:data:`MAX_PROMPT_CHARS`)."""
+    if prompt is None:
+        raise DemoInputError(f"Enter a {name}: it is empty.")
+    if not isinstance(prompt, str):
+        raise DemoInputError(f"{name} must be text, got {type(prompt).__name__} {_preview(prompt)}.")
+    if len(prompt) > max_chars:
+        raise DemoInputError(
+            f"{name} must be at most {max_chars} characters, got {len(prompt)}: the model reads at most "
+            f"{MAX_PROMPT_TOKENS} tokens (a few hundred characters), so shorten it."
+        )
+    if not clip_text_clean(prompt):
         raise DemoInputError(f"Enter a {name}: it is empty.")
     return prompt.strip()
+
+
+def _preview(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: error messages quote what was sent without echoing a huge
+    value (API calls can send anything)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
+        return f"a {type(value).__name__} too long to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_int(value: Any, name: str, low: int, high: int) -> int:
     """An integer in [low, high]; integral floats (what number widgets send) are accepted."""
     if isinstance(value, bool) or value is None:
-        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
+        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
+            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.")
         value = int(value)
     if isinstance(value, str):
         try:
             value = int(value.strip())
         except ValueError:
-            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.") from None
+            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.") from None
     if not isinstance(value, int) or not low <= value <= high:
-        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {value!r}.")
+        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.")
     return value
 
 
@@ -119,10 +147,10 @@ def check_truncation(value: Any) -> Optional[float]:
     """``None`` or 0 turn the truncation trick off; otherwise a number in (0, MAX_TRUNCATION]."""
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DemoInputError(f"truncation must be 0 (off) or a number in (0, {MAX_TRUNCATION:g}], got {value!r}.")
-    if not 0 < value <= MAX_TRUNCATION:
-        raise DemoInputError(f"truncation must be 0 (off) or a number in (0, {MAX_TRUNCATION:g}], got {value!r}.")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not 0 < value <= MAX_TRUNCATION):
+        raise DemoInputError(f"truncation must be 0 (off) or a number in (0, {MAX_TRUNCATION:g}], "
+                             f"got {_preview(value)}.")
     return float(value)
 
 
@@ -161,7 +189,7 @@ def validate_generation(
     num_images = check_int(num_images, "number of images", 1, max_images)
     truncation = check_truncation(truncation)
     if not isinstance(refine, (bool, np.bool_)):  # bool("false") is True: only real booleans
-        raise DemoInputError(f"refine must be true or false, got {refine!r}.")
+        raise DemoInputError(f"refine must be true or false, got {_preview(refine)}.")
     refine = bool(refine)
     steps = 0
     if refine:
@@ -182,8 +210,8 @@ def validate_interpolation(
     prompt_a: Any, prompt_b: Any, seed_a: Any, seed_b: Any, num_frames: Any, *, tokenizer: Any,
 ) -> InterpolationRequest:
     """Check the interpolation tab's fields and cap both prompts."""
-    capped = [cap_prompt(check_prompt(p, name), tokenizer) for p, name in ((prompt_a, "first prompt"),
-                                                                           (prompt_b, "second prompt"))]
+    prompts = [check_prompt(prompt_a, "first prompt"), check_prompt(prompt_b, "second prompt")]  # both before tokenizing
+    capped = [cap_prompt(prompt, tokenizer) for prompt in prompts]
     seeds = (check_int(seed_a, "first seed", 0, MAX_SEED), check_int(seed_b, "second seed", 0, MAX_SEED))
     num_frames = check_int(num_frames, "number of frames", MIN_FRAMES, MAX_FRAMES)
     labels = ("First prompt", "Second prompt")

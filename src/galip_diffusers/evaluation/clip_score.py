@@ -34,11 +34,31 @@ def center_crop_resize(image: Image.Image, resolution: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------ CLIP score
+def check_pairs(images: torch.Tensor, prompts: Sequence[str]) -> None:
+    """One prompt per image, at least one pair: ``ValueError`` "N images vs M prompts" otherwise. Without it, one
+    image with three prompts silently broadcasts to three cosines, and other counts fail deep inside torch."""
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, one per image, not a single str (whose characters would "
+                         "count as prompts).")
+    num_images = images.shape[0] if isinstance(images, torch.Tensor) and images.ndim == 4 else None
+    if num_images is None:
+        raise ValueError(f"images must be a float tensor (N, 3, H, W), got {_describe(images)}.")
+    if num_images != len(prompts) or num_images == 0:
+        raise ValueError(f"{num_images} images vs {len(prompts)} prompts: the CLIP score needs exactly one prompt per "
+                         "image (and at least one image).")
+
+
+def _describe(value) -> str:
+    return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 class CLIPScorer:
     """Cosine similarity between images and captions with a CLIP (text and image towers with projections).
 
-    ``images`` are float tensors (N,3,H,W) in [0, 1]. ``standard_cosine`` preprocesses like ``CLIPProcessor`` (PIL);
-    ``official_cosine`` like the official GALIP code (see :data:`OFFICIAL_CLIP_NOTE`)."""
+    ``images`` are float tensors (N,3,H,W) in [0, 1] and ``prompts`` a list of N strings, one per image: the cosine
+    of image ``i`` with prompt ``i`` (any other count is a ``ValueError``, never a broadcast). ``standard_cosine``
+    preprocesses like ``CLIPProcessor`` (PIL); ``official_cosine`` like the official GALIP code (see
+    :data:`OFFICIAL_CLIP_NOTE`)."""
 
     def __init__(self, text_encoder, image_encoder, tokenizer, source: str = "", device: str | torch.device = "cpu"):
         self.text_encoder = text_encoder.to(device).eval()
@@ -75,6 +95,8 @@ class CLIPScorer:
 
     @torch.no_grad()
     def standard_cosine(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """(N,) cosines of image ``i`` with prompt ``i``, standard CLIP preprocessing."""
+        check_pairs(images, prompts)
         pil = [Image.fromarray(a) for a in to_uint8(images.permute(0, 2, 3, 1).cpu().numpy() * 255)]
         pixels = self.processor(images=pil, return_tensors="pt").pixel_values.to(self.device, self.image_encoder.dtype)
         image_embeds = self.image_encoder(pixel_values=pixels).image_embeds.float()
@@ -82,6 +104,8 @@ class CLIPScorer:
 
     @torch.no_grad()
     def official_cosine(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """(N,) cosines of image ``i`` with prompt ``i``, official GALIP preprocessing."""
+        check_pairs(images, prompts)
         x = images.to(self.device, torch.float32) * 2 - 1
         pixels = preprocess_for_clip(x, self.image_encoder.config.image_size, mode="official")
         image_embeds = self.image_encoder(pixel_values=pixels.to(self.image_encoder.dtype)).image_embeds.float()

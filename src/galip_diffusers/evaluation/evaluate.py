@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from galip_diffusers.evaluation.clip_score import (
 )
 from galip_diffusers.evaluation.fid import (
     RESIZE_DESCRIPTIONS,
+    check_finite_features,
     clean_resize,
     fid_statistics,
     inception_input,
@@ -78,27 +79,80 @@ def evaluation_examples(dataset, image_column: str, caption_column: str, num_ima
     """Yield (PIL image or None, caption) for ``num_images`` examples (default: all): a seeded random subset of the
     data set, never repeated (see :func:`num_evaluation_images`); one caption per example, picked at random when
     there are several."""
-    from galip_diffusers.training.data import decode_image, lazy_image_column, pick_caption, sample_rng
+    from galip_diffusers.training.data import decode_image
 
-    dataset = lazy_image_column(dataset, image_column)  # decode here, so that a corrupt file is skipped, not fatal
+    for value, caption in evaluation_rows(dataset, image_column, caption_column, num_images, seed):
+        yield _decode_or_none(decode_image, value), caption
+
+
+def evaluation_rows(dataset, image_column: str, caption_column: Optional[str], num_images: Optional[int],
+                    seed: int) -> Iterator[tuple[Any, Optional[str]]]:
+    """:func:`evaluation_examples` with the images not decoded: (raw image value, caption) pairs, so that the captions
+    can be gathered without decoding an image. ``caption_column=None``: images only (the caption is ``None``). A bad
+    caption is a ``ValueError`` naming ``--caption_column`` and the row."""
+    from galip_diffusers.training.data import lazy_image_column, sample_rng
+
+    dataset = lazy_image_column(dataset, image_column)  # decode later, so that a corrupt file is skipped, not fatal
     length = len(dataset) if hasattr(dataset, "__len__") else None
     if length == 0:
         raise ValueError("The evaluation data set is empty.")
     if length is None:  # streaming: in order
-        for i, example in enumerate(dataset):
-            if num_images is not None and i >= num_images:
-                return
-            yield _decode_or_none(decode_image, example.get(image_column)), pick_caption(
-                example[caption_column], sample_rng(seed, 0, i)
-            )
+        rows = enumerate(dataset)
+    else:
+        total, _ = num_evaluation_images(num_images, length)
+        rows = ((int(row), dataset[int(row)]) for row in np.random.default_rng(seed).permutation(length)[:total])
+    for i, (row, example) in enumerate(rows):
+        if num_images is not None and i >= num_images:
+            return
+        image = example.get(image_column)
+        if caption_column is None:
+            yield image, None
+        else:
+            yield image, _checked_caption(example[caption_column], sample_rng(seed, 0, i), caption_column, row, image)
+
+
+def _checked_caption(value: Any, rng, caption_column: str, row: int, image: Any = None) -> str:
+    """``pick_caption``'s caption, or its refusal naming ``--caption_column``, the row and the image file."""
+    from galip_diffusers.training.data import pick_caption
+
+    try:
+        return pick_caption(value, rng)
+    except ValueError:
+        name = _image_name(image)
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ValueError(f"--caption_column {caption_column!r}: row {row}{f' ({name})' if name else ''} holds {shown}; "
+                         "every caption must be a non-empty string or a list of strings.") from None
+
+
+def check_captions(dataset, caption_column: str, image_column: Optional[str] = None) -> None:
+    """Check the caption of every row when the data set is loaded (``ValueError`` naming ``--caption_column``, the row
+    and its image file), rather than when its batch comes up, hours into the generation. Cheap: only the caption
+    column is read (in Arrow batches for a ``datasets.Dataset``). A streaming data set is not read twice: its rows
+    are checked as they come."""
+    import random
+
+    from galip_diffusers.training.data import lazy_image_column, pick_caption
+
+    if not hasattr(dataset, "__len__"):
         return
-    total, _ = num_evaluation_images(num_images, length)
-    order = np.random.default_rng(seed).permutation(length)
-    for i in range(total):
-        example = dataset[int(order[i])]
-        yield _decode_or_none(decode_image, example.get(image_column)), pick_caption(
-            example[caption_column], sample_rng(seed, 0, i)
-        )
+    if hasattr(dataset, "select_columns") and hasattr(dataset, "iter"):
+        batches = dataset.select_columns([caption_column]).iter(batch_size=1000)
+        values = (value for batch in batches for value in batch[caption_column])
+    else:
+        values = (example[caption_column] for example in dataset)
+    rng = random.Random(0)
+    for row, value in enumerate(values):
+        try:
+            pick_caption(value, rng)
+        except ValueError:  # only now read the row's image value, for its file name
+            image = None if image_column is None else lazy_image_column(dataset, image_column)[row].get(image_column)
+            _checked_caption(value, rng, caption_column, row, image)  # raises, naming the row and the file
+
+
+def _image_name(value: Any) -> Optional[str]:
+    """The file name of a raw image value (a path, or a ``{"bytes", "path"}`` dict), if it has one."""
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, os.PathLike)) else None
+    return os.path.basename(os.fspath(path)) if path else None
 
 
 def _decode_or_none(decode, value):
@@ -126,6 +180,44 @@ def reference_images_to_fid(metric, images: Sequence[Image.Image], protocol: str
     """Add real images to the metric: centre crop at ``resolution``, then the protocol's resize to 299."""
     arrays = np.stack([center_crop_resize(image, resolution) for image in images])
     metric.update(inception_input(arrays, "clean" if protocol == "coco30k" else "bilinear"), real=True)
+
+
+def add_reference_images(metric, rows: Iterable[tuple[Any, Any]], *, protocol: str, resolution: int,
+                         batch_size: int, image_column: str, hint: str = "", progress: bool = False,
+                         num_rows: Optional[int] = None) -> tuple[list, int]:
+    """Decode the reference images of ``rows`` (:func:`evaluation_rows`'s pairs) batch by batch into the metric, before
+    any image is generated; returns (the captions, the number of unreadable images, which are skipped). Fewer than 2
+    readable images is a ``ValueError`` saying how many of how many were read (and naming ``--dataset`` and
+    ``--image_column``, then ``hint``): FID needs 2, and finding out after the generation would waste all of it.
+    ``num_rows``, if known, sizes the progress bar."""
+    from galip_diffusers.training.data import decode_image
+
+    captions: list = []
+    unreadable: list[str] = []  # names of the unreadable files (or "" when a value has none)
+    batches = _batched(rows, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = None if num_rows is None else -(-num_rows // batch_size)
+        batches = tqdm(batches, total=total, desc="galip-eval: reference images", unit="batch")
+    for batch in batches:
+        captions.extend(caption for _, caption in batch)
+        images = []
+        for value, _ in batch:
+            image = _decode_or_none(decode_image, value)
+            if image is None:
+                unreadable.append(_image_name(value) or "")
+            else:
+                images.append(image)
+        if images:
+            reference_images_to_fid(metric, images, protocol, resolution)
+    readable = len(captions) - len(unreadable)
+    if readable < 2:
+        names = sorted(name for name in unreadable if name)
+        listed = f" (unreadable: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+        raise ValueError(f"{readable} of {len(captions)} reference images readable{listed}; FID needs at least 2. "
+                         f"Check the images of --dataset and --image_column {image_column!r}{hint}.")
+    return captions, len(unreadable)
 
 
 def generated_images_to_fid(metric, images: torch.Tensor, protocol: str) -> None:
@@ -161,7 +253,10 @@ def evaluate_pipeline(
     FID is skipped if ``compute_fid`` is false; its reference is ``fid_stats`` (an ``.npz``) or else the data set's
     images for the same captions; ``fid_metric``, if given, is :func:`prepare_fid_metric`'s for these arguments.
     ``num_images`` defaults to 30,000 (coco30k; fewer, with a warning, if the data set is smaller) or the whole data
-    set; more than the data set holds is an error. Returns the result dict that ``galip-eval`` writes as JSON."""
+    set; more than the data set holds is an error. Before any image is generated, the captions of all the examples
+    used are read and checked (a bad one is a ``ValueError`` naming its row) and, for FID against the data set, their
+    reference images are read (:func:`add_reference_images`, which refuses fewer than 2 readable ones). Returns the
+    result dict that ``galip-eval`` writes as JSON."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}.")
     num_images, note = num_evaluation_images(num_images, len(dataset) if hasattr(dataset, "__len__") else None,
@@ -176,29 +271,28 @@ def evaluate_pipeline(
 
     standard, official, generated, missing_real = [], [], 0, 0
     start = time.perf_counter()
-    examples = evaluation_examples(dataset, image_column, caption_column, num_images, seed)
-    total_batches = None if num_images is None else -(-num_images // batch_size)
-    iterator = _batched(examples, batch_size)
+    rows = evaluation_rows(dataset, image_column, caption_column, num_images, seed)
+    if metric is not None and fid_stats is None:  # the reference images first: too few readable ones fail now
+        all_captions, missing_real = add_reference_images(
+            metric, rows, protocol=protocol, resolution=resolution, batch_size=batch_size, image_column=image_column,
+            hint=", or pass --fid_stats", progress=progress, num_rows=num_images)
+    else:
+        all_captions = [caption for _, caption in rows]
+    iterator = _batched(all_captions, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, total=total_batches, desc="galip-eval", unit="batch")
-    for batch in iterator:
-        captions = [caption for _, caption in batch]
-        generators = [torch.Generator("cpu").manual_seed(seed + generated + i) for i in range(len(batch))]
+        iterator = tqdm(iterator, total=-(-len(all_captions) // batch_size), desc="galip-eval", unit="batch")
+    for captions in iterator:
+        generators = [torch.Generator("cpu").manual_seed(seed + generated + i) for i in range(len(captions))]
         latents = torch.stack(
             [torch.randn(pipe.generator.config.z_dim, generator=g) for g in generators]
         ).to(device)
         with torch.no_grad():
             images = pipe(captions, latents=latents, output_type="pt").images.float().cpu()
-        generated += len(batch)
+        generated += len(captions)
         if metric is not None:
             generated_images_to_fid(metric, images, protocol)
-            if fid_stats is None:
-                real = [image for image, _ in batch if image is not None]
-                missing_real += len(batch) - len(real)
-                if real:
-                    reference_images_to_fid(metric, real, protocol, resolution)
         if scorer is not None:
             standard.append(scorer.standard_cosine(images, captions))
             official.append(scorer.official_cosine(images, captions))
@@ -238,6 +332,7 @@ def prepare_fid_metric(inception_weights: Optional[str], fid_feature: int = 2048
 def _fid_fields(metric, protocol: str, fid_stats: Optional[str], resolution: int, inception_weights: Optional[str],
                 fid_feature: int, missing_real: int) -> dict[str, Any]:  # fmt: skip
     """The FID entries of :func:`evaluate_pipeline`'s result: the value and how it was measured."""
+    check_finite_features(metric)  # NaN or inf would crash the process in compute(), not raise
     return {
         "fid": float(metric.compute()),
         "fid_reference": fid_stats if fid_stats is not None else f"{int(metric.real_features_num_samples)} "
@@ -277,24 +372,12 @@ def dataset_fid_statistics(
     fid_feature: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, Any]]:
     """FID statistics (mu, sigma) of a data set's images, processed as in :func:`evaluate_pipeline`."""
-    from galip_diffusers.training.data import decode_image, lazy_image_column
-
     metric = load_fid_metric(inception_weights, fid_feature)
-    dataset = lazy_image_column(dataset, image_column)
-    unreadable = 0
     length = len(dataset) if hasattr(dataset, "__len__") else None
     num_images, _ = num_evaluation_images(num_images, length)
-    if length is not None:
-        order = np.random.default_rng(seed).permutation(length)[:num_images]
-        values = (dataset[int(i)][image_column] for i in order)
-    else:
-        values = (example[image_column] for i, example in enumerate(dataset) if num_images is None or i < num_images)
-    for batch in _batched(values, batch_size):
-        images = [_decode_or_none(decode_image, v) for v in batch]
-        readable = [image for image in images if image is not None]
-        unreadable += len(images) - len(readable)
-        if readable:
-            reference_images_to_fid(metric, readable, protocol, resolution)
+    rows = evaluation_rows(dataset, image_column, None, num_images, seed)
+    _, unreadable = add_reference_images(metric, rows, protocol=protocol, resolution=resolution,
+                                         batch_size=batch_size, image_column=image_column)
     mu, sigma, n = fid_statistics(metric, real=True)
     meta = {
         "protocol": protocol,

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import types
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -23,6 +23,19 @@ RESIZE_DESCRIPTIONS = {
     "bilinear": "bilinear F.interpolate on float (align_corners=False, no antialias; pytorch-fid style, as the official "
     "GALIP evaluation) to 299 px; then rounded to uint8",
 }
+
+#: Largest magnitude allowed in FID statistics. Inception features are of order 1 to 10, but FID squares them
+#: (``sigma * (n - 1) + n * outer(mu, mu)``, ``sigma1 @ sigma2``) and sums over up to 2048 features and ``n`` images.
+#: Up to 1e100, a square (1e200) times features and images (< 1e20) stays far below float64's 1.8e308; above it,
+#: the sums overflow to inf and the eigen-decomposition crashes the process (MKL) instead of raising.
+STATISTICS_MAX_ABS = 1e100
+#: Tolerance of the covariance checks (symmetry, no negative eigenvalue), relative to the statistics' scale: far above
+#: float64 round-off of a sum of squares (about 1e-13 of it for 2048 features), far below a wrong matrix.
+COVARIANCE_RTOL = 1e-6
+#: Largest ``num_images`` of a statistics file: counts are used as float64 factors, exact up to 2**53.
+NUM_IMAGES_MAX = 2**53
+#: ``num_images`` of a statistics file that does not record it (pytorch-fid's files): the usual 50,000 images.
+DEFAULT_STATISTICS_IMAGES = 50_000
 
 def _import_torch_fidelity_without_torchvision() -> None:
     """torch-fidelity's package ``__init__`` imports torchvision (for feature extractors we do not use), while its
@@ -107,12 +120,26 @@ def random_inception_weights(path: str, seed: int = 0) -> str:
     return path
 
 
+def check_finite_features(metric, real: Optional[bool] = None) -> None:
+    """Refuse Inception features that hold NaN or inf (``ValueError`` naming ``--inception_weights``), before FID's
+    eigen-decomposition, which on them crashes the whole process (MKL) instead of raising. ``real``: check only the
+    real (``True``) or only the generated (``False``) side; default both."""
+    sides = [("real", "reference")] if real is True else [("fake", "generated")] if real is False else [
+        ("real", "reference"), ("fake", "generated")]
+    for prefix, label in sides:
+        for key in ("sum", "cov_sum"):
+            if not bool(torch.isfinite(getattr(metric, f"{prefix}_features_{key}")).all()):
+                raise ValueError(f"The Inception features of the {label} images hold NaN or inf, so FID cannot be "
+                                 "computed: the --inception_weights file is probably corrupt.")
+
+
 def fid_statistics(metric, real: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, sigma, n) of the real (or fake) features accumulated in a torchmetrics FID metric (float64)."""
     prefix = "real" if real else "fake"
     n = int(getattr(metric, f"{prefix}_features_num_samples"))
     if n < 2:
         raise ValueError(f"FID statistics need at least 2 images, got {n}.")
+    check_finite_features(metric, real)
     total = getattr(metric, f"{prefix}_features_sum").double()
     cov_sum = getattr(metric, f"{prefix}_features_cov_sum").double()
     mu = total / n
@@ -138,7 +165,12 @@ def save_fid_statistics(path: str, mu: np.ndarray, sigma: np.ndarray, num_images
                         **meta: Any) -> None:
     """Write pytorch-fid style statistics (``mu``, ``sigma``) plus ``num_images`` and a JSON ``meta`` string to
     exactly ``path`` (no suffix is added). An existing file is refused (``FileExistsError``) unless ``overwrite``;
-    the file is written beside it first and then renamed, so that a failed write leaves the old one intact."""
+    the file is written beside it first and then renamed, so that a failed write leaves the old one intact.
+    Statistics that :func:`check_fid_statistics` refuses are a ``ValueError``: nothing is written."""
+    try:  # never write a file that --fid_stats would refuse
+        mu, sigma, num_images = check_fid_statistics(mu, sigma, num_images)
+    except ValueError as err:
+        raise ValueError(f"--save_stats {path!r} not written: {err}") from None
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"--save_stats {path!r} already exists; pass --overwrite to replace it.")
     folder = os.path.dirname(os.path.abspath(path))
@@ -153,9 +185,11 @@ def save_fid_statistics(path: str, mu: np.ndarray, sigma: np.ndarray, num_images
             os.remove(partial)
 
 
-def load_fid_statistics(path: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mu, sigma, num_images) from an ``.npz`` with ``mu`` and ``sigma`` (num_images defaults to 50,000);
-    ``ValueError`` naming ``--fid_stats`` if the file is not such an archive."""
+def load_fid_statistics(path: str, feature: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mu, sigma, num_images) from an ``.npz`` with ``mu`` and ``sigma`` (num_images defaults to 50,000), checked by
+    :func:`check_fid_statistics` (with ``feature`` features, if given). Any problem is a ``ValueError`` naming
+    ``--fid_stats``: raised when the file is read, before the model loads, instead of a wrong FID or a crash after
+    all the images are generated."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--fid_stats {path!r} is not a file.")
     try:
@@ -171,8 +205,86 @@ def load_fid_statistics(path: str) -> tuple[np.ndarray, np.ndarray, int]:
     with data:
         if "mu" not in data or "sigma" not in data:
             raise ValueError(f"--fid_stats {path!r} must hold arrays 'mu' and 'sigma'; it has {sorted(data.keys())}.")
-        n = int(data["num_images"]) if "num_images" in data else 50_000
-        return data["mu"].astype(np.float64), data["sigma"].astype(np.float64), n
+        try:
+            arrays = data["mu"], data["sigma"], data["num_images"] if "num_images" in data else None
+        except Exception as err:  # noqa: BLE001  (a damaged or pickled member of the zip)
+            raise ValueError(f"--fid_stats {path!r} cannot be read: {type(err).__name__}: {err}") from err
+    try:
+        return check_fid_statistics(*arrays, feature=feature)
+    except ValueError as err:
+        raise ValueError(f"--fid_stats {path!r}: {err}") from None
+
+
+def check_fid_statistics(mu: Any, sigma: Any, num_images: Any = None,
+                         feature: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(mu, sigma, num_images)`` as float64 arrays and an int, or a one-line ``ValueError`` saying what is wrong.
+    FID on bad statistics either crashes late (NaN, inf, or values whose squares overflow float64, see
+    :data:`STATISTICS_MAX_ABS`) or is silently wrong (a ``sigma`` that is no covariance matrix can even give a
+    negative FID). ``mu`` must be ``(d,)`` and ``sigma`` ``(d, d)`` (``d == feature`` if given), both real, finite
+    and within +-1e100; ``sigma`` symmetric and positive semi-definite within :data:`COVARIANCE_RTOL`;
+    ``num_images`` (``None``: 50,000) one integer from 2 to 2**53."""
+    mu, sigma = _real_array("mu", mu), _real_array("sigma", sigma)
+    _check_shapes(mu, sigma, feature)
+    for name, array in (("mu", mu), ("sigma", sigma)):
+        _check_finite_and_bounded(name, array)
+    num_images = _checked_num_images(num_images)
+    _check_covariance(mu, sigma)  # last: an eigen-decomposition, about 0.5 s for 2048 features
+    return mu, sigma, num_images
+
+
+def _real_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as float64, if it holds real numbers (complex ones would lose their imaginary part silently)."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        kind = "complex numbers" if array.dtype.kind == "c" else f"{array.dtype} values, not numbers"
+        raise ValueError(f"{name} holds {kind}; FID statistics must be real numbers.")
+    return array.astype(np.float64)
+
+
+def _check_shapes(mu: np.ndarray, sigma: np.ndarray, feature: Optional[int]) -> None:
+    if mu.ndim != 1 or mu.size == 0 or sigma.shape != (mu.size, mu.size):
+        raise ValueError(f"mu must be (d,) and sigma (d, d) with d >= 1; they are {mu.shape} and {sigma.shape}.")
+    if feature is not None and mu.size != feature:
+        raise ValueError(f"FID statistics have shapes {mu.shape}, {sigma.shape}; this Inception feature has "
+                         f"{feature} (--fid_feature).")
+
+
+def _check_finite_and_bounded(name: str, array: np.ndarray) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(f"{name} holds {int((~finite).sum())} NaN or inf value(s); FID statistics must be finite.")
+    largest = float(np.abs(array).max())
+    if largest > STATISTICS_MAX_ABS:
+        raise ValueError(f"{name} holds values up to {largest:.3g}; FID statistics must be finite and within "
+                         f"+-{STATISTICS_MAX_ABS:.0e} (FID squares them, and the squares must fit float64).")
+
+
+def _check_covariance(mu: np.ndarray, sigma: np.ndarray) -> None:
+    """``sigma`` must be a covariance matrix: symmetric and with no negative eigenvalue, up to round-off relative to
+    the scale of the features' second moments (``mu**2`` too: sigma is a difference of sums of squares)."""
+    scale = max(float(np.abs(sigma).max()), float((mu**2).max()))
+    asymmetry = float(np.abs(sigma - sigma.T).max())
+    if asymmetry > COVARIANCE_RTOL * scale:
+        raise ValueError(f"sigma is not symmetric (sigma - sigma.T reaches {asymmetry:.3g}); it must be a covariance "
+                         "matrix.")
+    lowest = float(np.linalg.eigvalsh(sigma).min())
+    if lowest < -COVARIANCE_RTOL * scale:
+        raise ValueError(f"sigma is not positive semi-definite (it has an eigenvalue of {lowest:.3g}); it must be a "
+                         "covariance matrix.")
+
+
+def _checked_num_images(value: Any) -> int:
+    """The ``num_images`` entry as an int: one integer (an integral float is accepted) from 2 to 2**53."""
+    if value is None:
+        return DEFAULT_STATISTICS_IMAGES
+    array = np.asarray(value)
+    number = array.item() if array.shape == () and array.dtype.kind in "iuf" else None
+    valid = number is not None and float(number).is_integer() and 2 <= number <= NUM_IMAGES_MAX
+    if not valid:
+        shown = f"an array of shape {array.shape}" if array.shape != () else f"{array.item()!r} ({array.dtype})"
+        raise ValueError(f"num_images must be one integer from 2 to 2**53 (the number of images behind mu and "
+                         f"sigma), got {shown}.")
+    return int(number)
 
 
 # ------------------------------------------------------------------------------------------------------- resizing

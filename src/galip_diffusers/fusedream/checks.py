@@ -15,16 +15,40 @@ from galip_diffusers.fusedream.options import SearchOptions
 from galip_diffusers.pipelines.call_checks import check_memory
 
 
+#: upper bound of compose's weights (`barrier_alpha`, `closeness_weight`, `containment_weight`, `object_weight`).
+#: Sensible values are around 0.1-10; 1e6 is far above any of them and still keeps every weighted term (a score,
+#: a spill-over or a distance times the weight) finite in float32. Near 1e308 a term overflows to inf, and the error
+#: that follows blamed the scorer's weights or the learning rate instead of the weight.
+MAX_COMPOSE_WEIGHT = 1e6
+
+
 class SearchDivergedError(RuntimeError):
     """The search's images became NaN/inf after some Adam steps from a finite start: the settings, not the weights."""
 
 
 def check_compose_numbers(barrier_alpha: Any, closeness_weight: Any, containment_weight: Any,
                           object_weight: Any) -> None:  # fmt: skip
-    """``ValueError`` naming the argument unless each of compose's weights is a finite number >= 0."""
+    """``ValueError`` naming the argument unless each of compose's weights is a finite number in
+    ``[0, MAX_COMPOSE_WEIGHT]``: a huge weight overflows its term to inf, which would surface later as an error
+    naming the scorer's weights or `lr` instead of the weight."""
     for name, value in (("barrier_alpha", barrier_alpha), ("closeness_weight", closeness_weight),
                         ("containment_weight", containment_weight), ("object_weight", object_weight)):  # fmt: skip
-        check_number_in_range(f"`{name}`", value, low=0)
+        check_number_in_range(f"`{name}`", value, low=0, high=MAX_COMPOSE_WEIGHT)
+
+
+def check_decode_condition(decode_condition: str, layer: int, num_blocks: int, layer_source: str | None = None) -> None:
+    """``ValueError`` naming `decode_condition` and `layer` when a non-default `decode_condition` ("joint") cannot
+    change the image: at ``layer == num_blocks`` no G-block runs after the blend and ``to_rgb`` takes no condition,
+    so "mix" and "joint" both decode the blend to the same image. The default "mix" is let through (it asks for
+    nothing the layer cannot give), so callers that always pass the default keep working."""
+    if decode_condition == "mix" or layer != num_blocks:
+        return
+    where = "" if layer_source is None else f" (composition.layer of {layer_source}, the model's recommended `layer`)"
+    raise ValueError(
+        f"`decode_condition`={decode_condition!r} has no effect at `layer`={layer}{where}: it is the generator's "
+        f"num_blocks, so no G-block runs after the blend and to_rgb takes no condition ('mix' and 'joint' give the "
+        f"same image); pass a `layer` in [0, {num_blocks - 1}], or leave `decode_condition` at 'mix'."
+    )
 
 
 def check_callback(callback: Any, tensor_inputs: Any, allowed: Sequence[str]) -> None:

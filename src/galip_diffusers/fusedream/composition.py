@@ -28,7 +28,7 @@ import torch
 
 from galip_core.finite import check_number_in_range
 from galip_diffusers.fusedream import augclip
-from galip_diffusers.fusedream.checks import check_compose_numbers
+from galip_diffusers.fusedream.checks import check_compose_numbers, check_decode_condition
 from galip_diffusers.fusedream.masks import (
     CLOSENESS_MODES, CONSTRAINTS, DECODE_CONDITIONS, MASK_LAYOUTS, default_masks, feature_distance, prepare_masks,
     resize_masks,
@@ -65,6 +65,7 @@ class FuseDreamCompositionMixin:
                                      ("mask_layout", mask_layout, MASK_LAYOUTS)):  # fmt: skip
             if value not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+        check_decode_condition(decode_condition, layer, self.generator.num_blocks, layer_source)
         check_compose_numbers(barrier_alpha, closeness_weight, containment_weight, object_weight)
 
     def compose(
@@ -106,8 +107,12 @@ class FuseDreamCompositionMixin:
                 normalised to sum to 1 over objects; by default `default_masks(J, output_size, mask_layout)`.
             mask_layout (`str`): `"split"` (vertical strips; left/right halves for two objects) or `"center"`
                 (object 1 under a centred Gaussian, object 0 around it).
-            decode_condition, closeness, constraint, barrier_alpha, closeness_weight: see the module docstring (the
-                weights, here and below, are finite numbers >= 0).
+            decode_condition, closeness, constraint, barrier_alpha, closeness_weight: see the module docstring. The
+                weights, here and below, are finite numbers in [0, 1e6] (`fusedream.checks.MAX_COMPOSE_WEIGHT`): far
+                above any useful value, and low enough that no weighted term overflows to inf. `decode_condition`
+                acts only through the G-blocks after the blend: at ``layer == generator.num_blocks`` (galip-shapes'
+                recommended layer) none runs and `to_rgb` takes no condition, so "mix" and "joint" make the same
+                image. "joint" there is refused (a `ValueError` naming both); the default "mix" is accepted.
             containment_weight (`float`, defaults to 1.0): candidates of object j are scored (plain CLIP, its own
                 prompt) on its own mask region, the rest filled with the region's mean colour, minus
                 `containment_weight` times their spill-over (`outside_spread`: how much the candidate varies outside
