@@ -7,18 +7,13 @@ from galip_diffusers.fusedream import augclip
 from galip_diffusers.fusedream.masks import default_masks, fill_outside, outside_spread, prepare_masks
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent, dynamic_barrier_direction, top_k_indices
 from galip_diffusers.pipelines import GALIPFuseDreamPipeline, GALIPPipeline
-from galip_diffusers.testing_utils import tiny_components, tiny_fusedream_pipeline, tiny_scorer
+from galip_diffusers.testing_utils import tiny_components, tiny_scorer
 
 SMALL = dict(num_candidates=6, top_k=3, num_steps=3, num_augmentations=2, num_measure_augmentations=4)
 OBJECTS = ["a red circle", "a blue square"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_fusedream_pipeline()
 
 
 def seeded(seed=0):

@@ -35,11 +35,6 @@ BAD_SEARCH_OPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_fusedream_pipeline()
-
-
 @pytest.fixture
 def known_memory(monkeypatch):
     """16 GiB free, whatever this machine has, so that the memory checks decide the same everywhere."""

@@ -8,18 +8,12 @@ import pytest
 import torch
 
 from galip_diffusers.fusedream.checks import MAX_COMPOSE_WEIGHT, check_decode_condition
-from galip_diffusers.testing_utils import tiny_fusedream_pipeline
 
 SMALL = dict(num_candidates=4, top_k=2, num_steps=2, num_augmentations=2, num_measure_augmentations=2)
 OBJECTS = ["a red circle", "a blue square"]
 WEIGHTS = ("barrier_alpha", "closeness_weight", "containment_weight", "object_weight")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return tiny_fusedream_pipeline()
 
 
 def seeded(seed=0):
