@@ -38,13 +38,6 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo") / "tiny"
-    tiny_pipeline().save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def scorer_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo") / "tiny-with-scorer"
     GALIPPipeline(**{**tiny_components(), "scorer": tiny_scorer()}).save_pretrained(folder)

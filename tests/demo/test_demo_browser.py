@@ -10,7 +10,6 @@ download is needed). Set GALIP_CHROMIUM to use another Chromium binary.
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import urllib.request
 
 import PIL.Image
 import pytest
+from helpers.network import free_port
 
 from galip_diffusers.testing_utils import tiny_pipeline
 
@@ -33,12 +33,6 @@ pytestmark = [
                        "set GALIP_CHROMIUM)"),
 ]
 TIMEOUT_MS = 30_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, log_path: str, timeout_s: float = 120) -> None:
@@ -59,7 +53,7 @@ def _wait_until_up(url: str, process: subprocess.Popen, log_path: str, timeout_s
 def demo_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser") / "tiny-galip"
     tiny_pipeline().save_pretrained(folder)
-    port = _free_port()
+    port = free_port()
     log_path = str(folder.parent / "demo.log")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.path.join(ROOT, "src"), os.environ.get("PYTHONPATH")])),

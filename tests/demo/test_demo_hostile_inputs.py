@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,29 +16,19 @@ import urllib.error
 import urllib.request
 
 import pytest
+from helpers.network import free_port
 
-from galip_diffusers.demo import MAX_PROMPT_CHARS, DemoBackend, DemoInputError, validate_generation, validate_interpolation
+from galip_diffusers.demo import (
+    MAX_PROMPT_CHARS, DemoBackend, DemoInputError, validate_generation, validate_interpolation,
+)
 from galip_diffusers.demo import app as demo_app
 from galip_diffusers.demo import inputs as demo_inputs
-from galip_diffusers.testing_utils import byte_level_clip_tokenizer, tiny_pipeline
+from galip_diffusers.testing_utils import byte_level_clip_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: urllib without the environment's proxies: every request here goes to 127.0.0.1
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SEED_RULE = "must be an integer from 0 to 4294967295"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hostile") / "tiny"
-    tiny_pipeline().save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +38,7 @@ def server(model_dir, one_thread):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(demo_app, "DELETE_CACHE", (1, 1))
         demo = demo_app.build_demo(backend)
-    port = _free_port()
+    port = free_port()
     demo_app.launch_demo(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -217,7 +206,7 @@ def test_the_page_asks_gradio_to_clean_its_cache(model_dir, one_thread):
 def test_stopping_the_server_deletes_its_temporary_files(model_dir, tmp_path, signum):
     """``galip demo`` stopped by SIGTERM (kill, docker stop) or Ctrl-C removes its GIF folder and gradio's cached
     files. Both live under TMPDIR, which points into tmp_path here."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONPATH": os.pathsep.join(filter(None, [os.path.join(ROOT, "src"), os.environ.get("PYTHONPATH")]))}
     env.pop("GRADIO_TEMP_DIR", None)

@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers.training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder
 
 from galip_cli.eval import main
 from galip_diffusers.evaluation.evaluate import evaluation_examples, num_evaluation_images
@@ -15,17 +14,11 @@ from galip_diffusers.evaluation.fid import load_fid_statistics, save_fid_statist
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_args")
-    junk = root / "junk.pth"
+def fx(fx):
+    """The shared fixtures plus ``junk``: a file that is not a checkpoint."""
+    junk = fx["root"] / "junk.pth"
     junk.write_text("<html>not a checkpoint</html>")
-    return {
-        "data": make_imagefolder(str(root / "data"), num_images=3, list_captions=False),
-        "clip": make_tiny_clip(str(root / "clip"), seed=1),
-        "pipe": make_tiny_pipeline_folder(str(root / "pipe"), with_discriminator=False),
-        "cache": str(root / "cache"),
-        "junk": str(junk),
-    }
+    return {**fx, "junk": str(junk)}
 
 
 def _exit_2(argv, capsys) -> str:

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers.training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder
+from helpers.training_helpers import make_imagefolder
 
 from galip_cli.eval import main
 from galip_diffusers.evaluation.clip_score import CLIPScorer
@@ -27,16 +27,9 @@ FEATURE = 64  # the cheapest Inception feature (as in test_evaluation.py)
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_hostile")
-    return {
-        "root": root,
-        "data": make_imagefolder(str(root / "data"), num_images=3, list_captions=False),
-        "pipe": make_tiny_pipeline_folder(str(root / "pipe"), with_discriminator=False),
-        "clip": make_tiny_clip(str(root / "clip"), seed=1),
-        "inception": random_inception_weights(str(root / "inception.pth")),
-        "cache": str(root / "cache"),
-    }
+def fx(fx):
+    """The shared fixtures plus random ``inception`` weights."""
+    return {**fx, "inception": random_inception_weights(str(fx["root"] / "inception.pth"))}
 
 
 @pytest.fixture

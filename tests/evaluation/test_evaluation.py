@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from helpers.training_helpers import make_imagefolder, make_tiny_clip, make_tiny_pipeline_folder
 
 from galip_cli.eval import main
 from galip_diffusers.evaluation.clip_score import CLIPScorer, clip_score_from_cosines
@@ -25,18 +24,6 @@ from galip_diffusers.evaluation.fid import (
 from galip_core.vit import CLIP_MEAN, CLIP_STD
 
 FEATURE = 64  # the first Inception pooling features: a much cheaper forward and covariance than 2048 (same code path)
-
-
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    return {
-        "root": root,
-        "data": make_imagefolder(str(root / "data"), num_images=3, list_captions=False),
-        "clip": make_tiny_clip(str(root / "clip"), seed=1),
-        "pipe": make_tiny_pipeline_folder(str(root / "pipe"), with_discriminator=False),
-        "cache": str(root / "cache"),
-    }
 
 
 @pytest.fixture(scope="module")
