@@ -92,7 +92,8 @@ def test_a_folder_without_a_process_id_is_stale_and_this_processs_own_is_not(tmp
     mine.mkdir()
     (tmp_path / ".other.tmp-1-x").mkdir()  # another target's folder
     messages = remove_stale_temporaries(str(tmp_path / "data"), kind="build")
-    assert messages == [f"Removed {str(tmp_path / '.data.tmp-oldstyle')!r}, the unfinished folder of an interrupted build."]
+    stale = str(tmp_path / ".data.tmp-oldstyle")
+    assert messages == [f"Removed {stale!r}, the unfinished folder of an interrupted build."]
     assert mine.is_dir() and (tmp_path / ".other.tmp-1-x").is_dir()
 
 

@@ -353,7 +353,8 @@ def _check_fits_float16(pipe: GALIPPipeline, discriminator: GALIPDiscriminator |
 def _write_atomically(out: str, write: Callable[[str], None], checked: Snapshot | None) -> None:
     """``write(folder)`` into a fresh folder next to ``out``, check it, and swap it in for ``out``, whose contents
     must still be ``checked`` (see :mod:`galip_diffusers.conversion.commit`). On any failure, Ctrl-C or SIGTERM the
-    folder is removed, and so are the parent folders this call created (:func:`galip_core.staging.temporary_sibling`)."""
+    folder is removed, and so are the parent folders this call created
+    (:func:`galip_core.staging.temporary_sibling`)."""
     with temporary_sibling(out, kind="conversion") as tmp:
         write(tmp)
         check_pipeline_folder(tmp)

@@ -210,7 +210,8 @@ def validate_interpolation(
     prompt_a: Any, prompt_b: Any, seed_a: Any, seed_b: Any, num_frames: Any, *, tokenizer: Any,
 ) -> InterpolationRequest:
     """Check the interpolation tab's fields and cap both prompts."""
-    prompts = [check_prompt(prompt_a, "first prompt"), check_prompt(prompt_b, "second prompt")]  # both before tokenizing
+    # both prompts are checked before either is tokenized
+    prompts = [check_prompt(prompt_a, "first prompt"), check_prompt(prompt_b, "second prompt")]
     capped = [cap_prompt(prompt, tokenizer) for prompt in prompts]
     seeds = (check_int(seed_a, "first seed", 0, MAX_SEED), check_int(seed_b, "second seed", 0, MAX_SEED))
     num_frames = check_int(num_frames, "number of frames", MIN_FRAMES, MAX_FRAMES)

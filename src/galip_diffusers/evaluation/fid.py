@@ -37,6 +37,7 @@ NUM_IMAGES_MAX = 2**53
 #: ``num_images`` of a statistics file that does not record it (pytorch-fid's files): the usual 50,000 images.
 DEFAULT_STATISTICS_IMAGES = 50_000
 
+
 def _import_torch_fidelity_without_torchvision() -> None:
     """torch-fidelity's package ``__init__`` imports torchvision (for feature extractors we do not use), while its
     InceptionV3 module does not. If torchvision is missing, register the package without running its ``__init__``, so
