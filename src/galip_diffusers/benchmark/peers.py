@@ -244,19 +244,17 @@ def build_galip_pipeline(spec: ModelSpec):
 def galip_generator_config(spec: ModelSpec) -> dict[str, Any] | None:
     """The generator config of a GALIP ``spec``, read without building the model (for the up-front memory check of
     ``--batch_sizes``): the published config over ``GALIPGenerator``'s defaults, the tiny config, or a folder's
-    ``generator/config.json``. ``None`` where it cannot be read: the row then reports its own error."""
-    import inspect
+    ``generator/config.json``, completed with ``GALIPGenerator``'s defaults
+    (:func:`galip_diffusers.pipelines.loading.complete_generator_config`). ``None`` where it cannot be read: the row
+    then reports its own error."""
+    from galip_diffusers.pipelines.loading import complete_generator_config
 
-    from galip_diffusers.models.generator import GALIPGenerator
-
-    defaults = {name: p.default for name, p in inspect.signature(GALIPGenerator.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
     if spec.source == "tiny":
         from galip_diffusers.testing_utils import TINY_GENERATOR_CONFIG
 
-        return {**defaults, **TINY_GENERATOR_CONFIG}
+        return complete_generator_config(TINY_GENERATOR_CONFIG)
     if spec.source == "default-config":
-        return {**defaults, **spec.config["components"]["generator"]["config"]}
+        return complete_generator_config(spec.config["components"]["generator"]["config"])
     from galip_core.runtime import resolve_pretrained
 
     try:
@@ -264,7 +262,7 @@ def galip_generator_config(spec: ModelSpec) -> dict[str, Any] | None:
             config = json.load(f)
     except (OSError, ValueError):
         return None
-    return {**defaults, **config} if isinstance(config, dict) else None
+    return complete_generator_config(config) if isinstance(config, dict) else None
 
 
 def pipeline_modules(pipe) -> dict[str, torch.nn.Module]:
