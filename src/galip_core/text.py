@@ -68,3 +68,15 @@ class LiteTokenizer:
                 print(f"warning: the prompt {prompt!r} was truncated to {self.model_max_length} tokens.",
                       file=sys.stderr)
         return torch.tensor([e.ids for e in encodings], dtype=torch.long)
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: error messages quote the value they refuse without echoing
+    a huge one (a demo API call or a data set row can hold anything)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
+        return f"a {type(value).__name__} too long to show"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

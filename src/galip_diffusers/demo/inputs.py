@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from galip_core.text import short_repr
 from galip_diffusers.conversion.tokenizer import clip_text_clean
 
 #: CLIP's context length: start token + 75 prompt tokens + end token.
@@ -102,7 +103,7 @@ def check_prompt(prompt: Any, name: str = "prompt", max_chars: int = MAX_PROMPT_
     if prompt is None:
         raise DemoInputError(f"Enter a {name}: it is empty.")
     if not isinstance(prompt, str):
-        raise DemoInputError(f"{name} must be text, got {type(prompt).__name__} {_preview(prompt)}.")
+        raise DemoInputError(f"{name} must be text, got {type(prompt).__name__} {short_repr(prompt)}.")
     if len(prompt) > max_chars:
         raise DemoInputError(
             f"{name} must be at most {max_chars} characters, got {len(prompt)}: the model reads at most "
@@ -113,33 +114,21 @@ def check_prompt(prompt: Any, name: str = "prompt", max_chars: int = MAX_PROMPT_
     return prompt.strip()
 
 
-def _preview(value: Any, limit: int = 40) -> str:
-    """``repr(value)``, cut to about ``limit`` characters: error messages quote what was sent without echoing a huge
-    value (API calls can send anything)."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]!r}... ({len(value)} characters)"
-    try:
-        text = repr(value)
-    except ValueError:  # an int of more than sys.get_int_max_str_digits() digits
-        return f"a {type(value).__name__} too long to show"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def check_int(value: Any, name: str, low: int, high: int) -> int:
     """An integer in [low, high]; integral floats (what number widgets send) are accepted."""
     if isinstance(value, bool) or value is None:
-        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.")
+        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {short_repr(value)}.")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.")
+            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {short_repr(value)}.")
         value = int(value)
     if isinstance(value, str):
         try:
             value = int(value.strip())
         except ValueError:
-            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.") from None
+            raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {short_repr(value)}.") from None
     if not isinstance(value, int) or not low <= value <= high:
-        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {_preview(value)}.")
+        raise DemoInputError(f"{name} must be an integer from {low} to {high}, got {short_repr(value)}.")
     return value
 
 
@@ -150,7 +139,7 @@ def check_truncation(value: Any) -> Optional[float]:
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
             or not 0 < value <= MAX_TRUNCATION):
         raise DemoInputError(f"truncation must be 0 (off) or a number in (0, {MAX_TRUNCATION:g}], "
-                             f"got {_preview(value)}.")
+                             f"got {short_repr(value)}.")
     return float(value)
 
 
@@ -189,7 +178,7 @@ def validate_generation(
     num_images = check_int(num_images, "number of images", 1, max_images)
     truncation = check_truncation(truncation)
     if not isinstance(refine, (bool, np.bool_)):  # bool("false") is True: only real booleans
-        raise DemoInputError(f"refine must be true or false, got {_preview(refine)}.")
+        raise DemoInputError(f"refine must be true or false, got {short_repr(refine)}.")
     refine = bool(refine)
     steps = 0
     if refine:

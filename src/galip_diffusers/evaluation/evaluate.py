@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from galip_core.finite import check_number_in_range
+from galip_core.text import short_repr
 
 from galip_diffusers.evaluation.clip_score import (
     OFFICIAL_CLIP_NOTE,
@@ -119,9 +120,9 @@ def _checked_caption(value: Any, rng, caption_column: str, row: int, image: Any 
         return pick_caption(value, rng)
     except ValueError:
         name = _image_name(image)
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise ValueError(f"--caption_column {caption_column!r}: row {row}{f' ({name})' if name else ''} holds {shown}; "
-                         "every caption must be a non-empty string or a list of strings.") from None
+        where = f"row {row}" + (f" ({name})" if name else "")
+        raise ValueError(f"--caption_column {caption_column!r}: {where} holds {short_repr(value, 80)}; every caption "
+                         "must be a non-empty string or a list of strings.") from None
 
 
 def check_captions(dataset, caption_column: str, image_column: Optional[str] = None) -> None:
