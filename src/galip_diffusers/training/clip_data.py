@@ -27,7 +27,9 @@ from transformers import CLIPModel, CLIPTokenizer
 from .clip import encode_images, encode_texts
 from .checkpoints import SetupError
 from .data import (
+    CAPTION_TYPES,
     HELD_OUT_COLUMN,
+    caption_list,
     check_columns,
     dataset_column_names,
     decode_image,
@@ -69,19 +71,15 @@ def square_image(image: Image.Image, size: int) -> Image.Image:
 
 
 def _captions_of(value: Any, where: str, caption_column: str) -> list[str]:
-    """The non-empty captions of one row (a string or a list of strings), else a one-line error naming the row."""
-    if isinstance(value, str):
-        captions = [value]
-    elif isinstance(value, (list, tuple, np.ndarray)):
-        captions = [c for c in value if isinstance(c, str)]
-    else:
+    """The non-empty captions of one row (:func:`caption_list`), else a one-line error naming the row."""
+    if not isinstance(value, CAPTION_TYPES):
         raise CaptionDataError(f"--caption_column {caption_column!r} holds {type(value).__name__} values, not "
                                f"captions ({where}: {value!r}); give a column of strings or lists of strings.")
-    captions = [c for c in captions if c.strip()]
-    if not captions:
+    try:
+        return caption_list(value)
+    except ValueError:
         raise CaptionDataError(f"--caption_column {caption_column!r}: {where} has no non-empty caption (got "
-                               f"{value!r}); give every row a caption, or remove the row.")
-    return captions
+                               f"{value!r}); give every row a caption, or remove the row.") from None
 
 
 def _is_saved_dataset(folder: str) -> bool:

@@ -243,17 +243,23 @@ def decode_image(value: Any) -> Image.Image:
     return rgb_on_white(image, "the image")
 
 
-def pick_caption(value: Any, rng: random.Random) -> str:
-    """A caption from a string or a list of strings (one at random, as the official code does)."""
-    if isinstance(value, str):
-        captions = [value]
-    elif isinstance(value, (list, tuple, np.ndarray)):
-        captions = [c for c in value if isinstance(c, str)]
-    else:
-        captions = []
+#: what a caption column value may be: one caption, or several (non-strings in a list are ignored)
+CAPTION_TYPES = (str, list, tuple, np.ndarray)
+
+
+def caption_list(value: Any) -> list[str]:
+    """The non-empty captions of a caption column value (a string, or a list of strings); ``ValueError`` if none."""
+    captions = [value] if isinstance(value, str) else (
+        [c for c in value if isinstance(c, str)] if isinstance(value, CAPTION_TYPES) else [])
     captions = [c for c in captions if c.strip()]
     if not captions:
         raise ValueError(f"Caption must be a non-empty string or a list of strings, got {value!r}.")
+    return captions
+
+
+def pick_caption(value: Any, rng: random.Random) -> str:
+    """A caption from a string or a list of strings (one at random, as the official code does)."""
+    captions = caption_list(value)
     return captions[rng.randrange(len(captions))] if len(captions) > 1 else captions[0]
 
 
