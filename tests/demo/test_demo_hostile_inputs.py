@@ -6,6 +6,7 @@ processing before the demo's handlers; the stop tests run ``python -m galip_diff
 """
 
 import glob
+import http.client
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from galip_diffusers.demo import (
 )
 from galip_diffusers.demo import app as demo_app
 from galip_diffusers.demo import inputs as demo_inputs
+from galip_diffusers.demo.request_limits import MAX_REQUEST_BYTES, RequestSizeLimit
 from galip_diffusers.testing_utils import byte_level_clip_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,9 +114,58 @@ def test_a_prompt_that_is_not_text_names_its_type():
 
 def test_a_huge_prompt_is_refused_at_once(server):
     start = time.perf_counter()
-    status = _not_run(server, "generate", ["a " * 2_000_000, 0, 1, 0, False, 1])  # 4 MB: 9 s in the tokenizer
-    assert f"prompt must be at most {MAX_PROMPT_CHARS} characters, got 4000000" in status
+    status = _not_run(server, "generate", ["a " * 30_000, 0, 1, 0, False, 1])  # 60 kB: under the request limit
+    assert f"prompt must be at most {MAX_PROMPT_CHARS} characters, got 60000" in status
     assert time.perf_counter() - start < 5
+
+
+def _post_raw(base: str, headers: dict, body: bytes) -> tuple[int, str]:
+    """POST ``body`` as sent (``headers`` decide whether it is declared or chunked) to the generate endpoint."""
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=60)
+    try:
+        connection.putrequest("POST", "/gradio_api/call/generate")
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        connection.send(body)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_request_body_over_the_limit_is_refused_before_it_is_read(server, chunked):
+    """A 4 MB prompt took 9 s and 0.9 GB in the tokenizer; a 200 MB body cost the server ~0.4 GB in gradio's JSON
+    parsing before any handler ran. Bodies over MAX_REQUEST_BYTES now get 413 from the middleware: a declared one
+    before a byte of it is read (only 1 kB of the 4 MB is ever sent here), a chunked one once the limit is passed."""
+    prefix = b'{"data": ["' + b"a " * 1000
+    if chunked:
+        chunk = b"a " * 5000
+        body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in [prefix] + [chunk] * 7)  # 72 kB
+        status, text = _post_raw(server, {"Transfer-Encoding": "chunked"}, body)
+    else:
+        status, text = _post_raw(server, {"Content-Length": str(4_000_000)}, prefix)
+    assert status == 413, (status, text)
+    assert json.loads(text)["error"] == (f"The request body is over the demo's limit of {MAX_REQUEST_BYTES} bytes "
+                                         f"(a prompt is at most {MAX_PROMPT_CHARS} characters).")
+    event, outputs = _call(server, "generate", ["a red circle", 0, 1, 0, False, 1])  # the server still serves
+    assert event == "complete", outputs
+
+
+def test_a_chunked_request_under_the_limit_reaches_the_handler_unchanged(server):
+    payload = json.dumps({"data": ["a " * 1500, 0, 1, 0, False, 1]}).encode()
+    parts = [payload[i:i + 1000] for i in range(0, len(payload), 1000)]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+    status, text = _post_raw(server, {"Transfer-Encoding": "chunked"}, body)
+    assert status == 200, (status, text)
+    stream = HTTP.open(f"{server}/gradio_api/call/generate/{json.loads(text)['event_id']}", timeout=60).read()
+    assert b"got 3000" in stream  # the whole prompt arrived: 1,500 "a " pairs, refused by the handler's own limit
+
+
+def test_the_size_limit_is_checked():
+    with pytest.raises(ValueError, match="max_bytes must be an integer >= 1, got 0"):
+        RequestSizeLimit(lambda *a: None, max_bytes=0)
 
 
 # ----------------------------------------------------------------------------------------- values sent by the API

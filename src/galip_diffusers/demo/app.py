@@ -19,6 +19,7 @@ from galip_diffusers.demo.inputs import (
     MIN_FRAMES,
     DemoInputError,
 )
+from galip_diffusers.demo.request_limits import RequestSizeLimit
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +103,17 @@ def _blocks_class(gr: Any) -> type:
 
 def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> Any:
     """``demo.launch`` with the demo's server settings: no share link, no browser, tracebacks in the server log only,
-    uploads capped at :data:`MAX_UPLOAD_SIZE`. ``kwargs`` go to ``launch`` too (e.g. ``prevent_thread_lock=True``).
+    uploads capped at :data:`MAX_UPLOAD_SIZE` and request bodies at :data:`~.request_limits.MAX_REQUEST_BYTES`
+    (:class:`~.request_limits.RequestSizeLimit`). ``kwargs`` go to ``launch`` too (e.g. ``prevent_thread_lock=True``).
 
     Ctrl-C, and SIGTERM under :func:`galip_core.staging.terminate_as_interrupt`, stop the server and return normally
     (gradio's ``block_thread`` catches the interrupt), so the caller's clean-up runs."""
+    from starlette.middleware import Middleware
+
+    app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [Middleware(RequestSizeLimit), *app_kwargs.get("middleware", [])]
     settings = {"server_name": host, "server_port": port, "share": False, "inbrowser": False, "show_error": False,
-                "max_file_size": MAX_UPLOAD_SIZE, **kwargs}
+                "max_file_size": MAX_UPLOAD_SIZE, "app_kwargs": app_kwargs, **kwargs}
     return demo.launch(**_kwargs(demo.launch, **settings))
 
 
