@@ -34,7 +34,6 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
-from diffusers.utils import is_tensorboard_available
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTokenizer
@@ -50,8 +49,9 @@ from galip_diffusers.training.clip import (
     pixel_values_from_uint8,
     save_image_processor,
 )
-from galip_diffusers.training.checkpoints import (load_checkpoint, remove_incomplete_checkpoints,
-                                                   resolve_resume_checkpoint, run_training, save_checkpoint)
+from galip_diffusers.training.checkpoints import (check_steps_left, load_checkpoint, remove_incomplete_checkpoints,
+                                                   resolve_resume_checkpoint, resume_message, run_training,
+                                                   save_checkpoint, setup_errors)
 from galip_diffusers.training.clip_data import (
     CaptionDataError,
     CaptionPool,
@@ -61,7 +61,9 @@ from galip_diffusers.training.clip_data import (
     sample_batch_captions,
 )
 from galip_diffusers.training.options import FLAG_RANGES, LR_SCHEDULERS, check_flag_ranges
-from galip_diffusers.training.ownership import check_output_dir, start_run
+from galip_diffusers.training.environment import (add_report_to_flag, check_mixed_precision, check_trackers,
+                                                   tracker_config)
+from galip_diffusers.training.ownership import check_output_dir, resume_seed, start_run
 from galip_diffusers.data.bpe import save_bpe_tokenizer, train_bpe_tokenizer
 from galip_diffusers.data.shapes import all_captions, generate_shapes
 from galip_core.paths import check_apart
@@ -88,7 +90,9 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="Train a new run into a non-empty --output_dir: its final CLIP is replaced, its "
                              "checkpoints are kept (never deleted by this run, never picked by 'latest').")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the weights, the data order and the images.")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="Seed of the weights, the data order and the images (default 0 for a new run; a resumed "
+                             "run reuses the seed recorded in its checkpoint, and refuses a different one).")
     # model
     parser.add_argument("--vision_width", type=int, default=128)
     parser.add_argument("--vision_layers", type=int, default=4)
@@ -153,16 +157,20 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight_decay", type=float, default=0.05)
     parser.add_argument("--adam_beta2", type=float, default=0.98)
     parser.add_argument("--max_grad_norm", type=float, default=1.0, help="clip the gradient norm (0: no clipping)")
-    parser.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+                        help="Default: accelerate's (accelerate launch --mixed_precision, its config or "
+                             "ACCELERATE_MIXED_PRECISION; else no). fp16 needs a GPU: on a CPU the run trains in fp32, "
+                             "with a warning, and records that.")
     parser.add_argument("--logging_steps", type=int, default=25)
     # evaluation
     parser.add_argument("--eval_images", type=int, default=1000,
                         help="Images per split (train captions / held-out captions) for the final evaluation.")
     parser.add_argument("--validation_steps", type=int, default=0,
-                        help="Also evaluate on 256 images per split every N steps (0: only at the end).")
+                        help="Also evaluate every N steps (0: only at the end): on 256 generated images per split, or "
+                             "with --train_data_dir the retrieval of the final evaluation, on --eval_data_dir "
+                             "(default --train_data_dir). Logged to the trackers and the history.")
     # trackers and checkpoints (as train_galip.py and diffusers' example scripts)
-    parser.add_argument("--report_to", default="tensorboard", choices=["tensorboard", "wandb", "all", "none"],
-                        help="where the loss, learning rate, temperature and validation accuracies are logged")
+    add_report_to_flag(parser, help_extra=": the loss, learning rate, temperature and validation accuracies")
     parser.add_argument("--logging_dir", type=str, default="logs", help="tracker folder, inside --output_dir")
     parser.add_argument("--tracker_project_name", type=str, default="galip-clip")
     parser.add_argument("--checkpointing_steps", type=int, default=500,
@@ -181,6 +189,9 @@ def parse_args(input_args: list[str] | None = None) -> argparse.Namespace:
                     {"--train_data_dir": args.train_data_dir, "--eval_data_dir": args.eval_data_dir})
         resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
         check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
+        check_steps_left(resume_path, args.max_train_steps)
+        seed = resume_seed(args.seed, resume_path)  # a resumed run keeps its own seed (its images and data order)
+        args.seed = 0 if seed is None else seed
     except (ValueError, OSError) as error:  # OSError: a missing checkpoint, an output path that cannot be a folder
         parser.error(str(error))
     for flag, folder in (("--train_data_dir", args.train_data_dir), ("--eval_data_dir", args.eval_data_dir)):
@@ -277,6 +288,18 @@ class TrainingProgress:
         self.step, self.history = int(state["step"]), list(state["history"])
 
 
+def validation_accuracies(model: CLIPModel, tokenizer: CLIPTokenizer, data: TrainingData) -> dict:
+    """The ``--validation_steps`` evaluation: zero-shot caption accuracy per attribute on 256 generated images per
+    split (shapes), or with --train_data_dir the final evaluation's retrieval (top-1 / top-5 per value of the
+    ``held_out`` column) on the evaluation rows."""
+    if data.pool is None:
+        report = evaluate_clip(model, tokenizer, num_images=256)
+        return {k: v["caption"] for k, v in report["zero_shot"].items() if isinstance(v, dict)}
+    report = evaluate_caption_pool(model, tokenizer, data.eval_pool)
+    return {group: {k: v for k, v in values.items() if k != "n"} for group, values in report.items()
+            if isinstance(values, dict)}
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases, norms, embeddings and the temperature."""
     decay, no_decay = [], []
@@ -302,18 +325,20 @@ def main(args: argparse.Namespace) -> dict:
         project_config=ProjectConfiguration(project_dir=args.output_dir,
                                             logging_dir=os.path.join(args.output_dir, args.logging_dir)),
     )
-    if args.report_to in ("tensorboard", "all") and not is_tensorboard_available():
-        raise ImportError("--report_to tensorboard needs the tensorboard package (pip install 'galip-diffusers[train]')"
-                          ", or pass --report_to none.")
+    mixed_precision = check_mixed_precision(accelerator, logger.warning)  # what really runs (fp16 on a CPU: no)
     set_seed(args.seed)
     resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)  # before the run is recorded
-    # Data and tokenizer (BPE learned on the training captions, whatever --caption_split is), checked before the run
-    # is recorded: a data error leaves --output_dir untouched.
+    if resume_message(args.resume_from_checkpoint, resume_path):
+        accelerator.print(resume_message(args.resume_from_checkpoint, resume_path))
+    # Trackers (installed, logged in), data and tokenizer (BPE learned on the training captions, whatever
+    # --caption_split is), checked before the run is recorded: an error leaves --output_dir untouched.
+    with setup_errors():
+        check_trackers(args.report_to, accelerator.is_main_process)
     data = load_training_data(args, accelerator.num_processes)
     train_captions, tokenizer = data.captions, data.tokenizer
     run_id = None  # this run's id (main process): --checkpoints_total_limit deletes only its checkpoints
     if accelerator.is_main_process:
-        run_id = start_run(args.output_dir, resume_path)
+        run_id = start_run(args.output_dir, resume_path, args.seed)
         for path in remove_incomplete_checkpoints(args.output_dir):
             logger.info(f"Removed the incomplete checkpoint {path}")
 
@@ -356,8 +381,7 @@ def main(args: argparse.Namespace) -> dict:
     progress_state = TrainingProgress()
     accelerator.register_for_checkpointing(progress_state)
     if accelerator.is_main_process:
-        accelerator.init_trackers(args.tracker_project_name, {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                                               for k, v in vars(args).items()})
+        accelerator.init_trackers(args.tracker_project_name, tracker_config(args))
     if resume_path is not None:
         load_checkpoint(accelerator, resume_path)
         logger.info(f"Resumed from {resume_path} (step {progress_state.step})")
@@ -406,22 +430,24 @@ def main(args: argparse.Namespace) -> dict:
             step = progress_state.step = step + 1
             progress.update(1)
             running.append(loss.detach().float().item())
+            record = None
             if step % args.logging_steps == 0 or step == args.max_train_steps:
                 scale = accelerator.unwrap_model(model).logit_scale.exp().item()
                 record = {"step": step, "loss": float(np.mean(running)), "logit_scale": scale,
                           "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - start_time, 1)}
                 running = []
-                if (args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process
-                        and args.train_data_dir is None):
-                    report = evaluate_clip(accelerator.unwrap_model(model), tokenizer, num_images=256)
-                    record["val"] = {k: v["caption"] for k, v in report["zero_shot"].items() if isinstance(v, dict)}
+                progress.set_postfix(loss=record["loss"], scale=round(scale, 1))
+            if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
+                record = record or {"step": step}  # every N steps, whatever --logging_steps is
+                record["val"] = validation_accuracies(accelerator.unwrap_model(model), tokenizer, data)
+            if record is not None:
                 history.append(record)
                 accelerator.log({k: v for k, v in record.items() if k not in ("step", "val")}
                                 | {f"val/{k}": v for k, v in record.get("val", {}).items()}, step=step)
                 logger.info(json.dumps(record), main_process_only=True)
-                progress.set_postfix(loss=record["loss"], scale=round(scale, 1))
             if step % args.checkpointing_steps == 0:
-                path = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, run_id)
+                path = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, run_id,
+                                       seed=args.seed)
                 logger.info(f"Saved state to {path}")
             if step >= args.max_train_steps:
                 break
@@ -446,7 +472,8 @@ def main(args: argparse.Namespace) -> dict:
             "vocab_size": len(tokenizer),
             "context_length": args.context_length,
         }
-        report["training"] = {"args": vars(args), "train_wall_time_s": round(train_time, 1),
+        report["training"] = {"args": vars(args), "mixed_precision": mixed_precision,
+                              "train_wall_time_s": round(train_time, 1),
                               "total_wall_time_s": round(time.time() - start_time, 1),
                               "num_processes": accelerator.num_processes, "history": history}
         with open(os.path.join(args.output_dir, "zero_shot_eval.json"), "w", encoding="utf-8") as f:

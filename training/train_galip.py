@@ -43,22 +43,33 @@ from galip_diffusers.training.data import (
     GALIPIterableTrainDataset,
     GALIPTrainDataset,
     check_columns,
-    default_resolution,
     drop_held_out_rows,
     load_image_text_dataset,
     noise_seed,
 )
 from galip_diffusers.training.checkpoints import (
+    check_steps_left,
     checkpoint_step,
     load_checkpoint,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
+    resume_message,
     run_training,
     save_checkpoint,
     setup_errors,
 )
 from galip_core.paths import check_apart
-from galip_diffusers.training.ownership import check_output_dir, open_loss_log, start_run
+from galip_diffusers.training.environment import (
+    add_report_to_flag,
+    check_mixed_precision,
+    check_report_to,
+    check_trackers,
+    effective_mixed_precision,
+    precision_description,
+    push_ignore_patterns,
+    tracker_config,
+)
+from galip_diffusers.training.ownership import check_output_dir, open_loss_log, resume_seed, start_run
 from galip_diffusers.training.setup import (
     check_config_keys,
     check_models_compatible,
@@ -67,6 +78,7 @@ from galip_diffusers.training.setup import (
     extend_discriminator,
     load_json_config,
     load_vision_weights_into_generator,
+    training_resolution,
     zero_noise_weights,
 )
 from galip_diffusers.training.options import (
@@ -105,8 +117,11 @@ def parse_args(input_args=None):
     parser.add_argument("--pretrained_model_name_or_path", type=str, default=None,
                         help="GALIP pipeline folder or Hub id to fine-tune (D from its `discriminator/` if present, "
                              "unless --discriminator_config asks for a new one).")
-    parser.add_argument("--revision", type=str, default=None)
-    parser.add_argument("--variant", type=str, default=None)
+    parser.add_argument("--revision", type=str, default=None,
+                        help="Hub revision of --pretrained_model_name_or_path (else of --clip_model_name_or_path).")
+    parser.add_argument("--variant", type=str, default=None,
+                        help="Weight variant (e.g. fp16) of --pretrained_model_name_or_path (else of "
+                             "--clip_model_name_or_path).")
     parser.add_argument("--clip_model_name_or_path", type=str, default=None,
                         help="transformers CLIPModel folder (+ tokenizer): train from scratch on this CLIP.")
     parser.add_argument("--generator_config", type=str, default=None, help="JSON file: GALIPGenerator config.")
@@ -129,11 +144,18 @@ def parse_args(input_args=None):
     parser.add_argument("--image_column", type=str, default="image")
     parser.add_argument("--caption_column", type=str, default="text",
                         help="A string or a list of strings per example (one is picked at random).")
-    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_train_samples", type=int, default=None,
+                        help="Train on N examples only: a random N (drawn with --seed) of a map-style data set; with "
+                             "--streaming, the first N of the stream (before its shuffle buffer).")
     parser.add_argument("--cache_dir", type=str, default=None)
     parser.add_argument("--resolution", type=int, default=None,
-                        help="Real-image crop size (default: the power of two at or above the generator output).")
-    parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True)
+                        help="Real-image crop size (default: the power of two at or above the generator's output_size, "
+                             "as GALIP; with --reconstruction_weight or --reconstruction_warmup_steps the output_size "
+                             "itself, which those compare pixel for pixel, and another value is refused).")
+    parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="Flip real images horizontally at random (GALIP's augmentation). On by default, unlike "
+                             "diffusers' --random_flip: pass --no-random_flip to turn it off (captions with left/right, "
+                             "arrows, text).")
     parser.add_argument("--center_crop", action="store_true",
                         help="Resize the shorter side to --resolution and crop the centre, instead of GALIP's zoom "
                              "(x76/64) + random crop; for data whose objects must keep their scale and stay whole.")
@@ -145,7 +167,9 @@ def parse_args(input_args=None):
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="Train a new run into a non-empty --output_dir: its final model is replaced, its "
                         "checkpoints are kept (never deleted by this run, never picked by 'latest').")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="Seed of the data order, augmentation and noise (default: a random one for a new run; a "
+                             "resumed run reuses the seed recorded in its checkpoint, and refuses a different one).")
     parser.add_argument("--train_batch_size", type=int, default=16, help="Per device.")
     parser.add_argument("--num_train_epochs", type=int, default=100)
     parser.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_train_epochs.")
@@ -198,13 +222,16 @@ def parse_args(input_args=None):
     parser.add_argument("--use_ema", action="store_true", help="Keep an EMA of G (used for validation and output).")
     parser.add_argument("--ema_decay", type=float, default=0.999)
     parser.add_argument("--allow_tf32", action="store_true")
-    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+                        help="Default: accelerate's (accelerate launch --mixed_precision, its config or "
+                             "ACCELERATE_MIXED_PRECISION; else no). fp16 needs a GPU: on a CPU the run trains in fp32, "
+                             "with a warning, and records that.")
     # checkpoints, logging, validation
     parser.add_argument("--checkpointing_steps", type=positive_int, default=500)
     parser.add_argument("--checkpoints_total_limit", type=positive_int, default=None,
                         help="Keep at most this many of this run's checkpoints (other runs' are never deleted).")
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help='A checkpoint folder or "latest".')
-    parser.add_argument("--report_to", type=str, default="tensorboard", help='"tensorboard", "wandb", "all", "none".')
+    add_report_to_flag(parser, help_extra="; wandb and all refuse --hub_token")
     parser.add_argument("--logging_dir", type=str, default="logs")
     parser.add_argument("--tracker_project_name", type=str, default="galip-train")
     parser.add_argument("--validation_prompts", type=str, default=None, nargs="+",
@@ -222,13 +249,16 @@ def parse_args(input_args=None):
     parser.add_argument("--license", type=str, default=None, help="Model card license (default: the base model's, "
                         "else apache-2.0).")
     parser.add_argument("--push_to_hub", action="store_true")
-    parser.add_argument("--hub_token", type=str, default=None)
+    parser.add_argument("--hub_token", type=str, default=None,
+                        help="Hub token for --push_to_hub (never sent to a tracker; refused with --report_to wandb or "
+                             "all: log in with `hf auth login` instead).")
     parser.add_argument("--hub_model_id", type=str, default=None)
     parser.add_argument("--local_rank", type=int, default=-1)
     add_training_flags(parser)
 
     args = parser.parse_args(input_args)
     check_training_flags(args)  # every numeric flag's range (options.FLAG_RANGES), before anything loads
+    check_report_to(args.report_to, args.hub_token)
     env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
     if env_local_rank != -1 and env_local_rank != args.local_rank:
         args.local_rank = env_local_rank
@@ -287,6 +317,7 @@ def load_models(args):
             if args.clip_model_name_or_path is None:
                 raise ValueError(f"{path!r} has no image_encoder (the CLIP image tower the discriminator reads); pass "
                                  "--clip_model_name_or_path with the CLIP the generator was built on.")
+            # --revision / --variant belong to the pipeline folder here: this CLIP is loaded as it is
             _, image_encoder = clip_towers(CLIPModel.from_pretrained(args.clip_model_name_or_path))
         discriminator, d_source = None, "a new discriminator"
         if args.discriminator_config is None:
@@ -304,8 +335,9 @@ def load_models(args):
             d_source += f", changed by {json.dumps(overrides)} ({len(fresh)} new tensors)"
         init = f"Fine-tuned from `{path}`, with {d_source}."
     else:
-        clip = CLIPModel.from_pretrained(args.clip_model_name_or_path)
-        tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path)
+        # training from scratch, --revision and --variant are the CLIP's (the tokenizer has no weight variants)
+        clip = CLIPModel.from_pretrained(args.clip_model_name_or_path, revision=args.revision, variant=args.variant)
+        tokenizer = CLIPTokenizer.from_pretrained(args.clip_model_name_or_path, revision=args.revision)
         text_encoder, image_encoder = clip_towers(clip)
         g_config = load_json_config(args.generator_config, "--generator_config")
         check_config_keys(g_config, GALIPGenerator, "--generator_config")
@@ -371,9 +403,13 @@ def preflight(args):
     """The checks that need no model and no data, run before anything loads (and by ``galip train --run`` before it
     launches): the checkpoint to resume from exists, and the output folder is not another run's, nor is, holds or
     lies inside a local input (the data set, the pretrained pipeline or CLIP), whose files the final save would
-    replace. Returns the checkpoint to resume from, or ``None``."""
+    replace. A resumed run takes the seed recorded in its checkpoint (``--seed`` left out; a different one is
+    refused), and a checkpoint already at ``--max_train_steps`` leaves nothing to train. Returns the checkpoint to
+    resume from, or ``None``."""
     resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
+    check_steps_left(resume_path, args.max_train_steps)
+    args.seed = resume_seed(args.seed, resume_path)
     inputs = {flag: path for flag, path in (
         ("--train_data_dir", args.train_data_dir), ("--dataset_name", args.dataset_name),
         ("--pretrained_model_name_or_path", args.pretrained_model_name_or_path),
@@ -383,14 +419,14 @@ def preflight(args):
     return resume_path
 
 
-def claim_output_dir(accelerator, output_dir: str, resume_path: str | None) -> str | None:
+def claim_output_dir(accelerator, output_dir: str, resume_path: str | None, seed: int) -> str | None:
     """Once the models and data are ready: this run's id, recorded in ``--output_dir`` by the main process
     (:func:`galip_diffusers.training.ownership.start_run`; ``None`` on the other processes), and the leftovers of
     interrupted checkpoint saves removed. A run that fails before this leaves the folder as it found it."""
     accelerator.wait_for_everyone()  # every process has resolved the checkpoint before the run id is written
     if not accelerator.is_main_process:
         return None
-    run_id = start_run(output_dir, resume_path)
+    run_id = start_run(output_dir, resume_path, seed)
     for path in remove_incomplete_checkpoints(output_dir):
         logger.info(f"Removed the incomplete checkpoint {path}")
     return run_id
@@ -398,7 +434,8 @@ def claim_output_dir(accelerator, output_dir: str, resume_path: str | None) -> s
 
 def setup_accelerator(args) -> Accelerator:
     """The run's ``Accelerator`` (trackers, mixed precision, seedable sampler), logging levels and the seed (one random
-    seed for all processes when ``--seed`` is not given). Writes nothing into ``--output_dir``."""
+    seed for all processes when ``--seed`` is not given and the run does not resume one that recorded its seed).
+    Writes nothing into ``--output_dir``."""
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -417,11 +454,7 @@ def setup_accelerator(args) -> Accelerator:
         datasets.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
         diffusers.utils.logging.set_verbosity_error()
-    if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        logger.warning("fp16 mixed precision needs a GPU; accelerate runs this CPU job in fp32.")
-    if args.report_to in ("tensorboard", "all") and not diffusers.utils.is_tensorboard_available():
-        raise ImportError("--report_to tensorboard needs the tensorboard package (pip install 'galip-diffusers[train]')"
-                          ", or pass --report_to none.")
+    check_mixed_precision(accelerator, logger.warning)  # e.g. fp16 on a CPU: fp32, with a warning
     if args.seed is None:  # one random seed for all processes, recorded for the model card
         seed = [random.SystemRandom().randrange(2**31)]
         broadcast_object_list(seed)
@@ -491,7 +524,9 @@ def build_train_dataloader(args, tokenizer, resolution: int, accelerator: Accele
         train_dataset = GALIPIterableTrainDataset(dataset, **data_kwargs)
     else:
         if args.max_train_samples is not None:
-            dataset = dataset.shuffle(seed=args.seed).select(range(min(args.max_train_samples, len(dataset))))
+            # in memory: a save_to_disk folder would otherwise get a cache-*.arrow file written into it
+            dataset = dataset.shuffle(seed=args.seed, keep_in_memory=True).select(
+                range(min(args.max_train_samples, len(dataset))), keep_in_memory=True)
         if len(dataset) < needed:
             raise ValueError(f"The training data set {source!r} has {len(dataset)} example(s){held_out_note}; one "
                              f"batch needs --train_batch_size x processes = {needed}." if len(dataset) else
@@ -517,12 +552,14 @@ def main(args):
     accelerator = setup_accelerator(args)
 
     # ------------------------------------------------------------------------------------------------ models, data
-    with setup_errors():  # one line, and --output_dir untouched, if the models or the data cannot be used as given
+    with setup_errors():  # one line, and --output_dir untouched, if the trackers, the models or the data cannot be used
+        check_trackers(args.report_to, accelerator.is_main_process)  # installed, logged in: before anything loads
         tokenizer, text_encoder, image_encoder, generator, discriminator, scorer, init_description = load_models(args)
-        resolution = args.resolution = args.resolution or default_resolution(generator.config.output_size)
+        resolution = args.resolution = training_resolution(
+            args.resolution, generator.config.output_size,
+            reconstruction=args.reconstruction_weight > 0 or args.reconstruction_warmup_steps > 0)
         check_models_compatible(generator, discriminator, image_encoder, text_encoder, resolution)
         dataset, train_dataset, train_dataloader = build_train_dataloader(args, tokenizer, resolution, accelerator)
-    run_id = claim_output_dir(accelerator, args.output_dir, resume_path)
     if args.zero_noise_weights:  # before the EMA copy; a resumed checkpoint's weights replace these anyway
         zeroed = zero_noise_weights(generator)
         logger.info(f"--zero_noise_weights: zeroed {zeroed} generator weights that read the noise")
@@ -561,10 +598,11 @@ def main(args):
     # one schedule per optimiser, stepped once per optimisation step; its state is saved with the counters (so that
     # checkpoints written before schedules existed still resume: restore_lr_schedulers fast-forwards them)
     lr_schedulers = make_lr_schedulers(args, [optimizer_g.optimizer, optimizer_d.optimizer])
-    if accelerator.is_main_process:
-        tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()
-                          if k != "validation_prompts"}
-        accelerator.init_trackers(args.tracker_project_name, tracker_config)
+    with setup_errors():  # --max_train_steps from --num_train_epochs is known only now
+        check_steps_left(resume_path, args.max_train_steps)
+    run_id = claim_output_dir(accelerator, args.output_dir, resume_path, args.seed)  # nothing written before this
+    if accelerator.is_main_process:  # never the --hub_token (environment.SECRET_FLAGS)
+        accelerator.init_trackers(args.tracker_project_name, tracker_config(args, exclude=("validation_prompts",)))
 
     # ------------------------------------------------------------------------------------------------ train
     total_batch_size = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -574,10 +612,9 @@ def main(args):
     logger.info(f"  Batch size per device = {args.train_batch_size}, total (parallel, accumulation) = "
                 f"{total_batch_size}, gradient accumulation steps = {args.gradient_accumulation_steps}")
     global_step, first_epoch, resume_batches = 0, 0, 0
-    if args.resume_from_checkpoint and resume_path is None:
-        accelerator.print(f"Checkpoint '{args.resume_from_checkpoint}' does not exist. Starting a new training run.")
-    elif resume_path is not None:
-        accelerator.print(f"Resuming from checkpoint {resume_path}")
+    if resume_message(args.resume_from_checkpoint, resume_path):
+        accelerator.print(resume_message(args.resume_from_checkpoint, resume_path))
+    if resume_path is not None:
         load_checkpoint(accelerator, resume_path)
         global_step = checkpoint_step(resume_path)
         restore_lr_schedulers(lr_schedulers, counters.lr_schedulers, global_step)
@@ -590,8 +627,8 @@ def main(args):
     loss_log = None
     if accelerator.is_main_process:  # a resumed run's log is cut back to the resumed step: each step listed once
         loss_log = open_loss_log(args.output_dir, global_step if resume_path else None)
-    validation_samples, validated_at, pending, skipped, micro_steps = [], None, {}, 0, 0
-    start_step, start_time, seconds_before = global_step, time.perf_counter(), counters.train_seconds
+    validation_samples, validated_at, pending, skipped, images, micro_steps = [], None, {}, 0, 0, 0
+    start_time, seconds_before, images_before = time.perf_counter(), counters.train_seconds, counters.images_seen
     epochs_run = first_epoch
 
     def validate(step: int) -> list[dict]:
@@ -619,6 +656,7 @@ def main(args):
             for key, value in logs.items():
                 pending[key] = pending.get(key, 0.0) + value
             skipped += int(batch["num_skipped"].sum())
+            images += pixel_values.shape[0]  # the real size: an epoch's last step may accumulate fewer micro-batches
             micro_steps += 1
             if not accelerator.sync_gradients:
                 continue
@@ -632,11 +670,12 @@ def main(args):
             keys = sorted(pending)
             local = torch.stack([pending[k] / (micro_steps if not k.startswith("grad_norm") else 1) for k in keys])
             values = accelerator.gather(local.to(accelerator.device)[None]).mean(0).tolist()
-            new_skipped = int(accelerator.gather(torch.tensor([skipped], device=accelerator.device)).sum())
-            pending, skipped, micro_steps = {}, 0, 0
+            new_skipped, new_images = accelerator.gather(
+                torch.tensor([[skipped, images]], device=accelerator.device)).sum(0).tolist()
+            pending, skipped, images, micro_steps = {}, 0, 0, 0
             global_step += 1
             counters.skipped_images += new_skipped
-            counters.images_seen += total_batch_size
+            counters.images_seen += new_images
             step_logs = dict(zip(keys, values), skipped_images=counters.skipped_images)
             if new_skipped:
                 logger.warning(f"Skipped {new_skipped} unreadable example(s) (image or caption) at step {global_step} "
@@ -652,7 +691,7 @@ def main(args):
                 counters.train_seconds = seconds_before + time.perf_counter() - start_time
                 counters.lr_schedulers = [lr_scheduler.state_dict() for lr_scheduler in lr_schedulers]
                 path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit,
-                                       run_id=run_id)
+                                       run_id=run_id, seed=args.seed)
                 logger.info(f"Saved state to {path}")
             if accelerator.is_main_process and validation_due(args, global_step, False, epoch):
                 validation_samples, validated_at = validate(global_step), global_step
@@ -663,7 +702,7 @@ def main(args):
         if global_step >= args.max_train_steps:
             break
     elapsed = time.perf_counter() - start_time
-    throughput = (global_step - start_step) * total_batch_size / elapsed if elapsed > 0 else 0.0
+    throughput = (counters.images_seen - images_before) / elapsed if elapsed > 0 else 0.0  # this session's images
 
     # ------------------------------------------------------------------------------------------------ save
     accelerator.wait_for_everyone()
@@ -684,17 +723,20 @@ def main(args):
         speed = measure_speed(args, pipeline)
         summary = {"steps": global_step, "epochs": epochs_run, "images_seen": counters.images_seen, "skipped_images": counters.skipped_images,
                    "train_seconds": round(seconds_before + elapsed, 2), "session_train_seconds": round(elapsed, 2),
-                   "images_per_second": round(throughput, 3)}
+                   "images_per_second": round(throughput, 3), "mixed_precision": effective_mixed_precision(accelerator)}
         with open(os.path.join(args.output_dir, "training_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         save_model_card(args, init_description, summary, len(dataset) if not args.streaming else "streaming",
                         generator.config.output_size, resolution, accelerator, validation_samples, eval_results,
                         speed, max_prompt_tokens=min(77, tokenizer.model_max_length))
     push_error = None
-    if accelerator.is_main_process and args.push_to_hub:  # the pipeline, card and settings; no checkpoints or logs
+    if accelerator.is_main_process and args.push_to_hub:  # the pipeline, card and settings; no checkpoints, logs or
+        # run records (losses.jsonl, galip_run.json, training_summary.json), wherever --logging_dir is
         try:
             push_folder_to_hub(args.output_dir, args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-                               token=args.hub_token, commit_message="End of training")
+                               token=args.hub_token, commit_message="End of training",
+                               ignore_patterns=push_ignore_patterns(args.output_dir, args.logging_dir,
+                                                                    args.tracker_project_name))
         except HubPushError as err:  # the run is saved: say so, let the other processes finish, then exit 1
             push_error = err
             logger.error(str(err))
@@ -784,7 +826,7 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
                          f"CLIP: {eval_results['clip_model']}"))
             rows.append(("CLIP cosine (official)", f"{eval_results['clip_cosine_official']:.4f}",
                          "raw cosine with the official double-shift preprocessing"))
-    args.mixed_precision = accelerator.mixed_precision
+    args.mixed_precision = effective_mixed_precision(accelerator)  # what ran (fp16 on a CPU: no)
     hyperparameters = [(k, getattr(args, k)) for k in (
         "learning_rate_g", "learning_rate_d", "adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
         "sim_weight", "magp_weight", "magp_power", "mismatch", "reconstruction_weight", "reconstruction_fraction",
@@ -804,7 +846,7 @@ def save_model_card(args, init_description, summary, num_examples, output_size, 
         train_batch_size=args.train_batch_size, num_processes=accelerator.num_processes,
         gradient_accumulation_steps=args.gradient_accumulation_steps, resolution=resolution, output_size=output_size,
         augmentation=augmentation_description(args.center_crop, args.random_flip),
-        mixed_precision=accelerator.mixed_precision, hyperparameters=hyperparameters,
+        mixed_precision=precision_description(accelerator), hyperparameters=hyperparameters,
         training_time=f"{summary['train_seconds']:.0f} s on {accelerator.num_processes} x {accelerator.device.type}",
         throughput=f"{summary['images_per_second']:.2f} images/s", sim_weight=args.sim_weight,
         magp_weight=args.magp_weight, magp_power=args.magp_power, adam_beta1=args.adam_beta1,

@@ -412,7 +412,7 @@ def test_a_failed_push_exits_with_the_reason_after_the_run_is_saved(script, fixt
             "--hub_model_id", "me/galip-ft")))
     message = str(info.value.code)
     assert message.startswith("train_galip.py: pushing ") and "'me/galip-ft' failed (ConnectionResetError" in message
-    assert f"`hf upload me/galip-ft {out}`" in message
+    assert f"`hf upload me/galip-ft {out}" in message  # (the retry command may add --exclude patterns)
     assert os.path.isfile(out / "model_index.json") and os.path.isfile(out / "README.md")  # the run is saved
     assert hub.files("me/galip-ft") == []
 

@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 from galip_core.staging import terminate_as_interrupt
 from galip_diffusers.models.generator import GALIPGenerator
 
-from .ownership import RUN_FILE, checkpoints_to_delete, own_checkpoints, read_run_id
+from .ownership import RUN_FILE, checkpoints_to_delete, own_checkpoints, read_run_id, run_record
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -134,6 +134,28 @@ def run_training(main, args, script: str) -> None:
         raise SystemExit(f"{script}: error: {error}") from None
 
 
+def resume_message(resume_from_checkpoint: Optional[str], resume_path: Optional[str]) -> Optional[str]:
+    """The line a training script prints about ``--resume_from_checkpoint`` (as diffusers' scripts do): which
+    checkpoint it resumes from, or that ``latest`` found none and a new run starts; ``None`` without the flag."""
+    if resume_path is not None:
+        return f"Resuming from checkpoint {resume_path}"
+    if resume_from_checkpoint:
+        return f"Checkpoint '{resume_from_checkpoint}' does not exist. Starting a new training run."
+    return None
+
+
+def check_steps_left(resume_path: Optional[str], max_train_steps: Optional[int]) -> None:
+    """``ValueError`` when the checkpoint to resume from is already at or past ``--max_train_steps``: there is
+    nothing to train (the loop would otherwise run one step past the limit). Checked before anything changes."""
+    if resume_path is None or max_train_steps is None:
+        return
+    step = checkpoint_step(resume_path)
+    if step >= max_train_steps:
+        raise ValueError(f"nothing to train: the checkpoint {resume_path} is at step {step} >= --max_train_steps "
+                         f"{max_train_steps}. Raise --max_train_steps to continue the run (its final model is saved "
+                         "at the end of a run that trains).")
+
+
 def checkpoint_step(path: str) -> int:
     """The global step a checkpoint folder was written at (from its ``checkpoint-N`` name)."""
     match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(path)))
@@ -155,9 +177,11 @@ def remove_incomplete_checkpoints(output_dir: str) -> list[str]:
 
 
 def save_checkpoint(
-    accelerator, output_dir: str, step: int, total_limit: Optional[int] = None, run_id: Optional[str] = None
+    accelerator, output_dir: str, step: int, total_limit: Optional[int] = None, run_id: Optional[str] = None,
+    seed: Optional[int] = None,
 ) -> str:
-    """``accelerator.save_state`` into a temporary folder, marked with ``run_id``, then an atomic rename to
+    """``accelerator.save_state`` into a temporary folder, marked with ``run_id`` (and the run's ``seed``, which a
+    resume without ``--seed`` reuses), then an atomic rename to
     ``checkpoint-<step>``; only then are the oldest checkpoints of *this run* beyond ``total_limit`` deleted (another
     run's checkpoints are never deleted, nor any without ``run_id``). A process killed mid-save leaves the previous
     checkpoints intact, and ``list_checkpoints`` never sees the partial folder. Call on every process."""
@@ -171,7 +195,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         if run_id is not None:
             with open(os.path.join(temporary, RUN_FILE), "w", encoding="utf-8") as f:
-                json.dump({"run_id": run_id}, f)
+                json.dump(run_record(run_id, seed), f)
         if os.path.isdir(final):
             _move_aside(final, run_id)
         os.replace(temporary, final)

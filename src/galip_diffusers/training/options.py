@@ -23,8 +23,6 @@ logger = logging.getLogger(__name__)
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 #: ``--image_interpolation_mode``: the PIL resampling filter of the real-image resize (GALIP's is bilinear)
 INTERPOLATION_MODES = ("bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
-#: trackers ``--report_to`` may name (``all``: every installed one)
-TRACKERS = ("tensorboard", "wandb", "all", "none")
 
 _COUNT = dict(low=1, integer=True)  # an integer >= 1
 _COUNT_OR_ZERO = dict(low=0, integer=True)  # an integer >= 0

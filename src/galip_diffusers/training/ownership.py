@@ -9,6 +9,8 @@
   ``--resume_from_checkpoint latest`` prefers the checkpoints of the run the folder was last given to
   (:func:`own_checkpoints`).
 * ``losses.jsonl`` is cut back to the resumed step, so that no step is listed twice (:func:`open_loss_log`).
+* The run's seed is recorded beside its id, so that a resume without ``--seed`` continues with it
+  (:func:`resume_seed`).
 """
 
 from __future__ import annotations
@@ -42,30 +44,64 @@ def check_output_dir(output_dir: str, resuming: bool, overwrite: bool) -> None:
         )
 
 
-def read_run_id(folder: str) -> Optional[str]:
-    """The run id recorded in ``folder`` (an output folder or a checkpoint), or ``None`` if it has none."""
+def read_run_file(folder: str) -> dict:
+    """The run file of ``folder`` (an output folder or a checkpoint): ``{}`` if it has none or it is unreadable."""
     try:
         with open(os.path.join(folder, RUN_FILE), encoding="utf-8") as f:
-            run_id = json.load(f).get("run_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+            record = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def read_run_id(folder: str) -> Optional[str]:
+    """The run id recorded in ``folder`` (an output folder or a checkpoint), or ``None`` if it has none."""
+    run_id = read_run_file(folder).get("run_id")
     return run_id if isinstance(run_id, str) else None
 
 
-def write_run_id(folder: str, run_id: str) -> None:
-    """Record ``run_id`` in ``folder`` (atomically: a reader sees the old file or the new one)."""
+def read_run_seed(folder: str) -> Optional[int]:
+    """The seed recorded in ``folder`` (an output folder or a checkpoint), or ``None`` (none recorded: a run saved
+    before seeds were recorded)."""
+    seed = read_run_file(folder).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def run_record(run_id: str, seed: Optional[int] = None) -> dict:
+    """What a run file holds: the run's id and, when known, its seed."""
+    return {"run_id": run_id, **({"seed": int(seed)} if seed is not None else {})}
+
+
+def write_run_id(folder: str, run_id: str, seed: Optional[int] = None) -> None:
+    """Record ``run_id`` (and ``seed``) in ``folder`` (atomically: a reader sees the old file or the new one)."""
     path = os.path.join(folder, RUN_FILE)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"run_id": run_id}, f)
+        json.dump(run_record(run_id, seed), f)
     os.replace(path + ".tmp", path)
 
 
-def start_run(output_dir: str, resume_path: Optional[str]) -> str:
-    """This run's id: the resumed checkpoint's, else a new one. Recorded in ``output_dir`` (main process only)."""
+def start_run(output_dir: str, resume_path: Optional[str], seed: Optional[int] = None) -> str:
+    """This run's id: the resumed checkpoint's, else a new one. Recorded in ``output_dir`` with the run's ``seed``
+    (main process only)."""
     run_id = (read_run_id(resume_path) if resume_path else None) or uuid.uuid4().hex
     os.makedirs(output_dir, exist_ok=True)
-    write_run_id(output_dir, run_id)
+    write_run_id(output_dir, run_id, seed)
     return run_id
+
+
+def resume_seed(seed: Optional[int], resume_path: Optional[str]) -> Optional[int]:
+    """The seed of a run: ``seed`` (``--seed``) for a new run; for a resumed one the seed recorded in the checkpoint
+    it resumes from, so that leaving ``--seed`` out continues with the same data order, augmentation and noise. A
+    ``--seed`` that differs from the recorded one is a ``ValueError`` (the resumed run would no longer be the run it
+    continues); a checkpoint that records no seed (saved before seeds were recorded) keeps ``seed``."""
+    recorded = read_run_seed(resume_path) if resume_path else None
+    if recorded is None:
+        return seed
+    if seed is not None and seed != recorded:
+        raise ValueError(f"--seed {seed} differs from the seed {recorded} of the run that saved {resume_path}: a "
+                         "resumed run continues with its own seed. Leave --seed out (or pass --seed "
+                         f"{recorded}), or start a new run with --overwrite_output_dir.")
+    return recorded
 
 
 def own_checkpoints(checkpoints: Checkpoints, output_dir: str) -> list[tuple[int, str]]:

@@ -16,7 +16,7 @@ from galip_core.layers import AffineMLP
 
 from galip_diffusers.models.discriminator import GALIPDiscriminator
 from galip_diffusers.models.generator import GALIPGenerator
-from galip_diffusers.training.data import check_resolution
+from galip_diffusers.training.data import check_resolution, default_resolution
 
 # ------------------------------------------------------------------------------------------------------ model setup
 def clip_towers(clip: CLIPModel) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
@@ -148,6 +148,23 @@ def check_models_compatible(
     if problems:
         raise ValueError("The models do not fit together: " + "; ".join(problems) + ".")
     check_resolution(resolution, g.output_size)
+
+
+def training_resolution(resolution: Optional[int], output_size: int, reconstruction: bool) -> int:
+    """The real-image crop size (``--resolution``) of a run: the given one, else the official choice for the generator
+    (:func:`~galip_diffusers.training.data.default_resolution`: the power of two at or above ``output_size``).
+
+    With a ``reconstruction`` term (``--reconstruction_weight`` / ``--reconstruction_warmup_steps``: ``G(0, s)`` is
+    compared with the real image pixel for pixel) it defaults to ``output_size`` itself, and any other given size is a
+    ``ValueError`` naming ``--resolution`` and the generator's ``output_size``, raised before the run starts."""
+    if not reconstruction:
+        return resolution or default_resolution(output_size)
+    if resolution is not None and resolution != output_size:
+        raise ValueError(f"--resolution {resolution} differs from the generator's output_size {output_size}, but "
+                         "--reconstruction_weight / --reconstruction_warmup_steps compare G(0, s) with the real image "
+                         f"pixel for pixel: pass --resolution {output_size}, or leave it out (with these flags it "
+                         "defaults to the output size).")
+    return output_size
 
 
 def load_json_config(path_or_json: Optional[str], flag: str) -> dict[str, Any]:
