@@ -34,6 +34,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 import galip_diffusers  # noqa: F401  (registers the GALIP classes with diffusers)
 from galip_diffusers import GALIPDiscriminator, GALIPGenerator, GALIPPipeline
+from galip_diffusers.pipelines.saving import write_pipeline
 from galip_diffusers.hub import HubPushError, push_folder_to_hub
 from galip_diffusers.training.losses import MISMATCH_MODES
 from galip_diffusers.conversion.model_card import render_model_card
@@ -715,8 +716,10 @@ def main(args):
         pipeline = GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator,
                                  image_encoder=image_encoder, scorer=scorer)
         pipeline.settings = starting_settings(args.pretrained_model_name_or_path, "train_galip.py")
-        pipeline.save_pretrained(args.output_dir)
-        accelerator.unwrap_model(discriminator).save_pretrained(os.path.join(args.output_dir, "discriminator"))
+        # in place, not swapped in as a whole (save_pretrained): the folder is this run's, and its trackers still
+        # write into it; only this run's own final-save files of the same names are overwritten
+        write_pipeline(pipeline, args.output_dir,
+                       extra_models={"discriminator": accelerator.unwrap_model(discriminator)})
         if args.validation_prompts and validated_at != global_step:
             validation_samples = log_validation(generator, text_encoder, tokenizer, args, accelerator, global_step)
         eval_results = run_final_evaluation(args, pipeline, dataset) if args.eval_num_images else None

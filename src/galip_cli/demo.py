@@ -37,8 +37,9 @@ def build_parser(prog: str = "galip-demo") -> argparse.ArgumentParser:
         "refinement, interpolation strip + animated GIF.",
         epilog=EXAMPLES,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"pipeline folder, Hub id or packaged name (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=None,
+                        help=f"pipeline folder, Hub id or packaged name (default: the packaged {DEFAULT_MODEL}, even "
+                             "beside a local folder of that name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                         "only; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")

@@ -57,9 +57,9 @@ def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
     parser.add_argument("--prompt_file",
                         help="a UTF-8 text file with one prompt per line (blank lines, and lines with no text left "
                              "after CLIP's text cleaning, are skipped)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
+    parser.add_argument("--model", default=None,
                         help=f"pipeline folder, Hub id or packaged name ({', '.join(PACKAGED_MODELS)}; "
-                             f"default: {DEFAULT_MODEL})")
+                             f"default: the packaged {DEFAULT_MODEL}, even beside a local folder of that name)")
     parser.add_argument("--num_images", type=int, default=1, help="images per prompt (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed, -2**63 to 2**64 - 1 (default: 0)")
     parser.add_argument("--truncation", type=float, default=None,
@@ -228,7 +228,8 @@ def write_images(args: argparse.Namespace, prompts: list[str], latents: "torch.T
     # zero-padded so that names sort in order: 4 digits for the prompt and 2 for the image, more when needed
     prompt_digits, image_digits = max(4, len(str(len(prompts) - 1))), max(2, len(str(args.num_images - 1)))
     os.makedirs(args.out, exist_ok=True)
-    with tqdm(total=total, unit="image", desc=f"{args.model}", disable=args.no_progress, file=sys.stderr) as bar:
+    with tqdm(total=total, unit="image", desc=f"{args.model or DEFAULT_MODEL}", disable=args.no_progress,
+              file=sys.stderr) as bar:
         for start in range(0, total, args.batch_size):
             stop = min(start + args.batch_size, total)
             images = make_images(flat_prompts[start:stop], latents[start:stop])

@@ -18,13 +18,17 @@ def check_truncation_mode(truncation_mode: str) -> None:
         raise ValueError(f"`truncation_mode` must be one of {TRUNCATION_MODES}, got {truncation_mode!r}.")
 
 
-def check_generator(generator: Any) -> None:
-    """``TypeError`` unless ``generator`` is ``None``, a ``torch.Generator`` or a list of them."""
+def check_generator(generator: Any, count: int | None = None, per: str = "image") -> None:
+    """``TypeError`` unless ``generator`` is ``None``, a ``torch.Generator`` or a list of them; with ``count``, a
+    ``ValueError`` unless a list holds exactly ``count`` generators (one per ``per``: an image, a noise endpoint)."""
     items = generator if isinstance(generator, list) else [generator]
     if generator is not None and not all(isinstance(g, torch.Generator) for g in items):
         raise TypeError("`generator` must be None, a `torch.Generator` or a list of them (one per image), got "
                         f"{type(generator).__name__}" + (f" of {sorted({type(g).__name__ for g in items})}"
                                                           if isinstance(generator, list) else "") + ".")
+    if count is not None and isinstance(generator, list) and len(generator) != count:
+        raise ValueError(f"You passed a list of {len(generator)} generators for {count} {per}s; pass one generator "
+                         f"per {per} or a single one.")
 
 
 def check_truncation(truncation: Any) -> None:
@@ -41,6 +45,20 @@ def check_latents_without_truncation(latents: Any, truncation: Any) -> None:
             f"`truncation`={truncation!r} applies to the noise the pipeline draws, but `latents` were given and are "
             "used as they are: truncate them yourself (e.g. `latents.clamp(-t, t)`) or leave `truncation` out."
         )
+
+
+def check_noise_arguments(name: str, num_images: Any, generator: Any, truncation: Any, truncation_mode: Any,
+                          latents: Any = None) -> int:  # fmt: skip
+    """The checks of both engines' ``prepare_latents``, before any noise is drawn: ``num_images`` (the argument
+    ``name``) an integer >= 1, ``generator`` (a list: exactly one per image), ``truncation`` and ``truncation_mode``
+    (checked even where no truncation applies), and no ``latents`` together with a truncation they would ignore.
+    Returns ``num_images`` as an ``int``."""
+    check_number_in_range(f"`{name}`", num_images, 1, integer=True)
+    check_generator(generator, int(num_images))
+    check_truncation(truncation)
+    check_truncation_mode(truncation_mode)
+    check_latents_without_truncation(latents, truncation)
+    return int(num_images)
 
 
 def sample_noise(
@@ -69,10 +87,7 @@ def sample_noise(
 def cpu_normal(shape: tuple[int, int], generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
     """``N(0, I)`` noise of ``shape`` on the CPU in float32, drawn as diffusers' ``randn_tensor`` draws it there: one
     draw of the whole batch from one generator, or one row per generator from a list (which must hold ``shape[0]``)."""
-    check_generator(generator)
+    check_generator(generator, shape[0])
     if not isinstance(generator, list):
         return torch.randn(shape, generator=generator)
-    if len(generator) != shape[0]:
-        raise ValueError(f"You passed a list of {len(generator)} generators for {shape[0]} images; pass one generator "
-                         "per image or a single one.")
     return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])

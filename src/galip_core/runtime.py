@@ -22,20 +22,26 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from galip_core.finite import check_finite_output, check_finite_tensor, check_number_in_range
+from galip_core.finite import check_finite_output, check_finite_tensor
 from galip_core.folder import (
     FolderError,
     check_generator_config,
     check_generator_types,
+    check_text_components,
     check_text_config,
     check_tokenizer_files,
     read_json_object,
     safetensors_shapes,
+    select_weights,
+    tokenizer_facts,
+    weight_sets,
 )
 from galip_core.layers import GeneratorLayers
 from galip_core.memory import check_memory
-from galip_core.noise import check_generator, check_latents_without_truncation, cpu_normal, sample_noise
-from galip_core.packaged import DEFAULT_MODEL, PACKAGED_MODELS, unknown_model_note  # noqa: F401  (re-exported)
+from galip_core.noise import check_latents_without_truncation, check_noise_arguments, cpu_normal, sample_noise
+from galip_core.packaged import (  # noqa: F401  (re-exported)
+    DEFAULT_MODEL, PACKAGED_MODELS, choose_local_or_packaged, unknown_model_note,
+)
 from galip_core.settings import GALIPSettings, as_settings, load_settings
 from galip_core.text import LiteTokenizer, prompt_list
 from galip_core.vit import prompted_vit
@@ -186,19 +192,24 @@ def packaged_models_dir() -> str:
 
 def resolve_pretrained(name_or_path: str | os.PathLike | None) -> str | os.PathLike:
     """Map a packaged model's short name (``"galip-shapes"``) to its folder; anything else (a path, a Hub id) is
-    returned unchanged. ``None`` means the default model; anything but a str or path is a ``TypeError``."""
+    returned unchanged. ``None`` always means the packaged default model. A packaged name means a local entry of
+    that name only when it is a pipeline folder (with a ``model_index.json``; logged), never an unrelated folder or
+    file (a warning names it): :func:`galip_core.packaged.choose_local_or_packaged`. Anything but a str or path is a
+    ``TypeError``."""
     if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"`pretrained_model_name_or_path` must be a folder, a Hub id or a packaged model name "
                         f"({unknown_model_note('')}), got {type(name_or_path).__name__} {name_or_path!r}.")
     name = os.fspath(DEFAULT_MODEL if name_or_path is None else name_or_path)
-    if name in PACKAGED_MODELS and not os.path.exists(name):
-        folder = os.path.join(packaged_models_dir(), name)
-        if not os.path.isfile(os.path.join(folder, "model_index.json")):
-            raise FileNotFoundError(
-                f"The packaged model {name!r} is not part of this installation (expected it in {folder!r})."
-            )
-        return folder
-    return DEFAULT_MODEL if name_or_path is None else name_or_path  # a local "galip-shapes" folder wins
+    if name not in PACKAGED_MODELS:
+        return name_or_path
+    folder = os.path.join(packaged_models_dir(), name)
+    if name_or_path is not None and choose_local_or_packaged(name, folder) == name:
+        return name_or_path
+    if not os.path.isfile(os.path.join(folder, "model_index.json")):
+        raise FileNotFoundError(
+            f"The packaged model {name!r} is not part of this installation (expected it in {folder!r})."
+        )
+    return folder
 
 
 def lite_support_problem(folder: str | os.PathLike) -> str | None:
@@ -232,22 +243,31 @@ def _load_weights(path: str) -> dict:
 
 def check_lite_folder(folder: str | os.PathLike) -> tuple[dict, dict]:
     """The text encoder's and the generator's configs, checked before any tensor is allocated: with
-    :mod:`galip_core.folder`'s checks, the ones ``GALIPPipeline`` runs (same messages), plus the fields this runtime
-    needs (:class:`LiteUnsupportedError` if one is missing)."""
+    :mod:`galip_core.folder`'s checks, the ones ``GALIPPipeline`` runs (same messages; tokenizer, text encoder and
+    generator fitting together included), plus the fields this runtime needs (:class:`LiteUnsupportedError` if one
+    is missing)."""
     folder = os.fspath(folder)
     check_tokenizer_files(os.path.join(folder, "tokenizer"))
-    text_config = read_json_object(os.path.join(folder, "text_encoder", "config.json"))
+    text_path = os.path.join(folder, "text_encoder", "config.json")
+    text_config = read_json_object(text_path)
     generator_path = os.path.join(folder, "generator", "config.json")
     generator_config = read_json_object(generator_path)
     check_generator_types(generator_config, generator_path)
     _require(text_config, TEXT_CONFIG_KEYS, "text_encoder/config.json")
     _require(generator_config, GENERATOR_CONFIG_KEYS, "generator/config.json")
     _require(generator_config["vision_config"], VISION_CONFIG_KEYS, "generator/config.json's vision_config")
-    weights = os.path.join(folder, "generator", "diffusion_pytorch_model.safetensors")
-    check_generator_config(generator_config, safetensors_shapes(weights), generator_path, weights)
-    text_weights = os.path.join(folder, "text_encoder", "model.safetensors")
-    check_text_config(text_config, safetensors_shapes(text_weights), os.path.join(folder, "text_encoder", "config.json"),
-                      text_weights)
+    weights = {}
+    for component in ("text_encoder", "generator"):  # as GALIPPipeline picks them (ambiguous sets are named)
+        chosen = select_weights(os.path.join(folder, component))
+        if chosen.sharded or chosen.format != "safetensors":
+            raise LiteUnsupportedError(f"{component}/ holds {chosen.name}; the lite runtime reads one .safetensors "
+                                       "file: load this folder with GALIPPipeline.")
+        weights[component] = chosen.path
+    check_generator_config(generator_config, safetensors_shapes(weights["generator"]), generator_path,
+                           weights["generator"])
+    check_text_config(text_config, safetensors_shapes(weights["text_encoder"]), text_path, weights["text_encoder"])
+    check_text_components(tokenizer_facts(os.path.join(folder, "tokenizer")), text_config, text_path,
+                          generator_config["cond_dim"], generator_path)
     activation(text_config["hidden_act"])  # unsupported activations fail here
     activation(generator_config["vision_config"]["hidden_act"])
     return text_config, generator_config
@@ -292,6 +312,9 @@ class LitePipeline:
         """Load a local pipeline folder or a packaged model by name; raises :class:`LiteUnsupportedError` for
         folders whose components it cannot run (use ``GALIPPipeline`` for those)."""
         folder = resolve_pretrained(name_or_path)
+        for component in (os.path.join(folder, name) for name in ("text_encoder", "generator")):
+            if os.path.isdir(component) and weight_sets(component):  # ambiguous or variant-only weights: named first
+                select_weights(component)
         problem = lite_support_problem(folder)
         if problem is not None:
             raise LiteUnsupportedError(f"galip_core cannot load {str(name_or_path)!r}: {problem}.")
@@ -315,10 +338,9 @@ class LitePipeline:
         """Noise (num_images, z_dim) drawn exactly as ``GALIPPipeline.__call__`` draws it on CPU (a list of
         generators: one per image): ``truncation=None`` takes the model's ``sampling.truncation`` setting, ``0`` turns
         it off."""
-        check_number_in_range("`num_images`", num_images, 1, integer=True)
         truncation = self.settings.resolve("sampling", truncation=truncation)["truncation"]
-        check_generator(generator)
-        shape = (int(num_images), self.generator_config["z_dim"])
+        num_images = check_noise_arguments("num_images", num_images, generator, truncation, truncation_mode)
+        shape = (num_images, self.generator_config["z_dim"])
         return sample_noise(lambda: cpu_normal(shape, generator), truncation, truncation_mode)
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ without the file keeps the built-in defaults (:data:`BUILTIN_DEFAULTS`). The fil
       "refinement": {"num_candidates": 256, "top_k": 5, "num_steps": 5},
       "composition": {"truncation": 0.5, "num_steps": 0, "layer": 4, "top_k": 1, "containment_weight": 0.0},
       "prompts": {"examples": ["grinning face, twemoji style", "red apple, noto style"]},
-      "_comment": "keys starting with an underscore are notes and are ignored"
+      "_comment": "keys starting with an underscore are notes: kept (a re-save writes them back), never settings"
     }
 
 * ``sampling``: ``GALIPPipeline.__call__`` / ``interpolate``, ``galip generate`` and the demo;
@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from typing import Any, Mapping
+
+from .finite import number_in_range, shown_value, too_large_note
 
 SETTINGS_NAME = "galip_settings.json"
 
@@ -42,20 +43,22 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 SECTIONS = tuple(BUILTIN_DEFAULTS)
-_NUMBER = (int, float)
 
 
 class GALIPSettings:
     """The recommended settings of one model: ``{section: {name: value}}`` over :data:`BUILTIN_DEFAULTS`' keys.
 
     Args:
-        settings: the file's content (sections may be missing or partial; keys starting with ``_`` are notes).
-        source: what the errors name (the file's path when read from a folder).
+        settings: the file's content (sections may be missing or partial; keys starting with ``_`` are notes, at the
+            top level (:attr:`notes`) or inside a section (:attr:`section_notes`): kept, and written back by
+            :meth:`save`, but never settings).
+        source: what the errors name (the file's path when read from a folder; :meth:`save` makes it the saved file).
 
     Raises:
         ValueError: an unknown section or setting (the message names the allowed ones), or a value outside its range:
             counts (``num_candidates``, ``top_k``) integers >= 1 with ``top_k <= num_candidates``, ``num_steps`` and
-            ``layer`` integers >= 0 (``layer`` may be ``null``), the other numbers finite and >= 0 or ``null``.
+            ``layer`` integers >= 0 (``layer`` may be ``null``), the other numbers finite and >= 0 or ``null`` (an
+            integer there must lie within ±2**63, what torch takes; a float of any size is fine).
     """
 
     def __init__(self, settings: Mapping[str, Any] | None = None, source: str = SETTINGS_NAME):
@@ -63,14 +66,18 @@ class GALIPSettings:
         self.source = source  # named by later errors about a value from here (e.g. compose's `layer`)
         self.notes = {k: v for k, v in settings.items() if k.startswith("_")}
         self.sections: dict[str, dict[str, Any]] = {}
+        self.section_notes: dict[str, dict[str, Any]] = {}
         for section, values in settings.items():
             if section.startswith("_"):
                 continue
             if section not in BUILTIN_DEFAULTS:
                 raise ValueError(f"{source}: unknown section {section!r}; the sections are {list(SECTIONS)}.")
             if not isinstance(values, Mapping):
-                raise ValueError(f"{source}: section {section!r} must be an object, got {values!r}.")
+                raise ValueError(f"{source}: section {section!r} must be an object, got {shown_value(values)}.")
             self.sections[section] = {k: v for k, v in values.items() if not k.startswith("_")}
+            notes = {k: v for k, v in values.items() if k.startswith("_")}
+            if notes:
+                self.section_notes[section] = notes
             for name, value in self.sections[section].items():
                 _check_value(section, name, value, source)
             merged = self.defaults(section)
@@ -110,20 +117,38 @@ class GALIPSettings:
             raise ValueError(f"{path} must hold a JSON object, got {type(content).__name__}.")
         return cls(content, source=os.fspath(path))
 
-    def save(self, folder: str | os.PathLike) -> str:
-        """Write ``folder/galip_settings.json`` (sorted keys, trailing newline); returns its path."""
+    def save(self, folder: str | os.PathLike, final_folder: str | os.PathLike | None = None) -> str:
+        """Write ``folder/galip_settings.json`` (sorted keys, trailing newline, notes included); returns its path.
+
+        The content is checked first, as :meth:`from_file` would check it (values changed in :attr:`sections` after
+        loading included): a file that ``from_pretrained`` would refuse is never written, and the ``ValueError``
+        names the field. Afterwards :attr:`source` names the saved file, in ``final_folder`` when given (where
+        ``folder``, a staging folder, is moved once complete), else in ``folder``."""
         path = os.path.join(folder, SETTINGS_NAME)
+        final = os.path.join(os.fspath(final_folder), SETTINGS_NAME) if final_folder is not None else path
+        content = self.validate(f"not saved to {final}")
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            json.dump(content, f, indent=2, sort_keys=True)
             f.write("\n")
+        self.source = os.fspath(final)
         return path
 
+    def validate(self, source: str | None = None) -> dict[str, Any]:
+        """The content of the file these settings would write, checked like a file being read (in case
+        :attr:`sections` was changed after loading); a ``ValueError`` starting with ``source`` (default:
+        :attr:`source`) names the bad field. Returns the content."""
+        content = self.to_dict()
+        GALIPSettings(content, source=source or self.source)
+        return content
+
     def to_dict(self) -> dict[str, Any]:
-        return {**copy.deepcopy(self.notes), **copy.deepcopy(self.sections)}
+        sections = {name: {**self.section_notes.get(name, {}), **values} for name, values in self.sections.items()}
+        sections.update({name: dict(notes) for name, notes in self.section_notes.items() if name not in sections})
+        return copy.deepcopy({**self.notes, **sections})
 
     def is_empty(self) -> bool:
         """Whether nothing is set (the folder had no file): saving then writes no file."""
-        return not self.sections and not self.notes
+        return not self.sections and not self.notes and not self.section_notes
 
     # ------------------------------------------------------------------ defaults
     def defaults(self, section: str) -> dict[str, Any]:
@@ -184,11 +209,11 @@ def _check_value(section: str, name: str, value: Any, source: str = SETTINGS_NAM
         ok = (value is None and name == "layer") or (isinstance(value, int) and not isinstance(value, bool)
                                                      and value >= low)
     else:
-        expected = "null or a finite number >= 0"
-        ok = value is None or (isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
-                               and value >= 0)
+        note = too_large_note(value)
+        expected = "null or a finite number >= 0" + (f"; {note}" if note else "")
+        ok = value is None or (isinstance(value, (int, float)) and number_in_range(value, 0))
     if not ok:
-        raise ValueError(f"{source}: {section}.{name} has the invalid value {value!r} (expected {expected}).")
+        raise ValueError(f"{source}: {section}.{name} has the invalid value {shown_value(value)} (expected {expected}).")
 
 
 def load_settings(folder: str | os.PathLike | None) -> GALIPSettings:

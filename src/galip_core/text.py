@@ -1,5 +1,6 @@
-"""Prompt text -> token ids without transformers: CLIP's text cleaning and a ``tokenizer.json`` read by the
-``tokenizers`` library (the fast backend transformers' ``CLIPTokenizer`` itself uses)."""
+"""Prompt text -> token ids: CLIP's text cleaning, the truncation (and its warning) of both engines, and a
+``tokenizer.json`` read by the ``tokenizers`` library (the fast backend transformers' ``CLIPTokenizer`` itself uses)
+for the runtime without transformers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -41,10 +42,55 @@ def clip_text_clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
+def truncated_ids(ids: Sequence[int], max_length: int) -> tuple[list[int], list[int]]:
+    """CLIP's truncation of one prompt's token ids: ``(kept, cut)``. ``ids`` are the untruncated ids, start and
+    end-of-text tokens included and no padding (the real length: the shipped tokenizers pad with the end-of-text
+    token, so padding cannot be told from the end of the text by its id). Like transformers' and ``tokenizers``'
+    truncation of a CLIP tokenizer, ``kept`` is the first ``max_length - 1`` ids and the end-of-text token; ``cut``
+    is every text token between (empty when the prompt fits)."""
+    ids = list(ids)
+    if len(ids) <= max_length:
+        return ids, []
+    return ids[: max_length - 1] + ids[-1:], ids[max_length - 1 : -1]
+
+
+def truncation_warnings(prompts: Sequence[str], prompt_ids: Sequence[Sequence[int]], max_length: int,
+                        decode: Callable[[list[int]], str]) -> list[str]:  # fmt: skip
+    """One warning per prompt that truncation to ``max_length`` tokens shortens (even by a single token), naming
+    exactly the cut text (``decode`` of the cut ids, see :func:`truncated_ids`). ``prompt_ids``: each prompt's
+    untruncated ids without padding. The truncation warning of both engines and of FuseDream's scorer text."""
+    warnings = []
+    for prompt, ids in zip(prompts, prompt_ids):
+        cut = truncated_ids(ids, max_length)[1]
+        if cut:
+            warnings.append(
+                "The following part of your input was truncated because CLIP can only handle sequences up to "
+                f"{max_length} tokens, and the prompt {short_repr(prompt, 60)} has {len(ids)}: {decode(cut)!r}"
+            )
+    return warnings
+
+
+def clip_input_ids(tokenizer: Any, prompts: Sequence[str], max_length: int, padding: str = "max_length",
+                   warn: Callable[[str], None] | None = None) -> torch.Tensor:  # fmt: skip
+    """Token ids (len(prompts), length) of the cleaned prompts (:func:`clip_text_clean`, as OpenAI's
+    ``clip.tokenize``), truncated to ``max_length`` with :func:`truncation_warnings` passed to ``warn``; padded to
+    ``max_length`` or, with ``padding="longest"``, to the longest prompt. ``tokenizer`` is a transformers
+    ``CLIPTokenizer`` (called, not imported: galip_core never imports transformers); the text path of
+    ``GALIPPipeline.encode_prompt`` and of FuseDream's scorer."""
+    cleaned = [clip_text_clean(p) for p in prompts]
+    inputs = tokenizer(cleaned, padding=padding, max_length=max_length, truncation=True, return_tensors="pt")
+    if warn is not None:
+        untruncated = tokenizer(cleaned).input_ids  # no padding, no truncation: each prompt's real length
+        decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
+        for message in truncation_warnings(prompts, untruncated, max_length, decode):
+            warn(message)
+    return inputs.input_ids
+
+
 class LiteTokenizer:
     """A saved ``CLIPTokenizer`` folder (``tokenizer.json`` + ``tokenizer_config.json``), called like
     ``tokenizer(prompts, padding="max_length", truncation=True)``: right padding with the pad token to
-    ``model_max_length``, truncation keeping the end-of-text token."""
+    ``model_max_length``, truncation keeping the end-of-text token (:func:`truncated_ids`)."""
 
     def __init__(self, folder: str | os.PathLike):
         from tokenizers import Tokenizer
@@ -54,20 +100,27 @@ class LiteTokenizer:
         self.model_max_length = int(config["model_max_length"])
         self._tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
         pad_token = config.get("pad_token") or config["eos_token"]
-        pad_id = self._tokenizer.token_to_id(pad_token)
-        if pad_id is None:
+        self._pad_id = self._tokenizer.token_to_id(pad_token)
+        if self._pad_id is None:
             raise ValueError(f"tokenizer: the pad token {pad_token!r} is not in {folder}/tokenizer.json.")
-        self._tokenizer.enable_truncation(self.model_max_length)
-        self._tokenizer.enable_padding(length=self.model_max_length, pad_id=pad_id, pad_token=pad_token)
+        self._tokenizer.no_truncation()  # truncated here, so that the cut part is known (see `truncated_ids`)
+        self._tokenizer.no_padding()
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids, as transformers' ``CLIPTokenizer.decode(ids, skip_special_tokens=True)``: CLIP's
+        end-of-word marks ``</w>`` become spaces."""
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True).replace("</w>", " ").strip()
 
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Token ids (len(prompts), model_max_length) of the cleaned prompts; warns on stderr about truncation."""
+        """Token ids (len(prompts), model_max_length) of the cleaned prompts; a truncated prompt gets a warning on
+        stderr naming the cut text (:func:`truncation_warnings`)."""
         encodings = self._tokenizer.encode_batch([clip_text_clean(p) for p in prompts])
-        for prompt, encoding in zip(prompts, encodings):
-            if encoding.overflowing:
-                print(f"warning: the prompt {prompt!r} was truncated to {self.model_max_length} tokens.",
-                      file=sys.stderr)
-        return torch.tensor([e.ids for e in encodings], dtype=torch.long)
+        full = [e.ids for e in encodings]
+        for message in truncation_warnings(prompts, full, self.model_max_length, self.decode):
+            print(f"warning: {message}", file=sys.stderr)
+        kept = [truncated_ids(ids, self.model_max_length)[0] for ids in full]
+        return torch.tensor([ids + [self._pad_id] * (self.model_max_length - len(ids)) for ids in kept],
+                            dtype=torch.long)
 
 
 def short_repr(value: Any, limit: int = 40) -> str:

@@ -334,7 +334,7 @@ def test_cli_push_that_fails_keeps_the_folder_and_says_how_to_upload_it(tiny_fil
     err = capsys.readouterr().err.strip()
     assert err.startswith("galip-convert: error: pushing ") and len(err.splitlines()) == 1
     assert "'me/galip-tiny' failed (RuntimeError: 401 Unauthorized: invalid token)" in err
-    assert f"`hf upload me/galip-tiny {out}`" in err
+    assert f"`hf upload me/galip-tiny {out} --exclude 'step_*' " in err
     assert DiffusionPipeline.from_pretrained(str(out)).generator is not None  # the converted folder is whole
 
 
@@ -442,7 +442,7 @@ def test_existing_output_dir_needs_overwrite(tiny_files, tmp_path, monkeypatch):
 
 def test_a_file_written_into_the_output_folder_during_the_conversion_is_never_deleted(tiny_files, tmp_path,
                                                                                       monkeypatch):
-    from galip_diffusers.conversion import commit as conversion_commit
+    from galip_core import swap  # the swap of the conversion (galip_diffusers.conversion.commit)
 
     out = tmp_path / "out"
     out.mkdir()
@@ -461,17 +461,18 @@ def test_a_file_written_into_the_output_folder_during_the_conversion_is_never_de
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no hidden folder left, the old model only where it was
     # a change in the instant between the re-check and the exchange: swapped back, nothing deleted
     monkeypatch.setattr(conversion, "check_pipeline_folder", real_check)
-    real_snapshot, calls = conversion_commit.snapshot, []
+    real_snapshot, calls = swap.snapshot, []
 
     def late_write(folder):
-        calls.append(folder)
-        if len(calls) == 1:  # the re-check of --output_dir at the swap: the write lands right after it
-            found = real_snapshot(folder)
+        found = real_snapshot(folder)
+        # the re-check of --output_dir at the swap (not the pipeline's own save into the conversion's folder): the
+        # write lands right after it
+        if os.path.abspath(folder) == str(out) and not calls:
+            calls.append(folder)
             (out / "late.txt").write_text("also not the converter's")
-            return found
-        return real_snapshot(folder)
+        return found
 
-    monkeypatch.setattr(conversion_commit, "snapshot", late_write)
+    monkeypatch.setattr(swap, "snapshot", late_write)
     with pytest.raises(ConversionError, match=r"changed during the conversion \(new late.txt\)"):
         convert_official_checkpoint(*tiny_files, out, overwrite=True, **TINY_KWARGS)
     assert sorted(os.listdir(out)) == ["late.txt", "old-model.txt", "written-meanwhile.txt"]

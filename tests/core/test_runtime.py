@@ -3,6 +3,7 @@ cannot run with a clear message, and never imports diffusers or transformers."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,41 @@ def test_tokenizer_matches_transformers(max_length, tmp_path, capsys):
     cleaned = [clip_text_clean(p) for p in PROMPTS]
     expected = reference(cleaned, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
     assert torch.equal(LiteTokenizer(tmp_path)(PROMPTS), expected.input_ids)
-    assert ("truncated to 12 tokens" in capsys.readouterr().err) == (max_length == 12)
+    warned = "truncated because CLIP can only handle sequences up to 12 tokens" in capsys.readouterr().err
+    assert warned == (max_length == 12)
+
+
+def test_both_engines_warn_about_exactly_the_cut_text(model_dir, capsys):
+    """One truncation warning (`galip_core.text.truncation_warnings`) for both engines: the byte-level tokenizer makes
+    one token per character, so 75 x's fill the 77 tokens; the diffusers engine once said nothing about one cut token
+    and dropped the last cut token from longer cuts (the tokenizers pad with the end-of-text token)."""
+    from diffusers.utils import logging
+    from diffusers.utils.testing_utils import CaptureLogger
+
+    pipe, lite = GALIPPipeline.from_pretrained(str(model_dir)), LitePipeline.from_pretrained(str(model_dir))
+    logger = logging.get_logger("galip_diffusers.pipelines.pipeline_galip")
+    for extra, cut in [("", None), (" y", "y"), (" yz", "yz"), (" y z", "y z")]:
+        prompts = ["a red circle", "X" * 75 + extra]
+        with CaptureLogger(logger) as cap:
+            pipe.encode_prompt(prompts)
+        torch.testing.assert_close(lite.encode_prompt(prompts), pipe.encode_prompt(prompts), atol=2e-6, rtol=1e-5)
+        lite_warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+        if cut is None:
+            assert cap.out == "" and lite_warnings == []
+        else:
+            assert cap.out.rstrip().endswith(f": {cut!r}")
+            assert lite_warnings == [f"warning: {cap.out.strip()}"]  # the same text
+
+
+def test_prepare_latents_refuses_the_same_arguments_in_both_engines(model_dir):
+    pipe, lite = GALIPPipeline.from_pretrained(str(model_dir)), LitePipeline.from_pretrained(str(model_dir))
+    seeded = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    for kwargs in ({"generator": [seeded(0)]}, {"generator": [seeded(0), seeded(1), seeded(2)]}, {"generator": 0},
+                   {"truncation": float("nan")}, {"truncation": -1}, {"truncation_mode": "bogus"}):
+        with pytest.raises((TypeError, ValueError)) as expected:
+            lite.prepare_latents(2, **kwargs)
+        with pytest.raises(expected.type, match=re.escape(str(expected.value))):
+            pipe.prepare_latents(2, torch.float32, "cpu", **kwargs)
 
 
 def test_images_noise_and_embeddings_match_the_pipeline(model_dir):

@@ -115,3 +115,25 @@ def test_augclip_score_gradients_and_measure():
     assert m1.shape == (2,) and not m1.requires_grad
     torch.testing.assert_close(m1, augclip.measure_augclip(scorer, x.detach(), text, 10, seed=3, chunk_size=6))
     assert (m1 - m2).abs().max() < 0.1  # other chunking = other views, similar mean
+
+
+def test_scorer_text_gets_the_generators_cleaning_and_truncation_warning(pipe):
+    """The scorer's text path once skipped CLIP's text cleaning ("white&#160;background" scored 0.983 against the
+    plain prompt on galip-shapes) and truncated without a word. Now it is the generator's (one implementation)."""
+    from diffusers.utils import logging
+    from diffusers.utils.testing_utils import CaptureLogger
+
+    plain = pipe.encode_scorer_text(["a red circle on a white background"])
+    for variant in ("A  RED circle on a white background", "a red circle on a white&#160;background",
+                    "a red circle on a white&amp;nbsp;background"):
+        assert torch.equal(pipe.encode_scorer_text([variant]), plain), variant
+    long = "x" * 75 + " y z"
+    captured = {}
+    paths = (("fusedream.augclip", pipe.encode_scorer_text), ("pipelines.pipeline_galip", pipe.encode_prompt))
+    for name, encode in paths:
+        with CaptureLogger(logging.get_logger(f"galip_diffusers.{name}")) as cap:
+            encode([long])
+        captured[name] = cap.out
+    assert captured["fusedream.augclip"] == captured["pipelines.pipeline_galip"]
+    assert "up to 77 tokens" in captured["fusedream.augclip"]
+    assert captured["fusedream.augclip"].rstrip().endswith(": 'y z'")

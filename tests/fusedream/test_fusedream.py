@@ -7,7 +7,7 @@ from galip_diffusers.fusedream import augclip
 from galip_diffusers.fusedream.masks import default_masks, fill_outside, outside_spread, prepare_masks
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent, dynamic_barrier_direction, top_k_indices
 from galip_diffusers.pipelines import GALIPFuseDreamPipeline, GALIPPipeline
-from galip_diffusers.testing_utils import tiny_components, tiny_scorer
+from galip_diffusers.testing_utils import tiny_components, tiny_fusedream_pipeline, tiny_scorer
 
 SMALL = dict(num_candidates=6, top_k=3, num_steps=3, num_augmentations=2, num_measure_augmentations=4)
 OBJECTS = ["a red circle", "a blue square"]
@@ -283,3 +283,37 @@ def test_eval_script_runs_end_to_end_on_a_tiny_pipeline(pipe, tmp_path):
     canvas[:, 32:] = module.shapes.render_shape(16, "blue", "square", "white", center=(48, 32), as_array=True)[:, 32:]
     assert module.two_object_check(canvas, ("red", "circle"), ("blue", "square"))["both_objects"]
     assert not module.two_object_check(canvas, ("blue", "square"), ("red", "circle"))["both_colors"]
+
+
+def test_compose_says_when_its_default_joint_prompt_is_cut():
+    """galip-shapes: two captions joined with " and " make 20 tokens, over its tokenizer's 16. Here the objects
+    (12 and 13 tokens) fit in 16 and their joint prompt (26) does not."""
+    from diffusers.utils import logging
+    from diffusers.utils.testing_utils import CaptureLogger
+
+    pipe = tiny_fusedream_pipeline()
+    pipe.tokenizer.model_max_length = 16
+    options = {**SMALL, "num_candidates": 2, "top_k": 1, "num_steps": 0}
+    loggers = {name: logging.get_logger(f"galip_diffusers.{name}")
+               for name in ("fusedream.composition", "fusedream.augclip", "pipelines.pipeline_galip")}
+    note, scorer, text = (CaptureLogger(loggers[name]) for name in loggers)
+    with note, scorer, text:
+        pipe.compose(OBJECTS, layer=1, generator=seeded(), output_type="pt", **options)
+    assert "the default joint prompt" in note.out and "has 26 tokens, over the 16" in note.out
+    assert "pass a shorter joint `prompt`" in note.out
+    for out in (scorer.out, text.out):  # both text paths name the cut text of the joint prompt
+        assert out.count("truncated") == 1 and "'a red circle and a blue square' has 26" in out
+    with CaptureLogger(loggers["fusedream.composition"]) as note:
+        pipe.compose(OBJECTS, prompt="red and blue", layer=1, generator=seeded(), output_type="pt", **options)
+    assert note.out == ""
+
+
+def test_fuse_dream_search_after_enabling_fast_inference_inside_inference_mode():
+    """`enable_fast_inference()` inside `torch.inference_mode()` once made the generator's weights inference tensors:
+    the search (autograd) then failed with "Inference tensors cannot be saved for backward"."""
+    pipe = tiny_fusedream_pipeline()
+    with torch.inference_mode():
+        pipe.enable_fast_inference()
+        pipe(OBJECTS[0], generator=seeded(), output_type="pt", **{**SMALL, "num_steps": 0})
+    out = pipe(OBJECTS[0], lr=0.05, generator=seeded(), output_type="pt", **SMALL)
+    assert torch.isfinite(out.images).all() and not any(p.is_inference() for p in pipe.generator.parameters())

@@ -185,3 +185,40 @@ def test_plan_follows_an_optimiser_step():
     with torch.no_grad():
         fast = generator(z, s)
     torch.testing.assert_close(fast, _default_forward(generator, z, s), atol=1e-5, rtol=1e-5)
+
+
+def test_fast_inference_inside_inference_mode_keeps_the_weights_usable_by_autograd():
+    """Under `torch.inference_mode()`, the channels_last conversion (and any cast) once made the parameters inference
+    tensors: a later call with autograd (FuseDream's search, training) failed with "Inference tensors cannot be saved
+    for backward". The plan rebuilt inside inference mode after a training step must not do it either."""
+    generator = tiny_generator()
+    z, s = _inputs(generator)
+    with torch.inference_mode():
+        generator.enable_fast_inference()
+        generator(z, s)
+    assert not any(p.is_inference() for p in generator.parameters())
+    generator(z, s).square().mean().backward()
+    torch.optim.SGD(generator.learnable_parameters(), lr=0.1).step()
+    with torch.inference_mode():
+        generator(z, s)  # the weights changed: the plan is rebuilt here
+    assert not any(p.is_inference() for p in generator.parameters())
+    generator(z, s).square().mean().backward()
+
+
+def test_disable_fast_inference_gives_back_the_default_layout_and_output():
+    """channels_last weights once stayed after `disable_fast_inference`, so the default path differed from a fresh
+    model's by float rounding (up to 7e-6 on galip-emoji: 1/255 in some PIL pixels against the lite engine)."""
+    generator = tiny_generator()
+    z, s = _inputs(generator, batch=8)
+    with torch.no_grad():
+        expected = generator(z, s)
+    conv = generator.blocks[0].conv1.weight
+    generator.enable_fast_inference()
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    generator.disable_fast_inference()
+    assert all(p.is_contiguous() for p in generator.parameters())
+    with torch.no_grad():
+        assert torch.equal(generator(z, s), expected)
+    generator.enable_fast_inference()
+    generator.enable_fast_inference(channels_last=False)  # a plan without channels_last: default layout too
+    assert all(p.is_contiguous() for p in generator.parameters())

@@ -145,8 +145,45 @@ def test_prepare_latents_refuses_what_would_make_nan_or_constant_noise(pipe, kwa
         pipe.prepare_latents(1, torch.float32, torch.device("cpu"), seeded(), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "batch_size,kwargs,error,match",
+    [
+        (2, {"latents": torch.ones(2, 8), "truncation": 0.5}, ValueError, "`truncation`=0.5 applies to the noise"),
+        (2, {"latents": torch.ones(2, 8), "truncation": float("nan")}, ValueError,
+         r"`truncation` \(None or 0: off\) must be a finite number >= 0, got nan"),
+        (2, {"latents": torch.ones(2, 8), "truncation_mode": "bogus"}, ValueError, "`truncation_mode` must be one of"),
+        (2, {"generator": [seeded(0)]}, ValueError, "a list of 1 generators for 2 images"),
+        (2, {"generator": [seeded(0), seeded(1), seeded(2)]}, ValueError, "a list of 3 generators for 2 images"),
+        (3, {"generator": [seeded(0), seeded(1)]}, ValueError, "a list of 2 generators for 3 images"),
+        (2, {"generator": 0}, TypeError, "`generator` must be None, a `torch.Generator` or a list of them"),
+    ],
+)
+def test_prepare_latents_checks_truncation_generators_and_latents_like_the_call(pipe, batch_size, kwargs, error, match):
+    """Once: given latents came back untouched with any truncation (even NaN) or mode, a list of generators of the
+    wrong length was cut, padded from one generator or an IndexError, and `generator=0` an AttributeError."""
+    with pytest.raises(error, match=match):
+        pipe.prepare_latents(batch_size, torch.float32, torch.device("cpu"), **kwargs)
+
+
+def test_the_call_with_latents_ignores_the_models_truncation_setting(pipe):
+    z = torch.full((1, 8), 3.0)  # beyond the recommended truncation: used as is
+    plain = pipe("a", latents=z, output_type="np").images
+    pipe.settings = {"sampling": {"truncation": 0.5}}
+    np.testing.assert_array_equal(pipe("a", latents=z, output_type="np").images, plain)
+    frames = pipe.interpolate(["a", "b"], latents=z.expand(2, -1), num_steps=2, output_type="np").images
+    np.testing.assert_allclose(frames[:1], plain, atol=1e-5)
+
+
+def test_interpolate_speaks_of_noise_endpoints_for_a_generator_list(pipe):
+    with pytest.raises(ValueError, match="a list of 1 generators for 2 noise endpoints; pass one generator per noise "
+                                         "endpoint or a single one"):
+        pipe.interpolate("a", num_steps=2, generator=[seeded(0)])
+    frames = pipe.interpolate("a", num_steps=2, generator=[seeded(0), seeded(1)], output_type="np").images
+    np.testing.assert_allclose(frames[1], pipe("a", generator=[seeded(1)], output_type="np").images[0], atol=1e-5)
+
+
 def test_prepare_latents_refuses_a_batch_size_below_one(pipe):
-    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1, got 0"):
         pipe.prepare_latents(0, torch.float32, torch.device("cpu"))
 
 
@@ -194,6 +231,17 @@ def test_fast_inference_options_are_checked_before_anything_changes(pipe, kwargs
     with pytest.raises(error, match=match):
         pipe.enable_fast_inference(**kwargs)
     assert pipe.generator.fast_inference_options is None and pipe.text_encoder.dtype == torch.float32
+
+
+def test_float32_fast_inference_logs_no_spurious_cast_warning(pipe):
+    """diffusers' `ModelMixin.to(dtype)` warns about "modules that should be kept in float32: []" on every cast."""
+    logger = logging.get_logger("diffusers.models.modeling_utils")
+    with CaptureLogger(logger) as captured:
+        pipe.enable_fast_inference(dtype=torch.float32)  # already float32: nothing to cast
+        pipe.enable_fast_inference(dtype=torch.bfloat16)
+        pipe.enable_fast_inference(dtype=torch.float32)  # cast back, without diffusers' warning
+    assert "should be kept in float32" not in captured.out
+    assert pipe.generator.dtype == torch.float32 and pipe.text_encoder.dtype == torch.float32
 
 
 def test_explicit_float32_undoes_an_earlier_half_precision_call(pipe):

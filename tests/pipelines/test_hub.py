@@ -3,13 +3,16 @@ hf_hub_download monkeypatched: nothing leaves the machine): galip convert --push
 train_galip.py --push_to_hub, settings of Hub models, and half-precision variants."""
 
 import os
+import shlex
 
 import pytest
 import torch
 from helpers.hub_helpers import hub  # noqa: F401  (the fixture)
 
 from galip_diffusers import GALIPPipeline
-from galip_diffusers.hub import HubPushError, load_pipeline_settings, push_folder_to_hub, save_half_precision_variant
+from galip_diffusers.hub import (
+    DEFAULT_IGNORE_PATTERNS, HubPushError, load_pipeline_settings, push_folder_to_hub, save_half_precision_variant,
+)
 from galip_diffusers.testing_utils import tiny_pipeline
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
 
@@ -60,9 +63,12 @@ def test_a_failed_push_names_the_hub_the_repository_and_how_to_upload_later(hub,
         push_folder_to_hub(str(folder), "me/run")
     message = str(info.value)
     assert "Hugging Face Hub repository 'me/run' failed (ConnectError: [Errno -2] Name or service not known)" in message
-    assert f"The local folder is complete; upload it later with `hf upload me/run {folder}`." in message
+    exclude = "".join(f" --exclude {shlex.quote(pattern)}" for pattern in DEFAULT_IGNORE_PATTERNS)
+    assert f"The local folder is complete; upload it later with `hf upload me/run {folder}{exclude}`." in message
+    assert " --exclude 'checkpoint-*' --exclude 'checkpoints/*' --exclude 'logs/*'" in message  # the retry leaves out what the push left out
     assert isinstance(info.value.__cause__, ConnectError)
-    assert sorted(os.listdir(folder)) == before and hub.files("me/run") == []
+    card = ["README.md"] if step == "upload_folder" else []  # the minimal card written before the upload stays
+    assert sorted(os.listdir(folder)) == sorted(before + card) and hub.files("me/run") == []
 
 
 def test_half_precision_variant_loads_with_variant_and_torch_dtype(tmp_path):

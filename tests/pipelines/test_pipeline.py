@@ -7,6 +7,7 @@ import torch
 from diffusers.utils import logging
 from diffusers.utils.testing_utils import CaptureLogger
 
+from galip_diffusers import GALIPPipeline
 from galip_diffusers.testing_utils import tiny_pipeline
 
 PROMPTS = ["a red circle", "a blue square on gray"]
@@ -139,6 +140,39 @@ def test_long_prompts_are_truncated_with_a_warning(pipe):
     with CaptureLogger(logger) as cap:
         pipe("word " * 40, generator=seeded(), output_type="np")
     assert "truncated" in cap.out and "77 tokens" in cap.out
+
+
+@pytest.mark.parametrize("extra,cut", [("", None), (" y", "y"), (" yz", "yz"), (" y z", "y z")])
+def test_the_truncation_warning_names_exactly_the_cut_text(pipe, extra, cut):
+    """The byte-level tokenizer makes one token per character and, like the shipped ones, pads with the end-of-text
+    token: 75 x's are 77 tokens with the start and end tokens, the limit. Filtering the padding by id once dropped
+    the end-of-text token too, so one cut token gave no warning and longer cuts lost their last token."""
+    logger = logging.get_logger("galip_diffusers.pipelines.pipeline_galip")
+    logger.setLevel(logging.WARNING)
+    with CaptureLogger(logger) as cap:
+        pipe.encode_prompt(["a red circle", "x" * 75 + extra])
+    if cut is None:
+        assert cap.out == ""
+    else:
+        assert cap.out.count("truncated") == 1 and "up to 77 tokens" in cap.out
+        assert cap.out.rstrip().endswith(f"has {77 + len(cut.replace(' ', ''))}: {cut!r}")
+
+
+def test_truncation_mode_without_a_truncation_changes_nothing_as_documented(pipe):
+    plain = pipe(PROMPTS, generator=seeded(), output_type="np").images
+    np.testing.assert_array_equal(pipe(PROMPTS, generator=seeded(), truncation_mode="clamp", output_type="np").images,
+                                  plain)
+    doc = " ".join(GALIPPipeline.__call__.__doc__.split())
+    assert "only matters when a truncation applies" in doc
+
+
+def test_pt_and_np_are_float32_in_a_bf16_pipeline_as_documented():
+    half = tiny_pipeline().to(torch.bfloat16)
+    assert half(PROMPTS, generator=seeded(), output_type="latent").images.dtype == torch.bfloat16
+    assert half(PROMPTS, generator=seeded(), output_type="pt").images.dtype == torch.float32
+    assert half(PROMPTS, generator=seeded(), output_type="np").images.dtype == np.float32
+    for doc in (GALIPPipeline.__call__.__doc__, GALIPPipeline._postprocess.__doc__ or ""):
+        assert "float32 whatever the pipeline's dtype" in " ".join(doc.split())
 
 
 @pytest.mark.parametrize(

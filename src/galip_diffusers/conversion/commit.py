@@ -1,151 +1,30 @@
-"""Putting a converted folder in place without losing anything: the last step of ``galip convert``.
+"""Putting a converted folder in place without losing anything: the last step of ``galip convert`` (and of the
+packaging scripts).
 
 The converter builds the new folder under a hidden temporary name beside ``--output_dir`` (``.<name>.tmp-<pid>-*``,
-:func:`galip_core.staging.temporary_sibling`) and then swaps it in (:func:`commit`):
-
-* the output folder's contents are recorded when the conversion starts (:func:`snapshot`) and checked again at the
-  swap; if anything was added, removed or changed in between, nothing is replaced and the error names the entries;
-* on Linux the swap is one ``renameat2(RENAME_EXCHANGE)`` call, so at every instant ``--output_dir`` holds either the
-  old folder or the new one; elsewhere it is two renames, undone if the second fails;
-* only the recorded entries of the old folder are deleted afterwards; anything else found in it is kept, in a
-  visible ``<name>.kept-*`` folder;
-* the leftovers of a killed conversion are dealt with at the next run (:func:`clean_stale`): hidden ``.tmp-*``
-  folders whose process is gone are deleted, and an old model left in a hidden ``.old-*`` folder (by a version
-  without the exchange, killed between its two renames) is put back when ``--output_dir`` is missing.
+:func:`galip_core.staging.temporary_sibling`) and then swaps it in with :func:`commit`, the checked, atomic swap of
+:mod:`galip_core.swap` (the one ``GALIPPipeline.save_pretrained`` uses too): ``--output_dir``'s contents are recorded
+when the conversion starts (:func:`snapshot`) and if anything changed by the swap, nothing is replaced and the
+:class:`ConversionError` names the entries; only the recorded entries of the old folder are deleted. The leftovers of
+a killed conversion are dealt with at the next run (:func:`clean_stale`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import os
-import re
-import sys
-import tempfile
-import time
 from typing import Optional
 
-from galip_core.staging import remove_stale_temporaries
+from galip_core import swap
+from galip_core.swap import Snapshot, snapshot  # noqa: F401  (the converter's imports)
 from galip_diffusers.conversion.keys import ConversionError
-
-logger = logging.getLogger(__name__)
-
-#: relative path -> (is a folder, size, modification time in ns)
-Snapshot = dict[str, tuple[bool, int, int]]
-
-
-def snapshot(folder: str) -> Optional[Snapshot]:
-    """Everything under ``folder`` (``None`` if it does not exist), to compare before and after the conversion."""
-    if not os.path.isdir(folder):
-        return None
-    found: Snapshot = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            st = os.lstat(path)
-            found[os.path.relpath(path, folder)] = (os.path.isdir(path), st.st_size, st.st_mtime_ns)
-    return found
-
-
-def _differences(before: Optional[Snapshot], after: Optional[Snapshot]) -> list[str]:
-    before, after = before or {}, after or {}
-    changes = [f"new {p}" for p in sorted(set(after) - set(before))]
-    changes += [f"removed {p}" for p in sorted(set(before) - set(after))]
-    changes += [f"changed {p}" for p in sorted(set(before) & set(after)) if before[p] != after[p] and not before[p][0]]
-    return changes
 
 
 def clean_stale(out: str) -> list[str]:
-    """Deal with what killed conversions into ``out`` left beside it; returns (and logs) one message per folder: an
-    old model left in a hidden ``.old-*`` folder is put back when ``out`` is missing (kept otherwise), and unfinished
-    ``.tmp-*`` folders of dead processes are deleted (:func:`galip_core.staging.remove_stale_temporaries`)."""
-    parent, name = os.path.dirname(out), os.path.basename(out)
-    pattern = re.compile(rf"^\.{re.escape(name)}\.old-")
-    messages = []
-    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
-        path = os.path.join(parent, entry)
-        if not pattern.match(entry) or not os.path.isdir(path):
-            continue
-        if os.path.exists(out):
-            messages.append(f"Kept {path!r}: an older model left by an interrupted conversion (not deleted).")
-        else:
-            os.rename(path, out)
-            messages.append(f"Restored {out!r} from {path!r}, where an interrupted conversion had left it.")
-    for message in messages:
-        logger.warning(message)
-    return messages + remove_stale_temporaries(out, kind="conversion")
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where that is not available."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this kernel or file system cannot exchange
-        return False
-    raise OSError(errno, os.strerror(errno), a)
-
-
-def _changed_error(out: str, changes: list[str]) -> ConversionError:
-    shown = ", ".join(changes[:8]) + (f", ... ({len(changes)} changes)" if len(changes) > 8 else "")
-    return ConversionError(f"--output_dir {out!r} changed during the conversion ({shown}); nothing was replaced or "
-                           "deleted. Rerun the conversion once nothing else writes there.")
-
-
-def _delete_recorded(old: str, checked: Snapshot, out: str) -> None:
-    """Delete the entries of ``checked`` from the replaced folder ``old``, bottom-up; keep anything else, visibly."""
-    for rel in sorted(checked, key=lambda p: p.count(os.sep), reverse=True):
-        path = os.path.join(old, rel)
-        try:
-            if checked[rel][0]:
-                os.rmdir(path)  # only if empty: a folder holding unrecorded files stays
-                continue
-            st = os.lstat(path)
-            if (st.st_size, st.st_mtime_ns) == checked[rel][1:]:
-                os.unlink(path)
-        except OSError:
-            pass
-    try:
-        os.rmdir(old)
-    except OSError:
-        kept = f"{out}.kept-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.rename(old, kept)
-        logger.warning("Files that appeared in %r while it was being replaced were kept in %r.", out, kept)
+    """Deal with what killed conversions into ``out`` left beside it (:func:`galip_core.swap.clean_stale`)."""
+    return swap.clean_stale(out, kind="conversion")
 
 
 def commit(tmp: str, out: str, checked: Optional[Snapshot]) -> None:
-    """Swap the finished folder ``tmp`` in as ``out``, whose contents must still be ``checked`` (``None``: absent)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for root, _, files in os.walk(tmp):  # mkdtemp makes a 0700 folder; some writers make 0600 files
-        os.chmod(root, 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
-    changes = _differences(checked, snapshot(out))
-    if changes:
-        raise _changed_error(out, changes)
-    if checked is None:
-        os.rename(tmp, out)  # fails (nothing lost) if something created ``out`` since the check
-        return
-    if _exchange(tmp, out):
-        old = tmp  # now holds the replaced folder
-        changes = _differences(checked, snapshot(old))
-        if changes:  # written to in the instant between the check and the exchange: swap back, delete nothing
-            _exchange(tmp, out)
-            raise _changed_error(out, changes)
-    else:
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-{os.getpid()}-", dir=os.path.dirname(out))
-        os.rmdir(old)
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-    _delete_recorded(old, checked, out)
+    """Swap the finished folder ``tmp`` in as ``out``, whose contents must still be ``checked`` (``None``: absent);
+    the new files get the modes of the umask first."""
+    swap.open_permissions(tmp)
+    swap.commit(tmp, out, checked, error_type=ConversionError, label="--output_dir", work="conversion")

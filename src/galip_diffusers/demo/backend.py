@@ -79,8 +79,9 @@ class InterpolationResult:
     warnings: tuple[str, ...] = ()
 
 
-def load_pipeline(model: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32) -> GALIPPipeline:
-    """Load ``model`` (a folder, a Hub id or a packaged short name such as ``galip-shapes``) as a ``GALIPPipeline``.
+def load_pipeline(model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> GALIPPipeline:
+    """Load ``model`` (a folder, a Hub id or a packaged short name such as ``galip-shapes``; ``None``: the packaged
+    default) as a ``GALIPPipeline``.
 
     Raises :class:`DemoModelError` when the model is missing or cannot be loaded, saying what to pass instead."""
     try:
@@ -154,13 +155,14 @@ class DemoBackend:
         self._gifs: collections.deque[str] = collections.deque()
 
     @classmethod
-    def from_model(cls, model: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32,
+    def from_model(cls, model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
                    max_images: int = MAX_IMAGES, max_refine_work: int = MAX_REFINE_WORK) -> "DemoBackend":
         """Load ``model`` (see :func:`load_pipeline`) and its refiner, if it has a scorer."""
         pipe = load_pipeline(model, device, dtype)
         path = os.fspath(resolve_pretrained(model))
         refiner, note = make_refiner(pipe, path if os.path.isdir(path) else None)
-        return cls(pipe, refiner, note, model_name=str(model), max_images=max_images, max_refine_work=max_refine_work)
+        return cls(pipe, refiner, note, model_name=str(model or DEFAULT_MODEL), max_images=max_images,
+                   max_refine_work=max_refine_work)
 
     # ---------------------------------------------------------------------------------------------- description
     @property

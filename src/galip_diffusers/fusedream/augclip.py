@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers.utils import logging
 
+from galip_core.text import clip_input_ids
 from galip_diffusers.models.clip_bridge import preprocess_for_clip
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,10 +133,13 @@ def encode_images(scorer, images: torch.Tensor, output_hidden_states: bool = Fal
 
 
 def encode_text(scorer, tokenizer, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
-    """L2-normalised scorer text embeddings. The tokenizer must be the one the scorer's text tower was trained with."""
+    """L2-normalised scorer text embeddings. The tokenizer must be the one the scorer's text tower was trained with.
+    The text path is the generator's (`galip_core.text.clip_input_ids`): the same CLIP text cleaning, and prompts
+    longer than the scorer's limit (the tokenizer's ``model_max_length`` or the scorer's position embeddings, the
+    smaller) are truncated with the same warning, naming the cut text."""
     max_length = min(tokenizer.model_max_length, scorer.config.text_config.max_position_embeddings)
-    ids = tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
-    out = scorer.text_model(input_ids=ids.input_ids.to(device or scorer.device), return_dict=True)
+    input_ids = clip_input_ids(tokenizer, list(prompts), max_length, warn=logger.warning)
+    out = scorer.text_model(input_ids=input_ids.to(device or scorer.device), return_dict=True)
     return F.normalize(scorer.text_projection(out.pooler_output).float(), dim=-1)
 
 

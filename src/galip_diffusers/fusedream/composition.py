@@ -25,8 +25,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from diffusers.utils import logging
 
 from galip_core.finite import check_number_in_range
+from galip_core.text import clip_text_clean
 from galip_diffusers.fusedream import augclip
 from galip_diffusers.fusedream.checks import check_compose_numbers, check_decode_condition
 from galip_diffusers.fusedream.masks import (
@@ -36,6 +38,8 @@ from galip_diffusers.fusedream.masks import (
 from galip_diffusers.fusedream.options import SearchOptions
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent
 
+
+logger = logging.get_logger(__name__)
 
 #: compose's own defaults of the search settings (the others are :class:`SearchOptions`' defaults)
 COMPOSE_DEFAULTS = {"num_candidates": 256, "num_steps": 100}
@@ -67,6 +71,17 @@ class FuseDreamCompositionMixin:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
         check_decode_condition(decode_condition, layer, self.generator.num_blocks, layer_source)
         check_compose_numbers(barrier_alpha, closeness_weight, containment_weight, object_weight)
+
+    def _warn_if_default_prompt_is_cut(self, prompt: str) -> None:
+        """Say that compose's default joint prompt is over the text encoder's token limit (two galip-shapes captions
+        joined with " and " make 20 tokens, the limit is 16), before the truncation warnings of the generator's and
+        the scorer's text paths name the cut text."""
+        limit = self.tokenizer.model_max_length
+        length = len(self.tokenizer(clip_text_clean(prompt)).input_ids)
+        if length > limit:
+            logger.warning(f"compose: the default joint prompt `\" and \".join(prompts)` = {prompt!r} has {length} "
+                           f"tokens, over the {limit} the text encoder takes, so its end is cut for the generator and "
+                           "the scorer (see the truncation warnings): pass a shorter joint `prompt`.")
 
     def compose(
         self,
@@ -100,6 +115,10 @@ class FuseDreamCompositionMixin:
         Args:
             prompts (`list[str]`): one prompt per object (each a prompt the generator knows).
             prompt (`str`, *optional*): the joint prompt AugCLIP maximises; defaults to ``" and ".join(prompts)``.
+                That default is often longer than a small model's token limit (two galip-shapes captions make 20
+                tokens, over its tokenizer's 16): it is then truncated for both the text encoder and the scorer,
+                with a warning that says so and warnings naming the cut text; pass a shorter joint prompt (e.g.
+                "a red circle and a blue square") to keep all of it.
             num_images_per_prompt (`int`): compositions to make (different candidates), batched.
             layer (`int`, *optional*): G-block index of the blend, in ``[0, generator.num_blocks]``; defaults to
                 ``num_blocks // 2``.
@@ -130,7 +149,8 @@ class FuseDreamCompositionMixin:
             (B, J, H, W) at output resolution; the scores are the joint prompt's AugCLIP.
         """
         o = self.resolve_search_options("composition", search, search_kwargs, COMPOSE_DEFAULTS)
-        if prompt is None and isinstance(prompts, (list, tuple)) and all(isinstance(p, str) for p in prompts):
+        default_prompt = prompt is None
+        if default_prompt and isinstance(prompts, (list, tuple)) and all(isinstance(p, str) for p in prompts):
             prompt = " and ".join(prompts)  # else the check below names the bad `prompts`
         recommended = self.settings.resolve("composition", layer=layer, containment_weight=containment_weight)
         layer_source = self.settings.source if layer is None and recommended["layer"] is not None else None
@@ -157,6 +177,8 @@ class FuseDreamCompositionMixin:
             object_embeds = object_embeds.float().view(num_objects, batch, -1)
             object_text = self.encode_scorer_text(list(prompts), device).repeat_interleave(batch, dim=0)
             object_text = object_text.view(num_objects, batch, -1)  # as `object_embeds`: object j's rows at [j]
+            if default_prompt:
+                self._warn_if_default_prompt_is_cut(prompt)
             joint_text = self.encode_scorer_text([prompt], device).expand(batch, -1)
             joint_embeds = self._checked(self.encode_prompt([prompt], device, batch), "text_encoder").float()
         z_latents, t_latents = [], []

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import torch
 from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin must be an attribute here, see loading docs)
@@ -84,6 +85,7 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
         self._fast_plan: FastGeneratorPlan | None = None
         self._fast_weights_key: tuple | None = None  # the weights the plan was built from (see `_weights_key`)
         self._fast_params: list[nn.Parameter] = []
+        self._weights_channels_last = False  # set by `enable_fast_inference(channels_last=True)`
         self.register_load_state_dict_post_hook(_forget_fast_weights)  # also covers `assign=True` (new tensors)
 
     @property
@@ -141,7 +143,9 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
         r"""Switch ``forward`` (when autograd is off) to an inference plan that computes the same function with less
         work: fused Affine projections, modulation before upsampling, phase-decomposed upsample+conv, in-place
         activations, channels_last (see :mod:`galip_diffusers.models.fast_inference`). In fp32 the output differs
-        from the default path by float rounding only (max abs diff ~1e-6).
+        from the default path by float rounding only; how much depends on the model (max abs diff of [0, 1] images
+        1.2e-5 on galip-emoji, 4.1e-6 on galip-shapes; bf16: 0.10 and 0.087, mean ~1e-3; table in that module).
+        Works inside `torch.inference_mode()` too: the weights it casts or converts stay usable by autograd.
 
         Args:
             dtype (`torch.dtype`, *optional*): run under autocast in this dtype (`torch.bfloat16` on CPUs with
@@ -149,7 +153,9 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
                 and linear weights are cast to it (norms and embeddings stay in fp32), so autocast does not re-cast
                 them on every call. `torch.float32` casts every weight back to float32 (the rounding of an earlier
                 half-precision cast stays, as with `.to()`); `None` leaves the weights' dtypes as they are.
-            channels_last (`bool`, defaults to `True`): NHWC memory format for the convolutional part.
+            channels_last (`bool`, defaults to `True`): NHWC memory format for the convolutional part (weights
+                included; `disable_fast_inference` or `channels_last=False` puts the weights back in the default
+                format).
             fuse_affine (`bool`, defaults to `True`): evaluate all Affine MLPs with one matmul + one batched matmul
                 per width.
             upsample_conv (`str`, defaults to `"phase"`): `"phase"` computes conv3x3(upsample2x(x)) as four 2x2
@@ -162,21 +168,36 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
         options = FastInferenceOptions(None if dtype == torch.float32 else dtype, channels_last, fuse_affine,
                                        upsample_conv)
         options.check()
-        if dtype == torch.float32:  # asked for explicitly: undo an earlier half-precision plan or `.to(float16)`
-            self.to(torch.float32)
-        dtype = options.dtype
-        self._fast_plan = None
-        plan = FastGeneratorPlan(self, options)  # built from the current (full-precision) weights
-        if dtype is not None:
-            for module in self.modules():
-                if isinstance(module, (nn.Conv2d, nn.Linear)):
-                    module.to(dtype)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        self._fast_plan = plan.to(self.fc_code.weight.device)
+        with weights_editable():  # also inside `torch.inference_mode()`: the weights must stay usable by autograd
+            if dtype == torch.float32 and self._has_half_precision_weights():
+                self.float()  # asked for explicitly: undo an earlier half-precision plan or `.to(float16)`
+            self._fast_plan = None
+            plan = FastGeneratorPlan(self, options)  # built from the current (full-precision) weights
+            if options.dtype is not None:
+                for module in self.modules():
+                    if isinstance(module, (nn.Conv2d, nn.Linear)):
+                        module.to(options.dtype)
+            self._set_channels_last(channels_last)
+            self._fast_plan = plan.to(self.fc_code.weight.device)
         self._fast_params = [p for name, p in self.named_parameters() if not name.startswith("_fast_plan.")]
         self._fast_weights_key = self._weights_key()
         return self
+
+    def _has_half_precision_weights(self) -> bool:
+        """Whether a floating-point parameter or buffer is not float32 (what ``dtype=torch.float32`` casts back)."""
+        tensors = list(self.parameters()) + list(self.buffers())
+        return any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors)
+
+    def _set_channels_last(self, channels_last: bool) -> None:
+        """Put the 4-D weights in channels_last memory format, or back in the default (contiguous) one if an earlier
+        call put them in channels_last. The values are the same; only the default path's float rounding depends on
+        the layout (oneDNN sums in another order), so a fresh model and one after `disable_fast_inference` match."""
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+            self._weights_channels_last = True
+        elif self._weights_channels_last:
+            self.to(memory_format=torch.contiguous_format)
+            self._weights_channels_last = False
 
     def _weights_key(self) -> tuple:
         """The version counters of the parameters, which every in-place update bumps (`load_state_dict`, an optimiser
@@ -192,8 +213,12 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
         return module
 
     def disable_fast_inference(self) -> "GALIPGenerator":
-        """Back to the default forward (weights keep the dtype and memory format that fast inference gave them)."""
+        """Back to the default forward. The weights get back the default (contiguous) memory format if fast
+        inference put them in channels_last, so that the output equals a fresh model's bit for bit; they keep the
+        dtype that fast inference gave them (`enable_fast_inference(dtype=torch.float32)` casts them back first)."""
         self._fast_plan = None
+        with weights_editable():
+            self._set_channels_last(False)
         return self
 
     @property
@@ -204,6 +229,15 @@ class GALIPGenerator(ModelMixin, ConfigMixin, GeneratorLayers):
     def learnable_parameters(self) -> list[nn.Parameter]:
         """Everything but the frozen ViT: what G's optimiser trains."""
         return [p for n, p in self.named_parameters() if not n.startswith("vision_model.")]
+
+
+@contextlib.contextmanager
+def weights_editable() -> Iterator[None]:
+    """Run the block with autograd off but outside any ``torch.inference_mode()`` of the caller: tensors made there
+    (casts, memory-format conversions, the fast plan's copies) are normal tensors, so that a later call with autograd
+    (FuseDream's search, training) can use them. Inference tensors cannot be saved for backward."""
+    with torch.inference_mode(False), torch.no_grad():
+        yield
 
 
 def _forget_fast_weights(generator: GALIPGenerator, incompatible_keys: object) -> None:

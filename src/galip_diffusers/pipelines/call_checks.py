@@ -70,12 +70,7 @@ def check_call_inputs(
     batch_size = len(prompt_list(prompt)) if prompt is not None else _check_prompt_embeds(prompt_embeds,
                                                                                            config["cond_dim"])
     total = batch_size * check_count("num_images_per_prompt", num_images_per_prompt)
-    check_generator(generator)
-    if isinstance(generator, list) and len(generator) != total:
-        raise ValueError(
-            f"You passed a list of {len(generator)} generators, but the call makes {total} images "
-            f"({batch_size} prompt(s) x {num_images_per_prompt}); pass one generator per image or a single one."
-        )
+    check_generator(generator, total)
     if latents is not None:
         check_latents(latents, (total, config["z_dim"]))
     if output_type not in OUTPUT_TYPES:

@@ -9,7 +9,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from galip_core.finite import check_finite_output, check_number_in_range
 
 from galip_diffusers.pipelines.call_checks import (
-    check_components, check_latents_without_truncation, check_max_batch_size, check_memory,
+    check_components, check_generator, check_latents_without_truncation, check_max_batch_size, check_memory,
 )
 
 
@@ -69,9 +69,11 @@ def interpolate_frames(pipe: DiffusionPipeline, prompt, prompt_embeds, num_steps
         text_points = text_points.expand(num_points, -1)
     if latents is not None and latents.shape[0] == 1:
         latents = latents.expand(num_points, -1)
+    check_generator(generator, num_points, per="noise endpoint")  # the images of the strip are frames, not draws
     pipe.check_inputs(None, 1, generator, latents, text_points, output_type, truncation, "resample", max_batch_size)
     num_frames = (num_points - 1) * (num_steps - 1) + 1
     check_memory("num_steps", num_steps, pipe.generator.config, num_frames, max_batch_size, device, dtype.itemsize)
+    truncation = None if latents is not None else truncation  # the model's setting is for noise drawn here
     noise_points = pipe.prepare_latents(num_points, dtype, device, generator, latents, truncation)
 
     frames_z, frames_t = [], []

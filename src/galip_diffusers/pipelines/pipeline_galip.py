@@ -15,20 +15,20 @@ from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer, 
 
 from galip_core.finite import check_finite_output
 from galip_core.machine import warn_if_emulated_bf16
-from galip_core.noise import sample_noise
+from galip_core.noise import check_noise_arguments, sample_noise
 from galip_core.packaged import unknown_model_note
 from galip_core.settings import GALIPSettings, as_settings
-from galip_core.text import prompt_list
+from galip_core.text import clip_input_ids, prompt_list
 
-from galip_diffusers.conversion.tokenizer import clip_text_clean
-from galip_diffusers.models.generator import GALIPGenerator
+from galip_diffusers.models.generator import GALIPGenerator, weights_editable
 from galip_diffusers.pipelines.call_checks import (  # noqa: F401
     OUTPUT_TYPES, check_call_inputs, check_components, check_count, check_fast_inference_options, check_latents,
     check_latents_without_truncation, check_memory,
 )
 from galip_diffusers.pipelines.interpolation import interpolate_frames, slerp  # noqa: F401  (slerp: public helper)
 from galip_diffusers.pipelines.loading import (  # noqa: F401
-    REMOTE_CODE_SHIM, check_pipeline_folder, check_save_directory, finish_saved_folder, settings_of_generic_load,
+    REMOTE_CODE_SHIM, check_pipeline_components, check_pipeline_folder, check_save_directory, end_from_pipe,
+    finish_saved_folder, from_pipe_arguments, keeping_dtypes, settings_of_generic_load, skip_from_pipe_cast,
 )
 
 logger = logging.get_logger(__name__)
@@ -93,6 +93,7 @@ class GALIPPipeline(DiffusionPipeline):
         scorer: CLIPModel | None = None,
     ):
         super().__init__()
+        check_pipeline_components(tokenizer, text_encoder, generator)  # they fit together (also from_pipe's)
         self.register_modules(
             tokenizer=tokenizer,
             text_encoder=text_encoder,
@@ -104,6 +105,7 @@ class GALIPPipeline(DiffusionPipeline):
         self._trim_text_padding = False
         self._device_lookup_cache: tuple | None = None
         self.settings = GALIPSettings()
+        skip_from_pipe_cast(self)  # within from_pipe: its closing float32 cast is not applied (see from_pipe)
 
     @property
     def settings(self) -> GALIPSettings:
@@ -129,14 +131,14 @@ class GALIPPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs):
-        """Like [`DiffusionPipeline.from_pretrained`], plus packaged short names (``"galip-shapes"``) and a check of
-        local folders that names the missing or corrupt file."""
+        """Like [`DiffusionPipeline.from_pretrained`], plus packaged short names (``"galip-shapes"``, ``None``: the
+        default) and a check of local folders naming the missing, corrupt or ambiguous file (of the weights it reads)."""
         from galip_diffusers.hub import load_pipeline_settings
         from galip_diffusers.pretrained import resolve_pretrained
 
         path = resolve_pretrained(pretrained_model_name_or_path)
         if os.path.isdir(path):
-            check_pipeline_folder(path)
+            check_pipeline_folder(path, variant=kwargs.get("variant"))
         warn_if_emulated_bf16(kwargs.get("torch_dtype", kwargs.get("dtype")), "cpu")  # pipelines load on the CPU
         try:
             with _loading_ourselves():  # the settings are read below, with the download options of this call
@@ -152,22 +154,22 @@ class GALIPPipeline(DiffusionPipeline):
         return pipe
 
     @classmethod
-    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
-        """Like [`DiffusionPipeline.from_pipe`]; the model's recommended settings (`settings`) come along."""
-        with _loading_ourselves():
-            pipe = super().from_pipe(pipeline, **kwargs)
-        settings = getattr(pipeline, "settings", GALIPSettings())
-        pipe.settings = GALIPSettings(settings.to_dict(), source=settings.source)  # a copy that still names its file
-        return pipe
+    def from_pipe(cls, pipeline: DiffusionPipeline, settings: GALIPSettings | dict | None = None, **kwargs):
+        """Like [`DiffusionPipeline.from_pipe`], but modules keep their dtypes unless `dtype` is given (copies are cast:
+        the original never changes), and `settings` come along unless `generator` replaces the one they were measured
+        on (then built-in defaults, with a warning; pass `settings` to choose). See `loading.from_pipe_arguments`."""
+        kwargs, settings = from_pipe_arguments(pipeline, kwargs, cls._get_signature_keys(cls)[0], settings)
+        with _loading_ourselves(), keeping_dtypes():
+            return end_from_pipe(super().from_pipe(pipeline, **kwargs), settings)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
-        """Save as safetensors, with the `settings` (``galip_settings.json``; see `finish_saved_folder`). With
-        `push_to_hub`, the finished folder (model card and settings included) goes to `repo_id` (default: the
-        folder's name), with `private`, `token`, `commit_message` and `create_pr` as in diffusers."""
-        check_save_directory(save_directory)  # before diffusers writes anything
+        """Save as safetensors with the `settings` (``galip_settings.json``): built beside `save_directory`, swapped in
+        at once, your own files there kept (`galip_diffusers.pipelines.saving`). With `push_to_hub`, the folder (with
+        a minimal model card if it has none) goes to `repo_id` (default: the folder's name), with `private`, `token`,
+        `commit_message` and `create_pr` as in diffusers."""
+        from galip_diffusers.pipelines.saving import save_pipeline
         hub = {k: kwargs.pop(k) for k in ("repo_id", "private", "token", "commit_message", "create_pr") if k in kwargs}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        finish_saved_folder(save_directory, self.settings)
+        save_pipeline(self, save_directory, *args, **kwargs)
         if push_to_hub:
             from galip_diffusers.hub import push_folder_to_hub
 
@@ -193,7 +195,9 @@ class GALIPPipeline(DiffusionPipeline):
                 the text encoder is cast to `dtype`. `torch.float32` casts both back to full precision (after an
                 earlier half-precision call or `.to(torch.float16)`); `None` keeps the dtypes they have.
             channels_last, fuse_affine, upsample_conv: generator options, all on by default. In fp32 the images
-                differ from the default path by float rounding only (max abs diff ~1e-6); bf16 differs by ~1e-2.
+                differ from the default path by float rounding only, bf16 visibly more; both depend on the model
+                (max abs diff of [0, 1] images: galip-emoji 1.2e-5 fp32, 0.10 bf16; galip-shapes 4.1e-6 and 0.087;
+                bf16 mean ~1e-3; see `galip_diffusers.models.fast_inference`).
             compile (`bool`, defaults to `False`): also `torch.compile` the generator (minutes of compilation on
                 the first call and for every new batch size; worth it for long runs). On CPU, inductor's weight
                 freezing is used; on CUDA pass `compile_mode="reduce-overhead"` to capture CUDA graphs.
@@ -202,8 +206,10 @@ class GALIPPipeline(DiffusionPipeline):
                 CLIP's text tower is causal, so the sentence embedding (at the EOT token) is the same up to float
                 rounding, at a fraction of the text encoder's FLOPs.
 
-        The execution device and the generator's dtype are also cached from here on (diffusers looks them up by walking
-        every submodule, ~7 ms per call on a 2-core CPU); a `.to()`, a cast or CPU offloading refreshes the cache.
+        It may be called inside `torch.inference_mode()`: the weights stay usable by later gradient-enabled calls
+        (FuseDream's search). The execution device and the generator's dtype are also cached from here on (diffusers
+        looks them up by walking every submodule, ~7 ms per call on a 2-core CPU); a `.to()`, a cast or CPU
+        offloading refreshes the cache.
         """
         check_fast_inference_options(dtype, compile, compile_mode, trim_text_padding)  # before anything changes
         check_components(self, "enable_fast_inference", text_encoder=dtype is not None)
@@ -211,8 +217,9 @@ class GALIPPipeline(DiffusionPipeline):
         self.generator.enable_fast_inference(
             dtype=dtype, channels_last=channels_last, fuse_affine=fuse_affine, upsample_conv=upsample_conv
         )
-        if dtype is not None:  # torch.float32 too: an explicit full precision undoes an earlier half-precision call
-            self.text_encoder.to(dtype)
+        if dtype is not None and self.text_encoder.dtype != dtype:  # float32 too: undoes an earlier half precision
+            with weights_editable():  # normal tensors even inside `torch.inference_mode()`
+                self.text_encoder.to(dtype)
         self._trim_text_padding = trim_text_padding
         self._device_lookup_cache = None
         if compile:
@@ -222,7 +229,8 @@ class GALIPPipeline(DiffusionPipeline):
                 self.generator.compile(mode=compile_mode)
 
     def disable_fast_inference(self) -> None:
-        """Back to the default generator forward (weights keep the dtype that fast inference gave them)."""
+        """Back to the default generator forward, with the weights in their default memory format again (the images
+        equal a freshly loaded pipeline's); the weights keep the dtype that fast inference gave them."""
         self.generator.disable_fast_inference()
         self.generator._compiled_call_impl = None  # undo `nn.Module.compile`
         self._trim_text_padding = False
@@ -275,31 +283,19 @@ class GALIPPipeline(DiffusionPipeline):
         num_images_per_prompt: int = 1,
     ) -> torch.Tensor:
         """CLIP sentence embeddings (projected EOT state, not normalised), repeated so that each prompt's images are
-        adjacent: shape (len(prompt) * num_images_per_prompt, cond_dim). Prompts longer than the tokenizer's
-        ``model_max_length`` are truncated with a warning."""
+        adjacent: shape (len(prompt) * num_images_per_prompt, cond_dim). The prompts get the cleaning of OpenAI's
+        ``clip.tokenize`` (ftfy, HTML entities, whitespace; exact parity with the official GALIP text path); prompts
+        longer than the tokenizer's ``model_max_length`` are truncated with a warning naming the cut text
+        (`galip_core.text.clip_input_ids`, shared with the lite engine and FuseDream's scorer)."""
         num_images_per_prompt = check_count("num_images_per_prompt", num_images_per_prompt)
         check_components(self, "encode_prompt", text_encoder=True)
         device = device or self._execution_device
-        # The cleaning OpenAI's `clip.tokenize` applies (ftfy, HTML entities, whitespace): exact parity with the
-        # official GALIP text path, also for curly quotes or full-width characters.
-        prompt = [clip_text_clean(p) for p in prompt_list(prompt)]
-        max_length = self.tokenizer.model_max_length
         # CLIP's text tower is causal: the EOT state does not depend on the padding after it, so fast inference pads
         # to the longest prompt only (same embeddings up to float rounding, fewer FLOPs).
         padding = "longest" if self._trim_text_padding else "max_length"
-        inputs = self.tokenizer(prompt, padding=padding, max_length=max_length, truncation=True, return_tensors="pt")
-        untruncated = self.tokenizer(prompt, padding="longest", return_tensors="pt").input_ids
-        if untruncated.shape[-1] > inputs.input_ids.shape[-1]:
-            for i, ids in enumerate(untruncated):
-                removed = ids[max_length - 1 :]
-                removed = removed[removed != self.tokenizer.pad_token_id]
-                if len(removed) > 1:
-                    text = self.tokenizer.decode(removed[:-1], skip_special_tokens=True)
-                    logger.warning(
-                        "The following part of your input was truncated because CLIP can only handle sequences up "
-                        f"to {max_length} tokens: {text}"
-                    )
-        embeds = self.text_encoder(inputs.input_ids.to(device)).text_embeds
+        input_ids = clip_input_ids(self.tokenizer, prompt_list(prompt), self.tokenizer.model_max_length, padding,
+                                   logger.warning)  # fmt: skip
+        embeds = self.text_encoder(input_ids.to(device)).text_embeds
         return embeds.repeat_interleave(num_images_per_prompt, dim=0)
 
     def prepare_latents(
@@ -313,16 +309,19 @@ class GALIPPipeline(DiffusionPipeline):
         truncation_mode: str = "resample",
         max_resample_rounds: int = 1000,
     ) -> torch.Tensor:
-        """Noise ``z ~ N(0, I)`` of shape (batch_size, z_dim), drawn with diffusers' ``randn_tensor``.
+        """Noise ``z ~ N(0, I)`` of shape (batch_size, z_dim), drawn with diffusers' ``randn_tensor`` (a list of
+        generators: exactly one per row).
 
         With ``truncation=t``, values beyond ±t are either redrawn from the same generator(s) (``"resample"``, a
         truncated normal) or clamped (``"clamp"``). Given ``latents`` are used as they are (a finite floating-point
-        tensor of shape (batch_size, z_dim))."""
-        batch_size = check_count("batch_size", batch_size)
-        if latents is not None:
-            check_latents(latents, (batch_size, self.generator.config.z_dim))
-            return latents.to(device=device, dtype=dtype)
+        tensor of shape (batch_size, z_dim)), so a ``truncation`` other than ``None`` or 0 with them is refused. The
+        arguments get the checks of ``LitePipeline.prepare_latents`` (`galip_core.noise.check_noise_arguments`),
+        which draws the same noise on CPU."""
+        batch_size = check_noise_arguments("batch_size", batch_size, generator, truncation, truncation_mode, latents)
         shape = (batch_size, self.generator.config.z_dim)
+        if latents is not None:
+            check_latents(latents, shape)
+            return latents.to(device=device, dtype=dtype)
         draw = lambda: randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)  # noqa: E731
         latents = sample_noise(draw, truncation, truncation_mode, max_resample_rounds)
         return latents.to(dtype)
@@ -341,6 +340,8 @@ class GALIPPipeline(DiffusionPipeline):
         return torch.cat(images).clamp(-1, 1)
 
     def _postprocess(self, images: torch.Tensor, output_type: str, return_dict: bool):
+        """The call's output: `"latent"` as the generator made it (its dtype); every other type from a float32 copy,
+        so `"pt"` and `"np"` are float32 whatever the pipeline's dtype (and PIL images are rounded from float32)."""
         if output_type != "latent":
             images = self.image_processor.postprocess(images.float(), output_type=output_type)
         self.maybe_free_model_hooks()
@@ -371,16 +372,21 @@ class GALIPPipeline(DiffusionPipeline):
             num_images_per_prompt (`int`, defaults to 1): images per prompt; a prompt's images are adjacent.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): for deterministic noise; a list
                 gives one generator per image (its length must equal the number of images).
-            latents (`torch.Tensor`, *optional*): noise of shape (num_images, z_dim), used as is.
+            latents (`torch.Tensor`, *optional*): noise of shape (num_images, z_dim), used as is: a `truncation`
+                other than 0 is refused with it, and the model's recommended truncation does not apply to it.
             prompt_embeds (`torch.Tensor`, *optional*): precomputed sentence embeddings (batch, cond_dim).
             truncation (`float`, *optional*): truncate the noise at ±`truncation` (the "truncation trick"); `None`:
                 the model's `sampling.truncation` setting (none by default); `0` turns a model's truncation off.
             truncation_mode (`str`, defaults to `"resample"`): `"resample"` redraws values beyond the bound (a
-                truncated normal, deterministic under `generator`); `"clamp"` clips them.
+                truncated normal, deterministic under `generator`); `"clamp"` clips them. It is always checked, but
+                only matters when a truncation applies (a `truncation` > 0, given or the model's setting, on noise
+                drawn here); otherwise it changes nothing.
             max_batch_size (`int`, *optional*): run the generator in chunks of at most this many images (progress
                 bar over chunks); by default everything runs in one forward pass.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (BHWC float in [0, 1]), `"pt"` (BCHW float in
-                [0, 1]) or `"latent"` (the generator's raw output clamped to [-1, 1], BCHW).
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (BHWC float32 in [0, 1]), `"pt"` (BCHW float32
+                in [0, 1]) or `"latent"` (the generator's raw output clamped to [-1, 1], BCHW, in the generator's
+                dtype). `"pt"` and `"np"` are float32 whatever the pipeline's dtype (after `.to(torch.bfloat16)`,
+                only `"latent"` is bf16), as diffusers' image processor returns them.
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
 
         Returns:
@@ -401,6 +407,7 @@ class GALIPPipeline(DiffusionPipeline):
             check_finite_output(text_embeds, "text encoder", getattr(self.text_encoder.config, "_name_or_path", None))
         else:
             text_embeds = prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
+        truncation = None if latents is not None else truncation  # the model's setting is for noise drawn here
         latents = self.prepare_latents(total, dtype, device, generator, latents, truncation, truncation_mode)
         images = self._generate(latents, text_embeds.to(dtype), max_batch_size)
         return self._postprocess(images, output_type, return_dict)
@@ -428,6 +435,8 @@ class GALIPPipeline(DiffusionPipeline):
             num_steps (`int`, defaults to 8): frames per segment, both endpoints included; the strip has
                 ``(K - 1) * (num_steps - 1) + 1`` frames.
             latents (`torch.Tensor`, *optional*): K endpoint noise vectors (K, z_dim); drawn with `generator` if absent.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): draws the noise endpoints (two
+                when one prompt and no `latents` are given); a list holds one generator per noise endpoint.
             interpolate_noise / interpolate_text (`bool`): move along the noise and/or the text path; the one that is
                 off stays at its first endpoint.
             truncation, max_batch_size, output_type, return_dict: as in `__call__`.

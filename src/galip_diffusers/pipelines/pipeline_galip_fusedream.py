@@ -7,6 +7,7 @@ the noise and/or on the sentence-embedding part of the condition.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
@@ -102,6 +103,32 @@ class GALIPFuseDreamPipeline(FuseDreamCompositionMixin, GALIPPipeline):
         self.register_modules(scorer_tokenizer=scorer_tokenizer)
         self.augmentation_config = augclip.AugmentationConfig()
         self.check_scorer()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
+        """As [`GALIPPipeline.from_pretrained`]; a local folder without a `scorer` (a plain GALIP folder) is refused
+        first, with what is missing and how to add a scorer (unless `scorer=` is passed)."""
+        from galip_diffusers.pipelines.loading import missing_scorer_error
+        from galip_diffusers.pretrained import resolve_pretrained
+
+        path = resolve_pretrained(pretrained_model_name_or_path)
+        if kwargs.get("scorer") is None and os.path.isfile(os.path.join(path, "model_index.json")):
+            error = missing_scorer_error(cls.__name__, folder=os.fspath(path))
+            if error is not None:
+                raise error
+        return super().from_pretrained(path, **kwargs)
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs):
+        """As [`GALIPPipeline.from_pipe`] (dtypes kept, settings dropped when `generator` is replaced); a pipeline
+        without a `scorer` needs `scorer=` (the error says so before diffusers' loader runs)."""
+        from galip_diffusers.pipelines.loading import missing_scorer_error
+
+        error = None if kwargs.get("scorer") is not None else missing_scorer_error(cls.__name__, pipeline=pipeline)
+        if error is not None:
+            raise error
+        return super().from_pipe(pipeline, **kwargs)
 
     # ------------------------------------------------------------------ checks
     def check_scorer(self) -> None:
