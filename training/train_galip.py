@@ -613,8 +613,8 @@ def main(args):
     logger.info(f"  Batch size per device = {args.train_batch_size}, total (parallel, accumulation) = "
                 f"{total_batch_size}, gradient accumulation steps = {args.gradient_accumulation_steps}")
     global_step, first_epoch, resume_batches = 0, 0, 0
-    if resume_message(args.resume_from_checkpoint, resume_path):
-        accelerator.print(resume_message(args.resume_from_checkpoint, resume_path))
+    if message := resume_message(args.resume_from_checkpoint, resume_path):
+        accelerator.print(message)
     if resume_path is not None:
         load_checkpoint(accelerator, resume_path)
         global_step = checkpoint_step(resume_path)

@@ -263,14 +263,22 @@ def weight_sets(folder: str) -> list[WeightSet]:
     return sets
 
 
+def preferred(sets: list[WeightSet]) -> list[WeightSet]:
+    """The sets a load would choose among: the safetensors ones where there are any (diffusers, transformers and the
+    lite runtime all prefer them to a ``.bin`` pickle of the same variant), else all of them."""
+    return [s for s in sets if s.format == "safetensors"] or sets
+
+
 def check_unambiguous(sets: list[WeightSet]) -> None:
-    """:class:`FolderError` if two sets of weights are there for one variant (``.bin`` beside ``.safetensors``, or
-    a single file beside a shard index): diffusers, transformers and the lite runtime do not pick the same one, so
-    the engines would run different models from one folder."""
+    """:class:`FolderError` if two sets of weights a load could read are there for one variant (a single
+    ``.safetensors`` file beside a safetensors shard index, or two ``.bin`` sets): diffusers, transformers and the
+    lite runtime do not pick the same one, so the engines would run different models from one folder. A ``.bin``
+    beside ``.safetensors`` is not ambiguous: every loader reads the safetensors (:func:`preferred`)."""
     by_variant: dict[str | None, list[WeightSet]] = {}
     for weight_set in sets:
         by_variant.setdefault(weight_set.variant, []).append(weight_set)
     for variant, same in by_variant.items():
+        same = preferred(same)
         if len(same) > 1:
             which = "default weights" if variant is None else f"weights of the {variant!r} variant"
             raise FolderError(f"{same[0].folder!r} holds two sets of {which}: {', '.join(s.name for s in same)}. "
@@ -296,7 +304,7 @@ def select_weights(folder: str, variant: str | None = None) -> WeightSet:
                                 f"{variants[0]!r} (e.g. GALIPPipeline.from_pretrained(folder, variant={variants[0]!r}), "
                                 "torch_dtype to match; the lite runtime reads default weights only).")
     check_unambiguous(candidates)
-    return candidates[0]
+    return preferred(candidates)[0]
 
 
 # ------------------------------------------------------------------------- tokenizer, text encoder and generator

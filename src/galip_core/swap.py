@@ -141,6 +141,14 @@ def _delete_recorded(old: str, checked: Snapshot, out: str) -> None:
         logger.warning("Files that appeared in %r while it was being replaced were kept in %r.", out, kept)
 
 
+def _old_name(out: str) -> str:
+    """A free hidden ``.<name>.old-<pid>-*`` path beside ``out`` for the replaced folder (:func:`clean_stale` knows
+    it: a run killed while it exists leaves the old folder there, never deleted)."""
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-{os.getpid()}-", dir=os.path.dirname(out))
+    os.rmdir(old)
+    return old
+
+
 def commit(tmp: str, out: str, checked: Optional[Snapshot], *, error_type: type[Exception] = FolderChangedError,
            label: str = "folder", work: str = "run") -> None:  # fmt: skip
     """Swap the finished folder ``tmp`` in as ``out``, whose contents must still be ``checked`` (``None``: absent);
@@ -161,9 +169,10 @@ def commit(tmp: str, out: str, checked: Optional[Snapshot], *, error_type: type[
         if changes:  # written to in the instant between the check and the exchange: swap back, delete nothing
             _exchange(tmp, out)
             raise _changed_error(out, changes, error_type, label, work)
+        old = _old_name(out)
+        os.rename(tmp, old)  # no longer the caller's temporary folder, which an interrupt would delete whole
     else:
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-{os.getpid()}-", dir=os.path.dirname(out))
-        os.rmdir(old)
+        old = _old_name(out)
         os.rename(out, old)
         try:
             os.rename(tmp, out)

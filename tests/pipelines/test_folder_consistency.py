@@ -83,7 +83,13 @@ def test_a_sharded_checkpoint_is_checked_over_all_its_shards(folder):
         GALIPPipeline.from_pretrained(str(folder))
 
 
-@pytest.mark.parametrize("extra", ["pytorch_model.bin", "model.safetensors.index.json"], ids=["bin", "index"])
+def test_a_bin_beside_safetensors_is_not_ambiguous_every_engine_reads_the_safetensors(folder):
+    (folder / "text_encoder" / "pytorch_model.bin").write_bytes(b"not a pickle: a load that read it would fail")
+    for load in ENGINES.values():
+        assert load(str(folder)) is not None  # a Hub CLIP snapshot often holds both files
+
+
+@pytest.mark.parametrize("extra", ["model.safetensors.index.json"], ids=["index"])
 def test_two_sets_of_weights_in_one_component_folder_are_refused_by_both_engines(folder, extra):
     shutil.copy(folder / TEXT_WEIGHTS, folder / "text_encoder" / extra)
     errors = {}

@@ -23,9 +23,11 @@ from helpers.hub_helpers import hub  # noqa: F401  (the fixture)
 from safetensors import safe_open
 
 from galip_core import LitePipeline
+from galip_core import swap
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
 from galip_diffusers import GALIPGenerator, GALIPPipeline
-from galip_diffusers.hub import HubPushError, save_half_precision_variant
+from galip_diffusers.hub import MINIMAL_CARD, HubPushError, save_half_precision_variant
+from galip_diffusers.pipelines.saving import MINIMAL_CARD_MARKER
 from galip_diffusers.pipelines.saving import SaveDirectoryChangedError
 from galip_diffusers.testing_utils import tiny_discriminator, tiny_fusedream_pipeline, tiny_pipeline
 
@@ -372,17 +374,27 @@ def test_saving_a_half_precision_variant_leaves_the_pipeline_exactly_as_it_was(m
     assert np.array_equal(sample(pipe), models["A_images"])  # not rounded through float16
 
 
-def test_a_folder_that_cannot_be_replaced_as_a_whole_is_refused_before_anything_is_written(models, tmp_path,
-                                                                                          monkeypatch):
+def test_a_folder_that_cannot_be_replaced_as_a_whole_is_written_in_place_with_a_warning(models, tmp_path,
+                                                                                       monkeypatch):
+    """A mount point (a container's volume) or a folder whose parent is not writable cannot be swapped: it is
+    written in place as diffusers does, with a warning that says what that does not guarantee."""
     folder = tmp_path / "model"
     models["A"].save_pretrained(folder)
+    logger = logging.get_logger(SAVING_LOGGER)
     monkeypatch.setattr(os.path, "ismount", lambda path: path == str(folder))
-    with pytest.raises(OSError, match="is a mount point, which save_pretrained cannot replace as a whole"):
+    with CaptureLogger(logger) as captured:
         models["B"].save_pretrained(folder)
+    assert "in place, file by file, since it is a mount point" in captured.out
+    assert_holds(folder, models, "B")
     monkeypatch.undo()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path) and real_access(path, mode))
-    with pytest.raises(PermissionError, match=r"the folder it is in, '.*', is not writable"):
+    with CaptureLogger(logger) as captured:
+        models["A"].save_pretrained(folder)
+    assert "since the folder it is in, " in captured.out and "is not writable" in captured.out
+    assert_holds(folder, models, "A")
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(folder) and real_access(path, mode))
+    with pytest.raises(PermissionError, match="the folder is not writable. Nothing was written"):
         models["B"].save_pretrained(folder)
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["model"]
@@ -398,3 +410,49 @@ def test_the_settings_name_the_saved_file_and_are_checked_before_anything_is_wri
     with pytest.raises(ValueError, match=r"not saved to .*other.*truncation"):
         pipe.save_pretrained(tmp_path / "other")
     assert os.listdir(tmp_path) == ["saved"]  # no folder, not even a hidden one
+
+
+def test_a_variant_saved_into_a_model_folder_is_added_beside_its_other_weights(models, tmp_path):
+    """diffusers' habit: save, then `.to(torch.float16).save_pretrained(folder, variant="fp16")`: the folder keeps
+    its full-precision weights (a plain load still works) and gains the variant."""
+    folder = tmp_path / "model"
+    models["A"].save_pretrained(folder)
+    half = GALIPPipeline.from_pretrained(str(folder), torch_dtype=torch.float16)
+    half.save_pretrained(folder, variant="fp16")
+    assert {"generator/diffusion_pytorch_model.safetensors", "generator/diffusion_pytorch_model.fp16.safetensors",
+            "text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors"} <= set(files(folder))
+    assert_holds(folder, models, "A")  # the default weights are A's, untouched
+    loaded = GALIPPipeline.from_pretrained(str(folder), variant="fp16", torch_dtype=torch.float16)
+    assert loaded.generator.dtype == torch.float16
+
+
+def test_a_second_push_does_not_warn_about_the_minimal_card_the_first_one_wrote(hub, tmp_path):
+    folder = tmp_path / "out"
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(str(folder), push_to_hub=True, repo_id="me/tiny")
+    logger = logging.get_logger("galip_diffusers.pipelines.saving")
+    with CaptureLogger(logger) as captured:
+        pipe.save_pretrained(str(folder), push_to_hub=True, repo_id="me/tiny")
+    assert "README.md" not in captured.out and (folder / "README.md").is_file()
+    assert MINIMAL_CARD_MARKER in MINIMAL_CARD  # the marker that recognises the card is the card's own text
+
+
+def test_after_the_swap_the_old_folder_is_no_longer_the_temporary_one(tmp_path, monkeypatch):
+    """An interrupt after the exchange must not delete the replaced folder whole (with files written into it during
+    the work, which are kept): it is moved out of the temporary name before anything is deleted from it."""
+    out, tmp = tmp_path / "out", tmp_path / ".out.tmp-1-x"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    tmp.mkdir()
+    (tmp / "new.txt").write_text("new")
+    checked = swap.snapshot(str(out))
+
+    def interrupted(old, recorded, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(swap, "_delete_recorded", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        swap.commit(str(tmp), str(out), checked)
+    assert (out / "new.txt").read_text() == "new" and not tmp.exists()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".out.old-")]
+    assert len(kept) == 1 and (kept[0] / "old.txt").read_text() == "old"

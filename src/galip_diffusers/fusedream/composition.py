@@ -73,15 +73,15 @@ class FuseDreamCompositionMixin:
         check_compose_numbers(barrier_alpha, closeness_weight, containment_weight, object_weight)
 
     def _warn_if_default_prompt_is_cut(self, prompt: str) -> None:
-        """Say that compose's default joint prompt is over the text encoder's token limit (two galip-shapes captions
-        joined with " and " make 20 tokens, the limit is 16), before the truncation warnings of the generator's and
-        the scorer's text paths name the cut text."""
+        """Say that compose's default joint prompt is over the generator's text encoder's token limit (e.g. two
+        galip-shapes captions joined with " and "), before the truncation warning of the generator's text path names
+        the cut text (the scorer's text path warns for itself if its own limit cuts it too)."""
         limit = self.tokenizer.model_max_length
         length = len(self.tokenizer(clip_text_clean(prompt)).input_ids)
         if length > limit:
             logger.warning(f"compose: the default joint prompt `\" and \".join(prompts)` = {prompt!r} has {length} "
-                           f"tokens, over the {limit} the text encoder takes, so its end is cut for the generator and "
-                           "the scorer (see the truncation warnings): pass a shorter joint `prompt`.")
+                           f"tokens, over the {limit} the generator's text encoder takes, so its end is cut there (see "
+                           "the truncation warning): pass a shorter joint `prompt`.")
 
     def compose(
         self,

@@ -315,11 +315,13 @@ def settings_of_generic_load(name_or_path: Any) -> GALIPSettings:
     return GALIPSettings()
 
 
-def finish_saved_folder(save_directory: str | os.PathLike, settings: GALIPSettings) -> None:
+def finish_saved_folder(save_directory: str | os.PathLike, settings: GALIPSettings,
+                        final_folder: str | os.PathLike | None = None) -> None:  # fmt: skip
     """After diffusers' ``save_pretrained`` (into the new folder that :mod:`.saving` builds): record our component
     classes under the ``diffusers`` library name (they are registered there on ``import galip_diffusers``, and
     diffusers' Hub download step accepts it), write the remote-code shim, and the model's recommended ``settings``
-    (``galip_settings.json``; none when they are empty)."""
+    (``galip_settings.json``; none when they are empty; their ``source`` then names the file in ``final_folder``,
+    where the new folder goes, default ``save_directory``)."""
     index_path = os.path.join(save_directory, "model_index.json")
     index = read_json_object(index_path)
     for key, value in index.items():
@@ -331,7 +333,7 @@ def finish_saved_folder(save_directory: str | os.PathLike, settings: GALIPSettin
     with open(os.path.join(save_directory, "pipeline_galip.py"), "w", encoding="utf-8") as f:
         f.write(REMOTE_CODE_SHIM)
     if not settings.is_empty():
-        settings.save(save_directory)
+        settings.save(save_directory, final_folder)
 
 
 def note_replaced_settings(save_directory: str | os.PathLike, settings: GALIPSettings) -> None:

@@ -46,6 +46,11 @@ _VARIANT_DTYPE_NAMES = {"fp16": "float16", "bf16": "bfloat16"}
 _POSITIONAL = ("safe_serialization", "variant", "max_shard_size")
 
 
+#: words of ``galip_diffusers.hub.MINIMAL_CARD`` (a test checks they are there): a README.md holding them is that
+#: generic card, so a later save into its folder does not warn that it may describe another model
+MINIMAL_CARD_MARKER = "text-to-image pipeline (Generative Adversarial CLIPs: one forward pass"
+
+
 class SaveDirectoryChangedError(RuntimeError):
     """Something else wrote into the folder while ``save_pretrained`` built its replacement: nothing was replaced."""
 
@@ -99,8 +104,9 @@ def save_pipeline(pipe: Any, save_directory: str | os.PathLike, *args, extra_mod
     replacing an existing folder in one step (see the module's notes); returns the folder's real path.
 
     ``extra_models`` (``{subfolder: model}``) are saved into the same folder, with the same ``variant``.
-    ``add_to_existing``: the variant's weight files are added to the existing model (beside the full-precision
-    weights): everything else of the old folder stays as it was, configs included."""
+    ``add_to_existing`` (always, for a ``variant`` saved into a folder that holds a model, as diffusers does): the
+    variant's weight files are added to the existing model (beside its other weights): everything else of the old
+    folder stays as it was, configs included."""
     check_save_directory(save_directory)
     options = save_options(args, kwargs)
     check_save_options(pipe, options)
@@ -111,20 +117,22 @@ def save_pipeline(pipe: Any, save_directory: str | os.PathLike, *args, extra_mod
     had_settings = os.path.isfile(target_file)
 
     def write(folder: str) -> None:
-        write_pipeline(pipe, folder, options, extra_models, settings)
+        write_pipeline(pipe, folder, options, extra_models, settings, final_folder=os.path.dirname(target_file))
 
+    if options.get("variant") and os.path.isfile(os.path.join(os.path.dirname(target_file), "model_index.json")):
+        add_to_existing = True  # as in diffusers: a variant is added to the model there, beside its other weights
     target = replace_folder(save_directory, write, add_to_existing=add_to_existing, variant=options.get("variant"))
-    if not settings.is_empty():
-        settings.source = os.path.join(target, SETTINGS_NAME)  # the saved file, not the hidden folder it was built in
     if had_settings and not add_to_existing:
         note_replaced_settings(save_directory, settings)
     return target
 
 
 def write_pipeline(pipe: Any, folder: str, options: dict[str, Any] | None = None,
-                   extra_models: dict[str, Any] | None = None, settings: GALIPSettings | None = None) -> None:
+                   extra_models: dict[str, Any] | None = None, settings: GALIPSettings | None = None,
+                   final_folder: str | None = None) -> None:  # fmt: skip
     """Write ``pipe`` into ``folder`` as it stands, file by file: diffusers' ``save_pretrained`` with ``options``,
-    ``extra_models`` (``{subfolder: model}``, same ``variant``), then our files (``settings``: default the pipeline's).
+    ``extra_models`` (``{subfolder: model}``, same ``variant``), then our files (``settings``: default the pipeline's;
+    ``final_folder``: where ``folder`` is moved once complete, which the settings' ``source`` then names).
     :func:`save_pipeline` calls it on the hidden folder it swaps in. Called directly, it is for a folder that only
     its caller writes and that must not be replaced as a whole: ``train_galip.py``'s final save into its own run
     folder, whose trackers still write into ``logs/`` (a swap would stop at their changes)."""
@@ -135,7 +143,7 @@ def write_pipeline(pipe: Any, folder: str, options: dict[str, Any] | None = None
         model.save_pretrained(os.path.join(folder, sub), variant=options.get("variant"))
     if settings is None:
         settings = getattr(pipe, "settings", None) or GALIPSettings()
-    finish_saved_folder(folder, settings)
+    finish_saved_folder(folder, settings, final_folder)
 
 
 def replace_folder(save_directory: str | os.PathLike, write: Callable[[str], None], *,
@@ -144,7 +152,14 @@ def replace_folder(save_directory: str | os.PathLike, write: Callable[[str], Non
     its model, and swap the result in (see the module's notes); returns the real path. A symbolic link to a folder
     is followed: the folder it points to is replaced, and the link keeps pointing to it."""
     target = os.path.realpath(os.fspath(save_directory))
-    check_replaceable(target, os.fspath(save_directory))
+    problem = check_replaceable(target, os.fspath(save_directory))
+    if problem is not None:  # e.g. a container's volume: written in place, as diffusers does
+        logger.warning(f"save_pretrained writes {os.fspath(save_directory)!r} in place, file by file, since {problem} "
+                       "(it cannot be replaced as a whole): a reader meanwhile may see a mix of two models, and files "
+                       "of an earlier save that this one does not overwrite stay. Save into a new folder inside it "
+                       "for an atomic save.")
+        write(target)
+        return target
     try:
         cwd = os.getcwd()
     except OSError:  # the current folder was deleted
@@ -169,19 +184,21 @@ def replace_folder(save_directory: str | os.PathLike, write: Callable[[str], Non
     return target
 
 
-def check_replaceable(target: str, shown: str) -> None:
-    """Before anything is written: the folder is replaced as a whole by one built beside it, so it must not be a
-    mount point, the folder it is in must be writable, and so must the folder itself (a read-only folder stays so)."""
-    if os.path.ismount(target):
-        raise OSError(f"`save_directory` {shown!r} is a mount point, which save_pretrained cannot replace as a whole "
-                      "(it builds the new folder beside it and swaps it in): save into a folder inside it.")
+def check_replaceable(target: str, shown: str) -> str | None:
+    """Before anything is written: why the folder cannot be replaced as a whole by one built beside it (it is a mount
+    point, or the folder it is in is not writable), else ``None``; then it is written in place, as diffusers does. A
+    folder that is not writable itself is a ``PermissionError`` (a read-only folder stays so)."""
     parent = os.path.dirname(target)
     while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
         parent = os.path.dirname(parent)
-    for folder, role in ((parent, "the folder it is in"), (target, "the folder")):
-        if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
-            raise PermissionError(f"save_pretrained cannot replace {shown!r}: {role}, {folder!r}, is not writable "
-                                  "(the new folder is built beside it and swapped in). Nothing was written.")
+    if os.path.isdir(target) and not os.access(target, os.W_OK | os.X_OK):
+        raise PermissionError(f"save_pretrained cannot write into {shown!r}: the folder is not writable. Nothing was "
+                              "written.")
+    if os.path.ismount(target):
+        return "it is a mount point"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the folder it is in, {parent!r}, is not writable"
+    return None
 
 
 def model_parts(folder: str) -> set[str]:
@@ -243,9 +260,19 @@ def _link_or_copy(source: str, destination: str) -> None:
             shutil.copy2(source, destination)
 
 
+def _is_minimal_card(folder: str, name: str) -> bool:
+    """Whether ``folder/name`` is the generic card that ``push_to_hub`` writes (``galip_diffusers.hub.MINIMAL_CARD``,
+    which holds :data:`MINIMAL_CARD_MARKER`): it describes no particular model."""
+    try:
+        with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+            return MINIMAL_CARD_MARKER in f.read(100_000)
+    except OSError:
+        return False
+
+
 def _warn_about_carried(shown: str, new: str, carried: list[str], replaced: list[str], old_card: bool) -> None:
     """Warn about what the save kept that looks like another model's: its model card, and folders with a config."""
-    suspects = [name for name in carried if name == "README.md" and old_card]
+    suspects = [name for name in carried if name == "README.md" and old_card and not _is_minimal_card(new, name)]
     suspects += [f"{name}/" for name in carried if os.path.isfile(os.path.join(new, name, "config.json"))]
     if suspects:
         logger.warning(f"save_pretrained kept {', '.join(suspects)} in {shown!r}: not parts of this pipeline, they "

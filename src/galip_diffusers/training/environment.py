@@ -82,10 +82,11 @@ def tracker_config(args: argparse.Namespace, exclude: Sequence[str] = ()) -> dic
 
 
 def effective_mixed_precision(accelerator: Any) -> str:
-    """The precision accelerate really trains in: ``accelerator.mixed_precision``, except ``"no"`` where that has no
-    autocast on the device (fp16 on a CPU runs in fp32)."""
+    """The precision accelerate really trains in: ``accelerator.mixed_precision``, except ``"no"`` for fp16 on a CPU,
+    which accelerate runs in fp32 (it has no fp16 autocast there). ``native_amp`` is not the test: DeepSpeed and
+    Megatron-LM leave it false while they train in half precision themselves."""
     requested = accelerator.mixed_precision
-    if requested != "no" and not getattr(accelerator, "native_amp", False):
+    if requested == "fp16" and accelerator.device.type == "cpu":
         return "no"
     return requested
 
