@@ -135,9 +135,9 @@ def write_pipeline(pipe: Any, folder: str, options: dict[str, Any] | None = None
     ``final_folder``: where ``folder`` is moved once complete, which the settings' ``source`` then names).
     :func:`save_pipeline` calls it on the hidden folder it swaps in. Called directly, it is for a folder that only
     its caller writes and that must not be replaced as a whole: ``train_galip.py``'s final save into its own run
-    folder, whose trackers still write into ``logs/`` (a swap would stop at their changes)."""
+    folder, whose trackers still write into ``logs/`` (a swap would stop at their changes). ``options`` are taken as
+    checked (:func:`check_save_options`, which :func:`save_pipeline` runs before anything is written)."""
     options = dict(options or {})
-    check_save_options(pipe, options)
     DiffusionPipeline.save_pretrained(pipe, folder, **options)
     for sub, model in (extra_models or {}).items():
         model.save_pretrained(os.path.join(folder, sub), variant=options.get("variant"))
