@@ -4,6 +4,11 @@ Kept apart from :mod:`galip_core.runtime` (which imports torch) so that the comm
 default model without importing torch.
 """
 
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
 #: packaged models, loadable by short name (``GALIPPipeline.from_pretrained("galip-emoji")``)
 PACKAGED_MODELS = ("galip-shapes", "galip-emoji")
 #: the model of ``galip generate``, ``galip demo`` and ``from_pretrained(None)``
@@ -25,10 +30,6 @@ def choose_local_or_packaged(name: str, packaged_folder: str) -> str:
     if it is a pipeline folder (it has a ``model_index.json``; logged at info level, with the packaged model's
     folder for whoever meant that one), else ``packaged_folder`` (a warning names the local entry that was ignored:
     an output folder or a file of that name is not a model)."""
-    import logging
-    import os
-
-    logger = logging.getLogger(__name__)
     if os.path.isfile(os.path.join(name, "model_index.json")):
         logger.info(f"Loading the local folder {os.path.abspath(name)!r}, which has the name of a packaged model; for "
                     f"the packaged {name!r}, pass its folder: {packaged_folder!r} "

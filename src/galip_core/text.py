@@ -70,21 +70,32 @@ def truncation_warnings(prompts: Sequence[str], prompt_ids: Sequence[Sequence[in
     return warnings
 
 
+def truncated_and_padded(prompt_ids: Sequence[Sequence[int]], max_length: int, pad_id: int,
+                         longest: bool = False) -> torch.Tensor:  # fmt: skip
+    """Token ids (len(prompt_ids), length) from each prompt's untruncated ids: truncated as :func:`truncated_ids`
+    does, then right-padded with ``pad_id`` to ``max_length`` (``longest``: to the longest truncated prompt), as a
+    CLIP tokenizer called with ``truncation=True`` and that padding returns them. Both engines' last step."""
+    kept = [truncated_ids(ids, max_length)[0] for ids in prompt_ids]
+    length = max(map(len, kept), default=0) if longest else max_length
+    return torch.tensor([ids + [pad_id] * (length - len(ids)) for ids in kept], dtype=torch.long)
+
+
 def clip_input_ids(tokenizer: Any, prompts: Sequence[str], max_length: int, padding: str = "max_length",
                    warn: Callable[[str], None] | None = None) -> torch.Tensor:  # fmt: skip
     """Token ids (len(prompts), length) of the cleaned prompts (:func:`clip_text_clean`, as OpenAI's
     ``clip.tokenize``), truncated to ``max_length`` with :func:`truncation_warnings` passed to ``warn``; padded to
-    ``max_length`` or, with ``padding="longest"``, to the longest prompt. ``tokenizer`` is a transformers
-    ``CLIPTokenizer`` (called, not imported: galip_core never imports transformers); the text path of
-    ``GALIPPipeline.encode_prompt`` and of FuseDream's scorer."""
-    cleaned = [clip_text_clean(p) for p in prompts]
-    inputs = tokenizer(cleaned, padding=padding, max_length=max_length, truncation=True, return_tensors="pt")
+    ``max_length`` or, with ``padding="longest"``, to the longest prompt (:func:`truncated_and_padded`). The prompts
+    are tokenized once, untruncated, so the cut part is known. ``tokenizer`` is a transformers ``CLIPTokenizer``
+    (called, not imported: galip_core never imports transformers); the text path of ``GALIPPipeline.encode_prompt``
+    and of FuseDream's scorer."""
+    if padding not in ("max_length", "longest"):
+        raise ValueError(f"`padding` must be 'max_length' or 'longest', got {padding!r}.")
+    untruncated = tokenizer([clip_text_clean(p) for p in prompts]).input_ids  # each prompt's real length
     if warn is not None:
-        untruncated = tokenizer(cleaned).input_ids  # no padding, no truncation: each prompt's real length
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
         for message in truncation_warnings(prompts, untruncated, max_length, decode):
             warn(message)
-    return inputs.input_ids
+    return truncated_and_padded(untruncated, max_length, tokenizer.pad_token_id, padding == "longest")
 
 
 class LiteTokenizer:
@@ -118,9 +129,7 @@ class LiteTokenizer:
         full = [e.ids for e in encodings]
         for message in truncation_warnings(prompts, full, self.model_max_length, self.decode):
             print(f"warning: {message}", file=sys.stderr)
-        kept = [truncated_ids(ids, self.model_max_length)[0] for ids in full]
-        return torch.tensor([ids + [self._pad_id] * (self.model_max_length - len(ids)) for ids in kept],
-                            dtype=torch.long)
+        return truncated_and_padded(full, self.model_max_length, self._pad_id)
 
 
 def short_repr(value: Any, limit: int = 40) -> str:

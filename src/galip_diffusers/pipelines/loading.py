@@ -81,8 +81,8 @@ def check_pipeline_folder(folder: str, variant: Any = EVERY_VARIANT) -> None:
 
     The weights checked are those a load with ``variant`` reads (``None``: the default weights; a variant's when a
     component has it), every shard of a sharded checkpoint included; by default every set of weights of each
-    component. A component folder with two sets of weights for one variant (``.bin`` beside ``.safetensors``, a file
-    beside a shard index) is refused, and so are default weights missing beside a variant (the error names the
+    component. A component folder with two sets of weights a load could read for one variant (a file beside a shard
+    index; a ``.bin`` beside ``.safetensors`` is not ambiguous) is refused, and so are default weights missing beside a variant (the error names the
     ``variant`` to pass). Tokenizer, text encoder and generator must fit together (:func:`check_text_components`)."""
     index = read_json_object(os.path.join(folder, "model_index.json"))
     configs: dict[str, dict] = {}
@@ -207,9 +207,9 @@ def from_pipe_arguments(pipeline: Any, kwargs: dict[str, Any], modules: Any,
 
     dtype: without ``dtype``/``torch_dtype`` every module keeps its dtype (diffusers' default would cast to float32);
     with one, the modules of another dtype are copied and the copies cast, so the original pipeline, and modules the
-    caller passed, never change (``modules``: the new pipeline's module names). Settings: ``settings`` if given; else a copy of ``pipeline.settings``, unless a
-    ``generator`` other than the pipeline's is passed: its settings were measured on its own generator, so the new
-    pipeline gets the built-in defaults, with a warning that says so."""
+    caller passed, never change (``modules``: the new pipeline's module names). Settings: ``settings`` if given;
+    else a copy of ``pipeline.settings``, unless a ``generator`` other than the pipeline's is passed: its settings
+    were measured on its own generator, so the new pipeline gets the built-in defaults, with a warning that says so."""
     import torch
 
     kwargs = dict(kwargs)
