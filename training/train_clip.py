@@ -328,7 +328,7 @@ def main(args: argparse.Namespace) -> dict:
     mixed_precision = check_mixed_precision(accelerator, logger.warning)  # what really runs (fp16 on a CPU: no)
     set_seed(args.seed)
     resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)  # before the run is recorded
-    if message := resume_message(args.resume_from_checkpoint, resume_path):
+    if message := resume_message(args.resume_from_checkpoint, resume_path, args.max_train_steps):
         accelerator.print(message)
     # Trackers (installed, logged in), data and tokenizer (BPE learned on the training captions, whatever
     # --caption_split is), checked before the run is recorded: an error leaves --output_dir untouched.

@@ -405,8 +405,8 @@ def preflight(args):
     launches): the checkpoint to resume from exists, and the output folder is not another run's, nor is, holds or
     lies inside a local input (the data set, the pretrained pipeline or CLIP), whose files the final save would
     replace. A resumed run takes the seed recorded in its checkpoint (``--seed`` left out; a different one is
-    refused), and a checkpoint already at ``--max_train_steps`` leaves nothing to train. Returns the checkpoint to
-    resume from, or ``None``."""
+    refused), and a checkpoint past ``--max_train_steps`` is refused (one at it only saves the final model). Returns
+    the checkpoint to resume from, or ``None``."""
     resume_path = resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     check_output_dir(args.output_dir, resuming=resume_path is not None, overwrite=args.overwrite_output_dir)
     check_steps_left(resume_path, args.max_train_steps)
@@ -613,7 +613,7 @@ def main(args):
     logger.info(f"  Batch size per device = {args.train_batch_size}, total (parallel, accumulation) = "
                 f"{total_batch_size}, gradient accumulation steps = {args.gradient_accumulation_steps}")
     global_step, first_epoch, resume_batches = 0, 0, 0
-    if message := resume_message(args.resume_from_checkpoint, resume_path):
+    if message := resume_message(args.resume_from_checkpoint, resume_path, args.max_train_steps):
         accelerator.print(message)
     if resume_path is not None:
         load_checkpoint(accelerator, resume_path)
@@ -637,6 +637,8 @@ def main(args):
             return log_validation(accelerator.unwrap_model(generator), text_encoder, tokenizer, args, accelerator, step)
 
     for epoch in range(first_epoch, args.num_train_epochs):
+        if global_step >= args.max_train_steps:  # resumed from a checkpoint at the limit: only the final save is left
+            break
         epochs_run = epoch + 1
         train_dataset.set_epoch(epoch)
         train_dataloader.set_epoch(epoch)

@@ -9,6 +9,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -282,22 +284,51 @@ def test_a_resumed_run_keeps_its_seed(galip, clip_script, fx, finished, tmp_path
     assert "--seed 4 differs from the seed 3 of the run" in capsys.readouterr().err
 
 
-def test_resuming_at_or_past_max_train_steps_is_refused_before_anything_changes(galip, clip_script, fx, finished,
-                                                                                capsys):
+def test_resuming_past_max_train_steps_is_refused_before_anything_changes(galip, clip_script, fx, finished, capsys):
     """checkpoint-3 and --max_train_steps 2 trained a step 4."""
     out = finished["galip"]
     before = {name: (out / name).read_bytes() for name in ("losses.jsonl", "galip_run.json")}
-    for steps in ("2", "3"):
-        with pytest.raises(ValueError, match=f"nothing to train: the checkpoint .*checkpoint-3 is at step 3 >= "
-                                             f"--max_train_steps {steps}"):
-            galip.main(galip.parse_args(_galip_args(fx, out, "--max_train_steps", steps, "--resume_from_checkpoint",
-                                                    "latest")))
+    with pytest.raises(ValueError, match="the checkpoint .*checkpoint-3 is at step 3, past --max_train_steps 2: a run "
+                                         "cannot go back. Pass --max_train_steps 3 to save the final model from it"):
+        galip.main(galip.parse_args(_galip_args(fx, out, "--max_train_steps", "2", "--resume_from_checkpoint",
+                                                "latest")))
     assert {name: (out / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
     with pytest.raises(SystemExit):
-        clip_script.parse_args([*CLIP_TINY, "--output_dir", str(finished["clip"]), "--max_train_steps", "2",
+        clip_script.parse_args([*CLIP_TINY, "--output_dir", str(finished["clip"]), "--max_train_steps", "1",
                                 "--resume_from_checkpoint", "latest"])
-    assert "nothing to train: the checkpoint" in capsys.readouterr().err
+    assert "is at step 2, past --max_train_steps 1" in capsys.readouterr().err
+
+
+def _killed_before_the_final_save(run: Path, to: Path) -> Path:
+    """A copy of a finished run as a run killed after its last checkpoint, before its final save, left it."""
+    shutil.copytree(run, to)
+    for path in to.iterdir():
+        if not (path.name.startswith("checkpoint-") or path.name in ("galip_run.json", "losses.jsonl")):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return to
+
+
+def test_resuming_at_max_train_steps_saves_the_final_model_without_training(galip, clip_script, fx, finished,
+                                                                           tmp_path, capsys):
+    """A run killed between its last checkpoint and its final save is finished by rerunning its command: the final
+    model is the one the uninterrupted run saved, bit for bit, and no step is trained (before: one extra step, then
+    an error that asked for a higher --max_train_steps)."""
+    out = _killed_before_the_final_save(finished["galip"], tmp_path / "galip")
+    losses = (out / "losses.jsonl").read_bytes()
+    galip.main(galip.parse_args(_galip_args(fx, out, "--max_train_steps", "3", "--resume_from_checkpoint", "latest")))
+    assert "no step is left to train; saving the final model from it" in capsys.readouterr().out
+    assert (out / "losses.jsonl").read_bytes() == losses
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert json.loads((out / "training_summary.json").read_text())["steps"] == 3
+    for name in ("generator/diffusion_pytorch_model.safetensors", "discriminator/diffusion_pytorch_model.safetensors"):
+        assert (out / name).read_bytes() == (finished["galip"] / name).read_bytes(), name
+    # train_clip.py: the same
+    clip_out = _killed_before_the_final_save(finished["clip"], tmp_path / "clip")
+    clip_script.main(clip_script.parse_args([*CLIP_TINY, "--output_dir", str(clip_out), "--max_train_steps", "2",
+                                             "--resume_from_checkpoint", "latest"]))
+    assert "no step is left to train" in capsys.readouterr().out
+    assert (clip_out / "model.safetensors").read_bytes() == (finished["clip"] / "model.safetensors").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------ 11: --revision / --variant

@@ -134,10 +134,15 @@ def run_training(main, args, script: str) -> None:
         raise SystemExit(f"{script}: error: {error}") from None
 
 
-def resume_message(resume_from_checkpoint: Optional[str], resume_path: Optional[str]) -> Optional[str]:
+def resume_message(resume_from_checkpoint: Optional[str], resume_path: Optional[str],
+                   max_train_steps: Optional[int] = None) -> Optional[str]:
     """The line a training script prints about ``--resume_from_checkpoint`` (as diffusers' scripts do): which
-    checkpoint it resumes from, or that ``latest`` found none and a new run starts; ``None`` without the flag."""
+    checkpoint it resumes from (and, when that checkpoint is already at ``max_train_steps``, that only the final save
+    is left), or that ``latest`` found none and a new run starts; ``None`` without the flag."""
     if resume_path is not None:
+        if max_train_steps is not None and checkpoint_step(resume_path) == max_train_steps:
+            return (f"Resuming from checkpoint {resume_path}: it is at --max_train_steps {max_train_steps}, so no "
+                    "step is left to train; saving the final model from it")
         return f"Resuming from checkpoint {resume_path}"
     if resume_from_checkpoint:
         return f"Checkpoint '{resume_from_checkpoint}' does not exist. Starting a new training run."
@@ -145,15 +150,17 @@ def resume_message(resume_from_checkpoint: Optional[str], resume_path: Optional[
 
 
 def check_steps_left(resume_path: Optional[str], max_train_steps: Optional[int]) -> None:
-    """``ValueError`` when the checkpoint to resume from is already at or past ``--max_train_steps``: there is
-    nothing to train (the loop would otherwise run one step past the limit). Checked before anything changes."""
+    """``ValueError`` when the checkpoint to resume from is past ``--max_train_steps`` (a lowered limit: the run
+    cannot go back). A checkpoint exactly at the limit is accepted: it trains no step and saves the final model from
+    that checkpoint, which finishes a run killed between its last checkpoint and its final save, and makes rerunning
+    a finished run's command line harmless. Checked before anything changes."""
     if resume_path is None or max_train_steps is None:
         return
     step = checkpoint_step(resume_path)
-    if step >= max_train_steps:
-        raise ValueError(f"nothing to train: the checkpoint {resume_path} is at step {step} >= --max_train_steps "
-                         f"{max_train_steps}. Raise --max_train_steps to continue the run (its final model is saved "
-                         "at the end of a run that trains).")
+    if step > max_train_steps:
+        raise ValueError(f"the checkpoint {resume_path} is at step {step}, past --max_train_steps {max_train_steps}: "
+                         f"a run cannot go back. Pass --max_train_steps {step} to save the final model from it, or "
+                         "more to train on.")
 
 
 def checkpoint_step(path: str) -> int:
