@@ -241,9 +241,9 @@ def _load_pool(args: argparse.Namespace, train: bool) -> CaptionPool:
         folder, flag, split, split_flag = args.eval_data_dir, "--eval_data_dir", args.eval_split, "--eval_split"
     pool = load_caption_folder(folder, args.image_column, args.caption_column, args.image_size, drop_held_out=train,
                                flag=flag, split=split, split_flag=split_flag)
-    if pool.num_unreadable:
-        logger.warning(f"{flag} {folder}: skipped {pool.num_unreadable} row(s) whose image could not be read (each "
-                       "one is logged above).")
+    if pool.num_unreadable or pool.num_uncaptioned:
+        logger.warning(f"{flag} {folder}: skipped {pool.num_unreadable} row(s) whose image could not be read and "
+                       f"{pool.num_uncaptioned} without a caption (each one is logged above).")
     return pool
 
 
@@ -261,7 +261,8 @@ def load_training_data(args: argparse.Namespace, num_processes: int) -> Training
         check_caption_lengths(tokenizer, all_captions("all"), "the shapes data set")
         return TrainingData(captions, tokenizer)
     pool = _load_pool(args, train=True)
-    dropped = f" ({pool.num_held_out} held-out rows dropped, {pool.num_unreadable} unreadable images skipped)"
+    dropped = (f" ({pool.num_held_out} held-out rows dropped, {pool.num_unreadable} unreadable images and "
+               f"{pool.num_uncaptioned} rows without a caption skipped)")
     check_enough_rows(len(pool.images), args.train_batch_size, num_processes,
                       f"--train_data_dir {args.train_data_dir}", dropped)
     eval_pool = _load_pool(args, train=False)

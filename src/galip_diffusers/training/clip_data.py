@@ -54,6 +54,7 @@ class CaptionPool:
     extras: list[dict] = field(default_factory=list)  #: each row's other columns (e.g. ``held_out``)
     num_held_out: int = 0  #: rows dropped because their ``held_out`` column is true
     num_unreadable: int = 0  #: rows skipped because their image could not be decoded
+    num_uncaptioned: int = 0  #: rows skipped because they hold no non-empty caption
 
 
 def square_image(image: Image.Image, size: int) -> Image.Image:
@@ -71,15 +72,15 @@ def square_image(image: Image.Image, size: int) -> Image.Image:
 
 
 def _captions_of(value: Any, where: str, caption_column: str) -> list[str]:
-    """The non-empty captions of one row (:func:`caption_list`), else a one-line error naming the row."""
+    """The non-empty captions of one row (:func:`caption_list`); ``[]`` when it holds none (the row is skipped, as
+    train_galip.py skips it). A value that is not a caption at all (a number, an image) names the wrong column."""
     if not isinstance(value, CAPTION_TYPES):
         raise CaptionDataError(f"--caption_column {caption_column!r} holds {type(value).__name__} values, not "
                                f"captions ({where}: {value!r}); give a column of strings or lists of strings.")
     try:
         return caption_list(value)
     except ValueError:
-        raise CaptionDataError(f"--caption_column {caption_column!r}: {where} has no non-empty caption (got "
-                               f"{value!r}); give every row a caption, or remove the row.") from None
+        return []
 
 
 def _is_saved_dataset(folder: str) -> bool:
@@ -144,7 +145,8 @@ def load_caption_folder(
     * ``drop_held_out`` (the default, for training): rows whose ``held_out`` column is true are dropped, so a folder
       that holds held-out pairs can never be trained on by mistake; :attr:`CaptionPool.num_held_out` counts them.
     * A row whose image cannot be decoded is skipped with a warning and counted (:attr:`CaptionPool.num_unreadable`),
-      as train_galip.py skips it; if no image can be read, the ``--image_column`` is refused.
+      as train_galip.py skips it; if no image can be read, the ``--image_column`` is refused. A row without a
+      non-empty caption is skipped the same way (:attr:`CaptionPool.num_uncaptioned`).
     * A folder with several splits (``DatasetDict``) needs ``split``; ``flag`` and ``split_flag`` are the script's
       flags, named in the errors.
 
@@ -164,7 +166,7 @@ def load_caption_folder(
     dataset = lazy_image_column(dataset, image_column)  # decoded here, so that a corrupt file is skipped by name
     held_out = (dataset[HELD_OUT_COLUMN] if drop_held_out and HELD_OUT_COLUMN in dataset.column_names
                 else [False] * len(dataset))
-    images, captions, extras, first_error = [], [], [], None
+    images, captions, extras, first_error, num_unreadable, num_uncaptioned = [], [], [], None, 0, 0
     for index, is_held_out in enumerate(held_out):
         if is_held_out:
             continue
@@ -172,26 +174,33 @@ def load_caption_folder(
         value = row.pop(image_column)
         path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
         where = f"row {index}" + (f" ({path})" if path else "")
-        row_captions = _captions_of(row.pop(caption_column), f"{flag} {data_dir!r} {where}", caption_column)
+        caption = row.pop(caption_column)
+        row_captions = _captions_of(caption, f"{flag} {data_dir!r} {where}", caption_column)
+        if not row_captions:
+            logger.warning(f"Skipping {flag} {where}: --caption_column {caption_column!r} holds no non-empty "
+                           f"caption ({caption!r})")
+            num_uncaptioned += 1
+            continue
         try:
             image = _decode_row_image(value, image_size)
         except Exception as error:  # a corrupt file can raise almost anything from PIL
             logger.warning(f"Skipping the unreadable image of {flag} {where}: {type(error).__name__}: {error}")
             first_error = first_error or f"{where}: {type(error).__name__}: {error}"
+            num_unreadable += 1
             continue
         images.append(image)
         captions.append(row_captions)
         extras.append(row)
     num_held_out = sum(bool(h) for h in held_out)
-    num_unreadable = len(held_out) - num_held_out - len(images)
     if not images and num_unreadable:
         raise CaptionDataError(f"{flag} {data_dir!r}: none of the {num_unreadable} images could be read (e.g. "
                                f"{first_error}); check --image_column {image_column!r} (columns: "
                                f"{dataset_column_names(dataset)}).")
     if not images:
-        raise CaptionDataError(f"{flag} {data_dir!r} has no rows to use ({num_held_out} held-out rows dropped).")
+        raise CaptionDataError(f"{flag} {data_dir!r} has no rows to use ({num_held_out} held-out rows dropped, "
+                               f"{num_uncaptioned} without a caption in --caption_column {caption_column!r}).")
     return CaptionPool(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions, extras,
-                       num_held_out, num_unreadable)
+                       num_held_out, num_unreadable, num_uncaptioned)
 
 
 def load_caption_pool(
