@@ -1,5 +1,6 @@
 """GALIPGenerator / GALIPDiscriminator: official sizes, the bridge against a hand-computed reference, gradients."""
 
+import logging
 import math
 
 import pytest
@@ -219,3 +220,23 @@ def test_discriminator_can_tap_the_patch_embeddings():
     assert tiny_discriminator(feature_layers=[-1, 0, 2]).config.feature_layers == [-1, 0, 2]
     with pytest.raises(ValueError, match="`feature_layers` must be ViT block indices >= 0, or -1"):
         tiny_discriminator(feature_layers=[-2, 1])
+
+
+def test_casting_our_models_gives_no_wrong_keep_in_float32_warning():
+    """diffusers 0.42 warned "There are modules in GALIPGenerator that should be kept in float32: []" on every
+    ``pipe.to(dtype)``; our models keep nothing in float32. Another model's warning still passes through."""
+    from diffusers import AutoencoderKL
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    logger.addHandler(handler)
+    try:
+        tiny_generator().to(torch.float16)
+        tiny_discriminator().to(dtype=torch.bfloat16)
+        assert not [m for m in records if "kept in float32" in m]
+        AutoencoderKL(block_out_channels=(32,), norm_num_groups=32).to(torch.float16)
+        assert [m for m in records if m.startswith("There are modules in AutoencoderKL")]
+    finally:
+        logger.removeHandler(handler)
