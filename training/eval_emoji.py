@@ -14,25 +14,29 @@ reading of the style by a Noto/Twemoji classifier trained on the seen real image
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from typing import Callable, TypeVar
 
 from galip_diffusers import GALIPPipeline
-from galip_diffusers.data.emoji_eval import (TARGETS, evaluate_emoji_pipeline, evaluation_prompts, report_markdown,
-                                             write_results)
+from galip_diffusers.conversion.model_card import hub_ids
+from galip_diffusers.data.emoji_eval import (MAX_SEED, TARGETS, evaluate_emoji_pipeline, evaluation_prompts,
+                                             report_markdown, write_results)
 from galip_diffusers.data.emoji_judge import EmojiJudge
 from galip_diffusers.data.emoji_style_probe import EmojiStyleProbe, probe_report
+from galip_diffusers.pretrained import resolve_pretrained
 from galip_diffusers.training.options import check_folder_flag
-from galip_diffusers.training.runs import clip_components, run_pipeline
+from galip_diffusers.training.runs import check_run, clip_components, run_pipeline
 from galip_core.finite import check_number_in_range
+from galip_core.packaged import unknown_model_note
 
-#: image ``i`` is drawn with ``torch.Generator().manual_seed(seed + i)`` (seeds up to 2**64 - 1) and the seen pairs are
-#: picked by ``np.random.default_rng(seed)`` (seeds >= 0): [0, 2**63 - 1] leaves room for every prompt
-MAX_SEED = 2**63 - 1
+T = TypeVar("T")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a GALIP pipeline folder")
+    source.add_argument("--model", help="a GALIP pipeline folder, packaged model name or Hub repo id")
     source.add_argument("--run_dir", help="--output_dir of train_galip.py (with --clip_model_name_or_path)")
     parser.add_argument("--checkpoint", default=None,
                         help='with --run_dir: "latest" or checkpoint-N (EMA generator if saved)')
@@ -59,19 +63,57 @@ def parse_args(argv=None) -> argparse.Namespace:
         if args.truncation is not None:
             check_number_in_range("--truncation", args.truncation, 0, low_open=True)
         check_folder_flag("--results_dir", args.results_dir)
+        if args.cache_dir is not None and not os.path.isdir(args.cache_dir):  # an existing one may be read-only
+            check_folder_flag("--cache_dir", args.cache_dir)  # created, and the tarballs fetched into it
     except (ValueError, OSError) as error:  # OSError: an output path that cannot be a folder
         parser.error(str(error))
     return args
 
 
+def check_sources(args: argparse.Namespace) -> None:
+    """Before anything loads (``main``; ``parse_args`` checks only values and output paths): the run and its
+    checkpoint exist, and each model flag names a folder, a packaged model or a Hub repo id. A bad one is one line
+    naming the flag and exit code 2, as argparse's errors."""
+    try:
+        if args.model is not None:
+            check_model_source("--model", args.model)
+        else:
+            check_run(args.run_dir, args.checkpoint)
+            check_model_source("--clip_model_name_or_path", args.clip_model_name_or_path)
+    except (ValueError, OSError) as error:
+        print(f"{os.path.basename(__file__)}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_model_source(flag: str, value: str) -> None:
+    """Before anything loads: ``value`` is a folder, a packaged model's name (``--model`` only) or a Hub repo id
+    (``owner/name``), so that a mistyped path is one line naming the flag, not a traceback from the loader."""
+    path = os.fspath(resolve_pretrained(value)) if flag == "--model" else value
+    if not os.path.isdir(path) and not hub_ids(path):
+        packaged = f", nor a packaged model ({unknown_model_note(value)})" if flag == "--model" else ""
+        raise FileNotFoundError(f"{flag} {value!r} is neither a folder nor a Hub repo id (owner/name){packaged}.")
+
+
+def loaded(flag: str, load: Callable[[], T]) -> T:
+    """``load()``; a model, CLIP or tarball it cannot load (not a pipeline folder, not on the Hub, corrupt, npm
+    missing) ends the script with one line naming ``flag``, not a traceback."""
+    try:
+        return load()
+    except (OSError, ValueError, RuntimeError) as error:  # EmojiDataError is a ValueError; npm failing, RuntimeError
+        sys.exit(f"{os.path.basename(__file__)}: error: {flag}: {' '.join(str(error).split())}")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_sources(args)
     if args.model is not None:
-        pipe, source = GALIPPipeline.from_pretrained(args.model), args.model
+        pipe, source = loaded("--model", lambda: GALIPPipeline.from_pretrained(args.model)), args.model
     else:
-        pipe, _, source = run_pipeline(args.run_dir, args.checkpoint, clip_components(args.clip_model_name_or_path))
+        components = loaded("--clip_model_name_or_path", lambda: clip_components(args.clip_model_name_or_path))
+        pipe, _, source = loaded("--run_dir", lambda: run_pipeline(args.run_dir, args.checkpoint, components))
+    tarballs = "--cache_dir (the judge's emoji tarballs)"
+    judge = loaded(tarballs, lambda: EmojiJudge.from_tarballs(cache_dir=args.cache_dir))
     pipe.set_progress_bar_config(disable=True)
-    judge = EmojiJudge.from_tarballs(cache_dir=args.cache_dir)
     kwargs = {} if args.truncation is None else {"truncation": args.truncation}
     report = evaluate_emoji_pipeline(pipe, judge, num_seen=args.num_seen, seed=args.seed, **kwargs)
     if args.style_probe:

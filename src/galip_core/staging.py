@@ -50,6 +50,13 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def umask() -> int:
+    """The process's umask (``os.umask`` can only be read by setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def missing_ancestors(folder: str) -> list[str]:
     """``folder`` and its parents that do not exist yet, deepest first."""
     missing = []
@@ -96,9 +103,10 @@ def remove_stale_temporaries(target: str, kind: str = "run") -> list[str]:
 
 @contextlib.contextmanager
 def temporary_sibling(target: str | os.PathLike, kind: str = "run") -> Iterator[str]:
-    """A new hidden folder beside ``target`` (``.<name>.tmp-<pid>-*``) to build into; the caller moves it into place
-    before the block ends. If the block raises, or SIGTERM arrives, the folder is deleted, with the parent folders
-    created for it (deepest first, only while empty). Leftovers of killed runs are removed first."""
+    """A new hidden folder beside ``target`` (``.<name>.tmp-<pid>-*``) to build into, with the mode a plain ``mkdir``
+    gives (``0o777`` less the umask, not ``mkdtemp``'s 0700: the finished folder is for the group too); the caller
+    moves it into place before the block ends. If the block raises, or SIGTERM arrives, the folder is deleted, with
+    the parent folders created for it (deepest first, only while empty). Leftovers of killed runs are removed first."""
     target = os.path.abspath(os.fspath(target))
     parent = os.path.dirname(target)
     created = missing_ancestors(parent)
@@ -107,6 +115,7 @@ def temporary_sibling(target: str | os.PathLike, kind: str = "run") -> Iterator[
     with terminate_as_interrupt():
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-{os.getpid()}-", dir=parent)
         try:
+            os.chmod(tmp, 0o777 & ~umask())
             yield tmp
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,8 @@ The new folder is built under a hidden temporary name beside the target (``.<nam
   whose process is gone are deleted, and an old folder left in a hidden ``.old-*`` folder (by a run without the
   exchange, killed between its two renames) is put back when the target is missing.
 
+:func:`build_and_swap` does all of it around one ``write(folder)`` call (``shapes.to_imagefolder``).
+
 The callers give their own error type and words (``galip convert``'s ``ConversionError`` about ``--output_dir``).
 """
 
@@ -27,9 +29,9 @@ import stat
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Callable, Optional
 
-from galip_core.staging import remove_stale_temporaries
+from galip_core.staging import remove_stale_temporaries, temporary_sibling, umask
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +88,15 @@ def clean_stale(out: str, kind: str = "run") -> list[str]:
 
 
 def open_permissions(folder: str) -> None:
-    """Give ``folder`` and everything written under it the modes of the umask: ``mkdtemp`` makes a 0700 folder,
-    and some writers make 0600 files. Links are left alone (their targets are not ours)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    """Give ``folder`` and everything written under it the modes of the umask: some writers make 0700 folders or
+    0600 files. Links are left alone (their targets are not ours)."""
+    mask = umask()
     for root, _, files in os.walk(folder):
-        os.chmod(root, 0o777 & ~umask)
+        os.chmod(root, 0o777 & ~mask)
         for name in files:
             path = os.path.join(root, name)
             if not os.path.islink(path):
-                os.chmod(path, 0o666 & ~umask)
+                os.chmod(path, 0o666 & ~mask)
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -180,3 +181,23 @@ def commit(tmp: str, out: str, checked: Optional[Snapshot], *, error_type: type[
             os.rename(old, out)
             raise
     _delete_recorded(old, checked, out)
+
+
+def build_and_swap(target: str | os.PathLike, write: Callable[[str], None], *,
+                   check: Optional[Callable[[Optional[Snapshot]], None]] = None,
+                   error_type: type[Exception] = FolderChangedError, label: str = "folder", work: str = "run") -> str:
+    """``write(tmp)`` into a hidden sibling of ``target``, then swap it in as ``target`` (:func:`commit`); returns the
+    real path. An error, Ctrl-C or SIGTERM leaves ``target`` as it was. If ``target`` exists, its recorded entries
+    are deleted after the swap: ``check(recorded)`` runs first (``None``: absent), before anything is written, and
+    raises to refuse a folder holding what must not be deleted. The new folder keeps the old one's permissions."""
+    target = os.path.realpath(os.fspath(target))  # a link to a folder: the folder is replaced, the link kept
+    clean_stale(target, kind=work)
+    checked = snapshot(target)
+    if check is not None:
+        check(checked)
+    with temporary_sibling(target, kind=work) as tmp:
+        write(tmp)
+        if checked is not None:
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        commit(tmp, target, checked, error_type=error_type, label=label, work=work)
+    return target

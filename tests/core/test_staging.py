@@ -152,3 +152,16 @@ def test_a_training_script_ends_in_one_line_on_sigterm(tmp_path):
     assert process.returncode == 1
     assert err.strip() == ("train_galip.py: interrupted; the checkpoints in RUN are intact: continue with "
                            "--resume_from_checkpoint latest.")
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_a_built_folder_gets_the_mode_of_a_plain_mkdir_not_mkdtemps_0700(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        written = write_new_folder(tmp_path / "data", lambda folder: (folder / "a.txt").write_text("a"))
+        with temporary_sibling(tmp_path / "other") as tmp:
+            during = os.stat(tmp).st_mode & 0o777
+        os.mkdir(tmp_path / "plain")
+    finally:
+        os.umask(old)
+    assert os.stat(written).st_mode & 0o777 == during == os.stat(tmp_path / "plain").st_mode & 0o777 == 0o777 & ~mask

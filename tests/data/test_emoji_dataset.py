@@ -74,6 +74,11 @@ def test_missing_tarball_and_bad_arguments_are_clear(tmp_path):
         emoji.build_dataset(paths, split="test", held_out_path=held_out, packages=packages)
     with pytest.raises(ValueError, match="missing the keys"):
         emoji.read_emoji_images({"twemoji": paths["twemoji"]}, packages)
+    with pytest.raises(ValueError, match=r"styles must be a non-empty subset of twemoji, noto without repeats, got "
+                                         r"\['noto', 'noto'\]"):
+        emoji.read_emoji_images(paths, packages, styles=("noto", "noto"))  # every record came twice
+    records, _ = emoji.read_emoji_images(paths, packages, styles="noto")  # one style, not the letters n, o, t, o
+    assert records and {r["style"] for r in records} == {"noto"}
 
 
 def test_saves_atomically_with_card_and_never_overwrites(tmp_path, monkeypatch):

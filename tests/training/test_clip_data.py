@@ -30,8 +30,9 @@ def emoji_folder(tmp_path_factory):
 
 def test_caption_pool_drops_held_out_rows_unless_asked(emoji_folder):
     images, captions, extras = load_caption_pool(str(emoji_folder))
-    assert images.shape == (6, 3, 64, 64) and images.dtype == torch.uint8
-    assert not any(e["held_out"] for e in extras)
+    # the fixture's own list marks 3 rows; the shipped list also holds out 1F44B-1F3FB in both styles (the list wins)
+    assert images.shape == (4, 3, 64, 64) and images.dtype == torch.uint8
+    assert not any(e["held_out"] or e["unified"] == "1F44B-1F3FB" for e in extras)
     assert ["dog face", "dog face, twemoji style"] in captions
     _, all_captions, all_extras = load_caption_pool(str(emoji_folder), image_size=32, drop_held_out=False)
     assert len(all_captions) == 9 and sum(e["held_out"] for e in all_extras) == 3
@@ -75,9 +76,9 @@ def test_train_clip_on_a_folder_smoke_run(emoji_folder, tmp_path):
     retrieval = report["retrieval"]
     assert retrieval["candidates"] == 9  # every "{label}, {style} style" caption of the folder
     assert retrieval["held_out=False"]["n"] == 6 and retrieval["held_out=True"]["n"] == 3
-    assert report["training"]["args"]["num_train_images"] == 6  # the held-out rows were never trained on
+    assert report["training"]["args"]["num_train_images"] == 4  # no held-out row (fixture's or shipped list's)
     tokenizer = CLIPTokenizer.from_pretrained(out)
     assert tokenizer.model_max_length == 24
-    ids = tokenizer("waving hand: light skin tone").input_ids  # a caption of the folder: whole-word BPE tokens
-    assert len(ids) <= 2 + 6
-    assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "wavinghand:lightskintone"
+    ids = tokenizer("waving hand, twemoji style").input_ids  # a training caption: whole-word BPE tokens
+    assert len(ids) <= 2 + 5
+    assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "wavinghand,twemojistyle"

@@ -21,71 +21,36 @@ Caption contract, every row has exactly these two: ``"{label}"`` and ``"{label},
 part of the CLDR label (``"waving hand: dark skin tone, twemoji style"``).
 
 The tarballs are fetched with npm's own client (``npm pack``) or given by the user, and each one's SHA-512 must
-equal the integrity npm publishes for that version (pinned below): a changed, truncated or substituted tarball is
-refused before anything is read from it.
+equal the integrity npm publishes for that version (pinned in :mod:`.emoji_npm`): a changed, truncated or
+substituted tarball is refused before anything is read from it.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
-import os
-import shutil
-import subprocess
 import tarfile
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from PIL import Image
 
 from galip_core.images import rgb_on_white
 from galip_core.staging import write_new_folder
 
+from .emoji_npm import (  # noqa: F401  (the tarballs' part of this module's API)
+    PACKAGES, EmojiDataError, NpmPackage, PathLike, check_cache_dir, default_cache_dir, fetch_tarballs,
+    npm_integrity, verify_tarball,
+)
+
 if TYPE_CHECKING:  # datasets is imported at call time
     from datasets import Dataset
-
-PathLike = Union[str, os.PathLike]
 
 STYLES: Tuple[str, ...] = ("twemoji", "noto")
 SPLITS: Tuple[str, ...] = ("train", "held_out", "all")
 IMAGE_SIZE = 64
 
 
-@dataclass(frozen=True)
-class NpmPackage:
-    """One pinned npm package: name, version and the ``integrity`` the registry publishes for its tarball."""
-
-    name: str
-    version: str
-    integrity: str
-
-    @property
-    def spec(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    @property
-    def tarball_name(self) -> str:
-        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
-
-
-PACKAGES: Dict[str, NpmPackage] = {
-    "twemoji": NpmPackage(
-        "emoji-datasource-twitter", "16.0.0",
-        "sha512-7F+uCuHH+7Qnrc15P5tnbvKkg9E6tlzi4MnT2uW1RlN4pLYTza6cP/dstIfSDMtpjFLWuZewWg8jBbuL2eyELQ==",
-    ),
-    "noto": NpmPackage(
-        "emoji-datasource-google", "16.0.0",
-        "sha512-ZRexfzs7MVoLnmzZmNsO4TKhnAJp5D++Vm6PpUpH/jEQQlemp3l88CjZ+DoZ2faM9R4QxZkOPJCoT8DlPhfQ3A==",
-    ),
-    "labels": NpmPackage(
-        "emojibase-data", "17.0.0",
-        "sha512-Yvgb5AWoHViHV/gq1qr5ZAarcBip+B27/ZLRsUJkbgAEaLlZ/fof9g882LTpmEpyhBNEC0m2SEmItljHsTygjA==",
-    ),
-}
 IMAGE_DIRS: Dict[str, str] = {"twemoji": "package/img/twitter/64/", "noto": "package/img/google/64/"}
 IMAGE_FLAGS: Dict[str, str] = {"twemoji": "has_img_twitter", "noto": "has_img_google"}
 TONE_NAMES: Dict[str, str] = {
@@ -120,71 +85,7 @@ Built by `galip_diffusers.data.emoji` from the npm packages {specs}.
 """
 
 
-class EmojiDataError(ValueError):
-    """A tarball or its content is not what the pinned npm package holds."""
-
-
 # ----------------------------------------------------------------------------- tarballs
-def default_cache_dir() -> Path:
-    """``$GALIP_EMOJI_CACHE``, else ``~/.cache/galip_diffusers/npm``: where ``npm pack`` puts the tarballs."""
-    return Path(os.environ.get("GALIP_EMOJI_CACHE") or Path.home() / ".cache" / "galip_diffusers" / "npm")
-
-
-def npm_integrity(path: PathLike) -> str:
-    """The npm ``integrity`` string (``sha512-<base64>``) of a file."""
-    digest = hashlib.sha512()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha512-" + base64.b64encode(digest.digest()).decode()
-
-
-def verify_tarball(path: PathLike, package: NpmPackage) -> Path:
-    """Check that ``path`` exists and carries ``package``'s integrity; return it as a ``Path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{package.spec}: tarball {path} does not exist")
-    found = npm_integrity(path)
-    if found != package.integrity:
-        raise EmojiDataError(
-            f"{package.spec}: integrity check failed for {path}: expected {package.integrity}, got {found}. "
-            "The file is corrupt, truncated or another version; fetch it again with `npm pack "
-            f"{package.spec}`."
-        )
-    return path
-
-
-def fetch_tarballs(cache_dir: PathLike, packages: Mapping[str, NpmPackage] = PACKAGES) -> Dict[str, Path]:
-    """Fetch the tarballs with ``npm pack`` into ``cache_dir`` (reusing verified ones) and verify each one.
-
-    Returns ``{key: path}`` for the keys of ``packages``. ``npm`` must be on ``PATH``; a tarball already in
-    ``cache_dir`` with the right integrity is not fetched again.
-    """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for key, package in packages.items():
-        path = cache_dir / package.tarball_name
-        if not (path.is_file() and npm_integrity(path) == package.integrity):
-            _npm_pack(package, cache_dir)
-        paths[key] = verify_tarball(path, package)
-    return paths
-
-
-def _npm_pack(package: NpmPackage, cache_dir: Path) -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError(
-            f"`npm` is not on PATH: install Node.js/npm, or run `npm pack {package.spec}` elsewhere and pass the "
-            "tarballs with `tarballs={'twemoji': ..., 'noto': ..., 'labels': ...}`."
-        )
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:  # a failed download never lands in cache_dir
-        done = subprocess.run([npm, "pack", package.spec, "--silent"], cwd=tmp, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"`npm pack {package.spec}` failed: {done.stderr.strip()[-500:]}")
-        os.replace(Path(tmp) / package.tarball_name, cache_dir / package.tarball_name)
-
-
 def _read_member(archive: tarfile.TarFile, name: str, what: str) -> bytes:
     try:
         member = archive.extractfile(name)
@@ -278,13 +179,34 @@ def captions(label: str, style: str) -> List[str]:
 
 # ----------------------------------------------------------------------------- held-out pairs
 def load_held_out(path: Optional[PathLike] = None) -> Dict[Tuple[str, str], dict]:
-    """``{(unified, style): entry}`` from ``held_out.json`` (default: the copy shipped with the package)."""
+    """``{(unified, style): entry}`` from ``held_out.json`` (default: the copy shipped with the package), every entry
+    checked (:func:`_held_out_styles`): a malformed list must not quietly hold out nothing."""
     path = Path(path) if path is not None else Path(__file__).with_name("emoji_held_out.json")
     try:
-        entries = json.loads(path.read_text())["held_out"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
         raise EmojiDataError(f"cannot read the held-out list {path}: {error}") from None
-    return {(entry["unified"], style): entry for entry in entries for style in entry["styles"]}
+    entries = content.get("held_out") if isinstance(content, dict) else None
+    if not isinstance(entries, list):
+        raise EmojiDataError(f"held-out list {path}: expected a JSON object whose 'held_out' is a list of entries "
+                             f'such as {{"unified": "1F436", "styles": ["noto"]}}, got {json.dumps(content)[:80]}')
+    return {(entry["unified"], style): entry for index, entry in enumerate(entries)
+            for style in _held_out_styles(entry, f"held-out list {path}, held_out[{index}]")}
+
+
+def _held_out_styles(entry: object, where: str) -> List[str]:
+    """The styles of one checked held-out entry; an :class:`EmojiDataError` names the file, the entry and the
+    allowed values (``unified`` as the data set's column holds it, ``styles`` from :data:`STYLES`)."""
+    unified = entry.get("unified") if isinstance(entry, dict) else None
+    if not (isinstance(unified, str) and all(4 <= len(part) <= 6 and set(part) <= set("0123456789ABCDEF")
+                                             for part in unified.split("-"))):
+        raise EmojiDataError(f"{where}: 'unified' must be an emoji-data code in upper-case hex such as '1F436' or "
+                             f"'1F44B-1F3FF', got {entry!r}")
+    styles = entry.get("styles")
+    if not (isinstance(styles, list) and styles and all(isinstance(s, str) and s in STYLES for s in styles)):
+        raise EmojiDataError(f"{where} ({unified}): 'styles' must be a non-empty list drawn from {list(STYLES)}, "
+                             f"got {styles!r}")
+    return styles
 
 
 # ----------------------------------------------------------------------------- data set
@@ -294,13 +216,14 @@ def read_emoji_images(
     styles: Sequence[str] = STYLES,
 ) -> Tuple[List[dict], List[Image.Image]]:
     """Verify the tarballs, then return the records and images (composited on white) of every emoji of ``styles``."""
-    unknown = sorted(set(styles) - set(STYLES))
-    if unknown or not styles:
-        raise ValueError(f"styles must be a non-empty subset of {', '.join(STYLES)}, got {list(styles)}")
+    styles = (styles,) if isinstance(styles, str) else tuple(styles)  # "noto" is one style, not four letters
+    if set(styles) - set(STYLES) or not styles or len(set(styles)) != len(styles):
+        raise ValueError(f"styles must be a non-empty subset of {', '.join(STYLES)} without repeats, got "
+                         f"{list(styles)}")
     missing = sorted({"labels", *styles} - set(tarballs))
     if missing:
         raise ValueError(f"tarballs is missing the keys {missing}; expected 'labels' and one per style in {list(styles)}")
-    paths = {key: verify_tarball(tarballs[key], packages[key]) for key in ("labels", *styles)}
+    paths = {key: verify_tarball(tarballs[key], packages[key], packages) for key in ("labels", *styles)}
     with tarfile.open(paths["labels"]) as archive:
         labels = load_labels(archive)
     records, images = [], []
@@ -329,10 +252,12 @@ def build_dataset(
     Args:
         tarballs: ``{"twemoji": path, "noto": path, "labels": path}`` of tarballs you already have. Without it, the
             packages are fetched with ``npm pack`` into ``cache_dir``.
-        cache_dir: where ``npm pack`` puts the tarballs (default :func:`default_cache_dir`).
+        cache_dir: where ``npm pack`` puts the tarballs (default :func:`default_cache_dir`; checked first,
+            :func:`check_cache_dir`).
         split: ``"train"`` (everything a model may train on), ``"held_out"`` (the pairs of ``held_out.json``) or
             ``"all"`` (both, e.g. for the nearest-neighbour judge).
-        held_out_path: another ``held_out.json``; default the copy shipped with the package.
+        held_out_path: another ``held_out.json``; default the copy shipped with the package. Each of its pairs must
+            match an image.
         packages: the pinned packages (tests pass fixtures with their own integrity).
     """
     from datasets import Dataset, Features, Image as ImageFeature, Sequence as SequenceFeature, Value
@@ -340,9 +265,14 @@ def build_dataset(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if tarballs is None:
-        tarballs = fetch_tarballs(cache_dir if cache_dir is not None else default_cache_dir(), packages)
+        tarballs = fetch_tarballs(cache_dir, packages)
+    held_out = load_held_out(held_out_path)  # a malformed list fails now, not after reading every image
     records, images = read_emoji_images(tarballs, packages)
-    held_out = load_held_out(held_out_path)
+    missing = sorted(set(held_out) - {(record["unified"], record["style"]) for record in records})
+    if missing:  # a mistyped code, or a style without that image: nothing would be held out for it, without a word
+        raise EmojiDataError(f"held-out list {held_out_path or 'emoji_held_out.json'}: {len(missing)} (unified, "
+                             f"style) pair(s) match no image, e.g. {', '.join(map(str, missing[:3]))}; check their "
+                             "codes (emoji-data's, with -FE0F where it has one) and styles")
     rows = {name: [] for name in ("image", "text", "style", "concept", "unified", "label", "tone", "group", "held_out")}
     for record, image in zip(records, images):
         is_held_out = (record["unified"], record["style"]) in held_out

@@ -26,7 +26,7 @@ import numpy as np
 from galip_core.finite import check_number_in_range
 
 from .emoji import captions, load_held_out
-from .emoji_judge import EmojiJudge, mean_distance_between, mean_pairwise_rms, summarize
+from .emoji_judge import EmojiJudge, check_image_batch, mean_distance_between, mean_pairwise_rms, summarize
 
 Prompt = Tuple[str, int]  # (caption, index of the target real image in the judge)
 
@@ -42,12 +42,16 @@ CHECK_NAMES = {"emoji_top1": "nearest image is the emoji", "emoji_top5": "emoji 
                "style_top1": "nearest image has the style", "tone_among_variants": "nearest tone variant is the tone"}
 #: the prompt sets whose bare labels are judged as well (``report["labels_only"]``)
 LABEL_ONLY_SETS = ("seen", "held_out_tones")
+#: image ``i`` is drawn with ``torch.Generator().manual_seed(seed + i)`` (seeds up to 2**64 - 1) and the seen pairs are
+#: picked by ``np.random.default_rng(seed)`` (seeds >= 0): [0, 2**63 - 1] leaves room for every prompt
+MAX_SEED = 2**63 - 1
 
 
 def evaluation_prompts(judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
                        held_out_path: Optional[str] = None) -> Dict[str, List[Prompt]]:
     """The three prompt sets of the module docstring (``num_seen >= 0``, capped at the number of seen pairs; 0 gives
-    no seen prompts; ``seed >= 0``)."""
+    no seen prompts; ``seed >= 0``). ``ValueError`` if the judge lacks a held-out image or a held-out set comes out
+    empty (:func:`_check_held_out_sets`)."""
     check_number_in_range("`num_seen`", num_seen, low=0, integer=True)
     check_number_in_range("`seed`", seed, low=0, integer=True)
     held_out = load_held_out(held_out_path)
@@ -62,9 +66,27 @@ def evaluation_prompts(judge: EmojiJudge, num_seen: int = 1000, seed: int = 0,
             sets["held_out_noto"].append((caption, index))
         else:
             sets["held_out_tones"].append((caption, index))
+    _check_held_out_sets(judge, held_out, sets, held_out_path)
     picks = np.random.default_rng(seed).permutation(len(seen))[: min(num_seen, len(seen))]
     sets["seen"] = [seen[i] for i in sorted(picks)]
     return sets
+
+
+def _check_held_out_sets(judge: EmojiJudge, held_out: Mapping[Tuple[str, str], Any], sets: Dict[str, List[Prompt]],
+                         held_out_path: Optional[str]) -> None:
+    """``ValueError`` unless the judge holds every held-out image and both held-out sets have prompts: a judge built
+    from the train split alone (``EmojiJudge.from_dataset``) would otherwise give empty held-out sets (reported as
+    ``n: 0``) and judge the seen prompts against fewer references than the whole data set."""
+    source = repr(held_out_path) if held_out_path is not None else "the shipped held-out list"
+    missing = sorted(set(held_out) - set(zip(judge.unified.astype(str), judge.style.astype(str))))
+    if missing:
+        raise ValueError(f"the judge's reference set lacks {len(missing)} of the {len(held_out)} held-out images of "
+                         f"{source} (e.g. {missing[0]}); the judge must hold every real image: use "
+                         "EmojiJudge.from_tarballs(), or EmojiJudge.from_dataset on a data set built with split='all'")
+    for name in ("held_out_noto", "held_out_tones"):
+        if not sets[name]:
+            raise ValueError(f"{source} gives the {SET_NAMES[name]} set no prompt: the evaluation needs both "
+                             "held-out sets (an entry held out in Noto only, and one held out in both styles)")
 
 
 def generate_uint8(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int = 128, **kwargs: Any) -> np.ndarray:
@@ -72,6 +94,7 @@ def generate_uint8(pipe, prompts: Sequence[str], seed: int = 0, batch_size: int 
     (:func:`~galip_diffusers.data.shapes_eval.generate`, quantised)."""
     from .shapes_eval import generate
 
+    check_number_in_range("`seed`", seed, low=0, high=MAX_SEED, integer=True)  # torch's seeds end at 2**64 - 1
     if not prompts:
         return np.zeros((0, 0, 0, 3), np.uint8)
     images = generate(pipe, prompts, seed=seed, batch_size=batch_size, **kwargs)
@@ -106,11 +129,13 @@ def evaluate_emoji_pipeline(pipe, judge: EmojiJudge, num_seen: int = 1000, seed:
 
     ``kwargs`` go to the pipeline call (e.g. ``truncation``), or ``zero_noise=True`` to draw every image at z = 0
     (:func:`~galip_diffusers.data.shapes_eval.generate`). ``num_seen`` and ``diversity_prompts`` must be >= 1 (the
-    diversity is measured on seen prompts); both are checked before any image is drawn."""
+    diversity is measured on seen prompts) and ``seed`` in [0, :data:`MAX_SEED`]; all are checked before any image is
+    drawn."""
     check_number_in_range("`num_seen`", num_seen, low=1, integer=True)
     check_number_in_range("`diversity_prompts`", diversity_prompts, low=1, integer=True)
     sets = evaluation_prompts(judge, num_seen=num_seen, seed=seed, held_out_path=held_out_path)
-    report: Dict[str, Any] = {"seed": seed, "judge": "nearest real image, 32x32 RMS pixels, 7,572 references"}
+    judged = f"nearest real image, 32x32 RMS pixels, {len(judge):,} references"
+    report: Dict[str, Any] = {"seed": seed, "judge": judged}
     for name, prompts in sets.items():
         images = generate_uint8(pipe, [c for c, _ in prompts], seed=seed, **kwargs)
         verdicts = judge.judge(images, [t for _, t in prompts])
@@ -161,11 +186,17 @@ def summarize_label_only(verdicts: Sequence[Mapping[str, Any]]) -> Dict[str, flo
 
 
 def prompt_grid(images: np.ndarray, prompts: Sequence[str], columns: int = 8, scale: int = 2):
-    """A PIL grid of uint8 ``(N, H, W, 3)`` images, each enlarged ``scale`` times (nearest) above its prompt."""
+    """A PIL grid of uint8 ``(N, H, W, 3)`` images (at least one, of at least one pixel: ``generate_uint8`` output),
+    each enlarged ``scale`` times (nearest) above its prompt."""
     from PIL import Image, ImageDraw
 
     check_number_in_range("`columns`", columns, low=1, integer=True)
     check_number_in_range("`scale`", scale, low=1, integer=True)
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"`images` must be a uint8 (N, H, W, 3) numpy array, got {type(images).__name__}")
+    check_image_batch(images)
+    if not images.size:
+        raise ValueError(f"`images` must hold at least one image of at least one pixel, got shape {images.shape}")
     if len(images) != len(prompts):
         raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
     height, width = images.shape[1] * scale, images.shape[2] * scale

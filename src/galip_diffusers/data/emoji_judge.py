@@ -39,11 +39,11 @@ def to_judge_pixels(images: ImageBatch, size: int = JUDGE_SIZE) -> np.ndarray:
     PIL images are read by :func:`galip_core.images.rgb_on_white`: transparency (an alpha mode, or ``P``/``L``/``RGB``
     with transparency info) is composited on white, and modes with no single reading as colour (``F``, ``I``,
     ``I;16``: float or 16/32-bit values of unknown range) are refused: convert them to 8 bits first. Numpy images must
-    be uint8 ``(H, W, 3)``; one image without a batch axis is refused (pass ``image[None]``). Every image is
-    box-filtered to ``size`` x ``size``.
+    be uint8 ``(H, W, 3)``; one image without a batch axis is refused (pass ``image[None]``), and so is an image
+    without pixels (0 wide or high). Every image is box-filtered to ``size`` x ``size``.
     """
     check_number_in_range("`size`", size, low=1, integer=True)
-    _check_batch(images)
+    check_image_batch(images)
     rows = []
     for index, image in enumerate(images):
         rgb = _to_rgb(image, f"`images[{index}]`")
@@ -55,7 +55,25 @@ def to_judge_pixels(images: ImageBatch, size: int = JUDGE_SIZE) -> np.ndarray:
     return np.stack(rows)
 
 
-def _check_batch(images: Any) -> None:
+def check_judge_pixels(name: str, pixels: Any, width: int) -> np.ndarray:
+    """``pixels`` as an array, or ``ValueError`` naming ``name`` unless it is judge pixels: floats in [0, 1] of shape
+    ``(N, width)``, as :func:`to_judge_pixels` makes them (0..255 values or NaN would be judged without a word)."""
+    side = int(round((width / 3) ** 0.5))
+    if np.ndim(pixels) != 2 or np.shape(pixels)[1] != width:
+        raise ValueError(f"{name} must be judge pixels of shape (N, {width}) (to_judge_pixels at size {side}, as the "
+                         f"reference set: EmojiJudge.pixels rows), got shape {np.shape(pixels)}")
+    pixels = np.asarray(pixels)
+    if pixels.dtype.kind != "f":
+        raise ValueError(f"{name} must be judge pixels: floats in [0, 1] (to_judge_pixels), got dtype {pixels.dtype}")
+    if pixels.size and not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 1):
+        bad, high = int(np.count_nonzero(~np.isfinite(pixels))), float(pixels.max())
+        found = (f"{bad} non-finite value(s) (NaN or inf)" if bad else f"values from {float(pixels.min()):g} to "
+                 f"{high:g}" + (" (0..255 values? divide them by 255)" if high > 1 else ""))
+        raise ValueError(f"{name} must be judge pixels: finite floats in [0, 1] (to_judge_pixels), got {found}")
+    return pixels
+
+
+def check_image_batch(images: Any) -> None:
     """``ValueError`` unless ``images`` is a uint8 ``(N, H, W, 3)`` array or a sequence (not one PIL image)."""
     if isinstance(images, Image.Image):
         raise ValueError("`images` must be a sequence of PIL images or a uint8 (N, H, W, 3) array, got one PIL "
@@ -69,12 +87,15 @@ def _check_batch(images: Any) -> None:
 
 def _to_rgb(image: Any, name: str) -> Image.Image:
     """One image as RGB: see :func:`to_judge_pixels` for what is accepted."""
-    if isinstance(image, np.ndarray):
+    if isinstance(image, np.ndarray):  # checked here, then read as the PIL image it makes
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"{name} must be a uint8 (H, W, 3) array or a PIL image, got {image.dtype} {image.shape}")
-        return Image.fromarray(image)
+        image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise ValueError(f"{name} must be a uint8 (H, W, 3) array or a PIL image, got {type(image).__name__}")
+    if 0 in image.size:  # PIL would box-filter it into a black image
+        raise ValueError(f"{name} has no pixels (width x height {image.size[0]}x{image.size[1]}); every image needs "
+                         "at least one pixel")
     return rgb_on_white(image, name)
 
 
@@ -104,7 +125,18 @@ class EmojiJudge:
 
     @classmethod
     def from_dataset(cls, dataset) -> "EmojiJudge":
-        """From a ``datasets.Dataset`` of the emoji data set (use ``split="all"``: every real image)."""
+        """From a ``datasets.Dataset`` of the emoji data set built with ``split="all"``: the judge compares with every
+        real image, held-out ones included. A data set whose ``held_out`` column is all false (``split="train"``) or
+        all true (``split="held_out"``) is refused: judged against it, the held-out prompt sets would come out
+        empty, or the seen ones."""
+        if "held_out" in dataset.column_names and len(dataset):
+            held = {bool(flag) for flag in dataset["held_out"]}
+            if len(held) == 1:
+                only = held.pop()
+                raise ValueError(f"`dataset` holds {'only' if only else 'none'} of the held-out images (its `held_out` "
+                                 f"column is all {only}, as in split={'held_out' if only else 'train'!r}): the judge "
+                                 "compares with every real image, so build the data set with split='all', or use "
+                                 "EmojiJudge.from_tarballs()")
         records = dataset.remove_columns("image").to_list()
         return cls.from_records(records, dataset["image"])
 
@@ -135,12 +167,7 @@ class EmojiJudge:
     def pixel_distances(self, x: np.ndarray) -> np.ndarray:
         """``(N, R)`` RMS distances between judge pixels ``x`` (``(N, D)``, e.g. rows of :attr:`pixels`) and every
         real image."""
-        width = self.pixels.shape[1]
-        if np.ndim(x) != 2 or np.shape(x)[1] != width:
-            side = int(round((width / 3) ** 0.5))
-            raise ValueError(f"`x` must be judge pixels of shape (N, {width}) (to_judge_pixels at size {side}, as the "
-                             f"reference set), got shape {np.shape(x)}")
-        x = np.asarray(x)
+        x = check_judge_pixels("`x`", x, self.pixels.shape[1])
         sq = (x**2).sum(1)[:, None] + (self.pixels**2).sum(1)[None, :] - 2.0 * x @ self.pixels.T
         return np.sqrt(np.maximum(sq, 0.0) / self.pixels.shape[1])
 

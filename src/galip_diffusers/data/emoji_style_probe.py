@@ -26,7 +26,7 @@ from galip_core.finite import check_number_in_range
 
 from .emoji import STYLES, captions, load_held_out
 from .emoji_eval import evaluation_prompts, generate_uint8
-from .emoji_judge import EmojiJudge, ImageBatch, to_judge_pixels
+from .emoji_judge import EmojiJudge, ImageBatch, check_judge_pixels, to_judge_pixels
 
 
 @dataclass
@@ -77,11 +77,9 @@ class EmojiStyleProbe:
         return probe
 
     def read_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """The style (``"noto"`` or ``"twemoji"``) of each row of judge pixels ``(N, 32*32*3)``."""
-        width = self.net[0].in_features
-        if np.ndim(pixels) != 2 or np.shape(pixels)[1] != width:
-            raise ValueError(f"`pixels` must be judge pixels of shape (N, {width}) (EmojiJudge.pixels rows, or "
-                             f"to_judge_pixels(images)); got shape {np.shape(pixels)}")
+        """The style (``"noto"`` or ``"twemoji"``) of each row of judge pixels ``(N, 32*32*3)``: finite floats in
+        [0, 1] (:func:`~galip_diffusers.data.emoji_judge.check_judge_pixels`)."""
+        pixels = check_judge_pixels("`pixels`", pixels, self.net[0].in_features)
         if len(pixels) == 0:
             return np.zeros((0,), dtype="<U7")
         with torch.no_grad():

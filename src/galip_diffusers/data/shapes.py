@@ -13,7 +13,6 @@ Geometry: a shape of ``size_px`` fills a ``size_px x size_px`` box whose top-lef
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from functools import lru_cache
@@ -24,7 +23,10 @@ import numpy as np
 from PIL import Image
 
 from galip_core.finite import check_number_in_range
+from galip_core.images import rgb_on_white
+from galip_core.paths import check_output_folder
 
+from .imagefolder import dataset_rows, write_imagefolder
 from .shape_judge import judge_shape
 
 if TYPE_CHECKING:  # datasets is imported lazily at call time
@@ -203,64 +205,45 @@ def generate_shapes(num_images: int, seed: int = 0, split: str = "train", as_arr
 
 
 def make_dataset(num_images: int, seed: int = 0, split: str = "train") -> "Dataset":
-    """Build a ``datasets.Dataset`` with columns ``image`` (``datasets.Image``) and ``text``."""
+    """Build a ``datasets.Dataset`` with columns ``image`` (``datasets.Image``), ``text`` and ``held_out`` (bool,
+    :func:`is_held_out`): the training scripts drop the held-out rows, so a ``"held_out"`` or ``"all"`` folder is
+    never trained on by mistake."""
     from datasets import Dataset, Features, Value  # noqa: F811
     from datasets import Image as ImageFeature
 
     pairs = generate_shapes(num_images, seed=seed, split=split)
-    features = Features({"image": ImageFeature(), "text": Value("string")})
-    return Dataset.from_dict({"image": [p[0] for p in pairs], "text": [p[1] for p in pairs]},
-                             features=features)
+    features = Features({"image": ImageFeature(), "text": Value("string"), "held_out": Value("bool")})
+    return Dataset.from_dict({"image": [p[0] for p in pairs], "text": [p[1] for p in pairs],
+                              "held_out": [is_held_out(p[1]) for p in pairs]}, features=features)
 
 
 def to_imagefolder(dataset_or_num_images: Any, directory: Union[str, Path], seed: int = 0,
                    split: str = "train", overwrite: bool = False) -> Path:
-    """Write PNGs plus ``metadata.jsonl`` (``{"file_name", "text"}``) for the ``imagefolder`` loader.
+    """Write PNGs plus ``metadata.jsonl`` (``{"file_name", "text", "held_out"}``) for the ``imagefolder`` loader.
 
-    ``dataset_or_num_images`` is a ``datasets.Dataset`` with ``image``/``text`` columns (``seed``
-    and ``split`` are then ignored) or a number of images to generate. A non-empty ``directory``
-    raises ValueError unless ``overwrite=True``, which deletes its top-level ``*.png`` and
-    ``metadata.jsonl`` files (other files are left alone). Every argument is checked, and the
-    images are generated, before anything is deleted or written.
+    ``dataset_or_num_images`` is a number of images to generate, or a ``datasets.Dataset`` with ``image``/``text``
+    columns (``seed`` and ``split`` are then ignored; a boolean ``held_out`` column is copied, else it is computed
+    from the shapes captions). The folder is built beside ``directory`` and swapped in when complete
+    (:mod:`galip_diffusers.data.imagefolder`): an error, Ctrl-C or SIGTERM leaves ``directory`` as it was. A
+    non-empty ``directory`` raises ValueError unless ``overwrite=True``, which replaces an earlier export: it
+    deletes ``metadata.jsonl`` and the files it lists, and refuses (deleting nothing) a folder holding other files.
+    Every argument is checked, and the images are generated, before anything is written.
     """
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     if not isinstance(directory, (str, os.PathLike)) or not str(directory):
         raise ValueError(f"directory must be a non-empty str or path of a folder, got {directory!r}")
-    pairs = _imagefolder_pairs(dataset_or_num_images, seed, split)
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise ValueError(f"directory {str(directory)!r} is not empty; pass overwrite=True to replace it")
-        for old in [*directory.glob("*.png"), directory / "metadata.jsonl"]:
-            old.unlink(missing_ok=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "metadata.jsonl", "w", encoding="utf-8") as meta_file:
-        for index, (image, text) in enumerate(pairs):
-            name = f"{index:05d}.png"
-            image.convert("RGB").save(directory / name)
-            meta_file.write(json.dumps({"file_name": name, "text": text}) + "\n")
-    return directory
-
-
-def _imagefolder_pairs(source: Any, seed: int, split: str) -> Iterable[Tuple[Any, str]]:
-    """The ``(image, text)`` pairs :func:`to_imagefolder` writes, after checking its arguments: generated now from a
-    number of images (checked with ``seed`` and ``split``), or read lazily from a data set whose ``image`` and
-    ``text`` columns are checked now."""
-    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
-        check_number_in_range("dataset_or_num_images (a number of images)", source, low=0, integer=True)
-        return generate_shapes(source, seed=seed, split=split)
-    if not hasattr(source, "column_names"):
-        raise TypeError("dataset_or_num_images must be a datasets.Dataset or an int, "
-                        f"got {type(source).__name__}")
-    from datasets import Image as ImageFeature
-
-    features = getattr(source, "features", None) or {}
-    if "text" not in (source.column_names or ()) or not isinstance(features.get("image"), ImageFeature):
-        found = {name: type(feature).__name__ for name, feature in features.items()}
-        raise ValueError("dataset_or_num_images must have an 'image' column of datasets.Image and a 'text' column, "
-                         f"got columns {found or source.column_names}")
-    return ((row["image"], row["text"]) for row in source)
+    check_output_folder("directory", os.fspath(directory))  # a file, or a path under one
+    if isinstance(dataset_or_num_images, (int, np.integer)) and not isinstance(dataset_or_num_images, bool):
+        check_number_in_range("dataset_or_num_images (a number of images)", dataset_or_num_images, low=0, integer=True)
+        rows: Iterable = [(image, text, is_held_out(text))
+                          for image, text in generate_shapes(dataset_or_num_images, seed=seed, split=split)]
+    elif hasattr(dataset_or_num_images, "column_names"):
+        rows = dataset_rows(dataset_or_num_images, is_held_out)
+    else:
+        raise TypeError(f"dataset_or_num_images must be a datasets.Dataset or an int, got "
+                        f"{type(dataset_or_num_images).__name__}")
+    return write_imagefolder(rows, directory, overwrite)
 
 
 # ----------------------------------------------------------------------------- evaluator
@@ -269,6 +252,8 @@ def _to_255(arr: np.ndarray, name: str) -> np.ndarray:
     or any other integer dtype) hold pixel values in 0..255; float arrays hold [0, 1], and values down to -0.25 or
     up to 1.25 are clipped (rounding, not another range); NaN/inf and other dtypes are refused."""
     expected = "uint8 (or other integer) pixel values in 0..255, or floats in [0, 1]"
+    if 0 in arr.shape[-3:-1]:  # an image of height or width 0: resized, it would be scored as a black image
+        raise ValueError(f"{name} has no pixels (shape {arr.shape}); every image needs at least one pixel")
     if arr.dtype.kind in "iu":
         if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
             raise ValueError(f"{name} must hold {expected}; got integer values from {int(arr.min())} to "
@@ -302,26 +287,29 @@ def _resize(arr: np.ndarray) -> np.ndarray:
 
 def _to_batch(images: Any, name: str = "images") -> np.ndarray:
     """Convert supported inputs (see :func:`score_images`) to a float32 ``(N, 64, 64, 3)`` array in 0..255;
-    ``ValueError`` naming ``name`` for anything else."""
+    ``ValueError`` naming ``name`` for anything else or an empty batch. PIL images: as the emoji judge and training
+    read them (:func:`~galip_core.images.rgb_on_white`; ``convert("RGB")`` makes float, 16-bit, transparent black)."""
     if type(images).__module__.split(".")[0] == "torch":  # torch imported only if given a tensor
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{name} as a torch tensor must have shape (N, 3, H, W), got {tuple(images.shape)}")
         images = images.detach().cpu().permute(0, 2, 3, 1)
         images = (images.float() if images.is_floating_point() else images).numpy()  # numpy has no bfloat16
     if isinstance(images, (list, tuple)):
-        arrays = [np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else np.asarray(im)
-                  for im in images]
+        arrays = [np.asarray(rgb_on_white(im, f"{name}[{i}]") if isinstance(im, Image.Image) else im)
+                  for i, im in enumerate(images)]
         if any(a.ndim != 3 or a.shape[-1] != 3 for a in arrays):
             raise ValueError(f"every image in the list {name} must be a PIL image or an (H, W, 3) array")
         arrays = [_to_255(a, f"{name}[{index}]") for index, a in enumerate(arrays)]
-        return np.stack([_resize(a) for a in arrays]) if arrays else np.zeros((0, 64, 64, 3), np.float32)
-    if isinstance(images, np.ndarray):
+    elif isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"{name} as a numpy array must have shape (N, H, W, 3), got {images.shape}")
-        arr = _to_255(images, name)
-        return arr if arr.shape[1:3] == (IMAGE_SIZE, IMAGE_SIZE) else np.stack([_resize(a) for a in arr])
-    raise ValueError(f"{name} must be a list of PIL images, an (N, H, W, 3) numpy array or an "
-                     f"(N, 3, H, W) torch tensor, got {type(images).__name__}")
+        arrays = _to_255(images, name)
+    else:
+        raise ValueError(f"{name} must be a list of PIL images, an (N, H, W, 3) numpy array or an "
+                         f"(N, 3, H, W) torch tensor, got {type(images).__name__}")
+    if not len(arrays):  # no accuracy to report: 0.0 would read as a model that gets everything wrong
+        raise ValueError(f"{name} is empty; give at least one image")
+    return np.stack([_resize(a) for a in arrays])
 
 
 def _nearest(colour: np.ndarray, palette: Mapping[str, RGB]) -> str:

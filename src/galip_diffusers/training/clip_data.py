@@ -28,7 +28,6 @@ from .clip import encode_images, encode_texts
 from .checkpoints import SetupError
 from .data import (
     CAPTION_TYPES,
-    HELD_OUT_COLUMN,
     caption_list,
     check_columns,
     dataset_column_names,
@@ -37,6 +36,7 @@ from .data import (
     lazy_image_column,
     load_image_text_dataset,
 )
+from .held_out import HELD_OUT_COLUMN, held_out_mask
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +142,10 @@ def load_caption_folder(
     """Every usable row of an image-caption folder, with its images cropped to the centre square and resized to
     ``image_size`` (:func:`square_image`).
 
-    * ``drop_held_out`` (the default, for training): rows whose ``held_out`` column is true are dropped, so a folder
-      that holds held-out pairs can never be trained on by mistake; :attr:`CaptionPool.num_held_out` counts them.
+    * ``drop_held_out`` (the default, for training): rows whose ``held_out`` column is true, and pairs of the shipped
+      held-out list found by their identifying columns, are dropped (:func:`~.held_out.held_out_mask`, the check
+      train_galip.py makes), so a folder that holds held-out pairs can never be trained on by mistake;
+      :attr:`CaptionPool.num_held_out` counts them. A ``held_out`` column that is not boolean is refused.
     * A row whose image cannot be decoded is skipped with a warning and counted (:attr:`CaptionPool.num_unreadable`),
       as train_galip.py skips it; if no image can be read, the ``--image_column`` is refused. A row without a
       non-empty caption is skipped the same way (:attr:`CaptionPool.num_uncaptioned`).
@@ -164,8 +166,10 @@ def load_caption_folder(
         raise CaptionDataError(f"{flag} {data_dir!r}: {error}") from None
     _check_image_column(dataset, image_column, f"{flag} {data_dir!r}")
     dataset = lazy_image_column(dataset, image_column)  # decoded here, so that a corrupt file is skipped by name
-    held_out = (dataset[HELD_OUT_COLUMN] if drop_held_out and HELD_OUT_COLUMN in dataset.column_names
-                else [False] * len(dataset))
+    try:  # the held_out column (true/false only, as train_galip.py reads it) and the shipped held-out list
+        held_out = held_out_mask(dataset, f"{flag} {data_dir!r}") if drop_held_out else [False] * len(dataset)
+    except ValueError as error:
+        raise CaptionDataError(f"{flag} {data_dir!r}: {error}") from None
     images, captions, extras, first_error, num_unreadable, num_uncaptioned = [], [], [], None, 0, 0
     for index, is_held_out in enumerate(held_out):
         if is_held_out:
@@ -191,7 +195,7 @@ def load_caption_folder(
         images.append(image)
         captions.append(row_captions)
         extras.append(row)
-    num_held_out = sum(bool(h) for h in held_out)
+    num_held_out = sum(held_out)
     if not images and num_unreadable:
         raise CaptionDataError(f"{flag} {data_dir!r}: none of the {num_unreadable} images could be read (e.g. "
                                f"{first_error}); check --image_column {image_column!r} (columns: "

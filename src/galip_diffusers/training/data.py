@@ -21,6 +21,8 @@ from PIL import Image
 
 from galip_core.images import rgb_on_white
 
+from .held_out import check_held_out_feature, held_out_mask, stream_row_check
+
 logger = logging.getLogger(__name__)
 
 #: The official GALIP augmentation: resize the shorter side to ``resolution * 76 / 64``, random crop, random flip.
@@ -120,7 +122,9 @@ def load_image_text_dataset(
 
     ``split=None`` picks ``validation``, else ``test``, else ``train``, else the only split. A folder holding one data
     set without splits is read whole for ``split`` ``None`` or ``"train"``; another split name is a ``ValueError``
-    (it would otherwise be ignored). Returns a ``datasets.Dataset`` (or ``IterableDataset`` with ``streaming=True``).
+    (it would otherwise be ignored). Returns a ``datasets.Dataset`` (or ``IterableDataset`` with ``streaming=True``)
+    of plain values of every column: the format a ``save_to_disk`` folder keeps (``with_format("torch")``, some
+    columns only) is reset.
     """
     import datasets
 
@@ -152,6 +156,8 @@ def load_image_text_dataset(
         recorded = f" (recorded as split {str(loaded.split)!r})" if getattr(loaded, "split", None) else ""
         raise ValueError(f"Split {split!r} not found in {source!r}: it holds a single data set without splits"
                          f"{recorded}; leave out the split flag (or pass 'train') to use all of it.")
+    if isinstance(loaded, datasets.Dataset):  # save_to_disk keeps a format (torch, numpy, some columns): the loaders
+        loaded = loaded.with_format(None)  # read plain values of every column, as the held-out check must
     if streaming and isinstance(loaded, datasets.Dataset):
         loaded = loaded.to_iterable_dataset()
     return loaded
@@ -193,24 +199,21 @@ def _is_text_feature(feature: Any) -> bool:
     return inner is not None and _is_text_feature(inner)
 
 
-#: a boolean column that marks rows no model may train on (the emoji data set's held-out pairs)
-HELD_OUT_COLUMN = "held_out"
-
-
 def drop_held_out_rows(dataset) -> tuple[Any, Optional[int]]:
-    """The data set without the rows whose ``held_out`` column is true, and how many were dropped (``None`` for a
-    stream, whose length is unknown). A data set without that column is returned as is; a ``held_out`` column that
-    is not boolean is a ``ValueError`` (its rows cannot be told apart safely)."""
-    features = getattr(dataset, "features", None)
-    if HELD_OUT_COLUMN not in dataset_column_names(dataset):
-        return dataset, 0
-    feature = features.get(HELD_OUT_COLUMN) if features is not None else None
-    if feature is not None and getattr(feature, "dtype", None) != "bool":
-        raise ValueError(f"The data set's {HELD_OUT_COLUMN!r} column holds {feature}, not booleans; "
-                         "rows marked held out are never trained on, so it must be true/false.")
-    keep = {"keep_in_memory": True} if hasattr(dataset, "__len__") else {}  # no cache file in the user's folder
-    kept = dataset.filter(lambda held_out: held_out is not True, input_columns=HELD_OUT_COLUMN, **keep)
-    return kept, (len(dataset) - len(kept) if hasattr(dataset, "__len__") else None)
+    """The data set without the rows no model may train on, and how many were dropped (``None`` for a stream, whose
+    length is unknown): rows whose ``held_out`` column is true, and the pairs of the shipped held-out list found by
+    their identifying columns even where that column was renamed, removed or false (:mod:`.held_out`). The values
+    are tested as plain values, whatever the data set's format. A ``held_out`` column that is not boolean is a
+    ``ValueError`` (its rows cannot be told apart safely). The result keeps the data set's format."""
+    if hasattr(dataset, "__len__"):
+        mask = held_out_mask(dataset)
+        if not any(mask):
+            return dataset, 0
+        kept = [i for i, held in enumerate(mask) if not held]  # keep_in_memory: no cache file in the user's folder
+        return dataset.select(kept, keep_in_memory=True), sum(mask)
+    check_held_out_feature(getattr(dataset, "features", None))
+    check = stream_row_check(dataset_column_names(dataset))
+    return (dataset.filter(check[1], input_columns=check[0]), None) if check else (dataset, 0)
 
 
 def lazy_image_column(dataset, image_column: str):
