@@ -23,15 +23,13 @@ import json
 import os
 import re
 import shutil
-import stat
 from typing import Any, Callable
 
 from diffusers import DiffusionPipeline
 from diffusers.utils import logging
 
 from galip_core.settings import SETTINGS_NAME, GALIPSettings
-from galip_core.staging import temporary_sibling
-from galip_core.swap import clean_stale, commit, open_permissions, snapshot
+from galip_core.swap import build_and_swap, open_permissions
 from galip_diffusers.pipelines.loading import check_save_directory, finish_saved_folder, note_replaced_settings
 
 logger = logging.get_logger(__name__)
@@ -164,13 +162,12 @@ def replace_folder(save_directory: str | os.PathLike, write: Callable[[str], Non
         cwd = os.getcwd()
     except OSError:  # the current folder was deleted
         cwd = None
-    clean_stale(target, kind="save")
-    checked = snapshot(target)  # the swap replaces exactly this, or nothing
-    with temporary_sibling(target, kind="save") as tmp:
+    recorded: dict = {}
+
+    def build(tmp: str) -> None:  # the new model, then what the old folder holds besides its model
         write(tmp)
-        open_permissions(tmp)
-        if checked is not None:
-            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))  # the folder keeps its own permissions
+        open_permissions(tmp)  # before the user's files are carried over: their modes are theirs
+        if recorded["checked"] is not None:
             wrote_card = os.path.lexists(os.path.join(tmp, "README.md"))
             had_model = os.path.lexists(os.path.join(target, "model_index.json"))
             parts = set() if add_to_existing else model_parts(target)
@@ -178,7 +175,9 @@ def replace_folder(save_directory: str | os.PathLike, write: Callable[[str], Non
             if not add_to_existing:
                 _warn_about_carried(os.fspath(save_directory), tmp, carried, replaced,
                                     old_card=had_model and not wrote_card)
-        commit(tmp, target, checked, error_type=SaveDirectoryChangedError, label="save_directory", work="save")
+
+    build_and_swap(target, build, check=lambda checked: recorded.update(checked=checked),
+                   error_type=SaveDirectoryChangedError, label="save_directory", work="save")
     if cwd is not None and (cwd == target or cwd.startswith(target + os.sep)) and os.path.isdir(cwd):
         os.chdir(cwd)  # this process was in the replaced folder: into the new one (``save_pretrained(".")``)
     return target
