@@ -10,7 +10,7 @@ import sys
 from galip_cli.common import CommandParser, run_cli
 from galip_diffusers.conversion.keys import ConversionError
 from galip_diffusers.conversion.official import DTYPES, convert_official_checkpoint
-from galip_diffusers.hub import HubPushError, push_folder_to_hub
+from galip_diffusers.hub import DEFAULT_IGNORE_PATTERNS, HubPushError, push_error, push_folder_to_hub
 from galip_diffusers.models.clip_bridge import CLIP_PREPROCESS_MODES
 
 
@@ -40,8 +40,9 @@ def build_parser(prog: str = "galip-convert") -> argparse.ArgumentParser:
     parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in one)")
     parser.add_argument("--include_discriminator", action="store_true",
                         help="also convert netD/netC to GALIPDiscriminator in <output_dir>/discriminator")
-    parser.add_argument("--clip_preprocess", choices=CLIP_PREPROCESS_MODES, default="official",
-                        help="discriminator CLIP preprocessing (default: official, as the released weights were trained)")
+    parser.add_argument("--clip_preprocess", choices=CLIP_PREPROCESS_MODES, default=None,
+                        help="with --include_discriminator: its CLIP preprocessing (default: official, as the "
+                             "released weights were trained)")
     parser.add_argument("--bpe", default=None, help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: from the clip package)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
     parser.add_argument("--measure_speed", action="store_true",
@@ -54,7 +55,11 @@ def build_parser(prog: str = "galip-convert") -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The Hub options only mean something with --push_to_hub: refuse them alone rather than ignore them."""
+    """The Hub options only mean something with --push_to_hub, and --clip_preprocess only with
+    --include_discriminator: refuse them alone rather than ignore them."""
+    if args.clip_preprocess is not None and not args.include_discriminator:
+        parser.error("--clip_preprocess needs --include_discriminator (it sets the discriminator's CLIP "
+                     "preprocessing); add --include_discriminator or drop the option.")
     if not args.push_to_hub:
         given = [flag for flag, value in (("--hub_model_id", args.hub_model_id), ("--private", args.private),
                                           ("--hub_token", args.hub_token)) if value]  # fmt: skip
@@ -71,20 +76,46 @@ def _run(args: argparse.Namespace, prog: str = "galip-convert") -> int:
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+    repo_id = _hub_repo_id(args) if args.push_to_hub else None
     out = convert_official_checkpoint(
         args.checkpoint, args.clip, args.output_dir, dtype=args.dtype,
         include_discriminator=args.include_discriminator, clip_preprocess=args.clip_preprocess,
         overwrite=args.overwrite, unsafe_pickle=args.unsafe_pickle, bpe_path=args.bpe, measure_speed=args.measure_speed,
+        hub_model_id=repo_id,
     )  # fmt: skip
-    if args.push_to_hub:
-        repo_id = push_folder_to_hub(out, args.hub_model_id or os.path.basename(os.path.abspath(out)),
-                                     private=args.private or None, token=args.hub_token,
-                                     commit_message="Convert an official GALIP checkpoint (galip convert)")
+    if repo_id is not None:
+        try:
+            repo_id = push_folder_to_hub(out, repo_id, private=args.private or None, token=args.hub_token,
+                                         commit_message="Convert an official GALIP checkpoint (galip convert)")
+        except KeyboardInterrupt:  # the folder is written by now: "nothing was written" would be false
+            error = push_error(out, repo_id, KeyboardInterrupt("Ctrl-C during the upload"), DEFAULT_IGNORE_PATTERNS)
+            print(f"{prog}: interrupted: {error}", file=sys.stderr)
+            return 130
         if not args.quiet:
             print(f"https://huggingface.co/{repo_id}")
     if not args.quiet:
         print(out)
     return 0
+
+
+def _hub_repo_id(args: argparse.Namespace) -> str:
+    """The repository ``--push_to_hub`` uploads to, with its owner, found before the conversion: the model card's
+    usage code loads it. A name without an owner (``--hub_model_id NAME``, or by default the ``--output_dir`` folder's
+    name) is created under the token's user, so the Hub is asked who that is; failing that, nothing is converted."""
+    name = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+    if "/" in name:
+        return name
+    import huggingface_hub
+
+    try:
+        user = huggingface_hub.whoami(token=args.hub_token)["name"]
+    except Exception as err:  # noqa: BLE001  (the Hub client's errors have no common base)
+        raise HubPushError(
+            f"--push_to_hub: cannot find out which Hub user the repository {name!r} belongs to ({type(err).__name__}: "
+            f"{err}); log in (`hf auth login`, or --hub_token), or pass --hub_model_id OWNER/NAME. Nothing was "
+            "converted."
+        ) from err
+    return f"{user}/{name}"
 
 
 def main(argv: list[str] | None = None, prog: str = "galip-convert") -> int:

@@ -115,7 +115,7 @@ def push_folder_to_hub(
         repo = huggingface_hub.create_repo(repo_id, private=private, token=token, exist_ok=True, repo_type="model")
         repo_id = getattr(repo, "repo_id", repo_id)
     except Exception as err:
-        raise _push_error(folder, repo_id, err, ignore_patterns) from err
+        raise push_error(folder, repo_id, err, ignore_patterns) from err
     write_minimal_card(folder, repo_id)  # with the id the Hub answered with (namespace included)
     try:
         huggingface_hub.upload_folder(
@@ -123,13 +123,13 @@ def push_folder_to_hub(
             create_pr=create_pr, ignore_patterns=list(ignore_patterns), repo_type="model",
         )  # fmt: skip
     except Exception as err:
-        raise _push_error(folder, repo_id, err, ignore_patterns) from err
+        raise push_error(folder, repo_id, err, ignore_patterns) from err
     logger.info(f"Pushed {folder} to https://huggingface.co/{repo_id}")
     return repo_id
 
 
-def _push_error(folder: str | os.PathLike, repo_id: str, err: Exception,
-                ignore_patterns: Sequence[str] = ()) -> HubPushError:  # fmt: skip
+def push_error(folder: str | os.PathLike, repo_id: str, err: Exception,
+               ignore_patterns: Sequence[str] = ()) -> HubPushError:  # fmt: skip
     """The error of a failed push, with the ``hf upload`` command that retries it (leaving out ``ignore_patterns``,
     as the push did: the CLI takes ``--exclude`` once per pattern)."""
     exclude = "".join(f" --exclude {shlex.quote(pattern)}" for pattern in ignore_patterns)

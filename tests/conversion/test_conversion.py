@@ -9,6 +9,7 @@ official forward passes written only from the facts of the official code, and ag
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -85,30 +86,44 @@ def _save(obj, path):
 
 
 # ------------------------------------------------------------------------------------------------ equivalence check
+#: The equivalence check runs in float64, where the converted models and the reference agree to ~1e-15 (rounding):
+#: a real mapping or config bug shows up far above this (a 10x LayerNorm eps in the generator's ViT moves its output
+#: by ~1e-5, below float32's noise but 5 orders of magnitude above this).
+F64_ATOL = 1e-10
+
+
+def _float64(state):
+    return {k: v.double() for k, v in state.items()}
+
+
 def assert_matches_official(folder, nets, clip_model, sizes, simple_tokenizer, pipeline_call=True):
-    """The converted folder reproduces the official text embeddings, G's images and D's logits (batch 2)."""
-    pipe = DiffusionPipeline.from_pretrained(folder)
+    """The converted folder reproduces the official text embeddings, G's images and D's logits (batch 2), to float64
+    rounding: the converted models and the reference run in float64. The ``clip`` package's own model, whose
+    LayerNorm computes in float32 whatever the input, is a cross-check to float32 precision (``ATOL``)."""
+    pipe = DiffusionPipeline.from_pretrained(folder).to(torch.float64)
     pipe.set_progress_bar_config(disable=True)
-    disc = GALIPDiscriminator.from_pretrained(folder, subfolder="discriminator")
+    disc = GALIPDiscriminator.from_pretrained(folder, subfolder="discriminator").double()
+    clip32, clip_model = clip_model, copy.deepcopy(clip_model).double()
+    nets = {name: _float64(state) for name, state in nets.items()}
     captions = ["a small bird with a red head and a white belly", "A PHOTO of 2 dogs, playing in the snow!"]
-    z = torch.randn(2, pipe.generator.config.z_dim, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(2, pipe.generator.config.z_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     openai_text = {k: v for k, v in clip_model.state_dict().items() if not k.startswith("visual.")}
     with torch.no_grad():
         clip_ids = fx.clip_tokenize(simple_tokenizer, captions)
         sent = pipe.encode_prompt(captions, torch.device("cpu"))
         ref_sent = ref.clip_text_embeds(openai_text, clip_ids, heads=sizes.text_heads)
-        assert (sent - ref_sent).abs().max() <= ATOL
-        assert (sent - clip_model.encode_text(clip_ids)).abs().max() <= ATOL
+        assert sent.dtype == torch.float64 and (sent - ref_sent).abs().max() <= F64_ATOL
+        assert (sent.float() - clip32.encode_text(clip_ids)).abs().max() <= ATOL
         assert ref_sent.std() > 0.05 and (ref_sent[0] - ref_sent[1]).abs().max() > 0.05
 
         image = pipe.generator(z, sent)
         ref_image = ref.netg_forward(nets["netG"], z, ref_sent, sizes.vision_heads, sizes.output_size)
         assert image.shape == (2, 3, sizes.output_size, sizes.output_size)
-        assert (image - ref_image).abs().max() <= ATOL
+        assert (image - ref_image).abs().max() <= F64_ATOL
         assert ref_image.std() > 0.05
         if pipeline_call:  # the whole pipeline, prompt to clamped image
             latents = pipe(prompt=captions, latents=z, output_type="latent").images
-            assert (latents - ref_image.clamp(-1, 1)).abs().max() <= ATOL
+            assert (latents - ref_image.clamp(-1, 1)).abs().max() <= F64_ATOL
 
         images = ref_image.clamp(-1, 1)
         feats, image_embeds = disc.extract_features(pipe.image_encoder, images)
@@ -118,12 +133,13 @@ def assert_matches_official(folder, nets, clip_model, sizes, simple_tokenizer, p
         pixels = ref.official_clip_preprocess(images, sizes.clip["image_resolution"])
         ref_feats, ref_embeds = ref.clip_image_features(vit, pixels, sizes.feature_layers, sizes.vision_heads)
         ref_logits = ref.netc_forward(nets["netC"], ref.netd_forward(nets["netD"], ref_feats), ref_sent)
-        assert (feats - ref_feats).abs().max() <= ATOL
-        assert (logits - ref_logits).abs().max() <= ATOL
+        assert (feats - ref_feats).abs().max() <= F64_ATOL
+        assert (logits - ref_logits).abs().max() <= F64_ATOL
         assert logits.shape == (2,) and (ref_logits[0] - ref_logits[1]).abs() > 1e-3
         # The image encoder against the clip package's own visual tower (same ViT as the checkpoint here).
-        assert (image_embeds - ref_embeds).abs().max() <= ATOL
-        assert (pipe.image_encoder(pixel_values=pixels).image_embeds - clip_model.encode_image(pixels)).abs().max() <= ATOL
+        assert (image_embeds - ref_embeds).abs().max() <= F64_ATOL
+        encoded = pipe.image_encoder(pixel_values=pixels).image_embeds
+        assert (encoded.float() - clip32.encode_image(pixels.float())).abs().max() <= ATOL
     return pipe, disc
 
 
@@ -257,17 +273,32 @@ def test_tiny_conversion_matches_the_official_forward(tiny_converted, tiny_nets,
     assert index["generator"] == ["diffusers", "GALIPGenerator"] and "discriminator" not in index
 
 
-def test_the_equivalence_check_catches_mapping_bugs(tiny_converted, tiny_nets, tiny_clip, simple_tokenizer, tmp_path):
-    """Swap q/k in one ViT block of the generator: the reference comparison must fail."""
-    broken = str(tmp_path / "broken")
-    shutil.copytree(tiny_converted, broken)
-    pipe = DiffusionPipeline.from_pretrained(broken)
+def _swap_q_and_k(folder):
+    """Swap q/k in one ViT block of the generator."""
+    pipe = DiffusionPipeline.from_pretrained(folder)
     attn = pipe.generator.vision_model.encoder.layers[1].self_attn
     with torch.no_grad():
         q = attn.q_proj.weight.clone()
         attn.q_proj.weight.copy_(attn.k_proj.weight)
         attn.k_proj.weight.copy_(q)
-    pipe.generator.save_pretrained(os.path.join(broken, "generator"))
+    pipe.generator.save_pretrained(os.path.join(folder, "generator"))
+
+
+def _ten_times_layer_norm_eps(folder):
+    """A 10x LayerNorm eps in the generator's ViT: it moves G's output by ~1e-5, which float32 tolerances miss."""
+    path = os.path.join(folder, "generator", "config.json")
+    config = json.load(open(path))
+    config["vision_config"]["layer_norm_eps"] *= 10
+    json.dump(config, open(path, "w"))
+
+
+@pytest.mark.parametrize("mutate", [_swap_q_and_k, _ten_times_layer_norm_eps])
+def test_the_equivalence_check_catches_mapping_bugs(mutate, tiny_converted, tiny_nets, tiny_clip, simple_tokenizer,
+                                                    tmp_path):
+    """A wrong weight or config in the converted folder: the reference comparison must fail."""
+    broken = str(tmp_path / "broken")
+    shutil.copytree(tiny_converted, broken)
+    mutate(broken)
     with pytest.raises(AssertionError):
         assert_matches_official(broken, tiny_nets, tiny_clip, fx.TINY, simple_tokenizer)
 

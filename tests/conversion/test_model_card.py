@@ -122,6 +122,29 @@ def test_converted_card_states_the_published_and_reference_figures():
     assert "No published figures are recorded" in unknown and "Not measured; `galip benchmark" in unknown
 
 
+@pytest.mark.parametrize("name", ["my_galip_finetuned_on_coco_epoch3.pth", "pre_cocoa.pth", "pre_coco.pth.bak",
+                                  "PRE_COCO.pth", "pre_cub.pth", "cc12m_ft.pth"])
+def test_only_the_released_files_get_the_authors_training_and_figures(name):
+    """A file is recognised by its exact released name, not by a word in it: a fine-tuned "..._coco_..." checkpoint
+    must not be published with the authors' recipe, data set and FID."""
+    text = render_model_card("galip_converted", **converted_fields(**converted_card_fields(f"/x/{name}", True))).text
+    assert "Trained by the GALIP authors" not in text and "MS-COCO" not in text and "CC12M" not in text
+    assert "5.01" not in text and "12.54" not in text and "No published figures are recorded" in text
+    assert "Not one of the released GALIP checkpoints (`pre_coco.pth` or `pre_cc12m.pth`" in text
+    assert "| training data | unknown: not one of the released checkpoints" in text
+    released = render_model_card("galip_converted", **converted_fields(**converted_card_fields("/x/pre_cc12m.pth",
+                                                                                                True))).text
+    assert "Trained by the GALIP authors" in released and "| training data | Conceptual 12M (CC12M) |" in released
+    assert "| FID, zero-shot on COCO val (30k) | 12.54 |" in released and "released `pre_cc12m.pth`" in released
+
+
+def test_the_discriminator_preprocessing_row_only_with_a_discriminator():
+    text = render_model_card("galip_converted", **converted_fields(clip_preprocess="standard")).text
+    assert "| discriminator CLIP preprocessing | `standard` |" in text
+    text = render_model_card("galip_converted", **converted_fields(include_discriminator=False)).text
+    assert "| discriminator included | no |" in text and "CLIP preprocessing" not in text
+
+
 def test_a_missing_field_is_named():
     fields = trained_fields()
     del fields["speed_machine"], fields["limitations"]

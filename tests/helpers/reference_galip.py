@@ -223,8 +223,8 @@ def official_clip_preprocess(images, image_size):
     """Images in [-1, 1] -> CLIP input, as the official code does it (two shifts, nearest resize)."""
     x = F.interpolate(images * 0.5 + 0.5, size=(image_size, image_size))
     x = (x + 1) * 0.5
-    mean = torch.tensor(CLIP_MEAN)[None, :, None, None]
-    std = torch.tensor(CLIP_STD)[None, :, None, None]
+    mean = torch.tensor(CLIP_MEAN, dtype=images.dtype)[None, :, None, None]  # in float64 too: exact comparisons
+    std = torch.tensor(CLIP_STD, dtype=images.dtype)[None, :, None, None]
     return (x - mean) / std
 
 

@@ -19,9 +19,10 @@ OFFICIAL_TRAINING = (
     "and the discriminator stays frozen; real images resized to 256x76/64, randomly cropped to 256 and flipped."
 )
 
-#: Checkpoint families, recognised by a word in the file name: training data and published figures.
-OFFICIAL_CHECKPOINTS: dict[str, dict[str, Any]] = {
-    "coco": {
+#: The released checkpoints, by their exact file names (https://github.com/tobran/GALIP; no CUB checkpoint was
+#: released): training data and published figures. Only these files get the authors' recipe and figures in the card.
+RELEASED_CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "pre_coco.pth": {
         "dataset": "MS-COCO 2014 (train split, about 83k images with 5 captions each)",
         "eval_results": [
             ("FID (COCO val, 30k)", "5.85", "paper"),
@@ -30,12 +31,17 @@ OFFICIAL_CHECKPOINTS: dict[str, dict[str, Any]] = {
             ("CLIP score (cosine, ViT-B/32)", "0.3379", "released checkpoint, as reported by the authors"),
         ],
     },
-    "cc12m": {
+    "pre_cc12m.pth": {
         "dataset": "Conceptual 12M (CC12M)",
         "eval_results": [("FID, zero-shot on COCO val (30k)", "12.54", "paper and released checkpoint")],
     },
-    "cub": {"dataset": "CUB-200-2011 birds", "eval_results": []},
 }
+_RELEASED_NAMES = " or ".join(f"`{name}`" for name in RELEASED_CHECKPOINTS)
+UNKNOWN_DATASET = f"unknown: not one of the released checkpoints ({_RELEASED_NAMES})"
+UNKNOWN_TRAINING = (
+    f"Not one of the released GALIP checkpoints ({_RELEASED_NAMES}, recognised by their exact file names), so how "
+    "it was trained, and on what, is not recorded here; add it to this card if you know it."
+)
 
 #: The package's reference timing of the official architecture (README "Speed"): `galip-benchmark`, random weights
 #: of the same geometry (speed does not depend on weight values), 224 px, batch 1.
@@ -53,13 +59,12 @@ REFERENCE_SPEED = [
 ]  # fmt: skip
 
 
-def checkpoint_family(checkpoint_path: str) -> Optional[str]:
-    """``"coco"``, ``"cc12m"`` or ``"cub"`` when the file name says so (``pre_coco.pth`` ...), else ``None``."""
-    stem = os.path.splitext(os.path.basename(checkpoint_path))[0].lower()
-    for family in ("cc12m", "coco", "cub"):
-        if family in stem:
-            return family
-    return None
+def released_checkpoint(checkpoint_path: str) -> Optional[str]:
+    """The file name of ``checkpoint_path`` if it is exactly that of a released checkpoint (``pre_coco.pth``), else
+    ``None``. Not a substring: ``my_galip_finetuned_on_coco.pth`` may hold anything, and a card meant for publishing
+    must not give it the authors' training and figures."""
+    name = os.path.basename(checkpoint_path)
+    return name if name in RELEASED_CHECKPOINTS else None
 
 
 def converted_card_fields(
@@ -70,8 +75,8 @@ def converted_card_fields(
 
     ``speed_rows``/``speed_machine``: figures measured at conversion; without them, the reference figures are used
     when the checkpoint has the official architecture (``official_geometry``)."""
-    family = checkpoint_family(checkpoint_path)
-    facts = OFFICIAL_CHECKPOINTS.get(family, {})
+    released = released_checkpoint(checkpoint_path)
+    facts = RELEASED_CHECKPOINTS.get(released, {}) if released else {}
     if speed_rows:
         speed_note = "Measured at conversion on the converted weights (`galip convert --measure_speed`)."
     elif official_geometry:
@@ -81,8 +86,9 @@ def converted_card_fields(
     else:
         speed_rows, speed_machine, speed_note = [], None, ""
     return {
-        "training_dataset": facts.get("dataset", "not recognised from the checkpoint file name (see the GALIP paper)"),
-        "training_notes": OFFICIAL_TRAINING,
+        "training_dataset": facts.get("dataset", UNKNOWN_DATASET),
+        "training_notes": f"{OFFICIAL_TRAINING} (Recognised as the released `{released}` by its file name: compare "
+                          "the checkpoint sha256 above with your download.)" if released else UNKNOWN_TRAINING,
         "eval_results": facts.get("eval_results", []),
         "speed_results": speed_rows,
         "speed_machine": speed_machine,

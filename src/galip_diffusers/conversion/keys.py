@@ -87,11 +87,14 @@ def map_state_dict(
     rules: list[KeyRule],
     expected: Mapping[str, torch.Size],
     what: str,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
     """Map ``source`` (official names) to ``expected`` (target names and shapes) with ``rules``.
 
-    Raises :class:`ConversionError` naming every missing and unexpected key (in official names) or the first shape
-    mismatch (both names and both shapes). Returned tensors never share memory, so safetensors can save them.
+    Raises :class:`ConversionError` naming every missing and unexpected key (in official names), the first shape
+    mismatch (both names and both shapes), or the first weight that is not floating point, not finite or beyond the
+    range of ``dtype`` (the converted weights are stored as float32: a float64 ``1e300`` would become inf). Returned
+    tensors never share memory (a checkpoint's tied tensors are cloned), so safetensors can save them.
     """
     mapped: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
@@ -146,7 +149,47 @@ def map_state_dict(
                 "bfloat16)."
             )
     check_finite_state(what, used)
-    return {k: mapped[k] for k in expected}
+    beyond = beyond_range(used, dtype)
+    if beyond is not None:
+        raise ConversionError(
+            f"{what}: {beyond[0]!r} holds values up to {beyond[1]:.4g}, beyond {dtype_name(dtype)}'s range "
+            f"({torch.finfo(dtype).max:.4g}); the converted {dtype_name(dtype)} weights would hold inf there."
+        )
+    return _unshared({k: mapped[k] for k in expected})
+
+
+def beyond_range(state: Mapping[str, torch.Tensor], dtype: torch.dtype) -> tuple[str, float] | None:
+    """The first floating-point tensor of ``state`` holding a value beyond ``dtype``'s range (a cast to ``dtype``
+    would make it inf), with its largest magnitude; ``None`` if every tensor fits. Only tensors of a wider type are
+    read (float64 for float32, float32 for float16), so the usual case costs nothing."""
+    limit = torch.finfo(dtype).max
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and tensor.numel() and torch.finfo(tensor.dtype).max > limit:
+            peak = float(tensor.abs().max())
+            if peak > limit:
+                return key, peak
+    return None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` for ``torch.float32``: how the messages name a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with a copy of each tensor whose memory an earlier one already uses (tied or shared tensors in the
+    source file): safetensors refuses to save tensors that share memory, and would only say so after the whole
+    conversion, in our key names."""
+    seen: set[int] = set()
+    for key, tensor in state.items():
+        if not tensor.numel():
+            continue
+        address = tensor.untyped_storage().data_ptr()
+        if address in seen:
+            state[key] = tensor.clone()
+        else:
+            seen.add(address)
+    return state
 
 
 def check_finite_state(what: str, state: Mapping[str, torch.Tensor]) -> None:
@@ -188,9 +231,26 @@ def load_mapped(model: nn.Module, source: Mapping[str, torch.Tensor], rules: lis
     return model
 
 
-def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> dict[str, Any]:
-    """Remove a DDP ``module.`` prefix from the keys that carry it."""
-    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
+def strip_prefix(state: Mapping[str, Any], prefix: str = "module.", what: str = "state dict") -> dict[str, Any]:
+    """Remove a DDP ``module.`` prefix from the keys that carry it.
+
+    ``ConversionError`` naming ``what`` (``"--checkpoint netG"``) for a key that is not a string, and for ``module.X``
+    beside ``X``: keeping one of the two tensors would silently drop the other."""
+    stripped: dict[str, Any] = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise ConversionError(
+                f"{what}: the key {key!r} is {type(key).__name__}, not a parameter name; a state dict maps names "
+                "(str) to tensors."
+            )
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if name in stripped:
+            raise ConversionError(
+                f"{what}: both {prefix + name!r} and {name!r} are present, so one of the two tensors would be "
+                f"dropped; keep one of them (with or without the DDP {prefix!r} prefix) in the file."
+            )
+        stripped[name] = value
+    return stripped
 
 
 def is_torchscript_archive(path: str | os.PathLike) -> bool:

@@ -36,6 +36,7 @@ from galip_diffusers.conversion.commit import Snapshot, clean_stale, commit, sna
 from galip_diffusers.conversion.keys import (
     ConversionError,
     KeyRule,
+    beyond_range,
     check_finite_state,
     is_torchscript_archive,
     load_mapped,
@@ -93,10 +94,12 @@ CARD_TEMPLATE = "galip_converted.md"
 OPENAI_CLIP_HUB_ID = "openai/clip-vit-base-patch32"
 
 
-def load_official_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+def load_official_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, Any]:
     """``{'netG': ..., 'netD': ..., 'netC': ...}`` from an official ``torch.save`` file (``module.`` prefixes removed).
 
-    The file is memory-mapped, so optimiser states and other unused entries are never read into RAM."""
+    The file is memory-mapped, so optimiser states and other unused entries are never read into RAM. A ``netD`` or
+    ``netC`` that is not a state dict (``None`` in a checkpoint slimmed to its generator) is returned as it is: only
+    ``--include_discriminator`` needs them, and it says what they are (:func:`discriminator_nets`)."""
     if os.path.isfile(path) and is_torchscript_archive(path):
         raise ConversionError(
             f"--checkpoint: {os.fspath(path)!r} is a TorchScript archive (like OpenAI's ViT-B-32.pt), not a GALIP "
@@ -112,7 +115,25 @@ def load_official_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = Fals
             f"--checkpoint: {os.fspath(path)!r} is not a GALIP checkpoint: expected the official layout "
             f"{{'model': {{'netG': ..., 'netD': ..., 'netC': ...}}, ...}}, found top-level keys {found}{inner}{hint}."
         )
-    return {name: strip_prefix(state) for name, state in nets.items() if name in ("netG", "netD", "netC")}
+    return {
+        name: strip_prefix(state, what=f"--checkpoint {name}") if isinstance(state, dict) else state
+        for name, state in nets.items()
+        if name in ("netG", "netD", "netC")
+    }
+
+
+def discriminator_nets(nets: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``netD`` and ``netC`` for ``--include_discriminator``, or ``ConversionError`` saying which is absent or not a
+    state dict."""
+    for name in ("netD", "netC"):
+        if name not in nets:
+            raise ConversionError(f"--include_discriminator: the checkpoint has no netD/netC (it has {sorted(nets)}).")
+        if not isinstance(nets[name], dict):
+            raise ConversionError(
+                f"--include_discriminator: the checkpoint's {name!r} is {type(nets[name]).__name__}, not a state dict "
+                "(a checkpoint slimmed to its generator?); convert without --include_discriminator."
+            )
+    return nets["netD"], nets["netC"]
 
 
 def convert_generator(
@@ -179,7 +200,7 @@ def convert_official_checkpoint(
     *,
     dtype: str | torch.dtype = "fp32",
     include_discriminator: bool = False,
-    clip_preprocess: str = "official",
+    clip_preprocess: str | None = None,
     overwrite: bool = False,
     unsafe_pickle: bool = False,
     bpe_path: str | None = None,
@@ -187,6 +208,7 @@ def convert_official_checkpoint(
     generator_config: dict[str, Any] | None = None,
     discriminator_config: dict[str, Any] | None = None,
     measure_speed: bool = False,
+    hub_model_id: str | None = None,
 ) -> str:
     """Convert an official GALIP checkpoint + a CLIP into a ``GALIPPipeline`` folder; returns the folder's path.
 
@@ -198,24 +220,28 @@ def convert_official_checkpoint(
         dtype: ``"fp32"`` (default): float32 weights only; ``"fp16"`` or ``"bf16"``: the float32 weights plus that
             half-precision copy as a diffusers variant (``*.fp16.safetensors``, loaded with ``variant="fp16"``).
         include_discriminator: also save NetD + NetC as ``GALIPDiscriminator`` in ``discriminator/``.
-        clip_preprocess: the discriminator's CLIP preprocessing, ``"official"`` (the released checkpoints' double
-            shift) or ``"standard"``; recorded in the model card.
+        clip_preprocess: the discriminator's CLIP preprocessing, ``"official"`` (the default: the released
+            checkpoints' double shift) or ``"standard"``; recorded in the model card. Only with
+            ``include_discriminator`` (without a discriminator it would have no effect).
         overwrite: replace a non-empty ``output_dir`` (only once everything else has succeeded).
         unsafe_pickle: allow ``torch.load(weights_only=False)`` when the safe loader refuses a file (runs its code).
         bpe_path: CLIP's ``bpe_simple_vocab_16e6.txt.gz``; by default the one in the installed ``clip`` package.
         clip_geometry, generator_config, discriminator_config: other sizes than the official ones (tests, variants).
         measure_speed: time the converted pipeline on this machine (CPU, batch 1) for the model card's speed table;
             by default the card shows the package's reference timing of the official architecture.
+        hub_model_id: the Hub repository (``owner/name``) the folder will be pushed to: the model card's usage code
+            loads it from there (by default, from the local folder).
 
     Nothing is written unless the whole conversion succeeds: the folder is built next to ``output_dir`` and swapped
     in (see :mod:`galip_diffusers.conversion.commit`); a file written into ``output_dir`` meanwhile is never deleted.
+    A symbolic link as ``output_dir`` is followed (the model goes into the linked folder); the real path is returned.
     """
-    if not isinstance(dtype, (str, torch.dtype)) or (dtype not in DTYPES and dtype not in DTYPES.values()):
-        raise ConversionError(f"--dtype must be one of {sorted(DTYPES)} (or {list(DTYPES.values())}), got {dtype!r}.")
-    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    variant = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(torch_dtype)
-    if clip_preprocess not in CLIP_PREPROCESS_MODES:
-        raise ConversionError(f"--clip_preprocess must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
+    _check_flags(include_discriminator=include_discriminator, overwrite=overwrite, unsafe_pickle=unsafe_pickle,
+                 measure_speed=measure_speed)
+    variant = _variant(dtype)
+    clip_preprocess = _clip_preprocess(clip_preprocess, include_discriminator)
+    if hub_model_id is not None and not (isinstance(hub_model_id, str) and hub_model_id.strip()):
+        raise ConversionError(f"--hub_model_id must be a Hub repository id (owner/name), got {hub_model_id!r}.")
     checkpoint_path, clip_path = os.fspath(checkpoint_path), os.fspath(clip_path)
     bpe_path = None if bpe_path is None else os.fspath(bpe_path)
     check_inputs(checkpoint_path, clip_path, bpe_path)
@@ -256,7 +282,8 @@ def convert_official_checkpoint(
         clip_source=clip.description, clip_sha256=_sha256(clip_path) if os.path.isfile(clip_path) else None,
         dtype="float32" + (f", plus a {variant} variant" if variant else ""), clip_preprocess=clip_preprocess,
         include_discriminator=discriminator is not None, components=_component_notes(discriminator is not None),
-        repo_path=os.path.basename(out), example_prompt="a photo of a red double-decker bus on a city street",
+        repo_path=hub_model_id or os.path.basename(os.path.abspath(output_dir)),  # a link's name, not its target's
+        example_prompt="a photo of a red double-decker bus on a city street",
         license_text=LICENSE_TEXT,
         base_model=OPENAI_CLIP_HUB_ID if official_geometry else None,
         **converted_card_fields(checkpoint_path, official_geometry, speed_rows, speed_machine),
@@ -276,6 +303,38 @@ def convert_official_checkpoint(
     _write_atomically(out, write, checked)
     logger.info("Done: %s", out)
     return out
+
+
+def _check_flags(**flags: Any) -> None:
+    """``TypeError`` unless each on/off argument is a real ``bool``: ``overwrite="no"`` is truthy and would replace
+    the folder, ``unsafe_pickle="false"`` would run the pickle (the same check as ``GALIPPipeline.interpolate``'s)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"`{name}` (--{name}) must be True or False, got {value!r}.")
+
+
+def _variant(dtype: str | torch.dtype) -> str | None:
+    """The half-precision variant ``--dtype`` asks for (``"fp16"``, ``"bf16"``; ``None`` for fp32), or
+    ``ConversionError`` naming the allowed values."""
+    if not isinstance(dtype, (str, torch.dtype)) or (dtype not in DTYPES and dtype not in DTYPES.values()):
+        raise ConversionError(f"--dtype must be one of {sorted(DTYPES)} (or {list(DTYPES.values())}), got {dtype!r}.")
+    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(torch_dtype)
+
+
+def _clip_preprocess(clip_preprocess: str | None, include_discriminator: bool) -> str:
+    """The discriminator's CLIP preprocessing (default ``"official"``), or ``ConversionError`` for a value not in
+    ``CLIP_PREPROCESS_MODES``, or for one given without a discriminator, where it would be ignored."""
+    if clip_preprocess is None:
+        return "official"
+    if clip_preprocess not in CLIP_PREPROCESS_MODES:
+        raise ConversionError(f"--clip_preprocess must be one of {CLIP_PREPROCESS_MODES}, got {clip_preprocess!r}.")
+    if not include_discriminator:
+        raise ConversionError(
+            "--clip_preprocess sets the discriminator's CLIP preprocessing and needs --include_discriminator; add "
+            "--include_discriminator or drop --clip_preprocess."
+        )
+    return clip_preprocess
 
 
 def _component_notes(with_discriminator: bool) -> list[tuple[str, str]]:
@@ -299,18 +358,18 @@ def _convert_models(
 ) -> tuple[GALIPPipeline, GALIPDiscriminator | None, CLIPSource]:
     """The converted ``GALIPPipeline`` in ``torch_dtype``, the discriminator (``None`` unless asked for) and the CLIP
     source the text tower and the image encoder's head came from."""
-    if include_discriminator and not {"netD", "netC"} <= set(nets):
-        raise ConversionError(f"--include_discriminator: the checkpoint has no netD/netC (it has {sorted(nets)}).")
+    netD_netC = discriminator_nets(nets) if include_discriminator else None
     generator = convert_generator(nets["netG"], clip_geometry, generator_config)
     discriminator = None
-    if include_discriminator:
-        discriminator = convert_discriminator(nets["netD"], nets["netC"], clip_preprocess, discriminator_config)
+    if netD_netC is not None:
+        discriminator = convert_discriminator(*netD_netC, clip_preprocess, discriminator_config)
     logger.info("Reading %s", clip_path)
     clip = load_clip_source(clip_path, clip_geometry, unsafe_pickle)
     check_finite_state("--clip", {**clip.vision_head, **clip.text_encoder.state_dict()})  # a CLIPModel folder too
     vit = checkpoint_vit(nets["netG"])
     _warn_if_other_vit(vit, clip)
-    image_encoder = image_encoder_from_openai({**vit, **clip.vision_head}, clip_geometry)
+    image_encoder = image_encoder_from_openai({**vit, **clip.vision_head}, clip_geometry,
+                                              "--checkpoint netG (mapping.CLIP_ViT.*) + --clip (visual.ln_post/proj)")
     models = [clip.text_encoder, generator, image_encoder] + ([discriminator] if discriminator is not None else [])
     for model in models:
         torch.nn.Module.to(model, torch_dtype)  # plain cast (diffusers' .to() warns about fp32-only modules: none here)
@@ -341,13 +400,12 @@ def _check_fits_float16(pipe: GALIPPipeline, discriminator: GALIPDiscriminator |
     models = {**{k: m for k, m in pipe.components.items() if isinstance(m, torch.nn.Module)},
               **({"discriminator": discriminator} if discriminator is not None else {})}  # fmt: skip
     for component, model in models.items():
-        for key, tensor in model.state_dict().items():
-            peak = float(tensor.abs().max()) if tensor.is_floating_point() and tensor.numel() else 0.0
-            if peak > limit:
-                raise ConversionError(
-                    f"--dtype fp16: {component}.{key} holds values up to {peak:.4g}, beyond float16's range "
-                    f"({limit:g}); the fp16 variant would hold inf there. Use --dtype bf16 or fp32."
-                )
+        beyond = beyond_range(model.state_dict(), torch.float16)
+        if beyond is not None:
+            raise ConversionError(
+                f"--dtype fp16: {component}.{beyond[0]} holds values up to {beyond[1]:.4g}, beyond float16's range "
+                f"({limit:g}); the fp16 variant would hold inf there. Use --dtype bf16 or fp32."
+            )
 
 
 def _write_atomically(out: str, write: Callable[[str], None], checked: Snapshot | None) -> None:

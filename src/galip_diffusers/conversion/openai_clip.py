@@ -9,6 +9,7 @@ the GALIP checkpoint (``mapping.CLIP_ViT.*``).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from galip_diffusers.conversion.keys import (
     KeyRule,
     is_torchscript_archive,
     load_mapped,
+    map_state_dict,
     module_prefix,
     prefixed,
     safe_torch_load,
@@ -121,8 +123,9 @@ def _check_geometry(found: dict[str, int], expected: CLIPGeometry, source: str) 
 
 def openai_geometry(state: dict[str, torch.Tensor], source: str) -> dict[str, int]:
     """The sizes stored in an OpenAI CLIP state dict (like ``clip.model.build_model``); heads excluded."""
-    required = ("visual.conv1.weight", "visual.positional_embedding", "visual.proj", "token_embedding.weight",
-                "positional_embedding", "text_projection", "ln_final.weight")  # fmt: skip
+    required = ("visual.conv1.weight", "visual.positional_embedding", "visual.ln_post.weight", "visual.ln_post.bias",
+                "visual.proj", "token_embedding.weight", "positional_embedding", "text_projection",
+                "ln_final.weight")  # fmt: skip
     missing = [k for k in required if k not in state]
     if missing:
         hint = " (a ResNet CLIP? only ViT models are supported)" if "visual.attnpool.c_proj.weight" in state else ""
@@ -153,7 +156,11 @@ def load_openai_state_dict(path: str, unsafe_pickle: bool = False) -> dict[str, 
         state = load_file(path)
     elif is_torchscript_archive(path):
         # TorchScript archives are not pickles of arbitrary objects: torch.jit.load only builds TorchScript modules.
-        state = dict(torch.jit.load(path, map_location="cpu").state_dict())
+        # Its FutureWarning ("torch.jit.load is deprecated") is advice for torch.jit users: ViT-B-32.pt is OpenAI's
+        # documented file, and there is no other reader of it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`?torch\.jit\.load`? is deprecated", category=FutureWarning)
+            state = dict(torch.jit.load(path, map_location="cpu").state_dict())
     else:
         state = safe_torch_load(path, "--clip", unsafe_pickle)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -162,7 +169,7 @@ def load_openai_state_dict(path: str, unsafe_pickle: bool = False) -> dict[str, 
         hint = " It looks like a GALIP checkpoint: did you swap --checkpoint and --clip?" if (
             isinstance(state, dict) and "model" in state) else ""
         raise ConversionError(f"--clip: {path!r} does not hold a state dict (a mapping of names to tensors).{hint}")
-    return {k: v for k, v in strip_prefix(state).items() if k not in OPENAI_NON_WEIGHTS}
+    return {k: v for k, v in strip_prefix(state, what="--clip").items() if k not in OPENAI_NON_WEIGHTS}
 
 
 @dataclass
@@ -195,20 +202,44 @@ def text_encoder_from_openai(state: dict[str, torch.Tensor], geometry: CLIPGeome
     return load_mapped(model, text_state, rules, "--clip text tower").eval()
 
 
-def image_encoder_from_openai(visual: dict[str, torch.Tensor], geometry: CLIPGeometry) -> CLIPVisionModelWithProjection:
-    """``CLIPVisionModelWithProjection`` from OpenAI ``visual.*`` tensors (given without the ``visual.`` prefix)."""
+def image_encoder_from_openai(
+    visual: dict[str, torch.Tensor], geometry: CLIPGeometry, what: str = "CLIP vision tower"
+) -> CLIPVisionModelWithProjection:
+    """``CLIPVisionModelWithProjection`` from OpenAI ``visual.*`` tensors (given without the ``visual.`` prefix);
+    ``what`` names their source in error messages."""
     model = empty_image_encoder(geometry)
     rules = prefixed(VISION_KEY_MAP, "", module_prefix(model, model.vision_model)) + prefixed(
         VISION_PROJECTION_KEY_MAP, "", module_prefix(model, model.visual_projection)
     )
-    return load_mapped(model, visual, rules, "CLIP vision tower").eval()
+    return load_mapped(model, visual, rules, what).eval()
+
+
+def vision_head_from_openai(state: dict[str, torch.Tensor], geometry: CLIPGeometry) -> dict[str, torch.Tensor]:
+    """The vision head (``VISION_HEAD_KEYS``, without ``visual.``) of an OpenAI CLIP state dict, checked here under
+    its ``--clip`` names (shape, dtype, finite values): the image encoder built later mixes it with the GALIP
+    checkpoint's ViT, where an error could not say which file is at fault."""
+    rules = [KeyRule(f"visual.{key}", key) for key in VISION_HEAD_KEYS]
+    width = torch.Size([geometry.vision_width])
+    proj = torch.Size([geometry.vision_width, geometry.embed_dim])
+    expected = {"ln_post.weight": width, "ln_post.bias": width, "proj": proj}
+    return map_state_dict({r.source: state[r.source] for r in rules}, rules, expected, "--clip")
 
 
 def _load_transformers_folder(folder: str, geometry: CLIPGeometry) -> CLIPSource:
+    """The text tower and vision head of a transformers ``CLIPModel`` folder. Only a whole ``CLIPModel`` is taken:
+    ``CLIPConfig`` fills a tower that a sub-model folder lacks with its defaults (ViT-B/32's sizes) and
+    ``from_pretrained`` with random weights, which would convert without an error and condition on noise."""
     try:
-        config = CLIPConfig.from_pretrained(folder)
+        config_dict, _ = CLIPConfig.get_config_dict(folder)
+        config = CLIPConfig.from_dict(config_dict) if config_dict.get("model_type") == "clip" else None
     except (OSError, ValueError) as err:
         raise ConversionError(f"--clip: {folder!r} is not a transformers CLIPModel folder: {err}") from err
+    if config is None:
+        raise ConversionError(
+            f"--clip: the folder {folder!r} holds a transformers {config_dict.get('model_type')!r} model, not a whole "
+            "CLIPModel (model_type 'clip'); the conversion needs both CLIP towers (the text tower and the vision "
+            "ln_post/proj). Pass a CLIPModel folder (openai/clip-vit-base-patch32) or OpenAI's ViT-B-32.pt."
+        )
     v, t = config.vision_config, config.text_config
     found = {
         "embed_dim": config.projection_dim, "image_size": v.image_size, "patch_size": v.patch_size,
@@ -218,9 +249,16 @@ def _load_transformers_folder(folder: str, geometry: CLIPGeometry) -> CLIPSource
     }  # fmt: skip
     _check_geometry(found, geometry, repr(folder))
     try:
-        clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+        clip, info = CLIPModel.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as err:  # no or unreadable weights, or weights of another shape
         raise ConversionError(f"--clip: cannot load the CLIPModel in {folder!r}: {err}") from err
+    absent = sorted(info["missing_keys"]) + sorted(key for key, *_ in info["mismatched_keys"])
+    if absent:  # transformers filled them with random values
+        raise ConversionError(
+            f"--clip: the CLIPModel in {folder!r} has no weights for {len(absent)} parameter(s), e.g. "
+            f"{', '.join(map(repr, absent[:4]))}; pass a complete CLIPModel folder or OpenAI's ViT-B-32.pt."
+        )
+    clip = clip.eval()
     text_encoder = empty_text_encoder(geometry)
     text_encoder.text_model.load_state_dict(clip.text_model.state_dict(), strict=True, assign=True)
     text_encoder.text_projection.load_state_dict(clip.text_projection.state_dict(), strict=True, assign=True)
@@ -243,7 +281,7 @@ def load_clip_source(path: str | os.PathLike, geometry: CLIPGeometry = VIT_B_32,
     state = load_openai_state_dict(path, unsafe_pickle)
     _check_geometry(openai_geometry(state, repr(os.path.basename(path))), geometry, repr(os.path.basename(path)))
     text_encoder = text_encoder_from_openai(state, geometry)
-    head = {k: state[f"visual.{k}"] for k in VISION_HEAD_KEYS}
+    head = vision_head_from_openai(state, geometry)
     reference = {k: state[f"visual.{k}"] for k in _CONSISTENCY_KEYS}
     kind = "TorchScript archive" if is_torchscript_archive(path) else "state dict"
     return CLIPSource(text_encoder, head, reference, f"OpenAI CLIP {kind} {os.path.basename(path)}")
