@@ -630,7 +630,7 @@ def main(args):
         loss_log = open_loss_log(args.output_dir, global_step if resume_path else None)
     validation_samples, validated_at, pending, skipped, images, micro_steps = [], None, {}, 0, 0, 0
     start_time, seconds_before, images_before = time.perf_counter(), counters.train_seconds, counters.images_seen
-    epochs_run = first_epoch
+    epochs_run = -(-global_step // num_update_steps_per_epoch)  # epochs begun (a resume at the limit adds none)
 
     def validate(step: int) -> list[dict]:
         with ema_swapped(ema_generator, generator):

@@ -320,7 +320,9 @@ def test_resuming_at_max_train_steps_saves_the_final_model_without_training(gali
     assert "no step is left to train; saving the final model from it" in capsys.readouterr().out
     assert (out / "losses.jsonl").read_bytes() == losses
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
-    assert json.loads((out / "training_summary.json").read_text())["steps"] == 3
+    summary, uninterrupted = (json.loads((run / "training_summary.json").read_text())
+                              for run in (out, finished["galip"]))
+    assert (summary["steps"], summary["epochs"]) == (uninterrupted["steps"], uninterrupted["epochs"]) == (3, 1)
     for name in ("generator/diffusion_pytorch_model.safetensors", "discriminator/diffusion_pytorch_model.safetensors"):
         assert (out / name).read_bytes() == (finished["galip"] / name).read_bytes(), name
     # train_clip.py: the same
