@@ -7,9 +7,35 @@ from typing import Any, Callable
 
 import torch
 
-from galip_core.finite import check_number_in_range
+from galip_core.finite import check_number_in_range, number_in_range, shown_value
 
 TRUNCATION_MODES = ("resample", "clamp")
+
+#: the seeds ``torch.Generator.manual_seed`` takes as they are: it also accepts -2**63 to -1, but wraps them modulo
+#: 2**64 onto large positive seeds (-1 draws what 2**64 - 1 draws), so two "different" seeds would give one image
+SEED_RANGE = (0, 2**64 - 1)
+
+#: float32 copies of the noise alive at once while :func:`sample_noise` resamples a truncation: the noise, a fresh
+#: draw and the bool mask of the values beyond the bound (a quarter copy): 2.27 measured above ~128 MiB of noise, with
+#: a 10% margin (below that, glibc's heap can keep up to ~100 MiB of freed masks: small beside the free memory)
+TRUNCATION_NOISE_COPIES = 2.5
+
+
+def check_seed(name: str, seed: object) -> int:
+    """``seed`` as an ``int`` if it lies in :data:`SEED_RANGE`, else a ``ValueError`` naming ``name`` and the range
+    (a negative seed would alias a large one, see :data:`SEED_RANGE`)."""
+    if not number_in_range(seed, *SEED_RANGE, integer=True):
+        raise ValueError(f"{name} must be an integer from 0 to 2**64 - 1 (torch.Generator.manual_seed wraps a "
+                         f"negative seed onto a large one, so -1 would repeat 2**64 - 1), got {shown_value(seed)}.")
+    return int(seed)
+
+
+def noise_peak_bytes(num_images: int, z_dim: int, truncation: float | None, dtype_bytes: int = 4) -> int:
+    """The most memory drawing ``num_images`` noise vectors from one generator holds (float32): one copy, or
+    :data:`TRUNCATION_NOISE_COPIES` while a truncation (not ``None`` or 0) resamples (:func:`sample_noise`), plus
+    the cast to a pipeline dtype of ``dtype_bytes`` other than float32's 4."""
+    copies = (TRUNCATION_NOISE_COPIES if truncation else 1) + (dtype_bytes / 4 if dtype_bytes != 4 else 0)
+    return int(copies * 4 * num_images * z_dim)
 
 
 def check_truncation_mode(truncation_mode: str) -> None:
@@ -68,7 +94,9 @@ def sample_noise(
     """Noise from ``draw()`` (a fresh standard-normal tensor per call), optionally truncated at ±``truncation``:
     ``"resample"`` redraws the values beyond the bound (a truncated normal), ``"clamp"`` clips them. ``None`` or ``0``:
     no truncation. The arguments are checked here, so every caller (both engines' public ``prepare_latents``) refuses
-    a NaN or negative ``truncation`` and an unknown mode instead of returning NaN or constant noise."""
+    a NaN or negative ``truncation`` and an unknown mode instead of returning NaN or constant noise. Values are
+    replaced and clamped in place, so a truncation holds at most :func:`noise_peak_bytes` (the noise, one fresh draw
+    and a mask), whatever the number of rounds."""
     check_truncation(truncation)
     check_truncation_mode(truncation_mode)
     check_number_in_range("`max_resample_rounds`", max_resample_rounds, 1, integer=True)
@@ -76,11 +104,11 @@ def sample_noise(
     if truncation:
         if truncation_mode == "resample":
             for _ in range(max_resample_rounds):
-                outside = latents.abs() > truncation
+                outside = (latents > truncation).logical_or_(latents < -truncation)  # no float temporary
                 if not outside.any():
                     break
-                latents = torch.where(outside, draw(), latents)
-        latents = latents.clamp(-truncation, truncation)
+                torch.where(outside, draw(), latents, out=latents)  # in place: no third copy
+        latents.clamp_(-truncation, truncation)
     return latents
 
 

@@ -37,7 +37,7 @@ from galip_core.folder import (
     weight_sets,
 )
 from galip_core.layers import GeneratorLayers
-from galip_core.memory import check_memory
+from galip_core.memory import check_memory, encode_runs, postprocess_in_chunks
 from galip_core.noise import check_latents_without_truncation, check_noise_arguments, cpu_normal, sample_noise
 from galip_core.packaged import (  # noqa: F401  (re-exported)
     DEFAULT_MODEL, PACKAGED_MODELS, choose_local_or_packaged, unknown_model_note,
@@ -274,9 +274,13 @@ def check_lite_folder(folder: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """Generator output (B, 3, H, W) in about [-1, 1] -> PIL images, rounded like diffusers' ``VaeImageProcessor``."""
-    arrays = (images.clamp(-1, 1) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().numpy()
-    return [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
+    """Generator output (B, 3, H, W) in about [-1, 1] -> PIL images, rounded like diffusers' ``VaeImageProcessor``
+    (a chunk at a time, as ``GALIPPipeline`` does: :func:`galip_core.memory.postprocess_in_chunks`)."""
+    def convert(chunk: torch.Tensor) -> list[Image.Image]:
+        arrays = (chunk.clamp(-1, 1) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().numpy()
+        return [Image.fromarray(a) for a in (arrays * 255).round().astype(np.uint8)]
+
+    return postprocess_in_chunks(convert, images)
 
 
 class LitePipeline:
@@ -348,11 +352,13 @@ class LitePipeline:
                  generator: torch.Generator | list[torch.Generator] | None = None,
                  truncation: float | None = None) -> list[Image.Image]:  # fmt: skip
         """One image per prompt (one generator forward pass), as PIL images. ``truncation`` as in ``GALIPPipeline``
-        (``None``: the model's setting; it applies to the noise drawn here, not to given ``latents``)."""
+        (``None``: the model's setting; it applies to the noise drawn here, not to given ``latents``). Repeated
+        prompts next to each other are encoded once (:func:`galip_core.memory.prompt_runs`), so ``galip generate``'s
+        batches get exactly the embeddings of ``GALIPPipeline(prompts, num_images_per_prompt=N)``."""
         check_latents_without_truncation(latents, truncation)
         prompts = prompt_list(prompts, "prompts")
         check_memory("prompts", f"[{len(prompts)} prompts]", self.generator_config, len(prompts), None,
-                     torch.device("cpu"))
+                     torch.device("cpu"), text_config=self.text_config, num_prompts=len(prompts))
         if latents is None:
             latents = self.prepare_latents(len(prompts), generator, truncation)
         expected = (len(prompts), self.generator_config["z_dim"])
@@ -361,7 +367,9 @@ class LitePipeline:
                    else type(latents).__name__)
             raise ValueError(f"`latents` must be a floating-point tensor of shape {expected}, got {got}.")
         check_finite_tensor("latents", latents)
-        text_embeds = check_finite_output(self.encode_prompt(prompts), "text encoder", self._source("text_encoder"))
+        encode = lambda indices: self.encode_prompt([prompts[i] for i in indices])  # noqa: E731
+        text_embeds = encode_runs(encode, prompts, 1)  # a run of one prompt encoded once, as GALIPPipeline does
+        check_finite_output(text_embeds, "text encoder", self._source("text_encoder"))
         images = self.generator(latents.float(), text_embeds)
         return to_pil(check_finite_output(images, "generator", self._source("generator"),
                                           inputs={"latents": latents, "text embeddings": text_embeds}))

@@ -54,18 +54,25 @@ def truncated_ids(ids: Sequence[int], max_length: int) -> tuple[list[int], list[
     return ids[: max_length - 1] + ids[-1:], ids[max_length - 1 : -1]
 
 
+#: the characters of a cut text that a truncation warning shows (longer: the start and the count)
+CUT_TEXT_SHOWN = 80
+
+
 def truncation_warnings(prompts: Sequence[str], prompt_ids: Sequence[Sequence[int]], max_length: int,
                         decode: Callable[[list[int]], str]) -> list[str]:  # fmt: skip
     """One warning per prompt that truncation to ``max_length`` tokens shortens (even by a single token), naming
-    exactly the cut text (``decode`` of the cut ids, see :func:`truncated_ids`). ``prompt_ids``: each prompt's
-    untruncated ids without padding. The truncation warning of both engines and of FuseDream's scorer text."""
+    the cut text (``decode`` of the cut ids, see :func:`truncated_ids`): exactly, up to :data:`CUT_TEXT_SHOWN`
+    characters, else their start and the count (a prompt file of long lines must not flood stderr with copies of
+    them). ``prompt_ids``: each prompt's untruncated ids without padding. The truncation warning of both engines and
+    of FuseDream's scorer text."""
     warnings = []
     for prompt, ids in zip(prompts, prompt_ids):
         cut = truncated_ids(ids, max_length)[1]
         if cut:
             warnings.append(
                 "The following part of your input was truncated because CLIP can only handle sequences up to "
-                f"{max_length} tokens, and the prompt {short_repr(prompt, 60)} has {len(ids)}: {decode(cut)!r}"
+                f"{max_length} tokens, and the prompt {short_repr(prompt, 60)} has {len(ids)}: "
+                f"{short_repr(decode(cut), CUT_TEXT_SHOWN)}"
             )
     return warnings
 

@@ -91,7 +91,10 @@ def test_batches_match_one_pipeline_call_and_show_a_progress_bar(model_dir, tmp_
         (["--truncation", "-1"], "--truncation must be a finite number >= 0 (0: off), got -1.0"),
         (["--truncation", "nan"], "--truncation must be a finite number >= 0 (0: off), got nan"),
         (["--truncation", "inf"], "--truncation must be a finite number >= 0 (0: off), got inf"),
-        (["--seed", str(2**64)], "--seed must be between -2**63 and 2**64 - 1, got 18446744073709551616"),
+        (["--seed", str(2**64)], "--seed must be an integer from 0 to 2**64 - 1 (torch.Generator.manual_seed wraps "
+                                 "a negative seed onto a large one, so -1 would repeat 2**64 - 1), got 18446744073709551616."),
+        (["--seed", "-1"], "--seed must be an integer from 0 to 2**64 - 1"),
+        (["--out", "cat.png"], "--out 'cat.png' looks like an image file, but --out is a folder"),
         (["--out", __file__], "is a file; give a folder"),
         (["--prompt-file", "/nonexistent/prompts.txt"], "--prompt_file: '/nonexistent/prompts.txt' does not exist"),
         ([], "no prompt given"),

@@ -9,8 +9,10 @@ from typing import Any, Mapping
 
 import torch
 
-from galip_core.finite import check_finite_tensor, check_number_in_range
-from galip_core.memory import check_memory, estimate_call_bytes  # noqa: F401  (used by the pipelines)
+from galip_core.finite import check_finite_tensor
+from galip_core.memory import (  # noqa: F401  (used by the pipelines)
+    check_max_batch_size, check_memory, encode_runs, estimate_call_bytes, postprocess_in_chunks,
+)
 from galip_core.text import prompt_list
 from galip_core.noise import (  # noqa: F401  (check_latents_without_truncation: used by the pipelines)
     check_generator, check_latents_without_truncation, check_truncation, check_truncation_mode,
@@ -50,11 +52,6 @@ def check_latents(latents: Any, expected: tuple[int, int]) -> None:
     check_finite_tensor("latents", latents)
 
 
-def check_max_batch_size(max_batch_size: Any) -> None:
-    if max_batch_size is not None:
-        check_number_in_range("`max_batch_size` (None: one pass)", max_batch_size, 1, integer=True)
-
-
 def check_call_inputs(
     config: Mapping[str, Any], prompt, num_images_per_prompt, generator, latents, prompt_embeds, output_type,
     truncation=None, truncation_mode="resample", max_batch_size=None,
@@ -79,6 +76,19 @@ def check_call_inputs(
     check_truncation_mode(truncation_mode)
     check_max_batch_size(max_batch_size)
     return total
+
+
+def check_call_memory(pipe: Any, prompt: Any, prompt_embeds: torch.Tensor | None, total: int,
+                      max_batch_size: int | None, output_type: str, device: torch.device, dtype: torch.dtype) -> None:
+    """:func:`check_memory` for ``GALIPPipeline.__call__`` making ``total`` images (arguments already checked): the
+    error names what asks for them (the number of prompts, or of ``prompt_embeds`` rows, times
+    ``num_images_per_prompt``), counts the text encoder when prompts are encoded, and names the ``max_batch_size``
+    that would fit (chunks cut the generator's and the text encoder's memory to one chunk's)."""
+    count = len(prompt_list(prompt)) if prompt_embeds is None else prompt_embeds.shape[0]
+    source = f"{count} prompt(s)" if prompt_embeds is None else f"`prompt_embeds` ({count} rows)"
+    check_memory(f"{source} x `num_images_per_prompt`={total // count}", None, pipe.generator.config, total,
+                 max_batch_size, device, dtype.itemsize, output_type=output_type, chunk_argument="max_batch_size",
+                 num_prompts=count, text_config=pipe.text_encoder.config if prompt_embeds is None else None)
 
 
 def check_components(pipe: Any, call: str, text_encoder: bool) -> None:

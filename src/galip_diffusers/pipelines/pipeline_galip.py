@@ -22,8 +22,9 @@ from galip_core.text import clip_input_ids, prompt_list
 
 from galip_diffusers.models.generator import GALIPGenerator, weights_editable
 from galip_diffusers.pipelines.call_checks import (  # noqa: F401
-    OUTPUT_TYPES, check_call_inputs, check_components, check_count, check_fast_inference_options, check_latents,
-    check_latents_without_truncation, check_memory,
+    OUTPUT_TYPES, check_call_inputs, check_call_memory, check_components, check_count, check_fast_inference_options,
+    check_latents, check_latents_without_truncation, check_max_batch_size, check_memory, encode_runs,
+    postprocess_in_chunks,
 )
 from galip_diffusers.pipelines.interpolation import interpolate_frames, slerp  # noqa: F401  (slerp: public helper)
 from galip_diffusers.pipelines.loading import (  # noqa: F401
@@ -281,22 +282,26 @@ class GALIPPipeline(DiffusionPipeline):
         prompt: str | list[str],
         device: torch.device | None = None,
         num_images_per_prompt: int = 1,
+        max_batch_size: int | None = None,
     ) -> torch.Tensor:
         """CLIP sentence embeddings (projected EOT state, not normalised), repeated so that each prompt's images are
         adjacent: shape (len(prompt) * num_images_per_prompt, cond_dim). The prompts get the cleaning of OpenAI's
         ``clip.tokenize`` (ftfy, HTML entities, whitespace; exact parity with the official GALIP text path); prompts
         longer than the tokenizer's ``model_max_length`` are truncated with a warning naming the cut text
-        (`galip_core.text.clip_input_ids`, shared with the lite engine and FuseDream's scorer)."""
+        (`galip_core.text.clip_input_ids`, shared with the lite engine and FuseDream's scorer). The text encoder
+        runs once per chunk of `max_batch_size` images (`None`: one pass), over its prompts (`memory.prompt_runs`)."""
         num_images_per_prompt = check_count("num_images_per_prompt", num_images_per_prompt)
+        check_max_batch_size(max_batch_size)
         check_components(self, "encode_prompt", text_encoder=True)
         device = device or self._execution_device
         # CLIP's text tower is causal: the EOT state does not depend on the padding after it, so fast inference pads
         # to the longest prompt only (same embeddings up to float rounding, fewer FLOPs).
         padding = "longest" if self._trim_text_padding else "max_length"
-        input_ids = clip_input_ids(self.tokenizer, prompt_list(prompt), self.tokenizer.model_max_length, padding,
-                                   logger.warning)  # fmt: skip
-        embeds = self.text_encoder(input_ids.to(device)).text_embeds
-        return embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        prompts = prompt_list(prompt)
+        input_ids = clip_input_ids(self.tokenizer, prompts, self.tokenizer.model_max_length, padding, logger.warning)
+        encode = lambda indices: self.text_encoder(input_ids[indices].to(device)).text_embeds  # noqa: E731
+        prompt_embeds = encode_runs(encode, prompts, num_images_per_prompt, max_batch_size)
+        return prompt_embeds  # by name: diffusers' ReturnNameVisitor maps it to `__call__(prompt_embeds=...)`
 
     def prepare_latents(
         self,
@@ -328,22 +333,23 @@ class GALIPPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ generation
     def _generate(self, latents: torch.Tensor, text_embeds: torch.Tensor, max_batch_size: int | None) -> torch.Tensor:
-        chunk = max_batch_size or latents.shape[0]
-        images = []
+        chunk, images = max_batch_size or latents.shape[0], None
         with self.progress_bar(total=(latents.shape[0] + chunk - 1) // chunk) as progress:
             for start in range(0, latents.shape[0], chunk):
                 z, embeds = latents[start : start + chunk], text_embeds[start : start + chunk]
-                images.append(self.generator(z, embeds))
-                check_finite_output(images[-1], "generator", getattr(self.generator.config, "_name_or_path", None),
+                part = self.generator(z, embeds)
+                check_finite_output(part, "generator", getattr(self.generator.config, "_name_or_path", None),
                                     inputs={"latents": z, "text embeddings": embeds})
+                images = part.new_empty((latents.shape[0], *part.shape[1:])) if images is None else images
+                torch.clamp(part, -1, 1, out=images[start : start + len(z)])  # one tensor, no list + cat + clamp
                 progress.update()
-        return torch.cat(images).clamp(-1, 1)
+        return images
 
     def _postprocess(self, images: torch.Tensor, output_type: str, return_dict: bool):
         """The call's output: `"latent"` as the generator made it (its dtype); every other type from a float32 copy,
         so `"pt"` and `"np"` are float32 whatever the pipeline's dtype (and PIL images are rounded from float32)."""
-        if output_type != "latent":
-            images = self.image_processor.postprocess(images.float(), output_type=output_type)
+        if output_type != "latent":  # in chunks: diffusers' float copies of the whole batch would triple its memory
+            images = postprocess_in_chunks(lambda x: self.image_processor.postprocess(x.float(), output_type), images)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
@@ -400,10 +406,9 @@ class GALIPPipeline(DiffusionPipeline):
             truncation, truncation_mode, max_batch_size,
         )
         device, dtype = self._device_and_dtype()
-        check_memory("num_images_per_prompt", num_images_per_prompt, self.generator.config, total, max_batch_size,
-                     device, dtype.itemsize)  # fmt: skip
+        check_call_memory(self, prompt, prompt_embeds, total, max_batch_size, output_type, device, dtype)
         if prompt_embeds is None:
-            text_embeds = self.encode_prompt(prompt, device, num_images_per_prompt)
+            text_embeds = self.encode_prompt(prompt, device, num_images_per_prompt, max_batch_size)
             check_finite_output(text_embeds, "text encoder", getattr(self.text_encoder.config, "_name_or_path", None))
         else:
             text_embeds = prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
