@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import math
 import os
 import sys
-import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from galip_cli.common import DTYPES, CommandParser, check_output_folder, resolve_dtype_name, run_cli, torch_dtype
@@ -51,8 +49,6 @@ never overwritten: a name that is taken gets a suffix (PPPP_KK_seedS-1.png, -2, 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 #: bytes per value of each resolved ``--dtype`` (:func:`resolve_dtype`)
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-#: errno values of ``os.link`` on a file system without hard links (FAT, some network shares)
-NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 
 
 def build_parser(prog: str = "galip-generate") -> argparse.ArgumentParser:
@@ -196,62 +192,13 @@ def _lite_engine(args: argparse.Namespace, total: int) -> tuple["torch.Tensor", 
 
 def save_png(image: "Image.Image", stem: str, overwrite: bool = False) -> str:
     """Write ``image`` to ``stem.png``, or, unless ``overwrite``, to ``stem-1.png``, ``stem-2.png``, ... when the name
-    is taken. Returns the path written.
+    is taken (claimed in one step, so two runs writing into the same folder never clash). Returns the path written.
+    Whole or not at all (:func:`galip_core.staging.write_file`): a full disk, an error or Ctrl-C leaves an old file
+    whole and no empty or partial PNG, and ``overwrite`` replaces a link in ``--out``, never the file it points to."""
+    from galip_core.staging import write_file
 
-    The PNG is written to a hidden temporary file in the same folder (``.NAME.png.tmp-PID-*``), then put in place in
-    one step: linked under the name, which fails if the name is taken (even by a dangling link), so two runs never
-    clash; or, with ``overwrite``, renamed over it (``os.replace`` replaces a symbolic link itself, never the file it
-    points to). So a full disk, an error or Ctrl-C leaves an old file whole and no empty or partial PNG under the
-    name, and the temporary file is removed (a SIGKILL can leave only that hidden file)."""
-    from galip_core.staging import umask
-
-    folder, name = os.path.split(os.path.abspath(stem))
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.png.tmp-{os.getpid()}-", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            image.save(f, format="PNG")
-        os.chmod(temporary, 0o666 & ~umask())  # the mode a plain open() gives, not mkstemp's 0600
-        return _put_in_place(temporary, stem, overwrite)
-    except OSError as err:
-        raise OSError(f"cannot write {stem}.png: {err.strerror or err}") from err
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-
-
-def _put_in_place(temporary: str, stem: str, overwrite: bool) -> str:
-    """Give the complete PNG ``temporary`` its name, as :func:`save_png` says; returns that name."""
-    path, k = f"{stem}.png", 0
-    if overwrite:
-        os.replace(temporary, path)
-        return path
-    while True:
-        try:
-            _link_new(temporary, path)
-            return path
-        except FileExistsError:
-            k += 1
-            path = f"{stem}-{k}.png"
-
-
-def _link_new(temporary: str, path: str) -> None:
-    """``temporary`` also under the new name ``path`` (``FileExistsError`` if it is taken): a hard link, or, where
-    the file system has none, the name claimed empty and then replaced (removed again if that fails)."""
-    try:
-        os.link(temporary, path)
-        return
-    except FileExistsError:
-        raise
-    except OSError as err:
-        if err.errno not in NO_HARD_LINKS:
-            raise
-    with open(path, "xb"):
-        pass
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        os.remove(path)
-        raise
+    return write_file(f"{stem}.png", lambda f: image.save(f, format="PNG"), overwrite,
+                      taken_name=lambda k: f"{stem}-{k}.png")
 
 
 def check_run_memory(args: argparse.Namespace, total: int, config: Mapping[str, Any], text_config: Any,

@@ -1,5 +1,7 @@
-"""Folders built beside their target and put in place only when complete, so that no user ever loads a half-written
-data set or model: one implementation for the data set builders, ``galip convert`` and the packaging scripts.
+"""Folders and files built beside their target and put in place only when complete, so that no user ever loads a
+half-written data set, model or file: one implementation for the data set builders, ``galip convert``, the packaging
+scripts (folders, :func:`temporary_sibling`) and every file written whole or not at all (:func:`write_file`: PNGs of
+``galip generate``, FID statistics, a run's records).
 
 A folder is built under a hidden sibling name, ``.<name>.tmp-<pid>-<random>`` (:func:`temporary_sibling`). If the
 work fails, is interrupted with Ctrl-C, or the process gets SIGTERM (a ``kill``, a job scheduler's timeout), the
@@ -14,6 +16,7 @@ SIGTERM handling, and Python's default SIGTERM action ends the process without r
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -22,9 +25,12 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 logger = logging.getLogger(__name__)
+
+#: errno values of ``os.link`` on a file system without hard links (FAT, some network shares)
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 
 
 class Terminated(KeyboardInterrupt):
@@ -138,3 +144,70 @@ def write_new_folder(target: str | os.PathLike, write: Callable[[Path], None]) -
         write(Path(tmp))
         os.rename(tmp, target)
     return target
+
+
+def write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None], overwrite: bool = True,
+               taken_name: Callable[[int], str] | None = None) -> str:  # fmt: skip
+    """Write the file ``path`` whole or not at all; returns the path written.
+
+    ``write(f)`` fills a hidden temporary file beside it (``.NAME.tmp-PID-*``, given the mode a plain ``open`` gives,
+    not ``mkstemp``'s 0600), which then takes its name in one step: with ``overwrite``, renamed over it
+    (``os.replace`` replaces a symbolic link itself, never the file it points to); without, hard-linked under it,
+    which fails if the name is taken, even by a dangling link, so two processes never clash: then ``taken_name(k)``
+    for k = 1, 2, ... gives the next name to try (``None``: ``FileExistsError``). So a full disk, an error, Ctrl-C or
+    SIGTERM leaves an old file whole and nothing under the name, and the temporary file is removed (a SIGKILL can
+    leave only it). An ``OSError`` names ``path``."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    with terminate_as_interrupt():
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as f:
+                write(f)
+            os.chmod(temporary, 0o666 & ~umask())
+            return _put_in_place(temporary, os.fspath(path), overwrite, taken_name)
+        except FileExistsError:
+            raise
+        except OSError as err:
+            error = OSError(f"cannot write {os.fspath(path)}: {err.strerror or err}")
+            error.errno = err.errno  # for callers that test it (ENOSPC), without "[Errno N]" in the message
+            raise error from err
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+
+
+def _put_in_place(temporary: str, path: str, overwrite: bool, taken_name: Callable[[int], str] | None) -> str:
+    """Give the complete file ``temporary`` its name, as :func:`write_file` says; returns that name."""
+    if overwrite:
+        os.replace(temporary, path)
+        return path
+    candidate, k = path, 0
+    while True:
+        try:
+            _link_new(temporary, candidate)
+            return candidate
+        except FileExistsError:
+            if taken_name is None:
+                raise FileExistsError(errno.EEXIST, f"{path} already exists (nothing was overwritten)") from None
+            k += 1
+            candidate = taken_name(k)
+
+
+def _link_new(temporary: str, path: str) -> None:
+    """``temporary`` also under the new name ``path`` (``FileExistsError`` if it is taken): a hard link, or, where
+    the file system has none, the name claimed empty and then replaced (removed again if that fails)."""
+    try:
+        os.link(temporary, path, follow_symlinks=False)
+        return
+    except FileExistsError:
+        raise
+    except OSError as err:
+        if err.errno not in NO_HARD_LINKS:
+            raise
+    with open(path, "xb"):
+        pass
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        os.remove(path)
+        raise

@@ -165,3 +165,25 @@ def test_a_built_folder_gets_the_mode_of_a_plain_mkdir_not_mkdtemps_0700(tmp_pat
     finally:
         os.umask(old)
     assert os.stat(written).st_mode & 0o777 == during == os.stat(tmp_path / "plain").st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_write_file_puts_a_whole_file_in_place_or_nothing(tmp_path):
+    """One implementation for every file written whole or not at all (PNGs, FID statistics, a run's records)."""
+    from galip_core.staging import write_file
+
+    target = tmp_path / "stats.npz"
+    assert write_file(target, lambda f: f.write(b"old")) == str(target)
+    with pytest.raises(FileExistsError, match="stats.npz already exists"):
+        write_file(target, lambda f: f.write(b"new"), overwrite=False)
+
+    def interrupted(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_file(target, interrupted)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["stats.npz"]  # no temporary file left
+    assert write_file(target, lambda f: f.write(b"new"), overwrite=False, taken_name=lambda k: f"{target}.{k}") \
+        == f"{target}.1"
+    write_file(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["stats.npz", "stats.npz.1"]

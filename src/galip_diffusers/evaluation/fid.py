@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from galip_core.staging import write_file
+
 RESIZE_MODES = ("clean", "bilinear")
 INCEPTION_SIZE = 299
 RESIZE_DESCRIPTIONS = {
@@ -174,16 +176,9 @@ def save_fid_statistics(path: str, mu: np.ndarray, sigma: np.ndarray, num_images
         raise ValueError(f"--save_stats {path!r} not written: {err}") from None
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"--save_stats {path!r} already exists; pass --overwrite to replace it.")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    partial = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
-    try:
-        with open(partial, "wb") as f:
-            np.savez(f, mu=mu, sigma=sigma, num_images=np.int64(num_images), meta=json.dumps(meta))
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_file(path, lambda f: np.savez(f, mu=mu, sigma=sigma, num_images=np.int64(num_images), meta=json.dumps(meta)),
+               overwrite)  # the check above, made again in the step that claims the name
 
 
 def load_fid_statistics(path: str, feature: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, int]:

@@ -21,6 +21,7 @@ import uuid
 from typing import IO, Optional, Sequence
 
 from galip_core.paths import check_output_folder
+from galip_core.staging import write_file
 
 RUN_FILE = "galip_run.json"
 
@@ -74,10 +75,8 @@ def run_record(run_id: str, seed: Optional[int] = None) -> dict:
 
 def write_run_id(folder: str, run_id: str, seed: Optional[int] = None) -> None:
     """Record ``run_id`` (and ``seed``) in ``folder`` (atomically: a reader sees the old file or the new one)."""
-    path = os.path.join(folder, RUN_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(run_record(run_id, seed), f)
-    os.replace(path + ".tmp", path)
+    record = json.dumps(run_record(run_id, seed)).encode()
+    write_file(os.path.join(folder, RUN_FILE), lambda f: f.write(record))
 
 
 def start_run(output_dir: str, resume_path: Optional[str], seed: Optional[int] = None) -> str:
@@ -137,7 +136,5 @@ def open_loss_log(output_dir: str, resume_step: Optional[int]) -> IO[str]:
                 if not isinstance(row, dict) or not isinstance(row.get("step"), int) or row["step"] > resume_step:
                     break
                 kept.append(line if line.endswith("\n") else line + "\n")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
+    write_file(path, lambda f: f.write("".join(kept).encode("utf-8")))
     return open(path, "a", encoding="utf-8")
