@@ -25,6 +25,7 @@ from galip_diffusers.evaluation.evaluate import (
     prepare_fid_metric,
 )
 from galip_diffusers.evaluation.fid import save_fid_statistics
+from galip_diffusers.evaluation.references import check_dataset_source, probe_reference_images
 
 #: the default Inception feature layer: the standard pool3 features
 FID_FEATURE = 2048
@@ -148,17 +149,35 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def _load_eval_dataset(args: argparse.Namespace):
     """The data set, with its columns and (unless ``--save_stats``) every caption checked: a blank caption is found
     now, naming its row, not when its batch comes up after hours of generation."""
-    from galip_diffusers.training.data import check_columns, load_image_text_dataset
+    from galip_diffusers.training.data import check_columns
 
+    dataset = _open_eval_dataset(args)
+    check_columns(dataset, args.image_column, args.caption_column if args.save_stats is None else None)
+    if args.save_stats is None:
+        check_captions(dataset, args.caption_column, args.image_column)
+    return dataset
+
+
+def _open_eval_dataset(args: argparse.Namespace):
+    """``--dataset`` (its ``--split``) opened as a data set, before any model loads: a path that cannot be one is
+    refused without opening it (:func:`check_dataset_source`), and a failure to open it, or a data set of no rows,
+    is a one-line ``ValueError`` naming ``--dataset`` (and ``--split``), which ``datasets``' own errors do not."""
+    from galip_diffusers.training.data import load_image_text_dataset
+
+    check_dataset_source(args.dataset)
     kwargs: dict[str, Any] = {"cache_dir": args.cache_dir}
     if os.path.isdir(args.dataset):
         kwargs["train_data_dir"] = args.dataset
     else:
         kwargs.update(dataset_name=args.dataset, dataset_config_name=args.dataset_config_name)
-    dataset = load_image_text_dataset(split=args.split, **kwargs)
-    check_columns(dataset, args.image_column, args.caption_column if args.save_stats is None else None)
-    if args.save_stats is None:
-        check_captions(dataset, args.caption_column, args.image_column)
+    where = f"--dataset {args.dataset!r}" + (f" (--split {args.split!r})" if args.split is not None else "")
+    try:
+        dataset = load_image_text_dataset(split=args.split, **kwargs)
+    except Exception as err:  # noqa: BLE001  (datasets' errors have no common base)
+        detail = err if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: {err}"
+        raise ValueError(f"{where} cannot be opened as a data set: {detail}") from err
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(f"{where} has no rows: there is nothing to evaluate.")
     return dataset
 
 
@@ -184,8 +203,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "galip-eval") -> int:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Load the data set and check what depends on it and the FID inputs (``parser.error``: exit code 2), then load
-    the model and evaluate."""
+    """Load the data set and check what depends on it (its rows, ``--num_images``, the first reference images) and
+    the FID inputs, then load the models (Inception, the pipeline, CLIP) and evaluate: every check of the references
+    comes before the first model load."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     fid_feature = args.fid_feature or FID_FEATURE
     dataset = _load_eval_dataset(args)
@@ -194,6 +214,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     num_images, note = as_argument_error(parser, lambda: num_evaluation_images(args.num_images, size, default))
     if note:
         print(f"{parser.prog}: note: {note}", file=sys.stderr)
+    if args.save_stats is not None or (not args.no_fid and args.fid_stats is None):  # FID reads the images
+        probe_reference_images(dataset, args.image_column, num_images, args.seed,
+                               hint="" if args.save_stats is not None else ", or pass --fid_stats")
     if args.save_stats is not None:
         mu, sigma, n, meta = dataset_fid_statistics(
             dataset, args.inception_weights, protocol=args.protocol, image_column=args.image_column,

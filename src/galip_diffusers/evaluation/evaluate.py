@@ -119,7 +119,7 @@ def _checked_caption(value: Any, rng, caption_column: str, row: int, image: Any 
     try:
         return pick_caption(value, rng)
     except ValueError:
-        name = _image_name(image)
+        name = image_name(image)
         where = f"row {row}" + (f" ({name})" if name else "")
         raise ValueError(f"--caption_column {caption_column!r}: {where} holds {short_repr(value, 80)}; every caption "
                          "must be a non-empty string or a list of strings.") from None
@@ -150,7 +150,7 @@ def check_captions(dataset, caption_column: str, image_column: Optional[str] = N
             _checked_caption(value, rng, caption_column, row, image)  # raises, naming the row and the file
 
 
-def _image_name(value: Any) -> Optional[str]:
+def image_name(value: Any) -> Optional[str]:
     """The file name of a raw image value (a path, or a ``{"bytes", "path"}`` dict), if it has one."""
     path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, os.PathLike)) else None
     return os.path.basename(os.fspath(path)) if path else None
@@ -207,18 +207,34 @@ def add_reference_images(metric, rows: Iterable[tuple[Any, Any]], *, protocol: s
         for value, _ in batch:
             image = _decode_or_none(decode_image, value)
             if image is None:
-                unreadable.append(_image_name(value) or "")
+                unreadable.append(image_name(value) or "")
             else:
                 images.append(image)
         if images:
             reference_images_to_fid(metric, images, protocol, resolution)
     readable = len(captions) - len(unreadable)
     if readable < 2:
-        names = sorted(name for name in unreadable if name)
-        listed = f" (unreadable: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
-        raise ValueError(f"{readable} of {len(captions)} reference images readable{listed}; FID needs at least 2. "
-                         f"Check the images of --dataset and --image_column {image_column!r}{hint}.")
+        raise too_few_readable_error(readable, str(len(captions)), unreadable, image_column, hint)
+    if unreadable:  # skipped, not fatal: still named, with the flags to check
+        warnings.warn(f"{len(unreadable)} of {len(captions)} reference images left out of FID"
+                      f"{_listed(unreadable)}; check the images of --dataset and --image_column {image_column!r}.",
+                      stacklevel=2)
     return captions, len(unreadable)
+
+
+def too_few_readable_error(readable: int, total: str, unreadable: Sequence[str], image_column: str,
+                           hint: str = "") -> ValueError:
+    """The refusal of fewer than 2 readable reference images among ``total`` (a count, or "the first N"), naming
+    the unreadable files (``""`` for a value without a file name), ``--dataset`` and ``--image_column``, then
+    ``hint``: one message for the probe before the models load and for the lazy decoding after."""
+    return ValueError(f"{readable} of {total} reference images readable{_listed(unreadable)}; FID needs at least 2. "
+                      f"Check the images of --dataset and --image_column {image_column!r}{hint}.")
+
+
+def _listed(unreadable: Sequence[str]) -> str:
+    """`` (unreadable: a.png, b.png, c.png, ...)``, or ``""`` when none of them has a file name."""
+    names = sorted(name for name in unreadable if name)
+    return f" (unreadable: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
 
 
 def generated_images_to_fid(metric, images: torch.Tensor, protocol: str) -> None:

@@ -30,7 +30,7 @@ AUGMENT_SCALE = 76 / 64
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
-def _is_saved_dataset_dir(path: str) -> bool:
+def is_saved_dataset_dir(path: str) -> bool:
     """Whether ``path`` was written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
     def has(name: str) -> bool:
         return os.path.isfile(os.path.join(path, name))
@@ -133,7 +133,7 @@ def load_image_text_dataset(
     source = dataset_name if dataset_name is not None else train_data_dir
     if dataset_name is None and not os.path.isdir(train_data_dir):
         raise FileNotFoundError(f"--train_data_dir {train_data_dir!r} is not a directory.")
-    if _is_saved_dataset_dir(source):
+    if is_saved_dataset_dir(source):
         loaded = datasets.load_from_disk(source)
     elif dataset_name is not None:
         loaded = datasets.load_dataset(
