@@ -50,14 +50,16 @@ def pipe(model_dir):
 def test_a_chunked_call_holds_no_more_than_the_guard_counts(pipe, peak_rss):
     """With ``max_batch_size`` the call once kept a list of chunk outputs, their concatenation, a clamped copy and
     diffusers' whole-batch float copies, and encoded all prompts in one pass: 2.2x what the guard counted, so calls it
-    let through died in an allocation. Now one chunk's work is alive at a time (measured: 0.65 of the estimate)."""
+    let through died in an allocation. Now one chunk's work is alive at a time (measured alone: 0.65 of the estimate)."""
     prompts = [f"prompt {i}, a red circle" for i in range(20000)]
     pipe(prompts[:2])  # warm up: one-time allocations are not the call's
     images, peak = peak_rss(lambda: pipe(prompts, max_batch_size=64).images)
     estimate = estimate_call_bytes(pipe.generator.config, len(prompts), 64, text_config=pipe.text_encoder.config,
                                    num_prompts=len(prompts))  # fmt: skip
     assert len(images) == len(prompts)
-    assert peak <= estimate <= 2.5 * peak, (peak / 2**20, estimate / 2**20)
+    # one-sided: in a long test process freed heap is reused, so the peak can read far below what a fresh process
+    # needs (0.65 of the estimate alone, 0.08 late in the suite); the old code peaked at 2.5x this estimate
+    assert peak <= estimate, (peak / 2**20, estimate / 2**20)
 
 
 def test_chunks_give_the_images_of_one_pass(pipe):
