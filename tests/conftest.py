@@ -1,7 +1,46 @@
 """Shared pytest fixtures."""
 
+import ctypes
+import ctypes.util
+import gc
+
 import pytest
 import torch
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(f.read().split(field + ":")[1].split()[0]) * 1024
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the high-water mark starts again from the current RSS
+
+
+@pytest.fixture
+def peak_rss():
+    """``measure(fn)`` -> ``(fn's result, its peak RSS above the RSS before it)``, on Linux (skipped elsewhere). The
+    heap that earlier tests freed is given back to the system first (glibc's ``malloc_trim``), so that reusing it
+    cannot hide the peak of ``fn`` in a long test process."""
+    try:
+        _reset_peak()
+        _status("VmHWM")
+    except (OSError, IndexError):
+        pytest.skip("needs /proc/self/clear_refs and VmHWM (Linux)")
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+
+    def measure(fn):
+        gc.collect()
+        if trim is not None:
+            trim(0)
+        base = _status("VmRSS")
+        _reset_peak()
+        result = fn()
+        return result, _status("VmHWM") - base
+
+    return measure
 
 
 @pytest.fixture(scope="module")

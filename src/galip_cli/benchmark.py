@@ -14,7 +14,7 @@ from typing import Callable
 from galip_cli.common import CommandParser, as_argument_error, check_output_folder, run_cli
 from galip_core.finite import check_number_in_range
 from galip_diffusers.benchmark.peers import GALIP_VARIANTS, PEERS, SCALES, galip_spec
-from galip_diffusers.benchmark.runner import check_batch_memory, run_benchmark
+from galip_diffusers.benchmark.runner import check_batch_memory, check_peer_batch_memory, run_benchmark
 from galip_diffusers.benchmark.timing import DEVICES, DTYPES
 
 
@@ -159,6 +159,7 @@ def _run(args: argparse.Namespace, prog: str = "galip-benchmark") -> int:
         if folder is not None and not os.path.isdir(folder):  # the same for a peer's folder, before the GALIP rows
             raise FileNotFoundError(f"{flag} {folder!r} is not a folder (a local diffusers pipeline folder).")
     check_batch_memory(args)  # before any model is built
+    check_peer_batch_memory(args)  # and for the peers, before the GALIP rows spend their minutes
     report = run_benchmark(args)
     paths = write_report(report, args.out, plot=not args.no_plot)
     print_summary(report, paths)

@@ -11,7 +11,7 @@ import torch
 
 from galip_cli import benchmark as benchmark_cli
 from galip_diffusers.benchmark import runner as benchmark
-from galip_diffusers.benchmark.peers import PEERS, PROMPT, _build_module, clip_tokenizer, load_config
+from galip_diffusers.benchmark.peers import PEERS, PROMPT, build_module, clip_tokenizer, load_config
 from galip_diffusers.benchmark.report import add_speedups
 
 TINY = ["--galip", "tiny", "--peer-scale", "tiny", "--quick", "--repeats", "2", "--peer-repeats", "1",
@@ -164,7 +164,7 @@ def test_packaged_peer_configs_match_published_sizes(name):
         if spec["class"].endswith("Scheduler"):
             continue
         with torch.device("meta"):
-            module = _build_module(spec["class"], spec["config"])
+            module = build_module(spec["class"], spec["config"])
         millions = sum(p.numel() for p in module.parameters()) / 1e6
         assert millions == pytest.approx(config["reference_params_m"][component], abs=0.05), component
 
@@ -172,7 +172,7 @@ def test_packaged_peer_configs_match_published_sizes(name):
 def test_packaged_galip_config_is_the_official_size():
     config = load_config("galip")
     with torch.device("meta"):
-        generator = _build_module("GALIPGenerator", config["components"]["generator"]["config"])
+        generator = build_module("GALIPGenerator", config["components"]["generator"]["config"])
     assert sum(p.numel() for p in generator.learnable_parameters()) == 51_830_211
     assert sum(p.numel() for p in generator.parameters()) == 51_830_211 + 87_454_464
 

@@ -10,34 +10,6 @@ from galip_core.noise import cpu_normal, noise_peak_bytes, sample_noise
 from galip_core.text import truncation_warnings
 
 
-def _rss(field: str = "VmRSS") -> int:
-    with open("/proc/self/status") as f:
-        return int(f.read().split(field + ":")[1].split()[0]) * 1024
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # the high-water mark starts again from the current RSS
-
-
-@pytest.fixture
-def peak_rss():
-    """``measure(fn)`` -> (fn's result, its peak RSS above the RSS before it), on Linux."""
-    try:
-        _reset_peak()
-        _rss("VmHWM")
-    except (OSError, IndexError):
-        pytest.skip("needs /proc/self/clear_refs and VmHWM (Linux)")
-
-    def measure(fn):
-        base = _rss()
-        _reset_peak()
-        result = fn()
-        return result, _rss("VmHWM") - base
-
-    return measure
-
-
 def test_resampling_a_truncation_holds_no_more_than_the_guard_counts(peak_rss):
     """The resample loop once held the noise, a fresh draw, a mask and torch.where's result (3.25 copies) while
     ``galip generate``'s guard counted 2: it let runs through that then failed in an allocation. Measured at a size

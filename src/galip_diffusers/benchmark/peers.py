@@ -150,7 +150,7 @@ def galip_spec(source: str = "default-config", variant: str = "fast") -> ModelSp
 
 
 # ----------------------------------------------------------------------------------------------------- building
-def _build_module(cls_name: str, config: dict[str, Any]):
+def build_module(cls_name: str, config: dict[str, Any]):
     """Instantiate one component from its config (random weights; on the current default device)."""
     import diffusers
     import transformers
@@ -209,7 +209,7 @@ def build_peer_pipeline(spec: ModelSpec):
     tokenizer, spec.tokenizer = clip_tokenizer(real=spec.mode == MODE_RANDOM and spec.name != "ldm-256")
     comps = spec.config["components"]
     modules = {
-        key: _build_module(c["class"], _with_tokenizer_ids(c["class"], c["config"], tokenizer))
+        key: build_module(c["class"], _with_tokenizer_ids(c["class"], c["config"], tokenizer))
         for key, c in comps.items()
         if not c["class"].endswith("Scheduler")
     }
@@ -236,8 +236,8 @@ def build_galip_pipeline(spec: ModelSpec):
     tokenizer, spec.tokenizer = clip_tokenizer(real=True)
     comps = spec.config["components"]
     text = comps["text_encoder"]
-    text_encoder = _build_module(text["class"], _with_tokenizer_ids(text["class"], text["config"], tokenizer))
-    generator = _build_module("GALIPGenerator", comps["generator"]["config"])
+    text_encoder = build_module(text["class"], _with_tokenizer_ids(text["class"], text["config"], tokenizer))
+    generator = build_module("GALIPGenerator", comps["generator"]["config"])
     return GALIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), generator=generator.eval())
 
 
@@ -308,12 +308,18 @@ def _flops(fn) -> int:
 
 def uses_cfg(spec: ModelSpec, pipe) -> bool:
     """Whether the pipeline runs classifier-free guidance (the UNet then sees a doubled batch)."""
+    return guidance_doubles_batch(spec, pipe.unet.config)
+
+
+def guidance_doubles_batch(spec: ModelSpec, unet_config: Any) -> bool:
+    """:func:`uses_cfg` from the UNet's config alone (a dict or a ``FrozenDict``), for the memory check made before
+    the pipeline is built."""
     g = spec.guidance_scale
     if g is None:
         return False
     if spec.name == "ldm-256":
         return g != 1.0
-    return g > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
+    return g > 1.0 and dict(unet_config).get("time_cond_proj_dim") is None
 
 
 def count_gflops(spec: ModelSpec, pipe, unet_evals: int, fast: bool = False) -> dict[str, float]:

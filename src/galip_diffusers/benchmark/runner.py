@@ -305,6 +305,25 @@ def check_batch_memory(args: argparse.Namespace) -> None:
                 )
 
 
+def check_peer_batch_memory(args: argparse.Namespace) -> None:
+    """Before any model is built: ``ValueError`` naming ``--peer_batch_sizes`` if a peer's row at the largest peer
+    batch would not fit in a requested device's free memory in a requested dtype (weights and one call, estimated
+    from the peer's configs by :func:`galip_diffusers.benchmark.peer_memory.check_peer_batch_memory`). The peers'
+    configs are known before loading (packaged, or a folder's ``config.json`` files), so the check runs before the
+    GALIP rows spend their minutes; a folder whose configs cannot be read is left to its row."""
+    from galip_core import machine
+    from galip_diffusers.benchmark.peer_memory import check_peer_batch_memory as check_peer
+
+    batch = max(args.peer_batch_sizes)
+    for spec in (s for s in plan_specs(args) if s.kind != GALIP):
+        for device_name in args.device:
+            if device_name == "cuda" and not torch.cuda.is_available():
+                continue  # the rows say that CUDA is missing
+            free = machine.available_bytes(device_name)
+            for dtype_name in args.dtype:
+                check_peer(spec, batch, device_name, dtype_name, DTYPES[dtype_name].itemsize, free)
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run every (device, dtype, model) row and return the report dictionary (see :mod:`galip_diffusers.benchmark.report`)."""
     threads = torch.get_num_threads()
