@@ -209,11 +209,8 @@ def check_run_memory(args: argparse.Namespace, total: int, config: Mapping[str, 
     (:func:`galip_core.memory.estimate_call_bytes`) while the noise is held: too much names ``--batch_size``, with
     one that fits."""
     from galip_core.machine import available_bytes
-    from galip_core.memory import estimate_call_bytes, largest_fitting
+    from galip_core.memory import estimate_call_bytes, images_text, largest_fitting, memory_text as gib
     from galip_core.noise import noise_peak_bytes
-
-    def gib(size: int) -> str:
-        return f"{size / 2**30:.1f} GiB"
 
     def needed(batch: int) -> int:  # a batch's call, with the noise of all the images held meanwhile
         call = estimate_call_bytes(config, batch, None, dtype_bytes, text_config=text_config, num_prompts=batch,
@@ -227,8 +224,9 @@ def check_run_memory(args: argparse.Namespace, total: int, config: Mapping[str, 
     batch, free = min(args.batch_size, total), available_bytes(args.device)
     if free is not None and needed(batch) > free:
         fits = largest_fitting(needed, batch, free)
-        remedy = f"give --batch_size {fits} or less" if fits else "make fewer images per run"
-        raise ValueError(f"--batch_size {args.batch_size}: a batch of {batch} images of {config['output_size']} px "
+        remedy = (f"give --batch_size {fits} or less" if fits else "even one image does not fit: free some memory"
+                  if total == 1 else "make fewer images per run")  # fmt: skip
+        raise ValueError(f"--batch_size {args.batch_size}: a batch of {images_text(batch, config['output_size'])} "
                          f"needs about {gib(needed(batch))} (with the noise of all {total} images), and {args.device} "
                          f"has {gib(free)} free: {remedy}.")
 
@@ -256,7 +254,7 @@ def local_model_configs(model: str | None) -> tuple[dict, dict | None, Any] | No
 def check_out_folder(out: str) -> None:
     """``--out`` must be a writable folder, created here if missing: checked before the model loads. A new ``--out``
     named like an image (``cat.png``) is refused: it would become a folder of that name."""
-    if out.lower().endswith(IMAGE_SUFFIXES) and not os.path.isdir(out):
+    if os.path.splitext(out)[1].lower() in IMAGE_SUFFIXES and not os.path.isdir(out):  # not a hidden ".png" folder
         raise ValueError(f"--out {out!r} looks like an image file, but --out is a folder: the images are written "
                          f"inside it as PNG files (PPPP_KK_seedS.png); give a folder name, e.g. "
                          f"{os.path.splitext(out)[0] or 'galip-samples'!r}.")

@@ -37,8 +37,8 @@ POSTPROCESS_COPIES = 3
 TEXT_HIDDEN_COPIES = 8
 #: bytes per image (and per prompt) beyond the tensors: the PIL and Python objects, the prompt's token ids
 PER_IMAGE_OVERHEAD = 2048
-#: RSS the C allocator keeps (freed, not returned) across a CPU call's chunks: 0 to 260 MiB measured, whatever the
-#: call's size (glibc's heap and its dynamic mmap threshold)
+#: RSS the C allocator keeps (freed, not returned) across a CPU call's chunks: 0 to 260 MiB measured on calls of
+#: hundreds of MiB (glibc's heap and its dynamic mmap threshold); counted up to what the call itself holds
 ALLOCATOR_SLACK = 256 * 2**20
 #: transformers' ``CLIPTextConfig`` defaults, for a text encoder config that leaves a field out
 CLIP_TEXT_DEFAULTS = {"max_position_embeddings": 77, "hidden_size": 512, "intermediate_size": 2048,
@@ -156,8 +156,20 @@ def estimate_call_bytes(config: Mapping[str, Any], num_images: int, max_batch_si
     text = 0
     if text_config is not None and num_prompts:
         text = text_encoder_bytes(text_config, min(num_prompts, max_batch_size or num_prompts), dtype_bytes)
-    slack = ALLOCATOR_SLACK if device_type == "cpu" else 0
-    return int(max(text, kept + max(forward, post)) + slack)
+    held = max(text, kept + max(forward, post))
+    # the allocator can keep back no more than the call itself allocates: a small call gets a small slack
+    slack = min(ALLOCATOR_SLACK, held) if device_type == "cpu" else 0
+    return int(held + slack)
+
+
+def memory_text(size: float) -> str:
+    """``size`` bytes as the memory errors show it: GiB with one decimal, MiB below 1 GiB (not "0.0 GiB")."""
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def images_text(count: int, size: int) -> str:
+    """``"1 image of 64 px"`` / ``"300 images of 64 px"``."""
+    return f"{count} image{'' if count == 1 else 's'} of {size} px"
 
 
 def largest_fitting(needed: Callable[[int], int], limit: int, free: int) -> int | None:
@@ -193,7 +205,10 @@ def check_memory(argument: str, value: Any, config: Mapping[str, Any], num_image
     if chunk_argument is not None:
         fits = largest_fitting(needed, min(num_images, max_batch_size or num_images), free)
         fits = None if fits is None else 2 ** (fits.bit_length() - 1)  # a round number that fits
-    remedy = ("Make fewer images per call." if fits is None else
-              f"Pass `{chunk_argument}`={fits} (about {needed(fits) / 2**30:.1f} GiB), or make fewer images per call.")
-    raise ValueError(f"{subject} asks for {num_images} images of {config['output_size']} px, which need about "
-                     f"{total / 2**30:.1f} GiB{passes}; {device.type} has {free / 2**30:.1f} GiB free. {remedy}")
+    if fits is not None:
+        remedy = (f"Pass `{chunk_argument}`={fits} (about {memory_text(needed(fits))}), or make fewer images per "
+                  "call.")  # fmt: skip
+    else:
+        remedy = "Even one image does not fit: free some memory." if num_images == 1 else "Make fewer images per call."
+    raise ValueError(f"{subject} asks for {images_text(num_images, config['output_size'])}, which need about "
+                     f"{memory_text(total)}{passes}; {device.type} has {memory_text(free)} free. {remedy}")

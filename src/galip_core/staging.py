@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -150,20 +151,23 @@ def write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None], overw
                taken_name: Callable[[int], str] | None = None) -> str:  # fmt: skip
     """Write the file ``path`` whole or not at all; returns the path written.
 
-    ``write(f)`` fills a hidden temporary file beside it (``.NAME.tmp-PID-*``, given the mode a plain ``open`` gives,
-    not ``mkstemp``'s 0600), which then takes its name in one step: with ``overwrite``, renamed over it
-    (``os.replace`` replaces a symbolic link itself, never the file it points to); without, hard-linked under it,
+    ``write(f)`` fills a hidden temporary file beside it (``.NAME.tmp-PID-*``, NAME cut to 40 characters; given the
+    mode a plain ``open`` gives, not ``mkstemp``'s 0600, or the mode of the file it replaces), which then takes its
+    name in one step: with ``overwrite``, renamed over it (``os.replace`` replaces a symbolic link itself, never the
+    file it points to); without, hard-linked under it,
     which fails if the name is taken, even by a dangling link, so two processes never clash: then ``taken_name(k)``
     for k = 1, 2, ... gives the next name to try (``None``: ``FileExistsError``). So a full disk, an error, Ctrl-C or
     SIGTERM leaves an old file whole and nothing under the name, and the temporary file is removed (a SIGKILL can
     leave only it). An ``OSError`` names ``path``."""
     folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    temporary = None
     with terminate_as_interrupt():
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=folder)
         try:
+            # the name's start only (40 characters: at most 160 bytes), so that any name up to NAME_MAX works
+            handle, temporary = tempfile.mkstemp(prefix=f".{name[:40]}.tmp-{os.getpid()}-", dir=folder)
             with os.fdopen(handle, "wb") as f:
                 write(f)
-            os.chmod(temporary, 0o666 & ~umask())
+            os.chmod(temporary, _mode_for(path) if overwrite else 0o666 & ~umask())
             return _put_in_place(temporary, os.fspath(path), overwrite, taken_name)
         except FileExistsError:
             raise
@@ -172,8 +176,21 @@ def write_file(path: str | os.PathLike, write: Callable[[BinaryIO], None], overw
             error.errno = err.errno  # for callers that test it (ENOSPC), without "[Errno N]" in the message
             raise error from err
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
+            if temporary is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(temporary)
+
+
+def _mode_for(path: str | os.PathLike) -> int:
+    """The permission bits a file written to ``path`` gets: those of the regular file it replaces (a user's
+    ``chmod 600`` survives an overwrite, as with ``open(path, "wb")``), else what a plain ``open`` gives."""
+    try:
+        old = os.lstat(path)
+    except OSError:
+        old = None
+    if old is not None and stat.S_ISREG(old.st_mode):
+        return stat.S_IMODE(old.st_mode)
+    return 0o666 & ~umask()
 
 
 def _put_in_place(temporary: str, path: str, overwrite: bool, taken_name: Callable[[int], str] | None) -> str:

@@ -205,3 +205,28 @@ def test_the_noise_check_counts_the_copies_a_truncation_holds(model_dir, tmp_pat
     assert generate(argv + ["--truncation", "0.5"]) == 1
     err = capsys.readouterr().err
     assert f"{total} images (prompts x --num_images) need" in err and "of noise drawn up front" in err
+
+
+def test_a_small_run_is_not_refused_on_a_machine_with_little_free_memory(model_dir, tmp_path, capsys, monkeypatch):
+    """The allocator slack (256 MiB, measured on calls of hundreds of MiB) was added to every call, so one image was
+    refused with 200 MiB free, and told to "make fewer images"."""
+    from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
+
+    monkeypatch.setattr(machine, "available_bytes", lambda device: 200 * 2**20)
+    argv = ["a red circle", "--model", str(model_dir), "--batch_size", "1", "--out", str(tmp_path / "out")]
+    assert generate(argv + ["--no_progress"]) == 0
+    pipe = GALIPPipeline.from_pretrained(str(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    assert len(pipe("a red circle").images) == 1
+    capsys.readouterr()
+    monkeypatch.setattr(machine, "available_bytes", lambda device: 2**16)  # 64 kB: nothing fits
+    assert generate(argv) == 1
+    assert capsys.readouterr().err.strip().endswith("even one image does not fit: free some memory.")
+    with pytest.raises(ValueError, match=r"asks for 1 image of 32 px, which need about \d+ MiB; cpu has 0 MiB free\. "
+                                         r"Even one image does not fit: free some memory\.$"):
+        pipe("a red circle")
+
+
+def test_a_hidden_folder_named_like_an_extension_is_a_folder(tmp_path):
+    generate_module.check_out_folder(str(tmp_path / ".png"))  # a dot-folder, as os.path.splitext reads it
+    assert (tmp_path / ".png").is_dir()

@@ -187,3 +187,18 @@ def test_write_file_puts_a_whole_file_in_place_or_nothing(tmp_path):
         == f"{target}.1"
     write_file(target, lambda f: f.write(b"new"))
     assert target.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["stats.npz", "stats.npz.1"]
+
+
+def test_write_file_takes_any_legal_name_and_keeps_a_replaced_files_mode(tmp_path):
+    """A name of 255 bytes once failed (the hidden temporary name added 22 characters), with an error naming that
+    temporary file; an overwrite reset a ``chmod 600`` file to 0644."""
+    from galip_core.staging import write_file
+
+    longest = tmp_path / ("s" * 251 + ".npz")  # NAME_MAX: 255 bytes
+    assert write_file(longest, lambda f: f.write(b"x")) == str(longest) and longest.read_bytes() == b"x"
+    os.chmod(longest, 0o600)
+    write_file(longest, lambda f: f.write(b"y"))
+    assert longest.read_bytes() == b"y" and os.stat(longest).st_mode & 0o777 == 0o600
+    with pytest.raises(OSError, match=r"^cannot write .*/s{256}\.npz: File name too long$"):
+        write_file(tmp_path / ("s" * 256 + ".npz"), lambda f: f.write(b"z"))
+    assert sorted(os.listdir(tmp_path)) == [longest.name]

@@ -64,6 +64,6 @@ def test_a_refusal_names_the_prompt_count_and_a_max_batch_size_that_fits(pipe, m
     with pytest.raises(ValueError, match=r"^`prompt_embeds` \(20000 rows\) x `num_images_per_prompt`=1 asks"):
         pipe(prompt_embeds=torch.zeros(20000, pipe.generator.config.cond_dim))
     monkeypatch.setattr(machine, "available_bytes", lambda device: 2**20)  # nothing fits: no chunk size to suggest
-    with pytest.raises(ValueError, match=r"with `max_batch_size`=8; cpu has 0\.0 GiB free\. Make fewer images per "
+    with pytest.raises(ValueError, match=r"with `max_batch_size`=8; cpu has 1 MiB free\. Make fewer images per "
                                          r"call\.$"):
         pipe(prompts, max_batch_size=8)
