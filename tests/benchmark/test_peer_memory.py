@@ -21,10 +21,10 @@ def known_memory(monkeypatch):
     monkeypatch.setattr(machine, "available_bytes", lambda device: 16 * 2**30)
 
 
-@pytest.mark.parametrize("name, resolution, batch", [("sd-1.5", 128, 16), ("ldm-256", 512, 16)])
+@pytest.mark.parametrize("name, resolution, batch", [("sd-1.5", 128, 8), ("ldm-256", 512, 8)])
 def test_the_estimate_covers_a_tiny_peer_calls_peak_and_is_not_far_above(name, resolution, batch, peak_rss):
     """A tiny peer (same block types) called as a row calls it (channels_last, ``output_type="np"``) on 64x64 latents
-    (LDM's pipeline takes ``height // 8`` whatever its VAE), where the UNet's activations (32 samples with guidance)
+    (LDM's pipeline takes ``height // 8`` whatever its VAE), where the UNet's activations (16 samples with guidance)
     and the VAE decoder's are hundreds of MiB. The first
     call is measured: a row's warm-up call runs at the row's batch, one-time allocations included."""
     spec = peer_spec(name, scale="tiny", steps=1)
