@@ -71,3 +71,11 @@ def real_emoji():
 
     records, images = read_emoji_images(fetch_tarballs(default_cache_dir()))
     return EmojiJudge.from_records(records, images), records, images
+
+
+@pytest.fixture
+def known_memory(monkeypatch):
+    """16 GiB free, whatever this machine has, so that the memory checks decide the same everywhere."""
+    import galip_core.machine as machine
+
+    monkeypatch.setattr(machine, "available_bytes", lambda device: 16 * 2**30)

@@ -15,12 +15,6 @@ from galip_diffusers.benchmark.peer_memory import call_bytes, peer_bytes, peer_c
 from galip_diffusers.benchmark.peers import build_peer_pipeline, load_config, peer_spec
 
 
-@pytest.fixture
-def known_memory(monkeypatch):
-    """16 GiB free, whatever this machine has, so that the check decides the same everywhere."""
-    monkeypatch.setattr(machine, "available_bytes", lambda device: 16 * 2**30)
-
-
 @pytest.mark.parametrize("name, resolution, batch", [("sd-1.5", 128, 8), ("ldm-256", 512, 8)])
 def test_the_estimate_covers_a_tiny_peer_calls_peak_and_is_not_far_above(name, resolution, batch, peak_rss):
     """A tiny peer (same block types) called as a row calls it (channels_last, ``output_type="np"``) on 64x64 latents

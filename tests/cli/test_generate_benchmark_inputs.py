@@ -7,7 +7,6 @@ import os
 import PIL.Image
 import pytest
 
-import galip_core.machine as machine
 from galip_cli import benchmark as benchmark_cli
 from galip_cli.generate import main as generate
 from galip_cli.generate import read_prompts
@@ -87,12 +86,6 @@ def test_the_thread_cap_follows_the_cpu_count(monkeypatch):
 
 
 # ------------------------------------------------------------------ galip benchmark --batch_sizes
-@pytest.fixture
-def known_memory(monkeypatch):
-    """16 GiB free, whatever this machine has, so that the memory check decides the same everywhere."""
-    monkeypatch.setattr(machine, "available_bytes", lambda device: 16 * 2**30)
-
-
 def test_a_batch_too_large_for_the_memory_fails_before_any_model_is_built(tmp_path, capsys, monkeypatch,
                                                                           known_memory):
     monkeypatch.setattr(benchmark_cli, "run_benchmark", lambda args: pytest.fail("the benchmark ran"))

@@ -7,7 +7,6 @@ import re
 import pytest
 import torch
 
-import galip_core.machine as machine
 from galip_diffusers.fusedream.checks import SearchDivergedError, check_callback
 from galip_diffusers.fusedream.latent_search import OverparameterizedLatent
 from galip_diffusers.fusedream.options import SearchOptions
@@ -33,12 +32,6 @@ BAD_SEARCH_OPTIONS = [
     ("max_batch_size", 0), ("max_batch_size", None), ("max_batch_size", 1.5),
     ("truncation", NAN), ("truncation", -1.0), ("truncation", INF),
 ]
-
-
-@pytest.fixture
-def known_memory(monkeypatch):
-    """16 GiB free, whatever this machine has, so that the memory checks decide the same everywhere."""
-    monkeypatch.setattr(machine, "available_bytes", lambda device: 16 * 2**30)
 
 
 def seeded(seed=0):
