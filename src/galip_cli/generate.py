@@ -267,11 +267,13 @@ def check_out_folder(out: str) -> None:
         raise PermissionError(f"--out {out!r}: this folder is not writable.")
 
 
-def _diffusers_engine(args: argparse.Namespace, total: int, fallback: str | None = None
-                      ) -> tuple["torch.Tensor", MakeImages]:  # fmt: skip
+def _diffusers_engine(args: argparse.Namespace, total: int, fallback: str | None = None,
+                      memory_checked: bool = False) -> tuple["torch.Tensor", MakeImages]:  # fmt: skip
     """``(latents, make_images)`` from a ``GALIPPipeline`` (any folder, Hub id, device or dtype): the noise of all
     ``total`` images drawn up front from ``--seed``, as one pipeline call would draw it. ``fallback``: why ``auto``
-    did not take the lite engine, said once the model has loaded (a model that fails to load gets its error only)."""
+    did not take the lite engine, said once the model has loaded (a model that fails to load gets its error only).
+    ``memory_checked``: :func:`check_run_memory` already ran on the folder's configs; else it runs on the loaded
+    model's (a Hub id)."""
     import torch
 
     from galip_diffusers.pipelines.pipeline_galip import GALIPPipeline
@@ -284,7 +286,8 @@ def _diffusers_engine(args: argparse.Namespace, total: int, fallback: str | None
         note_diffusers_engine(fallback)
     pipe.set_progress_bar_config(disable=True)
     truncation = pipe.settings.resolve("sampling", truncation=args.truncation)["truncation"]
-    check_run_memory(args, total, pipe.generator.config, pipe.text_encoder.config, truncation, dtype.itemsize)
+    if not memory_checked:
+        check_run_memory(args, total, pipe.generator.config, pipe.text_encoder.config, truncation, dtype.itemsize)
     generator = torch.Generator().manual_seed(args.seed)
     latents = pipe.prepare_latents(total, pipe.generator.dtype, pipe.device, generator, truncation=truncation)
     return latents, lambda prompts, z: pipe(prompts, latents=z).images
@@ -371,7 +374,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise
             engine, fallback = "diffusers", str(err)  # auto: a config the lite runtime cannot read
     if engine == "diffusers":
-        latents, make_images = _diffusers_engine(args, total, fallback)
+        latents, make_images = _diffusers_engine(args, total, fallback, memory_checked=configs is not None)
     write_images(args, prompts, latents, make_images)
     return 0
 

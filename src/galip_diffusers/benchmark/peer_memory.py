@@ -20,12 +20,12 @@ published-size components, ``tests/benchmark/test_peer_memory.py``):
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping
 
 import torch
 
+from galip_core.folder import read_json_object
 from galip_core.memory import ALLOCATOR_SLACK, largest_fitting, text_encoder_bytes
 from galip_diffusers.benchmark.peers import ModelSpec, MODE_REAL, build_module, guidance_doubles_batch
 
@@ -42,14 +42,6 @@ POST_COPIES = 3
 UNET_WORK_MAPS = 40
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        value = json.load(f)
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return value
-
-
 def peer_components(spec: ModelSpec) -> dict[str, tuple[str, dict[str, Any]]] | None:
     """``{name: (class, config)}`` of a peer's UNet, VAE and text encoder, read without building anything: a folder's
     ``model_index.json`` and ``<component>/config.json``, else the packaged (or tiny) config. ``None`` where a folder's
@@ -59,12 +51,12 @@ def peer_components(spec: ModelSpec) -> dict[str, tuple[str, dict[str, Any]]] | 
         comps = spec.config["components"]
         return {name: (c["class"], c["config"]) for name, c in comps.items() if name in wanted}
     try:
-        index = _read_json(os.path.join(spec.source, "model_index.json"))
+        index = read_json_object(os.path.join(spec.source, "model_index.json"))
         found = {}
         for name in wanted:
             entry = index.get(name)
             if isinstance(entry, list) and len(entry) == 2 and entry[1]:
-                found[name] = (entry[1], _read_json(os.path.join(spec.source, name, "config.json")))
+                found[name] = (entry[1], read_json_object(os.path.join(spec.source, name, "config.json")))
     except (OSError, ValueError):
         return None
     roles = (UNET in found, any(n in found for n in DECODERS), any(n in found for n in TEXT_ENCODERS))
